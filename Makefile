@@ -1,0 +1,39 @@
+# The README's two commands: `make study` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build on this kind of machine; on a GPU node pick the CUDA build, e.g.
+#   make study TORCH_SPEC=torch==2.13.0 TORCH_PIP_ARGS=
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+PRESET ?= demo
+OUT ?= study
+STAMP := $(VENV)/.installed
+
+.PHONY: install study test lint bench book clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	$(PY) -m pip install -q -e ".[book,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+study: install
+	$(VENV)/bin/slicelib study --preset $(PRESET) --out $(OUT)
+
+lint: install
+	$(PY) -m ruff check slicelib tests benchmarks
+	$(PY) -m ruff format --check slicelib tests benchmarks
+	$(PY) -m mypy
+
+test: lint
+	$(PY) -m pytest tests notebooks --nbval-lax
+
+bench: install
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf _build $(OUT) .pytest_cache .mypy_cache .ruff_cache

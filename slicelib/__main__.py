@@ -1,0 +1,5 @@
+"""Allow ``python -m slicelib``."""
+
+from slicelib.cli import main
+
+raise SystemExit(main())

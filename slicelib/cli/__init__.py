@@ -1,0 +1,52 @@
+"""The ``slicelib`` command line.
+
+Each subcommand lives in its own module under :mod:`slicelib.cli` and exposes
+``register(subparsers) -> argparse.ArgumentParser`` whose parser sets
+``func=handler``. A subcommand is listed in :data:`COMMANDS` only once it works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from slicelib import __version__
+from slicelib.errors import SlicelibError
+
+# Module names under slicelib.cli, in the order --help lists them.
+COMMANDS: tuple[str, ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slicelib",
+        description="Deep learning for MRI slice interpolation: data, models, evaluation, study.",
+    )
+    parser.add_argument("--version", action="version", version=f"slicelib {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"slicelib.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        result = args.func(args)
+    except SlicelibError as exc:
+        print(f"slicelib {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"slicelib {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)

@@ -1,0 +1,276 @@
+"""Typed configuration and the presets.
+
+Every default is written once, here. The CLI, the notebooks' ``parameters`` cells
+and the study runner all start from a :class:`Preset` and override single fields
+with :func:`dataclasses.replace`.
+
+Presets:
+
+- ``paper``: the supplement's settings exactly (256x256, Adam 1e-4, L1, batch 4
+  (DDPM 8), epochs 25/25/25/10/20, T=100, linear betas 1e-4..0.02, fp16 on GPU).
+- ``demo``: the whole study on the synthetic cohort on 2 CPU cores in minutes.
+  Every architecture keeps its structure; the reductions are listed in
+  :data:`DEMO_REDUCTIONS` and shown in the book.
+- ``smoke``: tiny sizes for the test suite and the notebook checks only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from slicelib.errors import SlicelibError
+
+ModelName = Literal["cnn", "unet", "gan", "gan_improved", "ddpm"]
+MODEL_NAMES: tuple[ModelName, ...] = ("cnn", "unet", "gan", "gan_improved", "ddpm")
+PresetName = Literal["demo", "paper", "smoke"]
+Precision = Literal["fp16", "bf16", "fp32"]
+
+
+@dataclass(frozen=True)
+class CohortConfig:
+    """The synthetic demo cohort (``slicelib demo-data``)."""
+
+    patients: int = 12
+    seed: int = 0
+    matrix: int = 320  # in-plane pixels of the synthetic acquisition
+    slices: int = 40  # acquired slices per T2 axial volume (1.5 mm spacing)
+    distractors: bool = True  # add the series the scan must reject
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Inclusion criteria (supplement 1.2) applied by ``slicelib scan``."""
+
+    modality: str = "MR"
+    field_strength_t: float = 3.0
+    field_strength_tol_t: float = 0.1
+    manufacturer: str = "siemens"
+    t2_patterns: tuple[str, ...] = ("t2", "tse", "spc")
+    exclude_patterns: tuple[str, ...] = (
+        "dwi", "adc", "diff", "trace", "t1", "loc", "scout", "survey", "calib", "b0",
+    )
+    max_axial_angle_deg: float = 30.0  # oblique-axial within this counts as axial
+    slice_thickness_mm: float = 1.5
+    slice_thickness_tol_mm: float = 0.2
+    min_slices: int = 20
+    spacing_rel_tol: float = 0.05  # non-uniform spacing beyond this excludes
+    workers: int = 0  # 0: one per CPU core
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Preprocessing into the cache (supplement 1.2, 1.3)."""
+
+    size: int = 256
+    seed: int = 0
+    clip_percentiles: tuple[float, float] | None = None  # (1.0, 99.0): the original code
+    split: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    dtype: Literal["float16", "float32"] = "float16"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture options. Defaults give the supplement's parameter counts."""
+
+    features: int = 64
+    cnn_blocks: int = 8
+    cnn_convs_per_block: Literal[1, 2] = 1  # 1: 297,217 params; 2: the text's conv-ReLU-conv
+    improved_blocks: int = 16
+    ddpm_channels: int = 64  # base width of the DDPM denoiser (paper: 20.5 M params)
+    ddpm_time_dim: int = 256
+    dropout: float = 0.0  # MC dropout for uncertainty (U-Net)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    timesteps: int = 100
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: a model, a k, and how to optimise it."""
+
+    model: ModelName = "unet"
+    k: int = 1
+    epochs: int = 25
+    batch_size: int = 4
+    lr: float = 1e-4
+    crop: int | None = None  # random square crops for CPU-sized training
+    augment: bool = True  # flips and rot90, p=0.5 each (the original)
+    steps_per_epoch: int | None = None  # None: one pass over the training triplets
+    val_max_slices: int | None = None  # None: the whole validation split
+    adv_weight: float = 0.001  # gan; gan_improved uses 0.01
+    fm_weight: float = 0.1  # gan_improved feature matching
+    precision: Precision = "fp16"  # used on CUDA only; CPU trains in fp32
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = 0
+    compile: bool = False
+    model_cfg: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    methods: tuple[str, ...] = ("nearest", "linear", "cubic", "flow")
+    common: bool = False  # restrict to slices where k=1 and k=2 are both evaluable
+    ddim_steps: tuple[int, ...] = (10, 20, 50)
+    ddpm_samples: int = 4  # samples averaged for the "mean of n" DDPM variant
+    ddpm_max_slices: int | None = None  # None: the whole test split
+    bootstrap: int = 2000
+    seed: int = 0
+    device: str = "auto"
+
+
+# Per-model settings from the supplement (section 2).
+PAPER_EPOCHS: dict[str, int] = {"cnn": 25, "unet": 25, "gan": 25, "gan_improved": 10, "ddpm": 20}
+PAPER_BATCH: dict[str, int] = {"cnn": 4, "unet": 4, "gan": 4, "gan_improved": 4, "ddpm": 8}
+ADV_WEIGHT: dict[str, float] = {"gan": 0.001, "gan_improved": 0.01}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: PresetName
+    cohort: CohortConfig
+    scan: ScanConfig
+    prepare: PrepareConfig
+    model: ModelConfig
+    diffusion: DiffusionConfig
+    epochs: dict[str, int]
+    batch: dict[str, int]
+    crop: int | None
+    steps_per_epoch: int | None
+    val_max_slices: int | None
+    eval: EvalConfig
+    ks: tuple[int, ...] = (1, 2)
+    ddpm_ks: tuple[int, ...] = (1,)  # the original trained the DDPM for k=1 only
+
+    def train_config(self, model: ModelName, k: int, **overrides: Any) -> TrainConfig:
+        """The training configuration of ``model`` at ``k`` under this preset."""
+        if model not in MODEL_NAMES:
+            raise SlicelibError(f"unknown model {model!r} (choose from {', '.join(MODEL_NAMES)})")
+        if k < 1:
+            raise SlicelibError(f"k must be >= 1 (got {k})")
+        cfg = TrainConfig(
+            model=model,
+            k=k,
+            epochs=self.epochs[model],
+            batch_size=self.batch[model],
+            crop=self.crop,
+            steps_per_epoch=self.steps_per_epoch,
+            val_max_slices=self.val_max_slices,
+            adv_weight=ADV_WEIGHT.get(model, TrainConfig.adv_weight),
+            model_cfg=self.model,
+            diffusion=self.diffusion,
+        )
+        return replace_checked(cfg, **overrides)
+
+
+PAPER = Preset(
+    name="paper",
+    cohort=CohortConfig(),
+    scan=ScanConfig(),
+    prepare=PrepareConfig(),
+    model=ModelConfig(),
+    diffusion=DiffusionConfig(),
+    epochs=PAPER_EPOCHS,
+    batch=PAPER_BATCH,
+    crop=None,
+    steps_per_epoch=None,
+    val_max_slices=None,
+    eval=EvalConfig(),
+)
+
+DEMO = Preset(
+    name="demo",
+    cohort=CohortConfig(patients=12),
+    scan=ScanConfig(),
+    prepare=PrepareConfig(size=128),
+    model=ModelConfig(ddpm_channels=16),
+    diffusion=DiffusionConfig(),
+    epochs={"cnn": 6, "unet": 6, "gan": 6, "gan_improved": 4, "ddpm": 6},
+    batch={"cnn": 8, "unet": 8, "gan": 8, "gan_improved": 8, "ddpm": 8},
+    crop=64,
+    steps_per_epoch=40,
+    val_max_slices=32,
+    eval=EvalConfig(ddpm_max_slices=16, ddim_steps=(10, 20, 50), ddpm_samples=4, bootstrap=1000),
+)
+
+SMOKE = Preset(
+    name="smoke",
+    cohort=CohortConfig(patients=4, matrix=96, slices=24),
+    scan=ScanConfig(),
+    prepare=PrepareConfig(size=32),
+    model=ModelConfig(ddpm_channels=8),
+    diffusion=DiffusionConfig(timesteps=10),
+    epochs={"cnn": 1, "unet": 1, "gan": 1, "gan_improved": 1, "ddpm": 1},
+    batch={"cnn": 4, "unet": 4, "gan": 4, "gan_improved": 4, "ddpm": 4},
+    crop=None,
+    steps_per_epoch=2,
+    val_max_slices=4,
+    eval=EvalConfig(ddpm_max_slices=2, ddim_steps=(2,), ddpm_samples=2, bootstrap=100),
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (DEMO, PAPER, SMOKE)}
+
+# What the demo preset reduces with respect to the paper, for the book.
+DEMO_REDUCTIONS: tuple[str, ...] = (
+    "synthetic cohort of 12 patients instead of the TCIA collection",
+    "slices resized to 128x128 instead of 256x256",
+    "training on random 64x64 crops, 40 steps of batch 8 per epoch",
+    "6 epochs (4 for the improved GAN) instead of 25/25/25/10/20",
+    "DDPM denoiser base width 16 instead of 64 (same structure, fewer parameters)",
+    "DDPM sampled on 16 test slices instead of the whole test split",
+    "validation on at most 32 slices per epoch",
+)
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise SlicelibError(
+            f"unknown preset {name!r} (choose from {', '.join(sorted(PRESETS))})"
+        ) from None
+
+
+T = TypeVar("T")
+
+
+def replace_checked(cfg: T, **overrides: Any) -> T:
+    """``dataclasses.replace`` that names an unknown parameter in a one-line error."""
+    names = {f.name for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise SlicelibError(
+            f"unknown parameter(s) {', '.join(unknown)} for {type(cfg).__name__} "
+            f"(known: {', '.join(sorted(names))})"
+        )
+    return dataclasses.replace(cfg, **overrides)  # type: ignore[type-var]
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild a config dataclass saved with :func:`to_dict` (nested ones included)."""
+    kwargs: dict[str, Any] = {}
+    hints = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key, value in data.items():
+        if key not in hints:
+            raise SlicelibError(f"unknown field {key!r} in saved {cls.__name__}")
+        default = hints[key].default_factory  # type: ignore[misc]
+        if dataclasses.is_dataclass(default) or (
+            callable(default) and dataclasses.is_dataclass(default)
+        ):
+            value = from_dict(default, value)  # type: ignore[arg-type]
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
