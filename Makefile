@@ -25,8 +25,8 @@ study: install
 	$(VENV)/bin/slicelib study --preset $(PRESET) --out $(OUT)
 
 lint: install
-	$(PY) -m ruff check slicelib tests benchmarks
-	$(PY) -m ruff format --check slicelib tests benchmarks
+	$(PY) -m ruff check slicelib tests benchmarks conftest.py
+	$(PY) -m ruff format --check slicelib tests benchmarks conftest.py
 	$(PY) -m mypy
 
 test: lint

@@ -49,7 +49,16 @@ class ScanConfig:
     manufacturer: str = "siemens"
     t2_patterns: tuple[str, ...] = ("t2", "tse", "spc")
     exclude_patterns: tuple[str, ...] = (
-        "dwi", "adc", "diff", "trace", "t1", "loc", "scout", "survey", "calib", "b0",
+        "dwi",
+        "adc",
+        "diff",
+        "trace",
+        "t1",
+        "loc",
+        "scout",
+        "survey",
+        "calib",
+        "b0",
     )
     max_axial_angle_deg: float = 30.0  # oblique-axial within this counts as axial
     slice_thickness_mm: float = 1.5

@@ -1,0 +1,54 @@
+"""Session fixtures: small cohorts and caches built once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slicelib.config import SMOKE, PrepareConfig
+
+
+@pytest.fixture(scope="session")
+def smoke_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic DICOM cohort (TCIA layout) written with the smoke preset's settings."""
+    from slicelib.data.synthetic import write_demo_cohort
+
+    root = tmp_path_factory.mktemp("smoke_cohort")
+    write_demo_cohort(root, SMOKE.cohort)
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_cache(smoke_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke cohort prepared into a cache with the smoke PrepareConfig."""
+    from slicelib.data.prepare import prepare
+
+    cache_dir = tmp_path_factory.mktemp("smoke_cache_parent") / "cache"
+    prepare(smoke_cohort, cache_dir, SMOKE.prepare, SMOKE.scan)
+    return cache_dir
+
+
+def smooth_volume(rng: np.random.Generator, slices: int, size: int) -> np.ndarray:
+    """A volume (S, size, size) in [0, 1] that varies smoothly in z and in-plane."""
+    from scipy.ndimage import gaussian_filter
+
+    noise = rng.standard_normal((slices, size, size))
+    vol = gaussian_filter(noise, sigma=(2.0, 3.0, 3.0))
+    vol -= vol.min()
+    return (vol / vol.max()).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache of 5 patients x 20 slices x 32x32 written directly, without DICOM."""
+    from slicelib.data.cache import write_cache
+
+    rng = np.random.default_rng(0)
+    ids = [f"TINY-{i:03d}" for i in range(5)]
+    volumes = {pid: smooth_volume(rng, 20, 32) for pid in ids}
+    splits = dict(zip(ids, ["train", "train", "train", "val", "test"], strict=True))
+    cache_dir = tmp_path_factory.mktemp("tiny_cache_parent") / "cache"
+    write_cache(cache_dir, volumes, splits, PrepareConfig(size=32))
+    return cache_dir

@@ -1,0 +1,71 @@
+"""Presets and configuration helpers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from slicelib.config import (
+    MODEL_NAMES,
+    PAPER,
+    PRESETS,
+    DiffusionConfig,
+    ModelConfig,
+    TrainConfig,
+    from_dict,
+    get_preset,
+    replace_checked,
+    to_dict,
+)
+from slicelib.errors import SlicelibError
+
+
+def test_paper_preset_matches_supplement() -> None:
+    epochs = {m: PAPER.train_config(m, 1).epochs for m in MODEL_NAMES}
+    batch = {m: PAPER.train_config(m, 1).batch_size for m in MODEL_NAMES}
+    assert epochs == {"cnn": 25, "unet": 25, "gan": 25, "gan_improved": 10, "ddpm": 20}
+    assert batch == {"cnn": 4, "unet": 4, "gan": 4, "gan_improved": 4, "ddpm": 8}
+    cfg = PAPER.train_config("unet", 1)
+    assert cfg.lr == 1e-4 and cfg.precision == "fp16" and cfg.crop is None
+    assert PAPER.prepare.size == 256
+    assert PAPER.diffusion == DiffusionConfig(timesteps=100, beta_start=1e-4, beta_end=0.02)
+
+
+def test_adversarial_weights_follow_the_supplement() -> None:
+    assert PAPER.train_config("gan", 1).adv_weight == 0.001
+    assert PAPER.train_config("gan_improved", 1).adv_weight == 0.01
+    assert PAPER.train_config("gan_improved", 1).fm_weight == 0.1
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_every_training_config(name: str) -> None:
+    preset = get_preset(name)
+    for model in MODEL_NAMES:
+        for k in preset.ks:
+            cfg = preset.train_config(model, k)
+            assert cfg.model == model and cfg.k == k and cfg.epochs >= 1
+
+
+def test_errors_name_the_bad_value() -> None:
+    with pytest.raises(SlicelibError, match="unknown preset 'fast'"):
+        get_preset("fast")
+    with pytest.raises(SlicelibError, match="unknown model 'vae'"):
+        PAPER.train_config("vae", 1)  # type: ignore[arg-type]
+    with pytest.raises(SlicelibError, match="k must be >= 1"):
+        PAPER.train_config("unet", 0)
+    with pytest.raises(SlicelibError, match="epoch"):
+        replace_checked(TrainConfig(), epoch=3)
+
+
+def test_overrides_replace_single_fields() -> None:
+    cfg = PAPER.train_config("cnn", 2, epochs=3, batch_size=16)
+    assert (cfg.epochs, cfg.batch_size, cfg.k) == (3, 16, 2)
+    assert PAPER.train_config("cnn", 2).epochs == 25  # the preset itself is unchanged
+
+
+def test_round_trip_through_dict() -> None:
+    cfg = TrainConfig(model="ddpm", k=2, crop=48, model_cfg=ModelConfig(ddpm_channels=8))
+    back = from_dict(TrainConfig, to_dict(cfg))
+    assert back == cfg
+    assert dataclasses.is_dataclass(back.model_cfg)
