@@ -37,6 +37,8 @@ class CohortConfig:
     matrix: int = 320  # in-plane pixels of the synthetic acquisition
     slices: int = 40  # acquired slices per T2 axial volume (1.5 mm spacing)
     distractors: bool = True  # add the series the scan must reject
+    # Square field of view drawn per patient, mm: 0.5-0.7 mm pixels at the 320 matrix.
+    fov_mm: tuple[float, float] = (160.0, 224.0)
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class ScanConfig:
 
     modality: str = "MR"
     field_strength_t: float = 3.0
-    field_strength_tol_t: float = 0.1
+    field_strength_tol_t: float = 0.25  # Siemens 3 T systems report 2.89362 T
     manufacturer: str = "siemens"
     t2_patterns: tuple[str, ...] = ("t2", "tse", "spc")
     exclude_patterns: tuple[str, ...] = (
@@ -74,9 +76,16 @@ class PrepareConfig:
 
     size: int = 256
     seed: int = 0
-    clip_percentiles: tuple[float, float] | None = None  # (1.0, 99.0): the original code
+    clip_percentiles: tuple[float, float] | None = None  # ORIGINAL_CLIP_PERCENTILES: the original
     split: tuple[float, float, float] = (0.70, 0.15, 0.15)
     dtype: Literal["float16", "float32"] = "float16"
+    # Normalisation fails when, after min-max, the 99th percentile lies below this
+    # fraction of the range: a few extreme voxels (artefact) squeeze the anatomy.
+    min_p99: float = 0.05
+
+
+# The original code's clipping before min-max (``slicelib prepare --clip-percentiles``).
+ORIGINAL_CLIP_PERCENTILES: tuple[float, float] = (1.0, 99.0)
 
 
 @dataclass(frozen=True)
@@ -85,18 +94,22 @@ class ModelConfig:
 
     features: int = 64
     cnn_blocks: int = 8
-    cnn_convs_per_block: Literal[1, 2] = 1  # 1: 297,217 params; 2: the text's conv-ReLU-conv
-    improved_blocks: int = 16
-    ddpm_channels: int = 64  # base width of the DDPM denoiser (paper: 20.5 M params)
+    cnn_convs_per_block: Literal[1, 2] = 1  # 1: 297,217 params; 2: conv-ReLU-conv, 592,641
+    improved_blocks: int = 16  # improved GAN generator: 629,668 params with one-conv blocks
+    ddpm_channels: int = 64  # DDPM denoiser base width (64: 20,506,113 params, paper 20.5 M)
     ddpm_time_dim: int = 256
     dropout: float = 0.0  # MC dropout for uncertainty (U-Net)
 
 
 @dataclass(frozen=True)
 class DiffusionConfig:
+    """The Gaussian diffusion process (supplement 2.5)."""
+
     timesteps: int = 100
+    schedule: Literal["linear", "cosine"] = "linear"  # cosine ignores beta_start/beta_end
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    rescale: bool = False  # True: diffuse in [-1, 1]; False: in [0, 1] (the original)
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,7 @@ class TrainConfig:
     val_max_slices: int | None = None  # None: the whole validation split
     adv_weight: float = 0.001  # gan; gan_improved uses 0.01
     fm_weight: float = 0.1  # gan_improved feature matching
+    val_ddim_steps: int = 10  # ddpm: DDIM steps of the per-epoch validation PSNR/SSIM
     precision: Precision = "fp16"  # used on CUDA only; CPU trains in fp32
     device: str = "auto"
     seed: int = 0
@@ -133,6 +147,54 @@ class EvalConfig:
     bootstrap: int = 2000
     seed: int = 0
     device: str = "auto"
+    flow: str = "tvl1"  # optical flow of the "flow" baseline: tvl1 or ilk (scikit-image)
+    batch_size: int = 8  # slices per forward pass of a trained run; timing is per slice
+    std_examples: int = 4  # slices whose DDPM mean/std maps are saved for the analysis
+
+
+@dataclass(frozen=True)
+class UpsampleConfig:
+    """Whole-volume x2 upsampling (``slicelib upsample``)."""
+
+    batch_size: int = 8  # slice pairs per forward pass
+    mc_samples: int = 16  # MC dropout passes for --uncertainty
+    ddim_steps: int = 20  # a DDPM checkpoint samples with deterministic DDIM
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class UncertaintyConfig:
+    """Per-pixel uncertainty (supplement 6.3): a deep ensemble and MC dropout U-Nets."""
+
+    k: int = 1
+    members: int = 5  # ensemble U-Nets, seeds seed .. seed + members - 1
+    dropout: float = 0.1  # Dropout2d rate of the MC-dropout U-Net
+    mc_samples: int = 16  # stochastic passes of the MC-dropout U-Net
+    bins: int = 10  # calibration curve: equal-count bins of predicted std
+    max_slices: int | None = None  # test slices scored (None: all)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Residual diffusion refining the U-Net (supplement 4.3); model_cfg and diffusion
+    come from the preset (``ddpm_channels``, the DDPM's schedule)."""
+
+    k: int = 1
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = TrainConfig.lr
+    crop: int | None = None
+    augment: bool = TrainConfig.augment
+    steps_per_epoch: int | None = None
+    val_max_slices: int | None = None
+    val_ddim_steps: int = TrainConfig.val_ddim_steps
+    recon_weight: float = 1.0  # loss = noise MSE + recon_weight * L1(refined, target)
+    residual_quantile: float = 0.999  # this |residual| quantile maps to the edge of [0, 1]
+    seed: int = 0
+    device: str = "auto"
+    model_cfg: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
 
 # Per-model settings from the supplement (section 2).
@@ -157,6 +219,9 @@ class Preset:
     eval: EvalConfig
     ks: tuple[int, ...] = (1, 2)
     ddpm_ks: tuple[int, ...] = (1,)  # the original trained the DDPM for k=1 only
+    upsample: UpsampleConfig = field(default_factory=UpsampleConfig)
+    uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
 
     def train_config(self, model: ModelName, k: int, **overrides: Any) -> TrainConfig:
         """The training configuration of ``model`` at ``k`` under this preset."""
@@ -207,6 +272,8 @@ DEMO = Preset(
     steps_per_epoch=40,
     val_max_slices=32,
     eval=EvalConfig(ddpm_max_slices=16, ddim_steps=(10, 20, 50), ddpm_samples=4, bootstrap=1000),
+    uncertainty=UncertaintyConfig(members=3, mc_samples=16),
+    refine=RefineConfig(epochs=6, crop=64, steps_per_epoch=40, val_max_slices=16),
 )
 
 SMOKE = Preset(
@@ -222,6 +289,9 @@ SMOKE = Preset(
     steps_per_epoch=2,
     val_max_slices=4,
     eval=EvalConfig(ddpm_max_slices=2, ddim_steps=(2,), ddpm_samples=2, bootstrap=100),
+    upsample=UpsampleConfig(batch_size=4, mc_samples=3, ddim_steps=2),
+    uncertainty=UncertaintyConfig(members=2, mc_samples=3, bins=4, max_slices=4),
+    refine=RefineConfig(epochs=1, batch_size=4, steps_per_epoch=2, val_max_slices=2),
 )
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (DEMO, PAPER, SMOKE)}

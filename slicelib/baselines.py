@@ -1,0 +1,214 @@
+"""Classical slice interpolation: nearest, linear, cubic and motion-compensated.
+
+Every baseline predicts the slice S_i from its neighbours S_{i-k} and S_{i+k}
+(2-D float arrays (H, W), values in [0, 1]); the cubic one also uses the wider
+context S_{i-3k} and S_{i+3k} when the volume has them. :class:`Neighbours`
+carries one slice's inputs, :func:`neighbours` cuts them out of a volume and
+:data:`BASELINES` names each method for the evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import numpy as np
+from scipy.ndimage import map_coordinates
+from skimage.registration import optical_flow_ilk, optical_flow_tvl1
+
+from slicelib.errors import SlicelibError
+
+__all__ = [
+    "BASELINES",
+    "BASELINE_NAMES",
+    "CUBIC_WEIGHTS",
+    "Baseline",
+    "BaselineOutput",
+    "FlowMethod",
+    "Neighbours",
+    "cubic",
+    "flow",
+    "get_baseline",
+    "linear",
+    "nearest",
+    "neighbours",
+    "optical_flow",
+    "warp",
+]
+
+FlowMethod = Literal["tvl1", "ilk"]
+FLOW_METHODS: tuple[FlowMethod, ...] = ("tvl1", "ilk")
+
+# Lagrange weights of the cubic through z = -3, -1, 1, 3 evaluated at z = 0
+# (Catmull-Rom at the midpoint): exact for any cubic polynomial in z.
+CUBIC_WEIGHTS: tuple[float, float, float, float] = (-1 / 16, 9 / 16, 9 / 16, -1 / 16)
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The inputs of one prediction: slices (H, W) of a volume, values in [0, 1].
+
+    ``far_before`` / ``far_after`` (S_{i-3k}, S_{i+3k}) are None where the
+    volume ends before them.
+    """
+
+    before: np.ndarray  # S_{i-k}
+    after: np.ndarray  # S_{i+k}
+    far_before: np.ndarray | None = None  # S_{i-3k}
+    far_after: np.ndarray | None = None  # S_{i+3k}
+
+    @property
+    def has_far(self) -> bool:
+        return self.far_before is not None and self.far_after is not None
+
+
+def neighbours(volume: np.ndarray, index: int, k: int) -> Neighbours:
+    """The neighbours of slice ``index`` at distance ``k`` in ``volume`` (S, H, W).
+
+    Slices are returned as float32. Raises :class:`SlicelibError` when S_{i-k} or
+    S_{i+k} is outside the volume.
+    """
+    n = volume.shape[0]
+    if k < 1 or index - k < 0 or index + k > n - 1:
+        raise SlicelibError(f"slice {index} has no neighbours at k={k} in a volume of {n} slices")
+
+    def get(j: int) -> np.ndarray:
+        return np.asarray(volume[j], dtype=np.float32)
+
+    has_far = index - 3 * k >= 0 and index + 3 * k <= n - 1
+    return Neighbours(
+        before=get(index - k),
+        after=get(index + k),
+        far_before=get(index - 3 * k) if has_far else None,
+        far_after=get(index + 3 * k) if has_far else None,
+    )
+
+
+def nearest(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Copy of S_{i-k} (the original study's "nearest" baseline); (H, W)."""
+    return np.array(before, dtype=np.float32, copy=True)
+
+
+def linear(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Mean of the two neighbours; (H, W) float32."""
+    return (0.5 * (np.asarray(before, np.float32) + np.asarray(after, np.float32))).astype(
+        np.float32
+    )
+
+
+def cubic(
+    far_before: np.ndarray, before: np.ndarray, after: np.ndarray, far_after: np.ndarray
+) -> np.ndarray:
+    """Cubic interpolation through S_{i-3k}, S_{i-k}, S_{i+k}, S_{i+3k} at S_i; (H, W).
+
+    Weights (-1, 9, 9, -1) / 16. May leave [0, 1] slightly (overshoot); the
+    evaluation clips.
+    """
+    w0, w1, w2, w3 = CUBIC_WEIGHTS
+    out = (
+        w0 * np.asarray(far_before, np.float64)
+        + w1 * np.asarray(before, np.float64)
+        + w2 * np.asarray(after, np.float64)
+        + w3 * np.asarray(far_after, np.float64)
+    )
+    return out.astype(np.float32)
+
+
+def optical_flow(reference: np.ndarray, moving: np.ndarray, method: FlowMethod) -> np.ndarray:
+    """Dense flow (2, H, W) (rows, cols) with ``reference(x) ~ moving(x + flow(x))``."""
+    ref = np.asarray(reference, dtype=np.float32)
+    mov = np.asarray(moving, dtype=np.float32)
+    if method == "tvl1":
+        return np.asarray(optical_flow_tvl1(ref, mov), dtype=np.float32)
+    if method == "ilk":
+        return np.asarray(optical_flow_ilk(ref, mov), dtype=np.float32)
+    raise SlicelibError(f"unknown optical flow method {method!r} (choose from tvl1, ilk)")
+
+
+def warp(image: np.ndarray, displacement: np.ndarray) -> np.ndarray:
+    """``image(x + displacement(x))`` sampled bilinearly; image (H, W), displacement (2, H, W).
+
+    Samples outside the image take the nearest edge value.
+    """
+    h, w = image.shape
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    coords = np.stack([rows + displacement[0], cols + displacement[1]])
+    out = map_coordinates(np.asarray(image, np.float32), coords, order=1, mode="nearest")
+    return np.asarray(out, dtype=np.float32)
+
+
+def flow(before: np.ndarray, after: np.ndarray, method: FlowMethod = "tvl1") -> np.ndarray:
+    """Motion-compensated interpolation of the middle slice; (H, W) float32.
+
+    The flow f from S_{i-k} to S_{i+k} (``S_{i-k}(x) ~ S_{i+k}(x + f(x))``) is
+    assumed linear in z, so a structure half-way sits at x with
+    ``S_i(x) ~ S_{i-k}(x - f/2) ~ S_{i+k}(x + f/2)``; both warps are blended
+    equally, which is the linear baseline where the flow is zero.
+    """
+    f = optical_flow(before, after, method)
+    half = 0.5 * f
+    return 0.5 * (warp(before, -half) + warp(after, half))
+
+
+class BaselineOutput(NamedTuple):
+    prediction: np.ndarray  # (H, W) float32, unclipped
+    fallback: bool  # True where the method fell back to linear (cubic near the ends)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A named classical method: ``predict(neighbours) -> BaselineOutput``."""
+
+    name: str
+    description: str
+    predict_fn: Callable[[Neighbours, FlowMethod], BaselineOutput]
+    uses_context: bool = False
+
+    def predict(self, nb: Neighbours, flow_method: FlowMethod = "tvl1") -> BaselineOutput:
+        return self.predict_fn(nb, flow_method)
+
+
+def _nearest(nb: Neighbours, _: FlowMethod) -> BaselineOutput:
+    return BaselineOutput(nearest(nb.before, nb.after), False)
+
+
+def _linear(nb: Neighbours, _: FlowMethod) -> BaselineOutput:
+    return BaselineOutput(linear(nb.before, nb.after), False)
+
+
+def _cubic(nb: Neighbours, _: FlowMethod) -> BaselineOutput:
+    if nb.far_before is None or nb.far_after is None:
+        return BaselineOutput(linear(nb.before, nb.after), True)
+    return BaselineOutput(cubic(nb.far_before, nb.before, nb.after, nb.far_after), False)
+
+
+def _flow(nb: Neighbours, method: FlowMethod) -> BaselineOutput:
+    return BaselineOutput(flow(nb.before, nb.after, method), False)
+
+
+BASELINES: dict[str, Baseline] = {
+    b.name: b
+    for b in (
+        Baseline("nearest", "copy of S_{i-k}", _nearest),
+        Baseline("linear", "mean of S_{i-k} and S_{i+k}", _linear),
+        Baseline(
+            "cubic",
+            "cubic through S_{i-3k}, S_{i-k}, S_{i+k}, S_{i+3k}; linear near the ends",
+            _cubic,
+            uses_context=True,
+        ),
+        Baseline("flow", "optical flow between the neighbours, both warped half-way", _flow),
+    )
+}
+BASELINE_NAMES: tuple[str, ...] = tuple(BASELINES)
+
+
+def get_baseline(name: str) -> Baseline:
+    """The baseline called ``name``; :class:`SlicelibError` for an unknown one."""
+    try:
+        return BASELINES[name]
+    except KeyError:
+        raise SlicelibError(
+            f"unknown baseline {name!r} (choose from {', '.join(BASELINE_NAMES)})"
+        ) from None

@@ -1,0 +1,319 @@
+"""Checkpoints: atomic writes, strict loads, trained runs as predictors.
+
+A checkpoint is a dict of tensors and plain Python values only, so that it loads
+with ``torch.load(..., weights_only=True)``:
+
+``format``, ``slicelib_version``, ``model`` (name), ``k``, ``image_size``,
+``train_config`` and ``cache_config`` (dicts), ``epoch`` (epochs completed),
+``history`` (list of dicts), ``best_epoch``, ``best_value``, ``world_size``,
+``models`` / ``optimizers`` / ``scalers`` (dicts by role: ``generator``,
+``discriminator``, ``denoiser``).
+
+Loading is strict everywhere: a key missing from or unexpected in a checkpoint,
+or a tensor of another shape, is a one-line :class:`SlicelibError` naming the
+file and the first such key (the original evaluation silently kept untrained
+residual blocks this way).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from slicelib.config import ModelName, PrepareConfig, TrainConfig, from_dict
+from slicelib.device import autocast, resolve_device
+from slicelib.errors import SlicelibError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+CHECKPOINT_NAMES: tuple[str, ...] = ("best", "last")
+Sampler = Literal["ancestral", "ddim"]
+
+
+def generator_role(model: str) -> str:
+    """The checkpoint role of the network that makes predictions: ``denoiser`` for the DDPM."""
+    return "denoiser" if model == "ddpm" else "generator"
+
+
+def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then
+    ``os.replace``, so a crash never leaves a truncated checkpoint behind."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(dict(state), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a slicelib checkpoint with ``weights_only=True``; one-line errors otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise SlicelibError(f"checkpoint {path} not found")
+    if not zipfile.is_zipfile(path):  # what torch.save has written since PyTorch 1.6
+        raise SlicelibError(f"checkpoint {path} is not a readable PyTorch file (not a zip archive)")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise SlicelibError(
+            f"checkpoint {path} holds objects other than tensors and plain values{what}; "
+            "refusing to load it (weights_only)"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SlicelibError(
+            f"checkpoint {path} is not a readable PyTorch file ({reason})"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise SlicelibError(
+            f"checkpoint {path} is not a slicelib checkpoint (format {CHECKPOINT_FORMAT})"
+        )
+    return state
+
+
+def load_state(module: nn.Module, state_dict: Mapping[str, Any], *, path: Path, role: str) -> None:
+    """Load ``state_dict`` into ``module`` strictly, naming the first mismatching key."""
+    expected = module.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    problems: list[str] = []
+    if missing:
+        problems.append(f"key {missing[0]!r} of the {role} missing from the checkpoint")
+    if unexpected:
+        problems.append(f"unexpected {role} key {unexpected[0]!r}")
+    if problems:
+        extra = len(missing) + len(unexpected) - len(problems)
+        more = f" (and {extra} more mismatched keys)" if extra else ""
+        raise SlicelibError(f"checkpoint {path}: {'; '.join(problems)}{more}")
+    for key, tensor in expected.items():
+        saved = state_dict[key]
+        if isinstance(saved, torch.Tensor) and saved.shape != tensor.shape:
+            raise SlicelibError(
+                f"checkpoint {path}: {role} key {key!r} has shape {tuple(saved.shape)}, "
+                f"the model expects {tuple(tensor.shape)}"
+            )
+    module.load_state_dict(state_dict, strict=True)
+
+
+def check_compatible(
+    state: Mapping[str, Any],
+    path: Path,
+    *,
+    model: str | None = None,
+    k: int | None = None,
+    image_size: int | None = None,
+) -> None:
+    """Raise unless the checkpoint holds ``model`` trained at ``k`` on ``image_size`` images
+    (each check skipped when None)."""
+    saved = (state.get("model"), state.get("k"), state.get("image_size"))
+    wanted = (model, k, image_size)
+    if any(w is not None and w != s for w, s in zip(wanted, saved)):
+
+        def describe(m: Any, kk: Any, size: Any) -> str:
+            return f"model {m!r} at k={kk} on {size} px images"
+
+        raise SlicelibError(
+            f"checkpoint {path} holds {describe(*saved)}, expected "
+            f"{describe(*(w if w is not None else s for w, s in zip(wanted, saved)))}"
+        )
+
+
+@dataclass
+class LoadedRun:
+    """A trained network ready to predict."""
+
+    config: TrainConfig
+    image_size: int  # side of the cache images it was trained on
+    model: nn.Module  # eval mode: the generator, or the DDPM denoiser
+    epoch: int  # epochs completed when the checkpoint was written
+    history: list[dict[str, float]]
+    path: Path  # the checkpoint file
+    device: torch.device
+    best_epoch: int
+    cache_config: PrepareConfig | None = None
+    slicelib_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> ModelName:
+        return self.config.model
+
+
+def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
+    """``run_dir/{which}.pt``; a path to a ``.pt`` file is returned as it is."""
+    run_dir = Path(run_dir)
+    if run_dir.suffix == ".pt":
+        return run_dir
+    if which not in CHECKPOINT_NAMES:
+        raise SlicelibError(f"unknown checkpoint {which!r} (choose {', '.join(CHECKPOINT_NAMES)})")
+    return run_dir / f"{which}.pt"
+
+
+def load_run(
+    run_dir: str | Path,
+    *,
+    which: str = "best",
+    device: str | torch.device = "cpu",
+    model: str | None = None,
+    k: int | None = None,
+    image_size: int | None = None,
+) -> LoadedRun:
+    """Rebuild the network of a training run from ``run_dir/{which}.pt`` in eval mode.
+
+    ``model``, ``k`` and ``image_size``, when given, must match what the checkpoint
+    was trained with (a checkpoint of another model or size is a one-line error).
+    """
+    from slicelib.models import build_generator
+
+    path = checkpoint_path(run_dir, which)
+    torch_device = resolve_device(device) if isinstance(device, str) else device
+    state = read_checkpoint(path, torch_device)
+    check_compatible(state, path, model=model, k=k, image_size=image_size)
+    try:
+        config = from_dict(TrainConfig, state["train_config"])
+        cache_config = (
+            from_dict(PrepareConfig, state["cache_config"]) if state.get("cache_config") else None
+        )
+        role = generator_role(config.model)
+        weights = state["models"][role]
+    except (KeyError, TypeError) as exc:
+        raise SlicelibError(f"checkpoint {path} lacks its {exc} entry") from None
+    network = build_generator(config.model, config.model_cfg)
+    load_state(network, weights, path=path, role=role)
+    network.to(torch_device).eval()
+    log.info("loaded %s (epoch %d) from %s", config.model, state["epoch"], path)
+    return LoadedRun(
+        config=config,
+        image_size=int(state["image_size"]),
+        model=network,
+        epoch=int(state["epoch"]),
+        history=list(state.get("history", [])),
+        path=path,
+        device=torch_device,
+        best_epoch=int(state.get("best_epoch", state["epoch"])),
+        cache_config=cache_config,
+        slicelib_version=str(state.get("slicelib_version", "")),
+    )
+
+
+class Predictor:
+    """A trained run as a function: inputs (N, 2, H, W) in [0, 1] -> predictions
+    (N, 1, H, W) clipped to [0, 1], on the inputs' device.
+
+    For the DDPM every call draws fresh noise from one generator seeded once, so a
+    sequence of calls is reproducible; ``samples > 1`` returns the mean of that many
+    samples and :meth:`stack` returns them all (for standard-deviation maps).
+    Deterministic models ignore the sampler settings.
+    """
+
+    def __init__(
+        self,
+        run: LoadedRun,
+        *,
+        sampler: Sampler = "ancestral",
+        steps: int | None = None,
+        seed: int = 0,
+        samples: int = 1,
+        eta: float = 0.0,
+        precision: str = "fp32",
+    ) -> None:
+        self.run = run
+        self.is_diffusion = run.config.model == "ddpm"
+        if samples < 1:
+            raise SlicelibError(f"samples must be >= 1 (got {samples})")
+        if samples > 1 and not self.is_diffusion:
+            raise SlicelibError(f"model {run.config.model!r} is deterministic: samples must be 1")
+        if sampler not in ("ancestral", "ddim"):
+            raise SlicelibError(f"unknown sampler {sampler!r} (choose ancestral or ddim)")
+        timesteps = run.config.diffusion.timesteps
+        if self.is_diffusion:
+            if sampler == "ancestral" and steps not in (None, timesteps):
+                raise SlicelibError(
+                    f"ancestral sampling runs all T={timesteps} steps (got steps={steps}); "
+                    "use sampler='ddim' for fewer"
+                )
+            if steps is not None and not 1 <= steps <= timesteps:
+                raise SlicelibError(f"steps must be in 1..{timesteps} (got {steps})")
+        self.sampler = sampler
+        self.steps = steps or timesteps
+        self.samples = samples
+        self.eta = eta
+        self.precision = precision
+        self.seed = seed
+        self.generator = torch.Generator(device=run.device).manual_seed(seed)
+        self._diffusion: Any = None
+        if self.is_diffusion:
+            from slicelib.diffusion import GaussianDiffusion
+
+            self._diffusion = GaussianDiffusion(run.config.diffusion)
+
+    def _one(self, cond: torch.Tensor) -> torch.Tensor:
+        model = self.run.model
+        if not self.is_diffusion:
+            return model(cond)
+        if self.sampler == "ancestral":
+            return self._diffusion.sample(model, cond, generator=self.generator)
+        return self._diffusion.ddim_sample(
+            model, cond, self.steps, eta=self.eta, generator=self.generator
+        )
+
+    @torch.no_grad()
+    def stack(self, inputs: torch.Tensor) -> torch.Tensor:
+        """All samples, tensor (samples, N, 1, H, W) in [0, 1]."""
+        if inputs.dim() != 4 or inputs.shape[1] != 2:
+            raise SlicelibError(
+                f"predictor inputs must have shape (N, 2, H, W), got {tuple(inputs.shape)}"
+            )
+        cond = inputs.to(self.run.device, dtype=torch.float32)
+        outs = []
+        with autocast(self.run.device, self.precision):
+            for _ in range(self.samples):
+                outs.append(self._one(cond).float().clamp(0.0, 1.0))
+        return torch.stack(outs).to(inputs.device)
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.stack(inputs).mean(dim=0)
+
+
+def predictor(
+    run: LoadedRun,
+    *,
+    sampler: Sampler = "ancestral",
+    steps: int | None = None,
+    seed: int = 0,
+    samples: int = 1,
+    eta: float = 0.0,
+    precision: str = "fp32",
+) -> Predictor:
+    """``run`` as a callable (see :class:`Predictor`). For the DDPM: ``sampler`` ancestral
+    (all T steps, as the study sampled) or ddim (``steps`` of them, deterministic at
+    ``eta=0``); ``steps=None`` means all T. ``precision`` fp16/bf16 applies on CUDA only."""
+    return Predictor(
+        run,
+        sampler=sampler,
+        steps=steps,
+        seed=seed,
+        samples=samples,
+        eta=eta,
+        precision=precision,
+    )

@@ -1,0 +1,76 @@
+"""``slicelib train``: train one model at one k on a prepared cache.
+
+Works the same under ``torchrun --nproc_per_node N -m slicelib train ...``
+(DistributedDataParallel; ``--batch-size`` is then per process).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from slicelib.config import MODEL_NAMES, get_preset
+from slicelib.device import check_precision, resolve_device
+from slicelib.distributed import env_info
+from slicelib.errors import SlicelibError
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    parser = sub.add_parser(
+        "train",
+        help="train a model on a prepared cache",
+        description=(
+            "Train one model at one k. Defaults come from the preset; the run directory "
+            "receives best.pt, last.pt, history.csv and config.json, and an existing run "
+            "there resumes from last.pt."
+        ),
+    )
+    parser.add_argument("--model", required=True, help=f"one of {', '.join(MODEL_NAMES)}")
+    parser.add_argument("--k", type=int, required=True, help="neighbour distance (>= 1)")
+    parser.add_argument("--cache", type=Path, required=True, help="prepared cache directory")
+    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--preset", default="demo", help="demo, paper or smoke (default demo)")
+    parser.add_argument("--epochs", type=int, help="override the preset's epochs")
+    parser.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--precision", help="fp16, bf16 or fp32 on CUDA (default fp16)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    parser.add_argument(
+        "--no-resume", action="store_true", help="start afresh even if the run directory has one"
+    )
+    parser.set_defaults(func=handler)
+    return parser
+
+
+def handler(args: argparse.Namespace) -> int:
+    from slicelib.train import train
+
+    overrides: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("epochs", args.epochs),
+            ("batch_size", args.batch_size),
+            ("device", args.device),
+            ("precision", args.precision),
+        )
+        if value is not None
+    }
+    if args.compile:
+        overrides["compile"] = True
+    if args.precision is not None:
+        check_precision(args.precision)
+    if args.device is not None:
+        resolve_device(args.device)
+    if not args.cache.is_dir():
+        raise SlicelibError(f"cache directory {args.cache} not found")
+    cfg = get_preset(args.preset).train_config(args.model, args.k, **overrides)
+    result = train(cfg, args.cache, args.out, resume=not args.no_resume)
+    best = next(row for row in result.history if row["epoch"] == result.best_epoch)
+    if env_info().is_main:
+        print(
+            f"{cfg.model} k={cfg.k}: best epoch {result.best_epoch} "
+            f"(val PSNR {best['val_psnr']:.2f} dB, SSIM {best['val_ssim']:.4f}, "
+            f"loss {best['val_loss']:.4f}) -> {result.run_dir / 'best.pt'}"
+        )
+    return 0

@@ -1,0 +1,255 @@
+"""``prepare``: scan a DICOM tree (or a folder of NIfTI volumes) and write the cache.
+
+For each patient the chosen series is read, normalised to [0, 1], centre-cropped
+to a square and resized to ``size x size`` (see :mod:`slicelib.data.preprocess`).
+A series that fails to load or normalise is excluded with its reason and the
+patient's next passing series, if any, is tried. Patients are then split
+70/15/15 with the configured seed, and the cache is written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from slicelib.config import PrepareConfig, ScanConfig, to_dict
+from slicelib.data.cache import Cache, CacheWriter, check_target
+from slicelib.data.dicom import Volume, load_series
+from slicelib.data.nifti import is_nifti, load_nifti, nifti_stem
+from slicelib.data.preprocess import preprocess_volume
+from slicelib.data.scan import DEFAULT_SCAN_CONFIG, scan
+from slicelib.data.split import split_patients
+from slicelib.errors import SlicelibError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    """One series that may become a patient's volume; ``load`` reads it."""
+
+    patient_id: str
+    series_uid: str
+    load: Callable[[], Volume]
+    meta: dict[str, Any] = field(default_factory=dict)
+    inputs: list[tuple[str, int, int]] = field(default_factory=list)  # (file, size, mtime_ns)
+
+
+@dataclass
+class Source:
+    """What ``prepare`` reads: candidates per patient (best first) and a summary."""
+
+    kind: str
+    root: Path
+    patients: dict[str, list[Candidate]]
+    summary: dict[str, Any]
+
+
+def validate_config(cfg: PrepareConfig) -> None:
+    if cfg.size < 8:
+        raise SlicelibError(f"size must be >= 8 pixels (got {cfg.size})")
+    if cfg.clip_percentiles is not None:
+        lo, hi = cfg.clip_percentiles
+        if not 0.0 <= lo < hi <= 100.0:
+            raise SlicelibError(
+                f"clip_percentiles must satisfy 0 <= lo < hi <= 100 (got {lo}, {hi})"
+            )
+    if cfg.dtype not in ("float16", "float32"):
+        raise SlicelibError(f"dtype must be float16 or float32 (got {cfg.dtype!r})")
+
+
+def _stat(root: Path, files: list[Path]) -> list[tuple[str, int, int]]:
+    out = []
+    for f in files:
+        st = os.stat(f)
+        out.append((os.path.relpath(f, root), st.st_size, st.st_mtime_ns))
+    return out
+
+
+def dicom_source(root: Path, scan_cfg: ScanConfig, progress: bool) -> Source:
+    result = scan(root, scan_cfg, progress=progress)
+    result.log_summary()
+    if not result.included():
+        raise SlicelibError(
+            f"no series under {root} passes the criteria ({len(result.series)} series): "
+            f"{result.top_reasons()}"
+        )
+    patients: dict[str, list[Candidate]] = {}
+    for chosen in result.selected():
+        cands = []
+        for row in result.candidates(chosen.patient_id):
+            meta = {
+                "series_uid": row.series_uid,
+                "study_uid": row.study_uid,
+                "series_number": row.series_number,
+                "series_description": row.series_description,
+                "manufacturer": row.manufacturer,
+                "model": row.model,
+                "field_strength": row.field_strength,
+                "slice_thickness": row.slice_thickness,
+                "folders": row.folders,
+                "note": row.note,
+            }
+            files = list(row.files)
+            cands.append(
+                Candidate(
+                    patient_id=row.patient_id,
+                    series_uid=row.series_uid,
+                    load=partial(load_series, files, spacing_rel_tol=scan_cfg.spacing_rel_tol),
+                    meta=meta,
+                    inputs=_stat(root, files),
+                )
+            )
+        patients[chosen.patient_id] = cands
+    return Source("dicom", root, patients, result.summary())
+
+
+def nifti_source(root: Path, files: list[Path]) -> Source:
+    patients: dict[str, list[Candidate]] = {}
+    for f in files:
+        pid = nifti_stem(f)
+        if pid in patients:
+            raise SlicelibError(f"two NIfTI files for patient {pid!r} under {root} ({f})")
+        patients[pid] = [
+            Candidate(
+                patient_id=pid,
+                series_uid=pid,
+                load=partial(load_nifti, f),
+                meta={"series_uid": pid, "file_name": str(f.relative_to(root))},
+                inputs=_stat(root, [f]),
+            )
+        ]
+    summary = {"root": str(root), "nifti_files": len(files), "patients": len(patients)}
+    log.info("found %d NIfTI volumes under %s (one per patient)", len(files), root)
+    return Source("nifti", root, patients, summary)
+
+
+def find_nifti(root: Path) -> list[Path]:
+    found: list[Path] = []
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        found.extend(Path(folder) / n for n in sorted(names) if is_nifti(Path(n)))
+    return found
+
+
+def fingerprint(source: Source, cfg: PrepareConfig, scan_cfg: ScanConfig) -> str:
+    """SHA-256 over the settings and every input file's name, size and mtime."""
+    scan_settings = {k: v for k, v in to_dict(scan_cfg).items() if k != "workers"}
+    payload = {
+        "kind": source.kind,
+        "config": to_dict(cfg),
+        "scan": scan_settings if source.kind == "dicom" else {"min_slices": scan_cfg.min_slices},
+        "inputs": {
+            pid: [(c.series_uid, c.inputs) for c in cands]
+            for pid, cands in sorted(source.patients.items())
+        },
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def prepare_patient(
+    candidates: list[Candidate],
+    cfg: PrepareConfig,
+    scan_cfg: ScanConfig,
+    excluded: list[dict[str, str]],
+) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """The first candidate that loads and normalises: (S, size, size) in [0, 1] and its
+    manifest fields. Each failure is appended to ``excluded`` with its reason."""
+    for cand in candidates:
+        try:
+            vol = cand.load()
+            if vol.n_slices < scan_cfg.min_slices:
+                raise SlicelibError(f"{vol.n_slices} slices (want >= {scan_cfg.min_slices})")
+            pixels, pixel_mm = preprocess_volume(
+                vol.pixels, vol.pixel_spacing, cfg.size, cfg.clip_percentiles, cfg.min_p99
+            )
+        except SlicelibError as exc:
+            excluded.append(
+                {"patient_id": cand.patient_id, "series_uid": cand.series_uid, "reason": str(exc)}
+            )
+            log.warning("excluded patient %s series %s: %s", cand.patient_id, cand.series_uid, exc)
+            continue
+        meta = {
+            **cand.meta,
+            "spacing_mm": round(vol.slice_spacing, 4),
+            "pixel_mm": round(pixel_mm, 5),
+            "original_shape": list(vol.pixels.shape),
+            "original_pixel_spacing_mm": list(vol.pixel_spacing),
+        }
+        return pixels, meta
+    return None
+
+
+def prepare(
+    data_root: str | Path,
+    cache_dir: str | Path,
+    cfg: PrepareConfig,
+    scan_cfg: ScanConfig = DEFAULT_SCAN_CONFIG,
+    force: bool = False,
+    *,
+    progress: bool = True,
+) -> Cache:
+    """Build the cache of ``data_root`` (DICOM tree, or folder of NIfTI files) in ``cache_dir``.
+
+    Identical settings and inputs return the existing cache untouched; a cache
+    made with other settings is refused unless ``force``. Raises
+    :class:`SlicelibError` with the top exclusion reasons when no volume passes.
+    """
+    validate_config(cfg)
+    root = Path(data_root).expanduser()
+    if not root.exists():
+        raise SlicelibError(f"data root {root} does not exist")
+    if not root.is_dir():
+        raise SlicelibError(f"data root {root} is not a folder")
+    target = Path(cache_dir).expanduser().absolute()
+    check_target(target, cfg, None, force)  # refuse early, before a long scan
+
+    nifti = find_nifti(root)
+    source = nifti_source(root, nifti) if nifti else dicom_source(root, scan_cfg, progress)
+    fp = fingerprint(source, cfg, scan_cfg)
+    existing = check_target(target, cfg, fp, force)
+    if existing is not None:
+        log.info("cache %s is up to date (same settings and inputs): nothing to do", target)
+        return existing
+
+    excluded: list[dict[str, str]] = []
+    with CacheWriter(target, cfg) as writer:
+        patients = sorted(source.patients.items())
+        for pid, cands in tqdm(patients, desc="prepare", unit="patient", disable=not progress):
+            done = prepare_patient(cands, cfg, scan_cfg, excluded)
+            if done is not None:
+                writer.add(pid, *done)
+        if not writer.records:
+            reasons = Counter(e["reason"] for e in excluded).most_common(3)
+            shown = "; ".join(f"{n}x {r}" for r, n in reasons)
+            raise SlicelibError(f"no volume under {root} could be prepared: {shown}")
+        splits = split_patients(writer.records, cfg.split, cfg.seed)
+        extra = {
+            "source": {"kind": source.kind, "root": str(root)},
+            "scan": source.summary,
+            "scan_config": to_dict(scan_cfg),
+            "excluded_in_prepare": excluded,
+        }
+        cache = writer.finish(splits, fp, extra, force=force)
+    n_slices = sum(e.n_slices for e in cache.entries())
+    log.info(
+        "wrote cache %s: %d patients, %d slices at %dx%d (%d excluded while preparing)",
+        target,
+        len(cache),
+        n_slices,
+        cfg.size,
+        cfg.size,
+        len(excluded),
+    )
+    return cache

@@ -1,0 +1,343 @@
+"""Write an upsampled volume as a new, clearly labelled DERIVED DICOM series.
+
+Every output instance is built from the source series' own datasets, so patient,
+study, frame of reference and acquisition attributes carry over. What changes:
+
+- new SeriesInstanceUID (one per output series) and SOPInstanceUID (one per file);
+  InstanceNumber 1..2n-1 along the slice normal; SeriesDescription marked;
+- ImageType ``DERIVED\\SECONDARY`` (later values kept), DerivationDescription naming
+  the method and checkpoint, SourceImageSequence referencing the acquired
+  instance(s) each slice comes from (itself for an acquired slice, both
+  neighbours for a synthesized one), ImageComments saying which slices were
+  synthesized (supplement 6.2: no reader may take them for acquired data);
+- geometry of the new grid: ImagePositionPatient, SliceLocation,
+  SpacingBetweenSlices (half the acquired spacing). SliceThickness keeps the
+  acquired value: halving the spacing does not make the acquired slab thinner.
+
+Acquired slices keep their PixelData bytes, transfer syntax and rescale exactly.
+Synthesized slices are stored uncompressed in the source's 16-bit encoding
+(same RescaleSlope/Intercept), or, for a source that is not 16-bit, as unsigned
+16-bit with a RescaleSlope/Intercept that spans their values. The series is
+written to a temporary folder beside the output and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as dt
+import logging
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pydicom
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import format_number_as_ds
+
+from slicelib import __version__
+from slicelib.data.dicom import normal
+from slicelib.errors import SlicelibError
+from slicelib.upsample import Upsampled
+
+log = logging.getLogger(__name__)
+
+SYNTHESIZED_COMMENT = "SYNTHESIZED SLICE - not acquired"
+ACQUIRED_COMMENT = "ACQUIRED SLICE"
+STD_COMMENT = "UNCERTAINTY MAP - predicted standard deviation, not an image of the patient"
+IMAGE_SUFFIX = " [x2 interpolated]"
+STD_SUFFIX = " [x2 interpolated, uncertainty SD]"
+SERIES_NUMBER_OFFSET = {"image": 1000, "std": 2000}
+SOURCE_PURPOSE = ("121322", "DCM", "Source image for image processing operation")
+NATIVE_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+Kind = Literal["image", "std"]
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """What made the new slices, for DerivationDescription.
+
+    ``method``: e.g. ``"unet (k=1)"``; ``checkpoint``: the checkpoint file;
+    ``detail``: anything else worth recording (epoch, sampler, uncertainty method).
+    """
+
+    method: str
+    checkpoint: str
+    detail: str = ""
+
+    def description(self, kind: Kind = "image") -> str:
+        what = "predicted standard deviation of " if kind == "std" else ""
+        text = (
+            f"{what}x2 through-plane slice interpolation (slicelib {__version__}): "
+            f"a slice synthesized between each acquired pair by {self.method}, "
+            f"checkpoint {self.checkpoint}"
+        )
+        if self.detail:
+            text += f", {self.detail}"
+        if kind == "image":
+            text += "; acquired slices copied unchanged"
+        return text[:1024]  # DerivationDescription is ST (at most 1024 characters)
+
+
+def check_output_location(out: Path, inputs: Iterable[Path]) -> None:
+    """Refuse an output inside (or equal to, or containing) any input folder or file."""
+    out_r = out.expanduser().resolve()
+    for item in inputs:
+        inp = item.expanduser().resolve()
+        if out_r == inp or inp in out_r.parents:
+            raise SlicelibError(f"output {out} is inside the input {item}; choose another folder")
+        if out_r in inp.parents:
+            raise SlicelibError(f"output {out} contains the input {item}; choose another folder")
+
+
+@contextlib.contextmanager
+def atomic_directory(out: Path, *, force: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``out`` that replaces ``out`` on success.
+
+    Refuses an existing ``out`` unless ``force``. On error the temporary folder is
+    removed and ``out`` is left as it was.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SlicelibError(f"output {out} exists and is not a folder")
+    if out.exists() and not force:
+        raise SlicelibError(f"output {out} already exists (use --force to overwrite)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise SlicelibError(f"output {out}: cannot create ({exc.strerror})") from None
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def _ds(value: float) -> str:
+    return format_number_as_ds(float(value))
+
+
+def slice_locations(sources: Sequence[Dataset], up: Upsampled) -> np.ndarray:
+    """SliceLocation (mm) of every output slice, (2n-1,).
+
+    When every source has SliceLocation, its (scanner-specific) linear relation to
+    the position along the normal is fitted and kept, and acquired slices keep
+    their value exactly; otherwise it is the position along the normal.
+    """
+    along = up.positions @ normal(up.source.orientation)
+    values = [s.get("SliceLocation") for s in sources]
+    if any(v is None or v == "" for v in values):
+        return along
+    known = np.asarray([float(v) for v in values], dtype=np.float64)
+    slope, intercept = np.polyfit(along[0::2], known, 1)
+    out = slope * along + intercept
+    out[0::2] = known
+    return out
+
+
+def _code_item(code: tuple[str, str, str]) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code
+    return item
+
+
+def _source_sequence(refs: Sequence[Dataset]) -> DicomSequence:
+    items = []
+    for ref in refs:
+        item = Dataset()
+        item.ReferencedSOPClassUID = ref.SOPClassUID
+        item.ReferencedSOPInstanceUID = ref.SOPInstanceUID
+        item.PurposeOfReferenceCodeSequence = DicomSequence([_code_item(SOURCE_PURPOSE)])
+        items.append(item)
+    return DicomSequence(items)
+
+
+def _stored_range(bits_stored: int, signed: bool) -> tuple[int, int]:
+    if signed:
+        return -(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1
+    return 0, 2**bits_stored - 1
+
+
+def _set_pixels(ds: Dataset, values: np.ndarray, own_rescale: bool) -> None:
+    """Store float ``values`` (H, W, original units) as native 16-bit pixel data in ``ds``.
+
+    Keeps the template's 16-bit encoding and rescale unless ``own_rescale`` or the
+    template is not 16-bit; then unsigned 16-bit with a slope/intercept spanning
+    ``values``.
+    """
+    if not own_rescale and int(ds.get("BitsAllocated", 0)) == 16:
+        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        bits = int(ds.get("BitsStored", 16))
+        signed = int(ds.get("PixelRepresentation", 0)) == 1
+    else:
+        low, high = float(np.min(values)), float(np.max(values))
+        intercept = min(low, 0.0) if own_rescale else low
+        span = high - intercept
+        slope = span / 65535.0 if span > 0 else 1.0
+        bits, signed = 16, False
+        ds.RescaleSlope, ds.RescaleIntercept = _ds(slope), _ds(intercept)
+        if "RescaleType" not in ds and ds.get("Modality") not in ("CT", "PT"):
+            ds.RescaleType = "US"
+    lo, hi = _stored_range(bits, signed)
+    stored = np.clip(np.rint((values.astype(np.float64) - intercept) / slope), lo, hi)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits, bits - 1
+    ds.PixelRepresentation = int(signed)
+    ds.SamplesPerPixel = 1
+    if ds.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
+        ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = values.shape
+    for keyword in ("SmallestImagePixelValue", "LargestImagePixelValue", "PlanarConfiguration"):
+        if keyword in ds:
+            del ds[keyword]
+    if ds.file_meta.TransferSyntaxUID not in NATIVE_SYNTAXES:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dtype = np.dtype("<i2" if signed else "<u2")
+    ds["PixelData"] = DataElement(0x7FE00010, "OW", stored.astype(dtype).tobytes())
+
+
+@dataclass(frozen=True)
+class _SeriesHeader:
+    uid: UID
+    number: int
+    description: str
+    derivation: str
+    spacing: str
+    date: str
+    time: str
+
+
+def _header(
+    sources: Sequence[Dataset], up: Upsampled, deriv: Derivation, kind: Kind
+) -> _SeriesHeader:
+    first = sources[0]
+    suffix = STD_SUFFIX if kind == "std" else IMAGE_SUFFIX
+    number = first.get("SeriesNumber")
+    now = dt.datetime.now()
+    return _SeriesHeader(
+        uid=generate_uid(),
+        number=(int(number) if number not in (None, "") else 0) + SERIES_NUMBER_OFFSET[kind],
+        description=(str(first.get("SeriesDescription", "")) + suffix).strip()[:64],
+        derivation=deriv.description(kind),
+        spacing=_ds(up.slice_spacing),
+        date=now.strftime("%Y%m%d"),
+        time=now.strftime("%H%M%S.%f"),
+    )
+
+
+def _instance(
+    template: Dataset,
+    refs: Sequence[Dataset],
+    head: _SeriesHeader,
+    *,
+    number: int,
+    position: np.ndarray,
+    location: float,
+    comment: str,
+) -> Dataset:
+    """Set the series-, instance- and derivation-level attributes of one output dataset."""
+    ds = template
+    sop_uid = generate_uid()
+    ds.SOPInstanceUID = sop_uid
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta.ImplementationVersionName = f"SLICELIB_{__version__}"[:16]
+    ds.SeriesInstanceUID = head.uid
+    ds.SeriesNumber = head.number
+    ds.SeriesDescription = head.description
+    ds.InstanceNumber = number
+    old_type = list(ds.get("ImageType", []))
+    ds.ImageType = ["DERIVED", "SECONDARY", *old_type[2:]]
+    ds.DerivationDescription = head.derivation
+    ds.SourceImageSequence = _source_sequence(refs)
+    ds.ImageComments = comment
+    ds.ImagePositionPatient = [_ds(v) for v in position]
+    ds.SliceLocation = _ds(location)
+    ds.SpacingBetweenSlices = head.spacing
+    ds.ContentDate, ds.ContentTime = head.date, head.time
+    ds.InstanceCreationDate, ds.InstanceCreationTime = head.date, head.time
+    return ds
+
+
+def write_dicom_series(
+    up: Upsampled,
+    out: str | Path,
+    derivation: Derivation,
+    *,
+    kind: Kind = "image",
+    force: bool = False,
+) -> list[Path]:
+    """Write ``up`` (``kind="image"``) or its std map (``kind="std"``) as a new series.
+
+    ``out``: the series folder to create (one file per slice, ``IM00001.dcm`` ...);
+    must not be inside the source series' folder; refused if it exists unless
+    ``force``. Returns the written files in slice order.
+    """
+    out = Path(out)
+    src = up.source
+    if not src.files:
+        raise SlicelibError(
+            f"series {src.series_uid}: has no DICOM files (NIfTI input); write NIfTI instead"
+        )
+    if len(src.files) != src.n_slices:
+        raise SlicelibError(
+            f"series {src.series_uid}: {len(src.files)} files for {src.n_slices} slices"
+        )
+    if kind == "std" and up.std is None:
+        raise SlicelibError("no uncertainty was computed: cannot write the std series")
+    check_output_location(out, {Path(f).parent for f in src.files})
+
+    sources = [pydicom.dcmread(f) for f in src.files]
+    head = _header(sources, up, derivation, kind)
+    locations = slice_locations(sources, up)
+    std = up.std
+    names: list[Path] = []
+    with atomic_directory(out, force=force) as tmp:
+        for j in range(up.n_slices):
+            refs = [sources[i] for i in up.sources(j)]
+            if kind == "image" and up.acquired[j]:
+                ds = pydicom.dcmread(src.files[j // 2])  # pixel data and encoding untouched
+                comment = ACQUIRED_COMMENT
+            else:
+                ds = copy.deepcopy(refs[0])
+                ds.remove_private_tags()  # per-instance vendor data of another slice
+                comment = SYNTHESIZED_COMMENT if not up.acquired[j] else ACQUIRED_COMMENT
+                if kind == "std":
+                    assert std is not None
+                    comment = f"{STD_COMMENT}; {comment}"
+                    _set_pixels(ds, std[j], own_rescale=True)
+                    peak = float(std.max()) or 1.0
+                    ds.WindowCenter, ds.WindowWidth = _ds(peak / 2), _ds(peak)
+                else:
+                    _set_pixels(ds, up.pixels[j], own_rescale=False)
+            _instance(
+                ds,
+                refs,
+                head,
+                number=j + 1,
+                position=up.positions[j],
+                location=float(locations[j]),
+                comment=comment,
+            )
+            name = tmp / f"IM{j + 1:05d}.dcm"
+            ds.save_as(name, enforce_file_format=True)
+            names.append(out / name.name)
+    log.info("wrote %d slices (%s) to %s", len(names), kind, out)
+    return names

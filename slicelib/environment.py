@@ -1,0 +1,160 @@
+"""A record of the software and hardware a run used: what the book's reproducibility
+chapter shows and what ``slicelib study`` writes to ``<out>/environment.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# The distributions whose versions change results or the book.
+PACKAGES: tuple[str, ...] = (
+    "slicelib",
+    "torch",
+    "numpy",
+    "scipy",
+    "scikit-image",
+    "pydicom",
+    "nibabel",
+    "pandas",
+    "matplotlib",
+    "papermill",
+    "jupyter-book",
+    "myst-nb",
+    "sphinx",
+)
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution, ``None`` when it is not installed."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_state(repo: Path | None = None) -> dict[str, Any]:
+    """Commit and dirty flag of the git checkout at ``repo`` (default: the package's).
+
+    Returns ``{"commit": None, "dirty": None}`` outside a git checkout or without git.
+    """
+    where = repo if repo is not None else Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(where), *args],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform``)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def device_info() -> dict[str, Any]:
+    """Torch build and accelerators: CUDA version and the name and memory of each GPU."""
+    try:
+        import torch
+    except ImportError:
+        return {"torch": None, "cuda_available": False, "gpus": []}
+    gpus: list[dict[str, Any]] = []
+    available = bool(torch.cuda.is_available())
+    if available:
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            gpus.append({"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1)})
+    return {
+        "torch": torch.__version__,
+        "cuda_available": available,
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": torch.backends.cudnn.version() if available else None,
+        "gpus": gpus,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def record_environment() -> dict[str, Any]:
+    """Everything that identifies the software and hardware of this process.
+
+    Keys: ``recorded_at`` (UTC, ISO 8601), ``python``, ``platform``, ``cpu``,
+    ``cpu_count``, ``device`` (see :func:`device_info`), ``packages``
+    (see :func:`package_versions`), ``git`` (see :func:`git_state`).
+    """
+    return {
+        "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "python_executable": sys.executable,
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "device": device_info(),
+        "packages": package_versions(),
+        "git": git_state(),
+    }
+
+
+def write_environment(path: Path, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``record`` (default: the environment now) as JSON to ``path``; returns it."""
+    record = record_environment() if record is None else record
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+    logger.info("environment recorded in %s", path)
+    return record
+
+
+def environment_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """The record flattened to (item, value) rows for a table, in a readable order."""
+    device = record.get("device", {})
+    gpus = device.get("gpus") or []
+    git = record.get("git", {})
+    commit = git.get("commit") or "not a git checkout"
+    if git.get("dirty"):
+        commit += " (with uncommitted changes)"
+    rows = [
+        ("recorded at (UTC)", str(record.get("recorded_at"))),
+        ("git commit", commit),
+        ("python", str(record.get("python"))),
+        ("platform", str(record.get("platform"))),
+        ("CPU", f"{record.get('cpu')} ({record.get('cpu_count')} logical cores)"),
+        (
+            "GPU",
+            ", ".join(f"{g['name']} ({g['memory_gib']} GiB)" for g in gpus) or "none",
+        ),
+        ("CUDA", str(device.get("cuda_version") or "not used")),
+    ]
+    for name, version in record.get("packages", {}).items():
+        rows.append((name, version or "not installed"))
+    return rows

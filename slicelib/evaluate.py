@@ -1,0 +1,703 @@
+"""Score every method on the test split of a cache: one row per method and slice.
+
+Every method has one interface: a :class:`Batch` of slices' neighbours
+(S_{i-k}, S_{i+k}, plus the wider context the cubic baseline uses) in, a
+:class:`Prediction` (N, H, W) out. Classical methods come from
+:data:`slicelib.baselines.BASELINES` by name; each trained run (``best.pt``)
+adds one method, the DDPM several (ancestral sampling with all T steps, DDIM
+with each of ``EvalConfig.ddim_steps`` steps, the mean of
+``EvalConfig.ddpm_samples`` ancestral samples).
+
+All methods are scored on the same slices, except that DDPM methods are
+restricted to ``EvalConfig.ddpm_max_slices`` evenly spaced ones when that is
+set; the summary's gains and paired tests are always computed on the slices
+two methods share. Predictions are clipped to [0, 1] and scored with data
+range 1 (:mod:`slicelib.metrics`). Inference time is measured per batch, after
+one warm-up call, and divided by the batch's slices.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, cast
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from slicelib.baselines import (
+    FLOW_METHODS,
+    Baseline,
+    FlowMethod,
+    Neighbours,
+    get_baseline,
+    neighbours,
+)
+from slicelib.checkpoint import LoadedRun, Predictor, load_run, predictor
+from slicelib.config import EvalConfig, to_dict
+from slicelib.data.cache import Cache
+from slicelib.data.dataset import evaluable_indices
+from slicelib.device import resolve_device
+from slicelib.environment import cpu_model, record_environment
+from slicelib.errors import SlicelibError
+from slicelib.metrics import clip01, slice_metrics
+from slicelib.stats import summarize
+
+__all__ = [
+    "ROW_COLUMNS",
+    "Batch",
+    "ClassicalMethod",
+    "Evaluation",
+    "Method",
+    "Prediction",
+    "RunMethod",
+    "SlicePredictions",
+    "SliceRef",
+    "build_methods",
+    "evaluate",
+    "format_summary",
+    "output_paths",
+    "predict_slices",
+    "run_methods",
+    "select_slices",
+    "write_evaluation",
+]
+
+log = logging.getLogger(__name__)
+
+ROW_COLUMNS: tuple[str, ...] = (
+    "method",
+    "patient_id",
+    "slice_index",
+    "position",
+    "k",
+    "psnr",
+    "ssim",
+    "ssim_gauss",
+    "mae",
+    "ms_per_slice",
+    "fallback",
+)
+REFERENCE = "linear"
+DATA_RANGE = 1.0
+
+
+class SliceRef(NamedTuple):
+    """One target slice: patient, index i in the volume, and i / (S - 1)."""
+
+    patient_id: str
+    slice_index: int
+    position: float
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The inputs of N predictions from one volume (slices (H, W) in [0, 1])."""
+
+    refs: list[SliceRef]
+    items: list[Neighbours]
+
+    def inputs(self) -> np.ndarray:
+        """The two neighbours as an array (N, 2, H, W) float32: S_{i-k}, S_{i+k}."""
+        return np.stack([np.stack([nb.before, nb.after]) for nb in self.items]).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class Prediction:
+    """Predicted slices (N, H, W) float32 (unclipped), which fell back to linear
+    (N,) bool, and for sampled means the per-pixel std across samples (N, H, W)."""
+
+    images: np.ndarray
+    fallback: np.ndarray
+    std: np.ndarray | None = None
+
+
+class Method(ABC):
+    """A slice interpolation method as the evaluation sees it."""
+
+    name: str
+    device: str  # where it computes, for the summary
+    torch_device: torch.device = torch.device("cpu")
+    max_slices: int | None = None  # None: every evaluable slice
+
+    @abstractmethod
+    def predict(self, batch: Batch) -> Prediction:
+        """Predictions for every item of ``batch``."""
+
+    def warm_up(self, batch: Batch) -> None:
+        """Run once before timing (first-call allocations, kernel selection)."""
+        self.predict(batch)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work so that wall-clock time covers it."""
+        if self.torch_device.type == "cuda":
+            torch.cuda.synchronize(self.torch_device)
+
+
+class ClassicalMethod(Method):
+    """A baseline from :mod:`slicelib.baselines`, on the CPU with numpy."""
+
+    def __init__(self, baseline: Baseline, flow_method: FlowMethod = "tvl1") -> None:
+        self.baseline = baseline
+        self.flow_method = flow_method
+        self.name = baseline.name
+        self.device = f"cpu ({cpu_model()})"
+
+    def predict(self, batch: Batch) -> Prediction:
+        outs = [self.baseline.predict(nb, self.flow_method) for nb in batch.items]
+        return Prediction(
+            images=np.stack([o.prediction for o in outs]).astype(np.float32),
+            fallback=np.array([o.fallback for o in outs], dtype=bool),
+        )
+
+
+class RunMethod(Method):
+    """A trained run through :func:`slicelib.checkpoint.predictor`.
+
+    ``keep_std``: the predictor draws several samples, the prediction is their
+    mean and the per-pixel std across them is kept.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        run: LoadedRun,
+        predict_fn: Predictor,
+        *,
+        keep_std: bool = False,
+        max_slices: int | None = None,
+    ) -> None:
+        self.name = name
+        self.run = run
+        self.predict_fn = predict_fn
+        self.keep_std = keep_std
+        self.max_slices = max_slices
+        self.torch_device = run.device
+        self.device = (
+            torch.cuda.get_device_name(run.device)
+            if run.device.type == "cuda"
+            else f"cpu ({cpu_model()})"
+        )
+
+    def predict(self, batch: Batch) -> Prediction:
+        x = torch.from_numpy(batch.inputs()).to(self.torch_device)
+        std = None
+        if self.keep_std:
+            samples = self.predict_fn.stack(x)  # (samples, N, 1, H, W)
+            images = samples.mean(dim=0)
+            std = samples.std(dim=0, unbiased=False)[:, 0].cpu().numpy().astype(np.float32)
+        else:
+            images = self.predict_fn(x)
+        return Prediction(
+            images=images[:, 0].float().cpu().numpy().astype(np.float32),
+            fallback=np.zeros(len(batch), dtype=bool),
+            std=std,
+        )
+
+    @torch.no_grad()
+    def warm_up(self, batch: Batch) -> None:
+        # One forward pass of the network; the sampler's seeded generator stays untouched
+        # so that results do not depend on warm-up.
+        x = torch.from_numpy(batch.inputs()[:1]).to(self.torch_device)
+        model = self.run.model
+        if self.run.config.model == "ddpm":
+            t = torch.zeros(1, dtype=torch.long, device=self.torch_device)
+            model(x[:, :1], t, x)
+        else:
+            model(x)
+        self.synchronize()
+
+
+def _check_config(cfg: EvalConfig) -> None:
+    if cfg.flow not in FLOW_METHODS:
+        raise SlicelibError(f"unknown flow method {cfg.flow!r} (choose {', '.join(FLOW_METHODS)})")
+    if cfg.batch_size < 1:
+        raise SlicelibError(f"batch_size must be >= 1 (got {cfg.batch_size})")
+    if cfg.ddpm_samples < 1:
+        raise SlicelibError(f"ddpm_samples must be >= 1 (got {cfg.ddpm_samples})")
+    if cfg.ddpm_max_slices is not None and cfg.ddpm_max_slices < 1:
+        raise SlicelibError(f"ddpm_max_slices must be >= 1 (got {cfg.ddpm_max_slices})")
+    if any(s < 1 for s in cfg.ddim_steps):
+        raise SlicelibError(f"ddim_steps must be >= 1 (got {list(cfg.ddim_steps)})")
+
+
+def build_methods(names: Sequence[str], cfg: EvalConfig) -> list[Method]:
+    """The classical methods called ``names``; unknown names are a one-line error."""
+    methods: list[Method] = []
+    for name in names:
+        try:
+            baseline = get_baseline(name)
+        except SlicelibError:
+            raise SlicelibError(
+                f"unknown method {name!r} (classical methods: nearest, linear, cubic, flow; "
+                "trained models are evaluated with --run RUN_DIR)"
+            ) from None
+        methods.append(ClassicalMethod(baseline, cast(FlowMethod, cfg.flow)))
+    return methods
+
+
+def run_methods(
+    run_dir: str | Path, *, k: int, image_size: int, cfg: EvalConfig, device: torch.device
+) -> list[Method]:
+    """The methods of one trained run, loaded strictly from ``run_dir/best.pt``.
+
+    A deterministic model gives one method named after it (``unet``); the DDPM
+    gives ``ddpm_ancestral``, ``ddpm_ddim<steps>`` per DDIM step count and
+    ``ddpm_mean<n>``. A run trained at another k or image size is an error.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise SlicelibError(f"run folder {run_dir} not found")
+    if not (run_dir / "best.pt").is_file():
+        raise SlicelibError(f"run folder {run_dir} has no checkpoint best.pt (train it first)")
+    run = load_run(run_dir, which="best", device=device, k=k, image_size=image_size)
+    model = run.config.model
+    if model != "ddpm":
+        return [RunMethod(model, run, predictor(run, seed=cfg.seed))]
+    limit = cfg.ddpm_max_slices
+    methods: list[Method] = [
+        RunMethod(
+            "ddpm_ancestral",
+            run,
+            predictor(run, sampler="ancestral", seed=cfg.seed),
+            max_slices=limit,
+        )
+    ]
+    for steps in cfg.ddim_steps:
+        methods.append(
+            RunMethod(
+                f"ddpm_ddim{steps}",
+                run,
+                predictor(run, sampler="ddim", steps=steps, seed=cfg.seed),
+                max_slices=limit,
+            )
+        )
+    methods.append(
+        RunMethod(
+            f"ddpm_mean{cfg.ddpm_samples}",
+            run,
+            predictor(run, sampler="ancestral", samples=cfg.ddpm_samples, seed=cfg.seed),
+            keep_std=True,
+            max_slices=limit,
+        )
+    )
+    return methods
+
+
+def _unique_names(methods: list[Method], run_dirs: list[Path | None]) -> None:
+    """Rename duplicates (two runs of one model) after their run folder."""
+    seen: set[str] = set()
+    for method, run_dir in zip(methods, run_dirs):
+        if method.name in seen and run_dir is not None:
+            method.name = f"{method.name}_{run_dir.name}"
+        if method.name in seen:
+            raise SlicelibError(f"method {method.name!r} requested twice")
+        seen.add(method.name)
+
+
+def _open_cache(cache: Cache | str | Path) -> tuple[Cache, str]:
+    if isinstance(cache, Cache):
+        return cache, str(cache.root)
+    path = Path(cache)
+    if not path.is_dir():
+        raise SlicelibError(f"cache folder {path} not found")
+    return Cache(path), str(path)
+
+
+def select_slices(cache: Cache, k: int, *, common: bool = False) -> list[SliceRef]:
+    """Every evaluable slice of the test split at ``k`` (patients in cache order)."""
+    entries = cache.entries("test")
+    if not entries:
+        raise SlicelibError("the cache's test split is empty: nothing to evaluate")
+    refs: list[SliceRef] = []
+    for entry in entries:
+        n = int(entry.n_slices)
+        for i in evaluable_indices(n, k, common=common):
+            refs.append(SliceRef(entry.patient_id, int(i), float(i) / (n - 1)))
+    if not refs:
+        raise SlicelibError(
+            f"no test slice has neighbours at k={k}{' (common)' if common else ''}: "
+            "the test volumes are too short"
+        )
+    return refs
+
+
+def _evenly_spaced(refs: list[SliceRef], limit: int | None) -> set[SliceRef]:
+    if limit is None or limit >= len(refs):
+        return set(refs)
+    picks = np.unique(np.linspace(0, len(refs) - 1, limit).round().astype(int))
+    return {refs[i] for i in picks}
+
+
+def _batches(volume: np.ndarray, refs: list[SliceRef], k: int, size: int) -> Iterator[Batch]:
+    for start in range(0, len(refs), size):
+        chunk = refs[start : start + size]
+        yield Batch(chunk, [neighbours(volume, r.slice_index, k) for r in chunk])
+
+
+@dataclass
+class Evaluation:
+    """Results of :func:`evaluate`: per-slice rows, the summary, and what produced them.
+
+    ``ddpm_std`` holds arrays for the uncertainty analysis (empty without a DDPM):
+    per method ``<m>/patient_id``, ``<m>/slice_index``, ``<m>/std_mean`` (mean
+    per-pixel std of each slice), ``<m>/abs_err_mean`` (MAE of the mean), and for
+    the first few slices ``<m>/example_mean``, ``<m>/example_std``,
+    ``<m>/example_target`` (n, H, W) with ``<m>/example_slice``.
+    """
+
+    rows: pd.DataFrame
+    summary: pd.DataFrame
+    info: dict[str, Any]
+    ddpm_std: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class _StdCollector:
+    def __init__(self, examples: int) -> None:
+        self.examples = examples
+        self.values: dict[str, list[Any]] = {
+            "patient_id": [],
+            "slice_index": [],
+            "std_mean": [],
+            "abs_err_mean": [],
+        }
+        self.maps: dict[str, list[np.ndarray]] = {"mean": [], "std": [], "target": []}
+        self.example_slice: list[str] = []
+
+    def add(self, ref: SliceRef, mean: np.ndarray, std: np.ndarray, target: np.ndarray) -> None:
+        self.values["patient_id"].append(ref.patient_id)
+        self.values["slice_index"].append(ref.slice_index)
+        self.values["std_mean"].append(float(std.mean()))
+        self.values["abs_err_mean"].append(float(np.abs(clip01(mean) - target).mean()))
+        if len(self.maps["mean"]) < self.examples:
+            self.maps["mean"].append(mean.astype(np.float32))
+            self.maps["std"].append(std.astype(np.float32))
+            self.maps["target"].append(target.astype(np.float32))
+            self.example_slice.append(f"{ref.patient_id}:{ref.slice_index}")
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        out = {f"{prefix}/{key}": np.asarray(val) for key, val in self.values.items()}
+        for key, maps in self.maps.items():
+            if maps:
+                out[f"{prefix}/example_{key}"] = np.stack(maps)
+        out[f"{prefix}/example_slice"] = np.asarray(self.example_slice)
+        return out
+
+
+def _prepare(
+    cache: Cache | str | Path,
+    k: int,
+    cfg: EvalConfig,
+    runs: Sequence[str | Path],
+    methods: Sequence[str] | None,
+) -> tuple[Cache, str, list[Method], torch.device, dict[str, Any]]:
+    if k < 1:
+        raise SlicelibError(f"k must be >= 1 (got {k})")
+    _check_config(cfg)
+    cache_obj, cache_path = _open_cache(cache)
+    names = list(cfg.methods if methods is None else methods)
+    device = resolve_device(cfg.device)
+    classical = build_methods(names, cfg)
+    all_methods: list[Method] = list(classical)
+    run_dirs: list[Path | None] = [None] * len(classical)
+    run_info: dict[str, Any] = {}
+    for run_dir in runs:
+        added = run_methods(
+            run_dir, k=k, image_size=int(cache_obj.config.size), cfg=cfg, device=device
+        )
+        all_methods.extend(added)
+        run_dirs.extend([Path(run_dir)] * len(added))
+        run = cast(RunMethod, added[0]).run
+        run_info[str(run_dir)] = {
+            "methods": [m.name for m in added],
+            "checkpoint": str(run.path),
+            "epoch": run.epoch,
+            "best_epoch": run.best_epoch,
+            "train_config": to_dict(run.config),
+        }
+    _unique_names(all_methods, run_dirs)
+    return cache_obj, cache_path, all_methods, device, run_info
+
+
+def evaluate(
+    cache: Cache | str | Path,
+    k: int,
+    cfg: EvalConfig | None = None,
+    runs: Sequence[str | Path] = (),
+    *,
+    methods: Sequence[str] | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Score the classical ``methods`` (default ``cfg.methods``) and every run in ``runs``
+    on the test split of ``cache`` at neighbour distance ``k``.
+
+    The linear baseline is always included: it is the summary's reference.
+    Raises :class:`SlicelibError` for an unknown method, a run folder without
+    ``best.pt``, a run trained at another k or image size, an empty test split.
+    """
+    cfg = cfg if cfg is not None else EvalConfig()
+    names = list(cfg.methods if methods is None else methods)
+    if REFERENCE not in names:
+        log.info("adding %r: it is the reference of the summary", REFERENCE)
+        names.insert(0, REFERENCE)
+    cache_obj, cache_path, all_methods, device, run_info = _prepare(cache, k, cfg, runs, names)
+    refs = select_slices(cache_obj, k, common=cfg.common)
+    subsets = {m.name: _evenly_spaced(refs, m.max_slices) for m in all_methods}
+    total = sum(len(s) for s in subsets.values())
+    log.info(
+        "evaluating %d method(s) on %d test slice(s) of %d patient(s) at k=%d",
+        len(all_methods),
+        len(refs),
+        len({r.patient_id for r in refs}),
+        k,
+    )
+
+    by_patient: dict[str, list[SliceRef]] = {}
+    for ref in refs:
+        by_patient.setdefault(ref.patient_id, []).append(ref)
+    first_pid = refs[0].patient_id
+    first_volume = np.asarray(cache_obj.volume(first_pid), dtype=np.float32)
+    warm = next(_batches(first_volume, by_patient[first_pid][:1], k, 1))
+    for method in all_methods:
+        method.warm_up(warm)
+
+    records: list[dict[str, Any]] = []
+    collectors: dict[str, _StdCollector] = {}
+    bar = tqdm(total=total, desc=f"evaluate k={k}", unit="slice", disable=not progress)
+    for pid, patient_refs in by_patient.items():
+        volume = np.asarray(cache_obj.volume(pid), dtype=np.float32)
+        for method in all_methods:
+            chosen = [r for r in patient_refs if r in subsets[method.name]]
+            size = cfg.batch_size if isinstance(method, RunMethod) else 1
+            for batch in _batches(volume, chosen, k, size):
+                method.synchronize()
+                start = time.perf_counter()
+                pred = method.predict(batch)
+                method.synchronize()
+                ms = 1000.0 * (time.perf_counter() - start) / len(batch)
+                for j, ref in enumerate(batch.refs):
+                    target = volume[ref.slice_index]
+                    scores = slice_metrics(clip01(pred.images[j]), target, DATA_RANGE)
+                    records.append(
+                        {
+                            "method": method.name,
+                            "patient_id": ref.patient_id,
+                            "slice_index": ref.slice_index,
+                            "position": ref.position,
+                            "k": k,
+                            "psnr": scores.psnr,
+                            "ssim": scores.ssim,
+                            "ssim_gauss": scores.ssim_gauss,
+                            "mae": scores.mae,
+                            "ms_per_slice": ms,
+                            "fallback": bool(pred.fallback[j]),
+                        }
+                    )
+                    if pred.std is not None:
+                        collectors.setdefault(method.name, _StdCollector(cfg.std_examples)).add(
+                            ref, pred.images[j], pred.std[j], target
+                        )
+                bar.update(len(batch))
+    bar.close()
+
+    order = {m.name: n for n, m in enumerate(all_methods)}
+    rows = pd.DataFrame.from_records(records, columns=list(ROW_COLUMNS))
+    rows = rows.sort_values(
+        ["method", "patient_id", "slice_index"],
+        key=lambda c: c.map(order) if c.name == "method" else c,
+    ).reset_index(drop=True)
+    summary = summarize(rows, reference=REFERENCE, n_boot=cfg.bootstrap, seed=cfg.seed)
+    summary["device"] = summary["method"].map({m.name: m.device for m in all_methods})
+    for m in all_methods:
+        if m.name in collectors:
+            values = collectors[m.name].values["std_mean"]
+            log.info("%s: mean per-pixel std across samples %.4f", m.name, float(np.mean(values)))
+    info = {
+        "k": k,
+        "cache": cache_path,
+        "cache_config": to_dict(cache_obj.config),
+        "eval_config": to_dict(cfg),
+        "methods": {
+            m.name: {
+                "device": m.device,
+                "slices": len(subsets[m.name]),
+                "subset": len(subsets[m.name]) < len(refs),
+            }
+            for m in all_methods
+        },
+        "runs": run_info,
+        "evaluation_device": str(device),
+        "n_slices": len(refs),
+        "n_patients": len(by_patient),
+        "environment": record_environment(),
+    }
+    ddpm_std: dict[str, np.ndarray] = {}
+    for name, collector in collectors.items():
+        ddpm_std.update(collector.arrays(name))
+    return Evaluation(rows=rows, summary=summary, info=info, ddpm_std=ddpm_std)
+
+
+def output_paths(out_csv: str | Path) -> dict[str, Path]:
+    """Files written for ``RESULTS.csv``: rows, ``RESULTS_summary.csv``, ``RESULTS.json``
+    (config and environment) and ``RESULTS.ddpm_std.npz`` (only with a DDPM)."""
+    out = Path(out_csv)
+    return {
+        "rows": out,
+        "summary": out.with_name(f"{out.stem}_summary.csv"),
+        "info": out.with_name(f"{out.stem}.json"),
+        "ddpm_std": out.with_name(f"{out.stem}.ddpm_std.npz"),
+    }
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def write_evaluation(evaluation: Evaluation, out_csv: str | Path) -> dict[str, Path]:
+    """Write the files of :func:`output_paths` atomically; returns those written."""
+    paths = output_paths(out_csv)
+    if paths["rows"].suffix.lower() != ".csv":
+        raise SlicelibError(f"results file {paths['rows']} must end in .csv")
+
+    def write_npz(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            np.savez_compressed(handle, **cast(dict[str, Any], evaluation.ddpm_std))
+
+    _atomic_write(paths["rows"], lambda p: evaluation.rows.to_csv(p, index=False))
+    _atomic_write(paths["summary"], lambda p: evaluation.summary.to_csv(p, index=False))
+    _atomic_write(
+        paths["info"],
+        lambda p: p.write_text(json.dumps(_json_safe(evaluation.info), indent=2) + "\n"),
+    )
+    written = {key: paths[key] for key in ("rows", "summary", "info")}
+    if evaluation.ddpm_std:
+        _atomic_write(paths["ddpm_std"], write_npz)
+        written["ddpm_std"] = paths["ddpm_std"]
+    return written
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """The summary as a fixed-width text table for the terminal."""
+    ref = f"p_psnr_vs_{REFERENCE}"
+    lines = [
+        f"{'method':<16} {'n':>5} {'pat':>4} {'PSNR dB':>14} {'95% CI':>15} {'SSIM':>13} "
+        f"{'SSIM gauss':>10} {'MAE':>7} {'vs lin dB':>9} {'%':>6} {'p lin':>8} {'p best':>8} "
+        f"{'ms/slice':>9}"
+    ]
+
+    def p(value: Any) -> str:
+        return (
+            "-"
+            if value is None or (isinstance(value, float) and math.isnan(value))
+            else f"{value:.2g}"
+        )
+
+    for r in summary.to_dict("records"):
+        lines.append(
+            f"{r['method']:<16} {r['n_slices']:>5} {r['n_patients']:>4} "
+            f"{r['psnr_mean']:>7.2f}±{r['psnr_std']:<6.2f} "
+            f"[{r['psnr_ci_low']:>6.2f},{r['psnr_ci_high']:>6.2f}] "
+            f"{r['ssim_mean']:>6.3f}±{r['ssim_std']:<6.3f} {r['ssim_gauss_mean']:>10.3f} "
+            f"{r['mae_mean']:>7.4f} {r.get('psnr_gain_db', math.nan):>+9.2f} "
+            f"{r.get('psnr_gain_pct', math.nan):>+6.1f} {p(r.get(ref)):>8} "
+            f"{p(r.get('p_psnr_vs_best')):>8} {r['ms_per_slice']:>9.2f}"
+        )
+    best = summary["best_psnr"].iloc[0] if len(summary) else "-"
+    cubic = (
+        summary.loc[summary["method"] == "cubic", "fallback"].tolist()
+        if "fallback" in summary.columns
+        else []
+    )
+    lines.append(f"best PSNR: {best}; p-values: paired Wilcoxon on PSNR")
+    if len(cubic):
+        lines.append(f"cubic fell back to linear on {int(cubic[0])} slice(s) near the ends")
+    return "\n".join(lines)
+
+
+@dataclass
+class SlicePredictions:
+    """Predictions of several methods for chosen slices, for figures.
+
+    ``inputs`` (n, 2, H, W), ``targets`` (n, H, W), ``predictions[method]``
+    (n, H, W) clipped to [0, 1], ``std[method]`` (n, H, W) for sampled means.
+    """
+
+    slices: list[SliceRef]
+    inputs: np.ndarray
+    targets: np.ndarray
+    predictions: dict[str, np.ndarray]
+    std: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def predict_slices(
+    cache: Cache | str | Path,
+    k: int,
+    slices: Sequence[tuple[str, int]],
+    cfg: EvalConfig | None = None,
+    runs: Sequence[str | Path] = (),
+    *,
+    methods: Sequence[str] | None = None,
+) -> SlicePredictions:
+    """Predictions of every method (``methods`` default ``cfg.methods``, plus every run) for
+    the chosen ``(patient_id, slice_index)`` pairs of ``cache`` at distance ``k``."""
+    if not slices:
+        raise SlicelibError("predict_slices needs at least one (patient_id, slice_index)")
+    cfg = cfg if cfg is not None else EvalConfig()
+    cache_obj, _, all_methods, _, _ = _prepare(cache, k, cfg, runs, methods)
+    known = {e.patient_id: int(e.n_slices) for e in cache_obj.entries()}
+    refs: list[SliceRef] = []
+    items: list[Neighbours] = []
+    targets: list[np.ndarray] = []
+    for pid, index in slices:
+        if pid not in known:
+            raise SlicelibError(f"patient {pid!r} is not in the cache")
+        volume = np.asarray(cache_obj.volume(pid), dtype=np.float32)
+        items.append(neighbours(volume, int(index), k))
+        targets.append(volume[int(index)])
+        refs.append(SliceRef(pid, int(index), int(index) / (known[pid] - 1)))
+    batch = Batch(refs, items)
+    predictions: dict[str, np.ndarray] = {}
+    std: dict[str, np.ndarray] = {}
+    for method in all_methods:
+        pred = method.predict(batch)
+        predictions[method.name] = clip01(pred.images)
+        if pred.std is not None:
+            std[method.name] = pred.std
+    return SlicePredictions(
+        slices=refs,
+        inputs=batch.inputs(),
+        targets=np.stack(targets).astype(np.float32),
+        predictions=predictions,
+        std=std,
+    )

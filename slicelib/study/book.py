@@ -1,0 +1,314 @@
+"""Stage the book's source from the executed notebooks and build it with Jupyter Book.
+
+The committed book (``_config.yml``, ``_toc.yml``, ``book/*.md``, ``notebooks/``)
+builds at the repository root as a skeleton from the un-executed notebooks. The
+runner stages a copy in ``<out>/book/`` instead, with
+
+- the executed notebooks as ``notebooks/<name>.ipynb``;
+- a table of contents whose training part lists one page per model and k;
+- the front page's edition block (preset, data, reductions) and the
+  reproducibility chapter's environment and commands filled in from the run;
+- glue references made strict (the skeleton tolerates missing glue keys),
+
+and builds it offline with ``jupyter-book build <out>/book -W -n --keep-going``.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import logging
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slicelib.config import DEMO_REDUCTIONS
+from slicelib.environment import environment_rows
+from slicelib.errors import SlicelibError
+from slicelib.study.notebooks import NotebookJob, StudyError
+from slicelib.study.stamps import digest
+
+logger = logging.getLogger(__name__)
+
+BOOK_FILES: tuple[str, ...] = ("_config.yml", "_toc.yml")
+BOOK_DIR = "book"
+EDITION_MARKER = "<!-- study:edition -->"
+ENVIRONMENT_MARKER = "<!-- study:environment -->"
+COMMANDS_MARKER = "<!-- study:commands -->"
+# The skeleton build tolerates glue keys it cannot find; the staged build must not.
+SKELETON_ONLY_WARNINGS: tuple[str, ...] = ("mystnb.glue_ref",)
+
+
+def find_source_root(start: Path | None = None) -> Path:
+    """The folder holding ``_config.yml``, ``_toc.yml``, ``book/`` and ``notebooks/``.
+
+    Looks in ``start`` when given, else in the checkout the package was imported
+    from, then in the current directory.
+    """
+    candidates = [start] if start is not None else [Path(__file__).resolve().parents[2], Path.cwd()]
+    for root in candidates:
+        if all((root / name).is_file() for name in BOOK_FILES) and (root / "notebooks").is_dir():
+            return root.resolve()
+    where = start if start is not None else Path.cwd()
+    raise SlicelibError(
+        f"{where}: not a slicelib checkout (needs _config.yml, _toc.yml, book/ and notebooks/); "
+        "run from the repository or pass --source"
+    )
+
+
+def _entries(node: Any) -> Iterable[dict[str, Any]]:
+    """Every file entry of a parsed ``_toc.yml`` (depth first)."""
+    if isinstance(node, dict):
+        if "file" in node:
+            yield node
+        for key in ("parts", "chapters", "sections"):
+            for child in node.get(key, []) or []:
+                yield from _entries(child)
+
+
+def staged_toc(toc: dict[str, Any], jobs: list[NotebookJob]) -> dict[str, Any]:
+    """The committed table of contents with the notebook entries of this run.
+
+    ``notebooks/train`` becomes one entry per executed training copy (with its
+    title); entries of notebooks that did not run are dropped.
+    """
+    names = {job.name: job for job in jobs}
+    train = [job for job in jobs if job.name.startswith("train_")]
+
+    def rewrite(items: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for item in items:
+            file = item.get("file", "") if isinstance(item, dict) else ""
+            if file == "notebooks/train":
+                out.extend(
+                    {"file": f"notebooks/{j.name}", "title": j.title or j.name} for j in train
+                )
+                continue
+            if file.startswith("notebooks/") and file.split("/", 1)[1] not in names:
+                continue
+            item = dict(item)
+            for key in ("parts", "chapters", "sections"):
+                if key in item:
+                    item[key] = rewrite(item[key])
+                    if not item[key]:
+                        del item[key]
+            if "caption" in item and "chapters" not in item:
+                continue  # a part whose chapters all went
+            out.append(item)
+        return out
+
+    staged = dict(toc)
+    for key in ("parts", "chapters"):
+        if key in staged:
+            staged[key] = rewrite(staged[key])
+    return staged
+
+
+def staged_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The committed ``_config.yml`` with the skeleton-only warning suppressions removed."""
+    staged = dict(config)
+    sphinx = dict(staged.get("sphinx", {}))
+    sphinx_config = dict(sphinx.get("config", {}))
+    kept = [
+        w for w in sphinx_config.get("suppress_warnings", []) if w not in SKELETON_ONLY_WARNINGS
+    ]
+    sphinx_config["suppress_warnings"] = kept
+    sphinx["config"] = sphinx_config
+    staged["sphinx"] = sphinx
+    return staged
+
+
+def edition_markdown(record: Mapping[str, Any]) -> str:
+    """The front page's statement of what this book was built from.
+
+    ``record`` is the run record written by the runner (``<out>/study.json``).
+    """
+    preset = record["preset"]
+    scan = record.get("scan", {})
+    counts = (
+        f"{scan.get('patients', '?')} patients, {scan.get('volumes', '?')} volumes, "
+        f"{scan.get('slices', '?')} slices"
+    )
+    lines = [":::{admonition} This edition", ":class: important", ""]
+    if record.get("synthetic"):
+        cohort = record.get("cohort") or {}
+        lines.append(
+            f"This book was built with the **{preset}** preset on the **synthetic cohort** "
+            f"that slicelib generates ({cohort.get('patients', '?')} patients, seed "
+            f"{cohort.get('seed', '?')}; {counts} selected), not on the TCIA collection. "
+            "Its numbers show that every step runs end to end and how the methods compare "
+            "on synthetic anatomy; they are not the study's results on real MRI."
+        )
+    else:
+        lines.append(
+            f"This book was built with the **{preset}** preset on the collection at "
+            f"`{record.get('data_root')}` ({counts} selected)."
+        )
+    if preset == "demo":
+        lines += ["", "The demo preset reduces the paper's settings to fit two CPU cores:", ""]
+        lines += [f"- {reduction}" for reduction in DEMO_REDUCTIONS]
+    elif preset == "smoke":
+        lines += [
+            "",
+            "The smoke preset uses tiny images and a few training steps: it checks that "
+            "the study runs, and its numbers mean nothing.",
+        ]
+    env = record.get("environment", {})
+    commit = (env.get("git") or {}).get("commit")
+    lines += [
+        "",
+        f"Built {record.get('finished_at', record.get('started_at', ''))} "
+        f"with slicelib {(env.get('packages') or {}).get('slicelib', '?')}"
+        + (f", commit `{commit[:12]}`" if commit else "")
+        + "; see [Reproducibility](reproducibility.md).",
+        ":::",
+    ]
+    return "\n".join(lines)
+
+
+def environment_markdown(record: Mapping[str, Any]) -> str:
+    """The environment record as a Markdown table."""
+    rows = environment_rows(dict(record))
+    lines = ["| item | value |", "|---|---|"]
+    lines += [f"| {item} | {str(value).replace('|', '/')} |" for item, value in rows]
+    return "\n".join(lines)
+
+
+def commands_markdown(record: Mapping[str, Any]) -> str:
+    """The exact command of this run, as a code block."""
+    return "```bash\n" + str(record.get("command", "slicelib study")) + "\n```"
+
+
+def _sync(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` only when the content differs (keeps Sphinx's view stable)."""
+    if dst.is_file() and filecmp.cmp(src, dst, shallow=False):
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+
+
+def _write(text: str, dst: Path) -> None:
+    if dst.is_file() and dst.read_text() == text:
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(text)
+
+
+def stage_book(
+    source_root: Path,
+    stage: Path,
+    executed: Mapping[str, Path],
+    jobs: list[NotebookJob],
+    record: Mapping[str, Any],
+) -> Path:
+    """Write the book source of this run into ``stage``; returns ``stage``.
+
+    ``executed`` maps each job's name to its executed notebook. Files that are
+    no longer part of the book are removed from ``stage``; unchanged ones keep
+    their modification time.
+    """
+    stage.mkdir(parents=True, exist_ok=True)
+    wanted: set[Path] = set()
+
+    toc = yaml.safe_load((source_root / "_toc.yml").read_text())
+    config = yaml.safe_load((source_root / "_config.yml").read_text())
+    ran = [job for job in jobs if job.name in executed]
+    _write(yaml.safe_dump(staged_toc(toc, ran), sort_keys=False), stage / "_toc.yml")
+    _write(yaml.safe_dump(staged_config(config), sort_keys=False), stage / "_config.yml")
+    wanted |= {stage / "_toc.yml", stage / "_config.yml"}
+
+    env = record.get("environment", {})
+    fills = {
+        EDITION_MARKER: edition_markdown(record),
+        ENVIRONMENT_MARKER: environment_markdown(env),
+        COMMANDS_MARKER: commands_markdown(record),
+    }
+    for src in sorted((source_root / BOOK_DIR).rglob("*")):
+        if not src.is_file():
+            continue
+        dst = stage / BOOK_DIR / src.relative_to(source_root / BOOK_DIR)
+        wanted.add(dst)
+        if src.suffix == ".md":
+            text = src.read_text()
+            for marker, fill in fills.items():
+                text = text.replace(marker, fill)
+            _write(text, dst)
+        else:
+            _sync(src, dst)
+    for name, path in executed.items():
+        dst = stage / "notebooks" / f"{name}.ipynb"
+        wanted.add(dst)
+        _sync(path, dst)
+
+    for path in sorted(stage.rglob("*"), reverse=True):
+        if path.is_relative_to(stage / "_build"):
+            continue
+        if path.is_file() and path not in wanted:
+            path.unlink()
+        elif path.is_dir() and path != stage / "_build" and not any(path.iterdir()):
+            path.rmdir()
+    return stage
+
+
+def tree_hash(root: Path) -> str:
+    """Hash of every file's path and content under ``root`` (``_build`` excluded)."""
+    import hashlib
+
+    entries = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_relative_to(root / "_build"):
+            entries.append(
+                (path.relative_to(root).as_posix(), hashlib.sha256(path.read_bytes()).hexdigest())
+            )
+    return digest(entries)
+
+
+def build_book(stage: Path) -> Path:
+    """Build the staged book offline in strict mode; returns its html folder.
+
+    Runs ``jupyter-book build <stage> -W -n --keep-going --all``; raises
+    :class:`StudyError` with the warnings when the build fails.
+    """
+    command = [
+        sys.executable,
+        "-c",
+        "from jupyter_book.cli.main import main; main()",
+        "build",
+        str(stage),
+        "-W",
+        "-n",
+        "--keep-going",
+        "--all",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    html = stage / "_build" / "html"
+    if done.returncode != 0 or not (html / "index.html").is_file():
+        output = done.stdout + done.stderr
+        problems = [line for line in output.splitlines() if "WARNING" in line or "ERROR" in line]
+        detail = "; ".join(problems[:3]) or output.strip().splitlines()[-1:]
+        log = stage / "_build" / "build.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(output)
+        raise StudyError(f"book build failed in {stage}: {detail} (full log: {log})")
+    return html
+
+
+def publish(html: Path, dest: Path) -> Path:
+    """Copy the built html to ``dest``, replacing an earlier book there.
+
+    Refuses to replace a non-empty folder that does not look like a built book.
+    """
+    dest = dest.resolve()
+    if dest.exists():
+        if any(dest.iterdir()) and not (dest / "index.html").is_file():
+            raise SlicelibError(
+                f"--book {dest}: folder exists and is not a built book; choose another"
+            )
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(html, dest)
+    return dest

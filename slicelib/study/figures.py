@@ -1,0 +1,271 @@
+"""The book's figures (matplotlib). Each function returns a Figure; notebooks show it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from slicelib.study.labels import method_label
+
+if TYPE_CHECKING:
+    from slicelib.data.cache import Cache
+    from slicelib.evaluate import SlicePredictions
+    from slicelib.study.analysis import Samples
+    from slicelib.study.workspace import Results
+
+ERROR_CMAP = "inferno"
+DPI = 110
+
+
+class StudyFigure(Figure):
+    """A matplotlib Figure that notebooks display as a PNG without pyplot."""
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+        return buffer.getvalue()
+
+
+def _figure(
+    rows: int, cols: int, width: float = 2.2, height: float = 2.2
+) -> tuple[StudyFigure, np.ndarray]:
+    fig = StudyFigure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, axes
+
+
+def _zoom(image: np.ndarray, zoom: float) -> np.ndarray:
+    """The central ``zoom`` fraction of an image (H, W) along each side."""
+    h, w = image.shape
+    dh, dw = int(round(h * (1 - zoom) / 2)), int(round(w * (1 - zoom) / 2))
+    return image[dh : h - dh or None, dw : w - dw or None]
+
+
+def example_slices(
+    cache: Cache, patient: str, positions: Sequence[float] = (0.2, 0.4, 0.6, 0.8)
+) -> StudyFigure:
+    """Axial slices of one volume at relative ``positions``, and a sagittal reformat
+    through the volume's centre (through-plane resolution shows there)."""
+    volume = np.asarray(cache.volume(patient), dtype=np.float32)
+    n = volume.shape[0]
+    fig, axes = _figure(1, len(positions) + 1, 2.4, 2.6)
+    for ax, position in zip(axes[0], positions):
+        index = int(round(position * (n - 1)))
+        ax.imshow(volume[index], cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"slice {index} of {n}", fontsize=9)
+    sagittal = volume[:, :, volume.shape[2] // 2]
+    ax = axes[0, -1]
+    ax.imshow(sagittal, cmap="gray", vmin=0, vmax=1, aspect=volume.shape[1] / n)
+    ax.set_title("sagittal reformat", fontsize=9)
+    fig.suptitle(f"Patient {patient}", fontsize=10)
+    return fig
+
+
+def training_curves(history: pd.DataFrame, best_epoch: int, title: str) -> StudyFigure:
+    """Training and validation loss, validation PSNR and SSIM per epoch."""
+    fig = StudyFigure(figsize=(11, 3.2), layout="constrained")
+    loss, psnr, ssim = fig.subplots(1, 3)
+    epochs = history["epoch"]
+    loss.plot(epochs, history["train_loss"], "o-", label="train")
+    loss.plot(epochs, history["val_loss"], "s-", label="validation")
+    loss.set_title("loss")
+    loss.legend()
+    psnr.plot(epochs, history["val_psnr"], "o-")
+    psnr.set_title("validation PSNR (dB)")
+    ssim.plot(epochs, history["val_ssim"], "o-")
+    ssim.set_title("validation SSIM (Gaussian)")
+    for ax in (loss, psnr, ssim):
+        ax.axvline(best_epoch, color="grey", linestyle=":", label="best")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig
+
+
+def _scores(pred: np.ndarray, target: np.ndarray) -> str:
+    from slicelib.metrics import psnr, ssim
+
+    return f"{psnr(pred, target, 1.0):.2f} dB, {ssim(pred, target, 1.0):.3f}"
+
+
+def comparison_figure(
+    preds: SlicePredictions, methods: Sequence[str], zoom: float, index: int = 0
+) -> StudyFigure:
+    """Supplement Fig. 1: the zoomed ground truth and every method's prediction (top),
+    their absolute error maps on one colour scale (bottom), each with PSNR and SSIM."""
+    target = preds.targets[index]
+    cols = len(methods) + 1
+    fig, axes = _figure(2, cols, 2.0, 2.2)
+    errors = {m: np.abs(preds.predictions[m][index] - target) for m in methods}
+    vmax = max(float(np.percentile(e, 99.5)) for e in errors.values()) or 1.0
+    axes[0, 0].imshow(_zoom(target, zoom), cmap="gray", vmin=0, vmax=1)
+    axes[0, 0].set_title("ground truth", fontsize=8)
+    axes[1, 0].axis("off")
+    for col, method in enumerate(methods, start=1):
+        pred = preds.predictions[method][index]
+        axes[0, col].imshow(_zoom(pred, zoom), cmap="gray", vmin=0, vmax=1)
+        axes[0, col].set_title(f"{method_label(method)}\n{_scores(pred, target)}", fontsize=7)
+        image = axes[1, col].imshow(_zoom(errors[method], zoom), cmap=ERROR_CMAP, vmin=0, vmax=vmax)
+    fig.colorbar(image, ax=axes[1, :].tolist(), shrink=0.8, label="|error|")
+    ref = preds.slices[index]
+    where = f"Patient {ref.patient_id}, slice {ref.slice_index}"
+    fig.suptitle(f"{where} (centre {zoom:.0%} of the field)", fontsize=10)
+    return fig
+
+
+def levels_figure(preds: SlicePredictions, methods: Sequence[str], zoom: float) -> StudyFigure:
+    """Supplement Fig. 2: the same comparison at several anatomical levels (one pair of
+    rows, predictions and error maps, per level)."""
+    levels = len(preds.slices)
+    cols = len(methods) + 1
+    fig, axes = _figure(2 * levels, cols, 1.9, 2.0)
+    for level in range(levels):
+        target = preds.targets[level]
+        top, bottom = axes[2 * level], axes[2 * level + 1]
+        ref = preds.slices[level]
+        top[0].imshow(_zoom(target, zoom), cmap="gray", vmin=0, vmax=1)
+        top[0].set_title(
+            f"truth, slice {ref.slice_index}\n(position {ref.position:.2f})", fontsize=7
+        )
+        bottom[0].axis("off")
+        errors = {m: np.abs(preds.predictions[m][level] - target) for m in methods}
+        vmax = max(float(np.percentile(e, 99.5)) for e in errors.values()) or 1.0
+        for col, method in enumerate(methods, start=1):
+            pred = preds.predictions[method][level]
+            top[col].imshow(_zoom(pred, zoom), cmap="gray", vmin=0, vmax=1)
+            top[col].set_title(f"{method_label(method)}\n{_scores(pred, target)}", fontsize=7)
+            bottom[col].imshow(_zoom(errors[method], zoom), cmap=ERROR_CMAP, vmin=0, vmax=vmax)
+    return fig
+
+
+def validation_curves(histories: Mapping[tuple[str, int], pd.DataFrame]) -> StudyFigure:
+    """Validation SSIM per epoch of every run: solid k=1, dashed k=2."""
+    fig = StudyFigure(figsize=(10, 3.4), layout="constrained")
+    ssim_ax, loss_ax = fig.subplots(1, 2)
+    colours: dict[str, str] = {}
+    for (model, k), history in histories.items():
+        colour = colours.setdefault(model, f"C{len(colours)}")
+        style = "-" if k == 1 else "--"
+        label = f"{method_label(model)}, k={k}"
+        ssim_ax.plot(history["epoch"], history["val_ssim"], style, color=colour, marker="o",
+                     markersize=3, label=label)  # fmt: skip
+        loss_ax.plot(history["epoch"], history["val_loss"], style, color=colour, marker="o",
+                     markersize=3, label=label)  # fmt: skip
+    ssim_ax.set_title("validation SSIM (Gaussian)")
+    loss_ax.set_title("validation loss")
+    for ax in (ssim_ax, loss_ax):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    loss_ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def binned_curves(
+    tables: Mapping[int, pd.DataFrame],
+    methods: Sequence[str],
+    xlabel: str,
+    ylabel: str = "PSNR (dB)",
+) -> StudyFigure:
+    """One panel per k: a metric per bin (rows) for each method (columns)."""
+    fig = StudyFigure(figsize=(5 * len(tables), 3.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(tables), sharey=True))
+    for ax, (k, table) in zip(axes, tables.items()):
+        for method in methods:
+            if method in table.columns:
+                ax.plot(table.index, table[method], "o-", label=method_label(method))
+        ax.set_title(f"k={k}")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(fontsize=7)
+    return fig
+
+
+def ddpm_figure(linear: np.ndarray, ddpm: np.ndarray, target: np.ndarray) -> StudyFigure:
+    """Supplement Fig. 3: linear | DDPM | ground truth | DDPM error map, with scores."""
+    fig, axes = _figure(1, 4, 2.8, 3.0)
+    axes[0, 0].imshow(linear, cmap="gray", vmin=0, vmax=1)
+    axes[0, 0].set_title(f"linear\n{_scores(linear, target)}", fontsize=8)
+    axes[0, 1].imshow(ddpm, cmap="gray", vmin=0, vmax=1)
+    axes[0, 1].set_title(f"DDPM (ancestral)\n{_scores(ddpm, target)}", fontsize=8)
+    axes[0, 2].imshow(target, cmap="gray", vmin=0, vmax=1)
+    axes[0, 2].set_title("ground truth", fontsize=8)
+    image = axes[0, 3].imshow(np.abs(ddpm - target), cmap=ERROR_CMAP, vmin=0)
+    axes[0, 3].set_title("|DDPM - truth|", fontsize=8)
+    fig.colorbar(image, ax=axes[0, 3], shrink=0.8)
+    return fig
+
+
+def samples_figure(samples: Samples) -> StudyFigure:
+    """Several DDPM samples of one slice with their scores, their per-pixel standard
+    deviation, and the ground truth."""
+    n = len(samples.samples)
+    fig, axes = _figure(1, n + 2, 2.1, 2.4)
+    for i in range(n):
+        axes[0, i].imshow(samples.samples[i], cmap="gray", vmin=0, vmax=1)
+        axes[0, i].set_title(
+            f"sample {i + 1}\n{samples.psnr[i]:.2f} dB, {samples.ssim[i]:.3f}", fontsize=7
+        )
+    image = axes[0, n].imshow(samples.samples.std(axis=0), cmap=ERROR_CMAP, vmin=0)
+    axes[0, n].set_title("per-pixel std", fontsize=7)
+    fig.colorbar(image, ax=axes[0, n], shrink=0.7)
+    axes[0, n + 1].imshow(samples.target, cmap="gray", vmin=0, vmax=1)
+    axes[0, n + 1].set_title("ground truth", fontsize=7)
+    return fig
+
+
+def std_vs_error(std: Mapping[str, np.ndarray], method: str) -> StudyFigure:
+    """Per test slice: the mean per-pixel std across DDPM samples against the error of
+    their mean (left); the example maps the evaluation kept (right)."""
+    fig = StudyFigure(figsize=(11, 3.2), layout="constrained")
+    grid = fig.add_gridspec(1, 4)
+    ax = fig.add_subplot(grid[0, 0])
+    ax.scatter(std[f"{method}/std_mean"], std[f"{method}/abs_err_mean"], s=10)
+    ax.set_xlabel("mean per-pixel std across samples")
+    ax.set_ylabel("MAE of the sample mean")
+    ax.grid(alpha=0.3)
+    if f"{method}/example_mean" in std:
+        for col, (key, title) in enumerate(
+            (("example_mean", "mean of samples"), ("example_std", "std of samples"),
+             ("example_target", "ground truth")), start=1,
+        ):  # fmt: skip
+            sub = fig.add_subplot(grid[0, col])
+            image = std[f"{method}/{key}"][0]
+            cmap = ERROR_CMAP if key == "example_std" else "gray"
+            sub.imshow(image, cmap=cmap, vmin=0, vmax=None if key == "example_std" else 1)
+            sub.set_title(title, fontsize=8)
+            sub.set_xticks([])
+            sub.set_yticks([])
+    return fig
+
+
+def method_bars(results: Sequence[Results], methods: Sequence[str]) -> StudyFigure:
+    """Mean PSNR and SSIM with 95 % confidence intervals per method, one bar per k."""
+    fig = StudyFigure(figsize=(11, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    width = 0.8 / max(len(results), 1)
+    x = np.arange(len(methods))
+    for j, res in enumerate(results):
+        summary = res.summary.set_index("method")
+        for ax, metric in zip(axes, ("psnr", "ssim")):
+            means = [summary[f"{metric}_mean"].get(m, np.nan) for m in methods]
+            low = [summary[f"{metric}_ci_low"].get(m, np.nan) for m in methods]
+            high = [summary[f"{metric}_ci_high"].get(m, np.nan) for m in methods]
+            err = np.abs(np.array([np.subtract(means, low), np.subtract(high, means)]))
+            ax.bar(x + j * width, means, width, yerr=err, capsize=2, label=f"k={res.k}")
+    for ax, title in zip(axes, ("PSNR (dB)", "SSIM")):
+        ax.set_xticks(x + width * (len(results) - 1) / 2)
+        ax.set_xticklabels([method_label(m) for m in methods], rotation=45, ha="right", fontsize=7)
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend()
+    return fig

@@ -1,0 +1,98 @@
+"""How methods and numbers read in the book's tables."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from slicelib.config import ModelName
+
+METHOD_LABELS: dict[str, str] = {
+    "nearest": "nearest (copy S_{i-k})",
+    "linear": "linear",
+    "cubic": "cubic",
+    "flow": "optical flow",
+    "cnn": "CNN (EDSR)",
+    "unet": "U-Net",
+    "gan": "GAN",
+    "gan_improved": "improved GAN",
+    "ddpm": "DDPM",
+    "ddpm_ancestral": "DDPM, ancestral",
+}
+CLASSICAL: tuple[str, ...] = ("nearest", "linear", "cubic", "flow")
+DETERMINISTIC_MODELS: tuple[ModelName, ...] = ("cnn", "unet", "gan", "gan_improved")
+
+
+def method_label(name: str) -> str:
+    """A readable name: ``ddpm_ddim20`` -> "DDPM, DDIM 20 steps"."""
+    if name in METHOD_LABELS:
+        return METHOD_LABELS[name]
+    match = re.fullmatch(r"ddpm_ddim(\d+)", name)
+    if match:
+        return f"DDPM, DDIM {match.group(1)} steps"
+    match = re.fullmatch(r"ddpm_mean(\d+)", name)
+    if match:
+        return f"DDPM, mean of {match.group(1)} samples"
+    return name
+
+
+def is_ddpm(name: str) -> bool:
+    return name.startswith("ddpm")
+
+
+def missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    """A number with ``digits`` decimals; "-" for a missing one."""
+    return "-" if missing(value) else f"{float(value):.{digits}f}"
+
+
+def fmt_pm(mean: Any, std: Any, digits: int = 2) -> str:
+    """ "mean ± std"."""
+    if missing(mean):
+        return "-"
+    return f"{float(mean):.{digits}f} ± {fmt(std, digits)}"
+
+
+def fmt_ci(low: Any, high: Any, digits: int = 2) -> str:
+    """ "[low, high]"."""
+    if missing(low) or missing(high):
+        return "-"
+    return f"[{float(low):.{digits}f}, {float(high):.{digits}f}]"
+
+
+def fmt_p(value: Any) -> str:
+    """A p-value: two significant digits, "<1e-10" below that."""
+    if missing(value):
+        return "-"
+    value = float(value)
+    return "<1e-10" if value < 1e-10 else f"{value:.2g}"
+
+
+def fmt_signed(value: Any, digits: int = 2, unit: str = "") -> str:
+    return "-" if missing(value) else f"{float(value):+.{digits}f}{unit}"
+
+
+def fmt_int(value: Any) -> str:
+    return "-" if missing(value) else f"{int(value):,}"
+
+
+# What the qualitative figures show: every method, or a short list for Fig. 2.
+FIGURE_METHODS: tuple[str, ...] = (*CLASSICAL, *DETERMINISTIC_MODELS, "ddpm_ancestral")
+SHORT_FIGURE_METHODS: tuple[str, ...] = ("linear", "flow", "unet", "gan_improved", "ddpm_ancestral")
+
+
+def figure_methods(available: Any, short: bool = False) -> list[str]:
+    """The methods a figure shows, among ``available`` (names), in the book's order;
+    the DDPM's DDIM variant with the most steps is added to the full list."""
+    names = list(available)
+    wanted = list(SHORT_FIGURE_METHODS if short else FIGURE_METHODS)
+    if not short:
+        ddim = sorted(
+            (m for m in names if re.fullmatch(r"ddpm_ddim\d+", m)), key=lambda m: int(m[9:])
+        )
+        wanted += ddim[-1:]
+    return [m for m in wanted if m in names]

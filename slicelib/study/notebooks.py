@@ -1,0 +1,300 @@
+"""The study's notebooks: which ones run, with which parameters, and running them
+with papermill only when their inputs changed.
+
+A notebook's inputs are its source (cells, without outputs), the parameters the
+runner injects, and the input hashes of the study steps it read the last time it
+ran (each notebook logs them through :data:`~slicelib.study.workspace.READS_ENV`).
+When all three are unchanged and its executed copy exists, it is not run again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from slicelib.errors import SlicelibError
+from slicelib.study.lock import file_lock
+from slicelib.study.parameters import RUNNER_PARAMETERS, TRAIN_PARAMETERS, check_parameter
+from slicelib.study.stamps import digest
+from slicelib.study.workspace import READS_ENV, Study, run_name
+
+logger = logging.getLogger(__name__)
+
+KERNEL = "python3"
+STATE_FILE = ".state.json"
+
+# The notebooks of the study, in the order they run and the book shows them.
+# ``train`` runs once per model and k; the last three belong to the upsampling work
+# and run when their sources exist.
+STUDY_NOTEBOOKS: tuple[str, ...] = (
+    "data",
+    "train",
+    "results",
+    "qualitative",
+    "k2_failure",
+    "ddpm_analysis",
+    "multiplanar",
+    "uncertainty",
+    "diffusion_refine",
+)
+REQUIRED_NOTEBOOKS: tuple[str, ...] = STUDY_NOTEBOOKS[:6]
+
+MODEL_TITLES: dict[str, str] = {
+    "cnn": "CNN (EDSR-style)",
+    "unet": "U-Net",
+    "gan": "GAN (basic)",
+    "gan_improved": "GAN (improved)",
+    "ddpm": "DDPM",
+}
+
+
+class StudyError(SlicelibError):
+    """A notebook or the book build failed for a reason other than the user's input."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class NotebookJob:
+    """One execution: ``source`` run with ``parameters`` into ``<notebooks_dir>/<name>.ipynb``."""
+
+    name: str
+    source: Path
+    parameters: dict[str, Any] = field(default_factory=dict)
+    title: str | None = None  # the book's table-of-contents title, when not the notebook's
+
+
+def declared_parameters(source: Path) -> dict[str, Any]:
+    """The names and default values of a notebook's ``parameters`` cell.
+
+    Reads the cell with ``ast`` (simple ``name = literal`` assignments), so that it
+    needs no kernel. Raises :class:`SlicelibError` when the notebook has no such cell.
+    """
+    import ast
+
+    nb = json.loads(source.read_text())
+    for cell in nb.get("cells", []):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            values: dict[str, Any] = {}
+            for node in ast.parse(text).body:
+                if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                    target = node.targets[0]
+                    if isinstance(target, ast.Name):
+                        try:
+                            values[target.id] = ast.literal_eval(node.value)
+                        except ValueError:
+                            values[target.id] = None
+            return values
+    raise SlicelibError(f"notebook {source}: no cell tagged 'parameters'")
+
+
+def source_hash(source: Path) -> str:
+    """Hash of a notebook's cells (type, source, tags), ignoring outputs and counts."""
+    nb = json.loads(source.read_text())
+    cells = [
+        (
+            c.get("cell_type"),
+            "".join(c["source"]) if isinstance(c["source"], list) else c["source"],
+            sorted(c.get("metadata", {}).get("tags", [])),
+        )
+        for c in nb.get("cells", [])
+    ]
+    return digest(cells)
+
+
+def plan_jobs(
+    study: Study,
+    notebooks_src: Path,
+    overrides: Mapping[str | None, Mapping[str, Any]] | None = None,
+) -> list[NotebookJob]:
+    """Every notebook execution of the study, in order, with checked parameters.
+
+    ``overrides`` maps a notebook name (``None``: every notebook that declares the
+    parameter) to extra parameter values. Raises a one-line :class:`SlicelibError`
+    naming the notebook and the parameter when a value has the wrong type, when
+    no notebook declares an overridden parameter, or when an override targets a
+    parameter the runner sets itself.
+    """
+    overrides = dict(overrides or {})
+    missing = [n for n in REQUIRED_NOTEBOOKS if not (notebooks_src / f"{n}.ipynb").is_file()]
+    if missing:
+        raise SlicelibError(
+            f"notebooks folder {notebooks_src}: missing {', '.join(m + '.ipynb' for m in missing)}"
+        )
+    unknown = [n for n in overrides if n is not None and n not in STUDY_NOTEBOOKS]
+    if unknown:
+        raise SlicelibError(
+            f"--set: unknown notebook {unknown[0]!r} (choose from {', '.join(STUDY_NOTEBOOKS)})"
+        )
+    base = {
+        "preset": study.preset.name,
+        "out_dir": str(study.out_dir),
+        "data_root": None if study.user_data_root is None else str(study.user_data_root),
+    }
+    jobs: list[NotebookJob] = []
+    used: set[tuple[str | None, str]] = set()
+    for notebook in STUDY_NOTEBOOKS:
+        source = notebooks_src / f"{notebook}.ipynb"
+        if not source.is_file():
+            logger.info(
+                "notebook %s.ipynb not found in %s: not part of this study", notebook, notebooks_src
+            )
+            continue
+        declared = declared_parameters(source)
+        params = {k: v for k, v in base.items() if k in declared}
+        for scope in (None, notebook):
+            for name, value in overrides.get(scope, {}).items():
+                if name in RUNNER_PARAMETERS or (notebook == "train" and name in TRAIN_PARAMETERS):
+                    raise SlicelibError(
+                        f"notebook {notebook!r}: parameter {name!r} is set by the runner "
+                        "(use --preset, --out, --data-root)"
+                    )
+                if name in declared:
+                    check_parameter(notebook, name, value)
+                    params[name] = value
+                    used.add((scope, name))
+                elif scope == notebook:
+                    raise SlicelibError(
+                        f"notebook {notebook!r}: no parameter {name!r} "
+                        f"(it has {', '.join(sorted(declared))})"
+                    )
+        if notebook == "train":
+            for model, k in study.runs():
+                jobs.append(
+                    NotebookJob(
+                        name=f"train_{run_name(model, k)}",
+                        source=source,
+                        parameters={**params, "model": model, "k": k},
+                        title=f"{MODEL_TITLES[model]}, k={k}",
+                    )
+                )
+        else:
+            jobs.append(NotebookJob(name=notebook, source=source, parameters=params))
+    for name in overrides.get(None, {}):
+        if (None, name) not in used:
+            raise SlicelibError(f"--set {name}: no notebook of the study has a parameter {name!r}")
+    return jobs
+
+
+class NotebookRunner:
+    """Executes :class:`NotebookJob` s into ``study.notebooks_dir``, skipping the
+    ones whose inputs are unchanged since their last successful run."""
+
+    def __init__(self, study: Study) -> None:
+        self.study = study
+        self.dir = study.notebooks_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.dir / STATE_FILE
+        try:
+            self.state: dict[str, Any] = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            self.state = {}
+
+    def output(self, job: NotebookJob) -> Path:
+        return self.dir / f"{job.name}.ipynb"
+
+    def fingerprint(self, job: NotebookJob) -> str:
+        return digest({"source": source_hash(job.source), "parameters": job.parameters})
+
+    def up_to_date(self, job: NotebookJob) -> bool:
+        """True when the executed copy exists and nothing it depends on changed."""
+        entry = self.state.get(job.name)
+        if entry is None or not self.output(job).is_file():
+            return False
+        if entry.get("fingerprint") != self.fingerprint(job):
+            return False
+        try:
+            return all(self.study.step_hash(s) == h for s, h in entry.get("reads", {}).items())
+        except (SlicelibError, ValueError):
+            return False
+
+    def _update_state(self, name: str, entry: dict[str, Any] | None) -> None:
+        """Set (or with None, drop) one notebook's entry in the state file, merging
+        with what concurrent runners of the same study wrote meanwhile."""
+        with file_lock(self.dir / ".state.lock"):
+            try:
+                current: dict[str, Any] = json.loads(self.state_path.read_text())
+            except (OSError, ValueError):
+                current = {}
+            if entry is None:
+                current.pop(name, None)
+            else:
+                current[name] = entry
+            tmp = self.state_path.with_name(self.state_path.name + f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+            tmp.replace(self.state_path)
+            self.state = current
+
+    def execute(self, job: NotebookJob) -> float:
+        """Run ``job`` with papermill; returns the seconds it took.
+
+        Raises :class:`SlicelibError` (the user's mistake, e.g. a parameter) or
+        :class:`StudyError` (anything else) in one line; the failed copy stays in
+        the notebooks folder for inspection and is run again next time.
+        """
+        import time
+
+        import papermill
+        from papermill.exceptions import PapermillExecutionError
+
+        output = self.output(job)
+        reads_log = self.dir / f".{job.name}.reads.jsonl"
+        reads_log.unlink(missing_ok=True)
+        self._update_state(job.name, None)
+        previous = os.environ.get(READS_ENV)
+        os.environ[READS_ENV] = str(reads_log)
+        papermill_log = logging.getLogger("papermill")
+        papermill_level = papermill_log.level
+        papermill_log.setLevel(logging.WARNING)
+        start = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(job.source),
+                str(output),
+                parameters=job.parameters,
+                kernel_name=KERNEL,
+                cwd=str(self.dir),
+                progress_bar=False,
+                log_output=False,
+                # The kernel's own start-up notices would interleave with the runner's log.
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            )
+        except PapermillExecutionError as exc:
+            where = f"notebook {job.name!r}"
+            if exc.ename.endswith("SlicelibError"):
+                message = (
+                    exc.evalue if exc.evalue.startswith("notebook ") else f"{where}: {exc.evalue}"
+                )
+                raise SlicelibError(message) from None
+            raise StudyError(
+                f"{where} failed in cell {exc.cell_index}: {exc.ename}: {exc.evalue} (see {output})"
+            ) from None
+        finally:
+            papermill_log.setLevel(papermill_level)
+            if previous is None:
+                os.environ.pop(READS_ENV, None)
+            else:
+                os.environ[READS_ENV] = previous
+        seconds = time.perf_counter() - start
+        reads: dict[str, str] = {}
+        if reads_log.is_file():
+            for line in reads_log.read_text().splitlines():
+                record = json.loads(line)
+                reads[record["step"]] = record["hash"]
+            reads_log.unlink()
+        entry = {
+            "fingerprint": self.fingerprint(job),
+            "reads": reads,
+            "parameters": job.parameters,
+            "seconds": round(seconds, 1),
+            "executed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        self._update_state(job.name, entry)
+        return seconds

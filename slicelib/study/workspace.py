@@ -1,0 +1,576 @@
+"""The study's workspace: one output folder, idempotent steps, each output stamped.
+
+Layout under ``out_dir``::
+
+    data/                  the synthetic cohort (only without a data root)
+    scan.csv, scan.json    the scan table and its summary
+    cache/                 the prepared cache
+    runs/<model>_k<k>/     one training run each
+    results/k<k>.csv       per-slice evaluation of every method at k
+    notebooks/             the executed notebooks (written by the runner)
+    book/                  the staged book source (written by the runner)
+    environment.json       the software and hardware of the run
+
+Every output has a sibling ``<name>.step.json`` with the hash of its inputs (see
+:mod:`slicelib.study.stamps`). A step runs when its output is missing, unfinished
+or was made from other inputs, and is otherwise reused, so that each notebook runs
+on its own (it makes what it needs) and under the runner reuses what exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from slicelib import __version__
+from slicelib.config import (
+    MODEL_NAMES,
+    ModelName,
+    Preset,
+    TrainConfig,
+    get_preset,
+    to_dict,
+)
+from slicelib.errors import SlicelibError
+from slicelib.study.lock import file_lock
+from slicelib.study.parameters import check_parameters
+from slicelib.study.stamps import digest, is_current, read_stamp, tree_fingerprint, write_stamp
+
+if TYPE_CHECKING:
+    from slicelib.data.cache import Cache
+    from slicelib.evaluate import SlicePredictions
+
+logger = logging.getLogger(__name__)
+
+# Environment variables: where default workspaces live, and where a notebook run by
+# the runner logs which steps it read (so the runner knows when to run it again).
+HOME_ENV = "SLICELIB_HOME"
+READS_ENV = "SLICELIB_STUDY_READS"
+DEFAULT_HOME = Path("~/.cache/slicelib")
+
+# Settings that change where or how fast a step runs, not what it produces.
+_UNHASHED_TRAIN_FIELDS = ("device", "num_workers", "compile")
+
+
+def slicelib_home() -> Path:
+    """``$SLICELIB_HOME``, default ``~/.cache/slicelib``."""
+    return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser()
+
+
+def resolve_out_dir(preset: str, out_dir: str | Path | None) -> Path:
+    """``out_dir`` as an absolute path; ``None`` gives ``$SLICELIB_HOME/<preset>``."""
+    path = slicelib_home() / preset if out_dir is None else Path(out_dir).expanduser()
+    return path.resolve()
+
+
+def run_name(model: str, k: int) -> str:
+    """The run folder's name, e.g. ``unet_k1``."""
+    return f"{model}_k{k}"
+
+
+@dataclass
+class Results:
+    """One evaluation: per-slice ``rows`` (method, patient_id, slice_index, position,
+    k, psnr, ssim, ssim_gauss, mae, ms_per_slice, fallback), the per-method
+    ``summary`` (see :func:`slicelib.stats.summarize`), and ``info`` (configs,
+    devices, environment)."""
+
+    k: int
+    common: bool
+    rows: pd.DataFrame
+    summary: pd.DataFrame
+    info: dict[str, Any]
+    ddpm_std_file: Path | None = None
+
+    @classmethod
+    def load(cls, csv: Path, *, k: int, common: bool) -> Results:
+        from slicelib.evaluate import output_paths
+
+        paths = output_paths(csv)
+        full = output_paths(csv.with_name(f"k{k}.csv"))
+        std = full["ddpm_std"]
+        return cls(
+            k=k,
+            common=common,
+            rows=pd.read_csv(paths["rows"], dtype={"patient_id": str}),
+            summary=pd.read_csv(paths["summary"]),
+            info=json.loads(paths["info"].read_text()),
+            ddpm_std_file=std if std.is_file() else None,
+        )
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods evaluated, in the summary's order."""
+        return [str(m) for m in self.summary["method"]]
+
+    def row(self, method: str) -> dict[str, Any]:
+        """The summary row of ``method`` (KeyError when it was not evaluated)."""
+        match = self.summary[self.summary["method"] == method]
+        if match.empty:
+            raise KeyError(method)
+        return {str(key): value for key, value in match.iloc[0].items()}
+
+    def ddpm_std(self) -> dict[str, np.ndarray]:
+        """The DDPM sample statistics kept by the evaluation (empty without a DDPM)."""
+        if self.ddpm_std_file is None:
+            return {}
+        with np.load(self.ddpm_std_file, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+
+
+@dataclass(frozen=True)
+class ScanRecord:
+    """The scan table (one row per series) and its summary counts."""
+
+    frame: pd.DataFrame
+    summary: dict[str, Any]
+
+
+class Study:
+    """One preset, one data source, one output folder, and the steps that fill it.
+
+    Args:
+        preset: a :class:`~slicelib.config.Preset` or its name (demo, paper, smoke).
+        out_dir: the output folder; ``None`` gives ``$SLICELIB_HOME/<preset>``.
+        data_root: a DICOM (or NIfTI) collection; ``None`` generates the synthetic
+            cohort of the preset into ``out_dir/data``.
+        device: where training and evaluation run ("auto", "cpu", "cuda").
+        progress: show progress bars.
+    """
+
+    def __init__(
+        self,
+        preset: Preset | str = "smoke",
+        out_dir: str | Path | None = None,
+        data_root: str | Path | None = None,
+        *,
+        device: str = "auto",
+        progress: bool = False,
+    ) -> None:
+        self.preset = get_preset(preset) if isinstance(preset, str) else preset
+        self.out_dir = resolve_out_dir(self.preset.name, out_dir)
+        self.user_data_root = None if data_root is None else Path(data_root).expanduser().resolve()
+        if self.user_data_root is not None and not self.user_data_root.is_dir():
+            raise SlicelibError(f"data root {self.user_data_root} is not a folder")
+        self.device = device
+        self.progress = progress
+        self._data_hash: str | None = None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_notebook(cls, notebook: str, **parameters: Any) -> Study:
+        """The workspace of a notebook, from its ``parameters`` cell.
+
+        Checks the type of every parameter (and the value of ``preset``, ``model``,
+        ``k``) and raises a one-line :class:`SlicelibError` naming the notebook and
+        the parameter when one is wrong.
+        """
+        values = check_parameters(notebook, parameters)
+        try:
+            preset = get_preset(values.get("preset", "smoke"))
+        except SlicelibError as exc:
+            raise SlicelibError(f"notebook {notebook!r}: parameter 'preset': {exc}") from None
+        model = values.get("model")
+        if model is not None and model not in MODEL_NAMES:
+            raise SlicelibError(
+                f"notebook {notebook!r}: parameter 'model': unknown model {model!r} "
+                f"(choose from {', '.join(MODEL_NAMES)})"
+            )
+        for name in ("k", "samples"):
+            if name in values and values[name] < 1:
+                raise SlicelibError(
+                    f"notebook {notebook!r}: parameter {name!r} must be >= 1 (got {values[name]})"
+                )
+        if model == "ddpm" and "k" in values and values["k"] not in preset.ddpm_ks:
+            raise SlicelibError(
+                f"notebook {notebook!r}: parameter 'k': the {preset.name} preset trains the "
+                f"DDPM at k in {list(preset.ddpm_ks)} only (got {values['k']})"
+            )
+        return cls(
+            preset,
+            values.get("out_dir"),
+            values.get("data_root"),
+            device=values.get("device", "auto"),
+        )
+
+    # Paths ------------------------------------------------------------------------
+
+    @property
+    def data_root(self) -> Path:
+        """The collection the study reads: the user's, or the generated cohort."""
+        return self.user_data_root if self.user_data_root is not None else self.out_dir / "data"
+
+    @property
+    def synthetic(self) -> bool:
+        """True when the study runs on the generated synthetic cohort."""
+        return self.user_data_root is None
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.out_dir / "cache"
+
+    @property
+    def scan_csv(self) -> Path:
+        return self.out_dir / "scan.csv"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.out_dir / "runs"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.out_dir / "results"
+
+    @property
+    def notebooks_dir(self) -> Path:
+        return self.out_dir / "notebooks"
+
+    @property
+    def environment_json(self) -> Path:
+        return self.out_dir / "environment.json"
+
+    def run_dir(self, model: str, k: int) -> Path:
+        return self.runs_dir / run_name(model, k)
+
+    def models_at(self, k: int) -> tuple[ModelName, ...]:
+        """The models the preset trains at ``k`` (the DDPM only at ``preset.ddpm_ks``)."""
+        return tuple(m for m in MODEL_NAMES if m != "ddpm" or k in self.preset.ddpm_ks)
+
+    def runs(self) -> list[tuple[ModelName, int]]:
+        """Every (model, k) the preset trains, in the order the book shows them."""
+        return [(m, k) for k in self.preset.ks for m in self.models_at(k)]
+
+    # Input hashes ---------------------------------------------------------------------
+
+    def data_hash(self) -> str:
+        """Hash of the data source: the cohort's configuration, or the files' sizes
+        and modification times under a user's data root."""
+        if self._data_hash is None:
+            if self.synthetic:
+                source: dict[str, Any] = {"synthetic": to_dict(self.preset.cohort)}
+            else:
+                assert self.user_data_root is not None
+                source = {"root": str(self.user_data_root)}
+                source.update(tree_fingerprint(self.user_data_root))
+            self._data_hash = digest(source)
+        return self._data_hash
+
+    def scan_hash(self) -> str:
+        return digest({"data": self.data_hash(), "scan": to_dict(self.preset.scan)})
+
+    def cache_hash(self) -> str:
+        return digest(
+            {
+                "data": self.data_hash(),
+                "scan": to_dict(self.preset.scan),
+                "prepare": to_dict(self.preset.prepare),
+            }
+        )
+
+    def train_config(self, model: ModelName, k: int) -> TrainConfig:
+        """The preset's training configuration for ``model`` at ``k`` on this device."""
+        return self.preset.train_config(model, k, device=self.device)
+
+    def run_identity(self, model: ModelName, k: int) -> str:
+        """Hash of what a run is, except its number of epochs: a run with the same
+        identity and fewer epochs is resumed rather than trained again."""
+        cfg = to_dict(self.train_config(model, k))
+        for name in (*_UNHASHED_TRAIN_FIELDS, "epochs"):
+            cfg.pop(name, None)
+        return digest({"cache": self.cache_hash(), "train": cfg, "version": __version__})
+
+    def run_hash(self, model: ModelName, k: int) -> str:
+        epochs = self.train_config(model, k).epochs
+        return digest({"identity": self.run_identity(model, k), "epochs": epochs})
+
+    def results_hash(self, k: int) -> str:
+        cfg = to_dict(self.preset.eval)
+        cfg.pop("device", None)
+        runs = {run_name(m, k): self.run_hash(m, k) for m in self.models_at(k)}
+        return digest({"cache": self.cache_hash(), "eval": cfg, "k": k, "runs": runs})
+
+    def step_hash(self, step: str) -> str:
+        """The current input hash of a step named as in the reads log:
+        ``cohort``, ``scan``, ``cache``, ``run/<model>/<k>``, ``results/<k>``."""
+        kind, _, rest = step.partition("/")
+        if kind == "cohort":
+            return self.data_hash()
+        if kind == "scan":
+            return self.scan_hash()
+        if kind == "cache":
+            return self.cache_hash()
+        if kind == "run":
+            model, _, k = rest.partition("/")
+            if model not in MODEL_NAMES:
+                raise SlicelibError(f"unknown study step {step!r}")
+            return self.run_hash(model, int(k))  # type: ignore[arg-type]
+        if kind == "results":
+            return self.results_hash(int(rest))
+        raise SlicelibError(f"unknown study step {step!r}")
+
+    def _read(self, step: str, hash_: str) -> None:
+        """Log that the current notebook read ``step`` (only under the runner)."""
+        path = os.environ.get(READS_ENV)
+        if path:
+            with open(path, "a") as fh:
+                fh.write(json.dumps({"step": step, "hash": hash_}) + "\n")
+
+    def _lock(self, name: str) -> AbstractContextManager[None]:
+        """An exclusive lock for making one output of this workspace."""
+        return file_lock(self.out_dir / ".locks" / f"{name}.lock")
+
+    @contextmanager
+    def _timed(self, what: str) -> Iterator[None]:
+        start = time.perf_counter()
+        logger.info("%s ...", what)
+        yield
+        logger.info("%s: done in %.1f s", what, time.perf_counter() - start)
+
+    # Steps ------------------------------------------------------------------------------
+
+    def cohort(self) -> Path:
+        """The data root; generates the synthetic cohort first when there is no user's."""
+        hash_ = self.data_hash()
+        if self.synthetic and not is_current(self.data_root, hash_):
+            with self._lock("cohort"):
+                self._make_cohort(hash_)
+        self._read("cohort", hash_)
+        return self.data_root
+
+    def _make_cohort(self, hash_: str) -> None:
+        if not is_current(self.data_root, hash_):
+            from slicelib.data.synthetic import write_demo_cohort
+
+            if self.data_root.exists():
+                shutil.rmtree(self.data_root)
+            write_stamp(
+                self.data_root, hash_, {"cohort": to_dict(self.preset.cohort)}, complete=False
+            )
+            with self._timed(f"generating the synthetic cohort in {self.data_root}"):
+                write_demo_cohort(self.data_root, self.preset.cohort)
+            write_stamp(
+                self.data_root, hash_, {"cohort": to_dict(self.preset.cohort)}, complete=True
+            )
+
+    def scan(self) -> ScanRecord:
+        """The scan table of the data root (``scan.csv``) and its summary (``scan.json``)."""
+        hash_ = self.scan_hash()
+        summary_path = self.scan_csv.with_suffix(".json")
+        with self._lock("scan"):
+            self._make_scan(hash_, summary_path)
+        self._read("scan", hash_)
+        frame = pd.read_csv(self.scan_csv, keep_default_na=False, na_values=[""])
+        return ScanRecord(frame=frame, summary=json.loads(summary_path.read_text()))
+
+    def _make_scan(self, hash_: str, summary_path: Path) -> None:
+        if not (is_current(self.scan_csv, hash_) and summary_path.is_file()):
+            from slicelib.data.scan import scan
+
+            root = self.cohort()
+            with self._timed(f"scanning {root}"):
+                result = scan(root, self.preset.scan, progress=self.progress)
+            result.write_csv(self.scan_csv)
+            summary_path.write_text(json.dumps(result.summary(), indent=2, default=str) + "\n")
+            write_stamp(self.scan_csv, hash_, {"data": self.data_hash()}, complete=True)
+
+    def cache(self) -> Cache:
+        """The prepared cache (``cache/``), made from the data root when needed."""
+        from slicelib.data.cache import Cache
+
+        hash_ = self.cache_hash()
+        if not is_current(self.cache_dir, hash_):
+            root = self.cohort()
+            with self._lock("cache"):
+                self._make_cache(root, hash_)
+        self._read("cache", hash_)
+        return Cache(self.cache_dir)
+
+    def _make_cache(self, root: Path, hash_: str) -> None:
+        from slicelib.data.prepare import prepare
+
+        if not is_current(self.cache_dir, hash_):
+            inputs = {"data": self.data_hash(), "prepare": to_dict(self.preset.prepare)}
+            write_stamp(self.cache_dir, hash_, inputs, complete=False)
+            with self._timed(f"preparing the cache in {self.cache_dir}"):
+                prepare(root, self.cache_dir, self.preset.prepare, self.preset.scan, force=True)
+            write_stamp(self.cache_dir, hash_, inputs, complete=True)
+
+    def run(self, model: ModelName, k: int) -> Path:
+        """The run folder of ``model`` at ``k``, trained (or resumed) when needed.
+
+        A run left unfinished, or one that now needs more epochs, resumes from
+        ``last.pt``; a run made from other settings is trained again from scratch.
+        """
+        if model not in self.models_at(k):
+            raise SlicelibError(
+                f"the {self.preset.name} preset does not train {model!r} at k={k} "
+                f"(DDPM only at k in {list(self.preset.ddpm_ks)})"
+            )
+        hash_ = self.run_hash(model, k)
+        run_dir = self.run_dir(model, k)
+        if not is_current(run_dir, hash_):
+            self.cache()
+            with self._lock(run_name(model, k)):
+                self._make_run(model, k, hash_)
+        self._read(f"run/{model}/{k}", hash_)
+        return run_dir
+
+    def _make_run(self, model: ModelName, k: int, hash_: str) -> None:
+        from slicelib.train import train
+
+        run_dir = self.run_dir(model, k)
+        if not is_current(run_dir, hash_):
+            cfg = self.train_config(model, k)
+            identity = self.run_identity(model, k)
+            stamp = read_stamp(run_dir)
+            if stamp is not None:
+                resumable = (
+                    stamp.inputs.get("identity") == identity
+                    and int(stamp.inputs.get("epochs", 0)) <= cfg.epochs
+                )
+            else:
+                resumable = self._adoptable(run_dir, cfg)
+            if run_dir.exists() and not resumable:
+                # Made from other settings: resuming would mix two experiments.
+                shutil.rmtree(run_dir)
+            inputs = {"identity": identity, "epochs": cfg.epochs, "train": to_dict(cfg)}
+            write_stamp(run_dir, hash_, inputs, complete=False)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with self._timed(f"training {run_name(model, k)}"):
+                train(cfg, self.cache_dir, run_dir, resume=True, progress=self.progress)
+            write_stamp(run_dir, hash_, inputs, complete=True)
+
+    def results(self, k: int, common: bool = False) -> Results:
+        """Every method evaluated on the test split at ``k`` (``results/k<k>.csv``).
+
+        The classical methods of the preset and every run the preset trains at
+        ``k`` (trained first when needed). ``common``: only the slices where k=1
+        and k=2 are both evaluable (2 <= i <= S-3), with the summary computed on
+        them, for every k=1 against k=2 comparison.
+        """
+        hash_ = self.results_hash(k)
+        csv = self.results_dir / f"k{k}.csv"
+        if not is_current(csv, hash_):
+            runs = [self.run(m, k) for m in self.models_at(k)]
+            with self._lock(f"results_k{k}"):
+                self._evaluate(k, csv, hash_, runs)
+        self._read(f"results/{k}", hash_)
+        if common:
+            with self._lock(f"results_k{k}"):
+                csv = self._common_results(k, csv, hash_)
+        return Results.load(csv, k=k, common=common)
+
+    def _evaluate(self, k: int, csv: Path, hash_: str, runs: list[Path]) -> None:
+        from slicelib.evaluate import evaluate, output_paths, write_evaluation
+
+        if not is_current(csv, hash_):
+            cache = self.cache()
+            cfg = dataclasses.replace(self.preset.eval, device=self.device, common=False)
+            write_stamp(csv, hash_, {"k": k, "eval": to_dict(cfg)}, complete=False)
+            with self._timed(f"evaluating every method at k={k}"):
+                evaluation = evaluate(cache, k, cfg, runs, progress=self.progress)
+            for stale in output_paths(self.results_dir / f"k{k}_common.csv").values():
+                stale.unlink(missing_ok=True)
+            write_evaluation(evaluation, csv)
+            write_stamp(csv, hash_, {"k": k, "eval": to_dict(cfg)}, complete=True)
+
+    def _common_results(self, k: int, full_csv: Path, hash_: str) -> Path:
+        """Restrict ``full_csv`` to the common slices and summarise them again."""
+        from slicelib.evaluate import REFERENCE, output_paths
+        from slicelib.stats import summarize
+
+        csv = self.results_dir / f"k{k}_common.csv"
+        if not is_current(csv, hash_):
+            rows = pd.read_csv(full_csv, dtype={"patient_id": str})
+            n_slices = {e.patient_id: int(e.n_slices) for e in self.cache().entries("test")}
+            last = rows["patient_id"].map(n_slices) - 3
+            rows = rows[(rows["slice_index"] >= 2) & (rows["slice_index"] <= last)]
+            if rows.empty:
+                raise SlicelibError(f"no test slice is evaluable at both k=1 and k=2 ({full_csv})")
+            summary = summarize(
+                rows, reference=REFERENCE, n_boot=self.preset.eval.bootstrap,
+                seed=self.preset.eval.seed,
+            )  # fmt: skip
+            paths = output_paths(csv)
+            rows.to_csv(paths["rows"], index=False)
+            summary.to_csv(paths["summary"], index=False)
+            shutil.copyfile(output_paths(full_csv)["info"], paths["info"])
+            write_stamp(csv, hash_, {"k": k, "common": True}, complete=True)
+        return csv
+
+    def predictions(
+        self,
+        k: int,
+        slices: list[tuple[str, int]],
+        *,
+        methods: list[str] | None = None,
+        models: list[ModelName] | None = None,
+    ) -> SlicePredictions:
+        """Predictions of the classical ``methods`` (default: the preset's) and of the
+        runs of ``models`` (default: every model at ``k``) for chosen test slices
+        ``(patient_id, slice_index)``, for figures."""
+        from slicelib.evaluate import predict_slices
+
+        chosen = self.models_at(k) if models is None else models
+        runs = [self.run(m, k) for m in chosen]
+        cfg = dataclasses.replace(self.preset.eval, device=self.device)
+        return predict_slices(self.cache(), k, slices, cfg, runs, methods=methods)
+
+    def _adoptable(self, run_dir: Path, cfg: TrainConfig) -> bool:
+        """True when ``run_dir`` holds a run that ``slicelib train`` (for example a
+        multi-GPU job) made from this cache with these settings, which resuming
+        finishes or returns at once."""
+        try:
+            saved = json.loads((run_dir / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        ignored = (*_UNHASHED_TRAIN_FIELDS, "epochs")
+        ours = {k: v for k, v in to_dict(cfg).items() if k not in ignored}
+        theirs = {k: v for k, v in dict(saved.get("train", {})).items() if k not in ignored}
+        same_cache = Path(str(saved.get("cache", {}).get("dir", ""))) == self.cache_dir.resolve()
+        epochs = int(saved.get("train", {}).get("epochs", cfg.epochs + 1))
+        adopt = (
+            same_cache
+            and json.dumps(ours, sort_keys=True, default=str)
+            == json.dumps(theirs, sort_keys=True, default=str)
+            and epochs <= cfg.epochs
+        )
+        if adopt:
+            logger.info("adopting the run in %s (trained with these settings)", run_dir)
+        return adopt
+
+    def history(self, model: ModelName, k: int) -> pd.DataFrame:
+        """The training history of a run (one row per epoch), training it if needed."""
+        return pd.read_csv(self.run(model, k) / "history.csv")
+
+    def environment(self) -> dict[str, Any]:
+        """The environment record: ``environment.json`` when the runner wrote one,
+        else recorded now (and written)."""
+        from slicelib.environment import write_environment
+
+        if self.environment_json.is_file():
+            record: dict[str, Any] = json.loads(self.environment_json.read_text())
+            return record
+        return write_environment(self.environment_json)
+
+    def describe(self) -> dict[str, Any]:
+        """What this study is: preset, data source, output folder (JSON-ready)."""
+        return {
+            "preset": self.preset.name,
+            "synthetic": self.synthetic,
+            "data_root": str(self.data_root),
+            "out_dir": str(self.out_dir),
+            "cohort": to_dict(self.preset.cohort) if self.synthetic else None,
+        }

@@ -1,0 +1,445 @@
+"""The training loop: one function for every model, the objective as a strategy.
+
+:func:`train` reads triplets from a prepared cache, optimises with Adam, validates
+once per epoch (loss, PSNR and Gaussian-window SSIM on full-size validation
+slices) and keeps ``best.pt`` (best validation SSIM; for the DDPM lowest
+validation loss), ``last.pt``, ``history.csv`` and ``config.json`` in the run
+directory. Runs resume from ``last.pt``; every epoch reseeds from ``(seed,
+epoch, rank)``, so on the CPU an interrupted and resumed run ends with the same
+weights as an uninterrupted one.
+
+Under ``torchrun`` the same function trains with DistributedDataParallel (see
+:mod:`slicelib.distributed`): the batch size is per process and rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, get_args
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
+
+from slicelib import __version__, distributed
+from slicelib.checkpoint import (
+    check_compatible,
+    generator_role,
+    load_state,
+    read_checkpoint,
+    save_checkpoint,
+)
+from slicelib.config import MODEL_NAMES, Precision, TrainConfig, to_dict
+from slicelib.device import autocast, grad_scaler, prepare_module, to_device
+from slicelib.distributed import DistInfo
+from slicelib.errors import SlicelibError
+from slicelib.metrics import batch_psnr, batch_ssim
+from slicelib.objectives import Learner, Objective, objective_class
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS: tuple[str, ...] = (
+    "epoch", "train_loss", "val_loss", "val_psnr", "val_ssim", "seconds", "samples_per_s",
+)  # fmt: skip
+# Settings a resumed run may change; any other difference is a different experiment.
+RESUMABLE_FIELDS: frozenset[str] = frozenset({"epochs", "device", "num_workers", "compile"})
+_SYNC_EVERY_CUDA = 16  # steps between host syncs (loss check) on CUDA; every step on the CPU
+
+EpochCallback = Callable[[dict[str, float]], bool | None]
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. ``history``: one dict per epoch (:data:`HISTORY_COLUMNS`, plus
+    ``train_<part>`` loss terms for the GANs); ``best_epoch`` is 1-based."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_value: float  # val SSIM of the best epoch (DDPM: val loss)
+    run_dir: Path
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """One-line errors for settings no run can use."""
+    if cfg.model not in MODEL_NAMES:
+        raise SlicelibError(f"unknown model {cfg.model!r} (choose from {', '.join(MODEL_NAMES)})")
+    checks = {
+        "k": (cfg.k >= 1, ">= 1"),
+        "epochs": (cfg.epochs >= 1, ">= 1"),
+        "batch_size": (cfg.batch_size >= 1, ">= 1"),
+        "lr": (cfg.lr > 0, "> 0"),
+        "crop": (cfg.crop is None or cfg.crop >= 1, "None or >= 1"),
+        "steps_per_epoch": (
+            cfg.steps_per_epoch is None or cfg.steps_per_epoch >= 1,
+            "None or >= 1",
+        ),
+        "val_max_slices": (cfg.val_max_slices is None or cfg.val_max_slices >= 1, "None or >= 1"),
+        "val_ddim_steps": (cfg.val_ddim_steps >= 1, ">= 1"),
+        "num_workers": (cfg.num_workers >= 0, ">= 0"),
+        "precision": (cfg.precision in get_args(Precision), f"one of {get_args(Precision)}"),
+    }
+    for name, (ok, requirement) in checks.items():
+        if not ok:
+            value = getattr(cfg, name)
+            raise SlicelibError(
+                f"training parameter {name}={value!r} is invalid (must be {requirement})"
+            )
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one epoch on one process (independent streams per epoch and rank)."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def train(
+    cfg: TrainConfig,
+    cache_dir: str | Path,
+    run_dir: str | Path,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainResult:
+    """Train ``cfg.model`` at ``cfg.k`` on the cache in ``cache_dir``; write ``run_dir``.
+
+    ``resume``: continue from ``run_dir/last.pt`` when it exists (a finished run
+    returns its result at once). ``on_epoch_end(row)`` is called after each epoch's
+    checkpoint is written; returning True stops the run there.
+    """
+    from slicelib.data.cache import Cache
+    from slicelib.data.dataset import TripletDataset
+
+    check_config(cfg)
+    cache = Cache(cache_dir)
+    size = cache.config.size
+    run_dir = Path(run_dir)
+    with distributed.session(cfg.device) as (info, device), _deterministic(device):
+        if info.is_main:
+            _make_run_dir(run_dir)
+        distributed.barrier(info)
+        train_set = TripletDataset(
+            cache, "train", cfg.k, crop=cfg.crop, augment=cfg.augment, seed=cfg.seed
+        )
+        val_set = TripletDataset(cache, "val", cfg.k, max_slices=cfg.val_max_slices)
+        for split, data in (("train", train_set), ("val", val_set)):
+            if len(data) == 0:
+                most = max((e.n_slices for e in cache.entries(split)), default=0)
+                raise SlicelibError(
+                    f"cache {cache_dir}: no {split} triplets at k={cfg.k} (a volume needs "
+                    f"at least {2 * cfg.k + 1} slices; its {split} volumes have at most {most})"
+                )
+        torch.manual_seed(cfg.seed)  # same initial weights on every rank
+        learners = _build_learners(cfg, device, info)
+        objective = objective_class(cfg.model)(
+            cfg, learners, lambda: autocast(device, cfg.precision)
+        )
+        meta = {"size": size, "cache_config": to_dict(cache.config), "world_size": info.world_size}
+        start, history, best = (
+            _resume(cfg, run_dir, learners, meta, device) if resume else (0, [], None)
+        )
+        if info.is_main:
+            _write_json(run_dir / "config.json", _run_config(cfg, cache_dir, meta, device))
+        sampler: DistributedSampler[Any] = DistributedSampler(
+            train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
+        )
+        loader_gen = torch.Generator()
+        loader = DataLoader(
+            train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+            pin_memory=device.type == "cuda", generator=loader_gen,
+        )  # fmt: skip
+        val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False)
+        steps = min(cfg.steps_per_epoch or len(loader), len(loader))
+
+        for epoch in range(start + 1, cfg.epochs + 1):
+            started = time.perf_counter()
+            seed = epoch_seed(cfg.seed, epoch, info.rank)
+            torch.manual_seed(seed)  # dropout, timesteps, noise, augmentation
+            loader_gen.manual_seed(seed)  # worker seeds
+            sampler.set_epoch(epoch)  # the same shuffle on every rank, a new one per epoch
+            if hasattr(train_set, "set_epoch"):
+                train_set.set_epoch(epoch)
+            bar = tqdm(
+                total=steps, desc=f"{cfg.model} k={cfg.k} epoch {epoch}/{cfg.epochs}",
+                disable=not (progress and info.is_main), leave=False,
+            )  # fmt: skip
+            with bar:
+                means = _train_epoch(objective, loader, steps, device, cfg, epoch, info, bar)
+            train_seconds = time.perf_counter() - started
+
+            distributed.barrier(info)
+            val = _validate(objective, val_loader, device, cfg) if info.is_main else None
+            val = distributed.from_main(val, info)
+            row: dict[str, float] = {
+                "epoch": epoch,
+                "train_loss": means.pop("loss"),
+                "val_loss": val[0],
+                "val_psnr": val[1],
+                "val_ssim": val[2],
+                "seconds": time.perf_counter() - started,
+                "samples_per_s": steps * cfg.batch_size * info.world_size / train_seconds,
+            }
+            row.update({f"train_{name}": value for name, value in means.items()})
+            history.append(row)
+            value = row["val_ssim"] if objective.higher_is_better else row["val_loss"]
+            improved = best is None or (
+                value > best[1] if objective.higher_is_better else value < best[1]
+            )
+            if improved:
+                best = (epoch, value)
+            assert best is not None
+            if info.is_main:
+                state = _state(cfg, learners, meta, epoch, history, best)
+                if improved:  # best before last: a crash in between redoes this epoch
+                    save_checkpoint(run_dir / "best.pt", state)
+                save_checkpoint(run_dir / "last.pt", state)
+                _write_history(run_dir / "history.csv", history)
+                log.info(
+                    "%s k=%d epoch %d/%d: train loss %.4f, val loss %.4f, PSNR %.2f dB, "
+                    "SSIM %.4f, %.1f samples/s%s", cfg.model, cfg.k, epoch, cfg.epochs,
+                    row["train_loss"], row["val_loss"], row["val_psnr"], row["val_ssim"],
+                    row["samples_per_s"], " (best)" if improved else "",
+                )  # fmt: skip
+            distributed.barrier(info)
+            if on_epoch_end is not None and on_epoch_end(dict(row)):
+                break
+        if best is None:
+            raise SlicelibError(f"run {run_dir}: no epoch was trained")
+        return TrainResult(history=history, best_epoch=best[0], best_value=best[1], run_dir=run_dir)
+
+
+def _train_epoch(
+    objective: Objective,
+    loader: DataLoader[Any],
+    steps: int,
+    device: torch.device,
+    cfg: TrainConfig,
+    epoch: int,
+    info: DistInfo,
+    bar: tqdm[Any],
+) -> dict[str, float]:
+    """``steps`` training steps; the mean of each loss term over steps and processes."""
+    for learner in objective.learners.values():
+        learner.raw.train()
+    totals: torch.Tensor | None = None
+    names: list[str] = []
+    pending: list[torch.Tensor] = []
+    batches = iter(loader)
+    for step in range(1, steps + 1):
+        batch = next(batches)
+        parts = objective.train_step(
+            to_device(batch.inputs, device), to_device(batch.target, device)
+        )
+        names = list(parts)
+        pending.append(torch.stack(list(parts.values())))
+        # reading losses back waits for the GPU: do it every few steps only
+        if step == steps or device.type != "cuda" or len(pending) == _SYNC_EVERY_CUDA:
+            block = torch.stack(pending).float()  # (steps since last check, parts)
+            _check_finite(block, names, cfg, epoch, step - len(pending) + 1, info)
+            totals = block.sum(0) if totals is None else totals + block.sum(0)
+            pending.clear()
+            bar.set_postfix(loss=f"{float(block[-1, 0]):.4f}")
+        bar.update()
+    assert totals is not None
+    means = distributed.mean_over_ranks(totals / steps, info).cpu()
+    return {name: float(value) for name, value in zip(names, means)}
+
+
+@contextmanager
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """Deterministic kernels on the CPU (CUDA would need cuBLAS settings and slow kernels)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def _make_run_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as exc:
+        raise SlicelibError(
+            f"cannot write to run directory {run_dir} ({exc.strerror or exc})"
+        ) from None
+
+
+def _build_learners(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, Learner]:
+    from slicelib.models import build_discriminator, build_generator
+
+    nets = {generator_role(cfg.model): build_generator(cfg.model, cfg.model_cfg)}
+    disc = build_discriminator(cfg.model, cfg.model_cfg)
+    if disc is not None:
+        nets["discriminator"] = disc
+    learners = {}
+    for role, net in nets.items():
+        raw = distributed.sync_batchnorm(prepare_module(net, device), info, device)
+        module = distributed.wrap(raw, info, device)
+        if cfg.compile:
+            module = torch.compile(module)  # type: ignore[assignment]
+        optimizer = torch.optim.Adam(raw.parameters(), lr=cfg.lr)
+        learners[role] = Learner(raw, module, optimizer, grad_scaler(device, cfg.precision))
+    return learners
+
+
+def _state(
+    cfg: TrainConfig,
+    learners: Mapping[str, Learner],
+    meta: Mapping[str, Any],
+    epoch: int,
+    history: list[dict[str, float]],
+    best: tuple[int, float],
+) -> dict[str, Any]:
+    """The checkpoint: tensors and plain values only (see :mod:`slicelib.checkpoint`)."""
+    from slicelib.checkpoint import CHECKPOINT_FORMAT
+
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "slicelib_version": __version__,
+        "model": cfg.model,
+        "k": cfg.k,
+        "image_size": meta["size"],
+        "train_config": to_dict(cfg),
+        "cache_config": meta["cache_config"],
+        "world_size": meta["world_size"],
+        "epoch": epoch,
+        "history": [dict(row) for row in history],
+        "best_epoch": best[0],
+        "best_value": best[1],
+        "models": {role: ln.raw.state_dict() for role, ln in learners.items()},
+        "optimizers": {role: ln.optimizer.state_dict() for role, ln in learners.items()},
+        "scalers": {role: ln.scaler.state_dict() for role, ln in learners.items()},
+    }
+
+
+def _resume(
+    cfg: TrainConfig,
+    run_dir: Path,
+    learners: Mapping[str, Learner],
+    meta: Mapping[str, Any],
+    device: torch.device,
+) -> tuple[int, list[dict[str, float]], tuple[int, float] | None]:
+    """Restore networks, optimisers and scalers from ``last.pt``; (epochs done, history, best)."""
+    path = run_dir / "last.pt"
+    if not path.exists():
+        return 0, [], None
+    state = read_checkpoint(path, device)
+    check_compatible(state, path, model=cfg.model, k=cfg.k, image_size=meta["size"])
+    saved = state["train_config"]
+    for f in fields(TrainConfig):
+        if f.name not in RESUMABLE_FIELDS and saved.get(f.name) != to_dict(cfg)[f.name]:
+            raise SlicelibError(
+                f"run {run_dir} was trained with {f.name}={saved.get(f.name)!r}, not "
+                f"{getattr(cfg, f.name)!r}; choose another run directory or do not resume"
+            )
+    for role, learner in learners.items():
+        load_state(learner.raw, state["models"][role], path=path, role=role)
+        learner.optimizer.load_state_dict(state["optimizers"][role])
+        scaler_state = state["scalers"].get(role)
+        if scaler_state and learner.scaler.is_enabled():
+            learner.scaler.load_state_dict(scaler_state)
+    epoch = int(state["epoch"])
+    log.info("resuming %s from %s after epoch %d", cfg.model, path, epoch)
+    return epoch, list(state["history"]), (int(state["best_epoch"]), float(state["best_value"]))
+
+
+def _check_finite(
+    block: torch.Tensor, names: list[str], cfg: TrainConfig, epoch: int, first_step: int,
+    info: DistInfo,
+) -> None:  # fmt: skip
+    """Stop every process when a loss in ``block`` (steps, parts) is NaN or infinite."""
+    bad = ~torch.isfinite(block)
+    flag = distributed.mean_over_ranks(bad.any().float().reshape(1), info)
+    if float(flag) == 0.0:
+        return
+    if not bad.any():
+        raise SlicelibError(
+            f"non-finite training loss on another process (model {cfg.model!r}, epoch {epoch})"
+        )
+    row, col = (int(i) for i in bad.nonzero()[0])
+    value = float(block[row, col].cpu())
+    raise SlicelibError(
+        f"{names[col]} loss is {value} for model {cfg.model!r} at epoch {epoch}, "
+        f"step {first_step + row}; lower the learning rate (lr={cfg.lr}) or train in fp32"
+    )
+
+
+@torch.no_grad()
+def _validate(
+    objective: Objective, loader: DataLoader[Any], device: torch.device, cfg: TrainConfig
+) -> tuple[float, float, float]:
+    """Mean validation loss, PSNR and Gaussian-window SSIM over full-size slices (data range 1).
+
+    Timesteps, noise and samples are seeded, so every epoch sees the same ones.
+    """
+    for learner in objective.learners.values():
+        learner.raw.eval()
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    loss_sum, psnrs, ssims = 0.0, [], []
+    for batch in loader:
+        inputs, target = to_device(batch.inputs, device), to_device(batch.target, device)
+        with autocast(device, cfg.precision):
+            loss = objective.val_loss(inputs, target, generator)
+            pred = objective.predict(inputs, generator)
+        loss_sum += float(loss) * len(inputs)
+        psnrs += batch_psnr(pred.float(), target, data_range=1.0)
+        ssims += batch_ssim(pred.float(), target, data_range=1.0, gaussian=True)
+    count = len(psnrs)
+    return loss_sum / count, float(np.mean(psnrs)), float(np.mean(ssims))
+
+
+def _run_config(
+    cfg: TrainConfig, cache_dir: str | Path, meta: Mapping[str, Any], device: torch.device
+) -> dict[str, Any]:
+    return {
+        "slicelib_version": __version__,
+        "train": to_dict(cfg),
+        "cache": {"dir": str(Path(cache_dir).resolve()), "config": meta["cache_config"]},
+        "image_size": meta["size"],
+        "world_size": meta["world_size"],
+        "device": str(device),
+    }
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    _atomic_write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+
+
+def _write_history(path: Path, history: list[dict[str, float]]) -> None:
+    columns = list(HISTORY_COLUMNS) + [c for c in history[0] if c not in HISTORY_COLUMNS]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({c: _fmt(row.get(c, math.nan)) for c in columns})
+    _atomic_write_text(path, buffer.getvalue())
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if isinstance(value, int) else repr(float(value))

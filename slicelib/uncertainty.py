@@ -1,0 +1,399 @@
+"""Per-pixel uncertainty of the interpolated slice (supplement 6.3) and its calibration.
+
+Two estimators, each a callable ``(N, 2, H, W) -> (mean, std)``, tensors
+(N, 1, H, W) in [0, 1]:
+
+- :class:`DeepEnsemble`: U-Nets trained with different seeds; mean and standard
+  deviation across their predictions.
+- :class:`MCDropout`: one U-Net trained with ``ModelConfig.dropout > 0``, its
+  dropout layers kept active at inference; mean and standard deviation across
+  ``samples`` stochastic passes (seeded).
+
+Standard deviations are population ones (``ddof=0``) of predictions clipped to
+[0, 1], as the metrics see them.
+
+:func:`calibration` tells whether a predicted std means anything: the Pearson and
+Spearman correlations between per-pixel std and absolute error, and a calibration
+curve over equal-count bins of std (per bin: root mean predicted variance against
+root mean squared error; a calibrated std lies on the diagonal), summarised by
+the expected normalised calibration error (ENCE, Levi et al. 2022).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+from torch import nn
+from tqdm.auto import tqdm
+
+from slicelib.config import TrainConfig, UncertaintyConfig, to_dict
+from slicelib.errors import SlicelibError
+from slicelib.metrics import clip01, psnr
+
+if TYPE_CHECKING:
+    from slicelib.checkpoint import LoadedRun
+    from slicelib.study.workspace import Study
+
+log = logging.getLogger(__name__)
+
+DROPOUT_TYPES: tuple[type[nn.Module], ...] = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+
+
+def has_dropout(model: nn.Module) -> bool:
+    """True when ``model`` holds a dropout layer with a rate above 0."""
+    return any(isinstance(m, DROPOUT_TYPES) and float(cast(Any, m).p) > 0 for m in model.modules())
+
+
+@contextlib.contextmanager
+def dropout_active(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode except its dropout layers (Monte Carlo dropout)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, DROPOUT_TYPES):
+            module.train()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def mean_std(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, N, 1, H, W) samples -> per-pixel mean and population std, each (N, 1, H, W)."""
+    return samples.mean(dim=0), samples.std(dim=0, correction=0)
+
+
+class MCDropout:
+    """Monte Carlo dropout: ``samples`` passes with dropout on, seeded per call.
+
+    ``model``: a generator (N, 2, H, W) -> (N, 1, H, W) with dropout layers.
+    Call ``i`` uses seed ``seed + i``, so a sequence of calls is reproducible.
+    """
+
+    def __init__(self, model: nn.Module, samples: int, *, seed: int = 0) -> None:
+        if samples < 2:
+            raise SlicelibError(f"MC dropout needs at least 2 samples (got {samples})")
+        if not has_dropout(model):
+            raise SlicelibError(
+                "MC dropout needs a model trained with dropout (ModelConfig.dropout > 0)"
+            )
+        self.model = model
+        self.samples = samples
+        self.seed = seed
+        self.calls = 0
+        self.device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def __call__(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = inputs.to(self.device, dtype=torch.float32)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), dropout_active(self.model):
+            torch.manual_seed(self.seed + self.calls)
+            outs = torch.stack([self.model(x).float().clamp(0, 1) for _ in range(self.samples)])
+        self.calls += 1
+        mean, std = mean_std(outs)
+        return mean.to(inputs.device), std.to(inputs.device)
+
+
+class DeepEnsemble:
+    """A deep ensemble: ``members`` are predictors (N, 2, H, W) -> (N, 1, H, W) in [0, 1]."""
+
+    def __init__(self, members: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> None:
+        if len(members) < 2:
+            raise SlicelibError(f"a deep ensemble needs at least 2 members (got {len(members)})")
+        self.members = list(members)
+
+    @torch.no_grad()
+    def __call__(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outs = torch.stack([m(inputs).float().clamp(0, 1).to(inputs.device) for m in self.members])
+        return mean_std(outs)
+
+
+def check_ensemble(runs: Sequence[LoadedRun]) -> None:
+    """Raise unless all runs predict the same task: same k, image size and normalisation."""
+    first = runs[0]
+    for run in runs[1:]:
+        for what, a, b in (
+            ("k", first.config.k, run.config.k),
+            ("image size", first.image_size, run.image_size),
+            (
+                "intensity clipping",
+                getattr(first.cache_config, "clip_percentiles", None),
+                getattr(run.cache_config, "clip_percentiles", None),
+            ),
+        ):
+            if a != b:
+                raise SlicelibError(
+                    f"ensemble member {run.path} was trained with {what} {b}, "
+                    f"but {first.path} with {a}"
+                )
+        if run.config.model == "ddpm":
+            raise SlicelibError(f"ensemble member {run.path} is a DDPM; use deterministic models")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How well a predicted std tracks the actual error (per pixel).
+
+    ``pearson``/``spearman``: correlation of std with |error|. Per bin of std
+    (equal counts): ``bin_std`` mean std, ``bin_rmv`` root mean variance,
+    ``bin_rmse`` root mean squared error, ``bin_mae`` mean |error|, ``bin_count``.
+    ``ence``: mean over bins of |RMV - RMSE| / RMV (0: calibrated).
+    """
+
+    pearson: float
+    spearman: float
+    ence: float
+    n_pixels: int
+    bin_std: np.ndarray
+    bin_rmv: np.ndarray
+    bin_rmse: np.ndarray
+    bin_mae: np.ndarray
+    bin_count: np.ndarray
+
+    def curve(self) -> pd.DataFrame:
+        """The calibration curve, one row per bin."""
+        return pd.DataFrame(
+            {
+                "std_mean": self.bin_std,
+                "rmv": self.bin_rmv,
+                "rmse": self.bin_rmse,
+                "mae": self.bin_mae,
+                "pixels": self.bin_count,
+            }
+        )
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "pearson": self.pearson,
+            "spearman": self.spearman,
+            "ence": self.ence,
+            "pixels": float(self.n_pixels),
+        }
+
+
+def calibration(
+    std: np.ndarray,
+    error: np.ndarray,
+    *,
+    bins: int = UncertaintyConfig.bins,
+    max_pixels: int | None = None,
+    seed: int = 0,
+) -> Calibration:
+    """Calibration of predicted ``std`` against signed or absolute ``error``, any shape.
+
+    ``max_pixels``: correlate a seeded random subset of at most this many pixels
+    (bins use every pixel). Raises :class:`SlicelibError` on mismatched shapes,
+    fewer pixels than bins, negative or non-finite values.
+    """
+    s = np.asarray(std, dtype=np.float64).ravel()
+    e = np.abs(np.asarray(error, dtype=np.float64).ravel())
+    if s.shape != e.shape:
+        raise SlicelibError(f"std and error differ in size ({s.size} vs {e.size})")
+    if bins < 1 or s.size < max(bins, 2):
+        raise SlicelibError(f"calibration needs at least {max(bins, 2)} pixels and bins >= 1")
+    if not (np.all(np.isfinite(s)) and np.all(np.isfinite(e))):
+        raise SlicelibError("calibration: non-finite std or error")
+    if np.any(s < 0):
+        raise SlicelibError("calibration: negative standard deviation")
+    pick = np.arange(s.size)
+    if max_pixels is not None and s.size > max_pixels:
+        pick = np.random.default_rng(seed).choice(s.size, size=max_pixels, replace=False)
+    constant = np.ptp(s[pick]) == 0 or np.ptp(e[pick]) == 0
+    pearson = float("nan") if constant else float(stats.pearsonr(s[pick], e[pick])[0])
+    spearman = float("nan") if constant else float(stats.spearmanr(s[pick], e[pick])[0])
+
+    order = np.argsort(s, kind="stable")
+    groups = np.array_split(order, bins)
+    bin_std = np.array([s[g].mean() for g in groups])
+    bin_rmv = np.array([np.sqrt(np.mean(s[g] ** 2)) for g in groups])
+    bin_rmse = np.array([np.sqrt(np.mean(e[g] ** 2)) for g in groups])
+    bin_mae = np.array([e[g].mean() for g in groups])
+    count = np.array([len(g) for g in groups])
+    valid = bin_rmv > 0
+    gaps = np.abs(bin_rmv[valid] - bin_rmse[valid]) / bin_rmv[valid]
+    ence = float(np.mean(gaps)) if valid.any() else float("nan")
+    return Calibration(
+        pearson=pearson,
+        spearman=spearman,
+        ence=ence,
+        n_pixels=int(pick.size),
+        bin_std=bin_std,
+        bin_rmv=bin_rmv,
+        bin_rmse=bin_rmse,
+        bin_mae=bin_mae,
+        bin_count=count,
+    )
+
+
+PredictWithStd = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class UncertaintyResult:
+    """What :func:`evaluate_uncertainty` measured.
+
+    ``calibration[method]``; ``slices``: one row per method and test slice
+    (method, patient_id, slice_index, psnr of the mean, mae, std_mean); ``examples``:
+    per method (n, H, W) arrays ``mean``, ``std``, ``error`` of the first slices and
+    the shared ``target``.
+    """
+
+    calibration: dict[str, Calibration]
+    slices: pd.DataFrame
+    examples: dict[str, dict[str, np.ndarray]]
+
+    def summary(self) -> pd.DataFrame:
+        """One row per method: correlations, ENCE, PSNR of the mean, mean std."""
+        rows = []
+        for name, cal in self.calibration.items():
+            part = self.slices[self.slices["method"] == name]
+            rows.append(
+                {
+                    "method": name,
+                    **cal.summary(),
+                    "psnr_mean": float(part["psnr"].mean()),
+                    "mae_mean": float(part["mae"].mean()),
+                    "std_mean": float(part["std_mean"].mean()),
+                }
+            )
+        return pd.DataFrame(rows)
+
+
+def evaluate_uncertainty(
+    cache: Any,
+    methods: Mapping[str, PredictWithStd],
+    *,
+    k: int = UncertaintyConfig.k,
+    bins: int = UncertaintyConfig.bins,
+    max_slices: int | None = None,
+    batch_size: int = 8,
+    examples: int = 3,
+    split: str = "test",
+    progress: bool = False,
+) -> UncertaintyResult:
+    """Run each method on the ``split`` triplets of ``cache`` at ``k``; calibrate its std.
+
+    Every method sees the same slices (``max_slices``: an evenly spaced subset).
+    Errors are those of the mean prediction clipped to [0, 1].
+    """
+    from torch.utils.data import DataLoader
+
+    from slicelib.data.dataset import TripletDataset
+
+    data = TripletDataset(cache, split, k, max_slices=max_slices)
+    if len(data) == 0:
+        raise SlicelibError(f"no {split} triplets at k={k} for the uncertainty evaluation")
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    stds: dict[str, list[np.ndarray]] = {name: [] for name in methods}
+    errors: dict[str, list[np.ndarray]] = {name: [] for name in methods}
+    rows: list[dict[str, Any]] = []
+    shown: dict[str, dict[str, list[np.ndarray]]] = {
+        name: {"mean": [], "std": [], "error": []} for name in methods
+    }
+    targets: list[np.ndarray] = []
+    for batch in tqdm(loader, desc="uncertainty", unit="batch", disable=not progress):
+        target = batch.target[:, 0].numpy()
+        if len(targets) < examples:
+            targets.extend(target[: examples - len(targets)])
+        for name, method in methods.items():
+            mean_t, std_t = method(batch.inputs)
+            mean = clip01(mean_t[:, 0].float().cpu().numpy())
+            std = std_t[:, 0].float().cpu().numpy()
+            err = mean - target
+            stds[name].append(std.astype(np.float32))
+            errors[name].append(err.astype(np.float32))
+            for j in range(len(target)):
+                rows.append(
+                    {
+                        "method": name,
+                        "patient_id": batch.patient[j],
+                        "slice_index": int(batch.index[j]),
+                        "psnr": psnr(mean[j], target[j], data_range=1.0),
+                        "mae": float(np.abs(err[j]).mean()),
+                        "std_mean": float(std[j].mean()),
+                    }
+                )
+                if len(shown[name]["mean"]) < examples:
+                    shown[name]["mean"].append(mean[j])
+                    shown[name]["std"].append(std[j])
+                    shown[name]["error"].append(np.abs(err[j]))
+    result = {
+        name: calibration(np.concatenate(stds[name]), np.concatenate(errors[name]), bins=bins)
+        for name in methods
+    }
+    for name, cal in result.items():
+        log.info(
+            "%s: Pearson %.3f, Spearman %.3f, ENCE %.3f", name, cal.pearson, cal.spearman, cal.ence
+        )
+    arrays = {name: {key: np.stack(v) for key, v in maps.items()} for name, maps in shown.items()}
+    arrays["target"] = {"target": np.stack(targets)}
+    return UncertaintyResult(calibration=result, slices=pd.DataFrame(rows), examples=arrays)
+
+
+# Study steps ------------------------------------------------------------------------
+
+
+def member_config(study: Study, cfg: UncertaintyConfig, seed: int) -> TrainConfig:
+    """The U-Net of the study's preset at ``cfg.k``, trained with ``seed``."""
+    return dataclasses.replace(study.train_config("unet", cfg.k), seed=seed)
+
+
+def dropout_config(study: Study, cfg: UncertaintyConfig) -> TrainConfig:
+    """The preset's U-Net with Dropout2d at ``cfg.dropout`` in its decoder."""
+    base = study.train_config("unet", cfg.k)
+    return dataclasses.replace(
+        base, seed=cfg.seed, model_cfg=dataclasses.replace(base.model_cfg, dropout=cfg.dropout)
+    )
+
+
+def trained_run(study: Study, name: str, cfg: TrainConfig) -> Path:
+    """``study.runs_dir / name`` trained with ``cfg``, reused when its stamp is current."""
+    from slicelib import __version__
+    from slicelib.study.stamps import digest, is_current, read_stamp, write_stamp
+    from slicelib.train import train
+
+    study.cache()
+    hashed = to_dict(cfg)
+    for unhashed in ("device", "num_workers", "compile"):
+        hashed.pop(unhashed, None)
+    hash_ = digest({"cache": study.cache_hash(), "train": hashed, "version": __version__})
+    run_dir = study.runs_dir / name
+    if not is_current(run_dir, hash_):
+        stamp = read_stamp(run_dir)
+        if run_dir.exists() and (stamp is None or stamp.hash != hash_):
+            shutil.rmtree(run_dir)
+        inputs = {"cache": study.cache_hash(), "train": to_dict(cfg)}
+        write_stamp(run_dir, hash_, inputs, complete=False)
+        log.info("training %s", name)
+        train(cfg, study.cache_dir, run_dir, resume=True, progress=study.progress)
+        write_stamp(run_dir, hash_, inputs, complete=True)
+    return run_dir
+
+
+def uncertainty_runs(study: Study, cfg: UncertaintyConfig | None = None) -> dict[str, Any]:
+    """The ensemble's run folders (member 0 is the study's own U-Net when the seeds
+    agree) and the MC-dropout run folder, trained when needed."""
+    cfg = cfg or study.preset.uncertainty
+    members: list[Path] = []
+    for i in range(cfg.members):
+        seed = cfg.seed + i
+        member = member_config(study, cfg, seed)
+        if member == study.train_config("unet", cfg.k):
+            members.append(study.run("unet", cfg.k))
+        else:
+            members.append(trained_run(study, f"unet_k{cfg.k}_seed{seed}", member))
+    dropout = trained_run(study, f"unet_k{cfg.k}_dropout", dropout_config(study, cfg))
+    return {"ensemble": members, "dropout": dropout}

@@ -1,0 +1,89 @@
+"""DistributedDataParallel on the CPU (gloo): two processes equal one with the same global batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from slicelib.checkpoint import read_checkpoint
+from slicelib.config import SMOKE
+from slicelib.distributed import DistInfo, env_info
+from slicelib.errors import SlicelibError
+from slicelib.models import build_generator
+from slicelib.train import train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_two_gloo_processes_match_one_process(tiny_cache: Path, tmp_path: Path) -> None:
+    # The basic GAN: two networks, the discriminator called twice per step. Batch 2 on
+    # each of 2 ranks against batch 4 in one process; augmentation is seeded per triplet,
+    # so it is the same in both.
+    cfg = SMOKE.train_config("gan", 1, epochs=1, batch_size=4, device="cpu")
+    single = train(cfg, tiny_cache, tmp_path / "single", progress=False)
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "slicelib", "-q", "train", "--model", "gan", "--k", "1", "--preset", "smoke",
+        "--cache", str(tiny_cache), "--out", str(tmp_path / "ddp"), "--device", "cpu",
+        "--epochs", "1", "--batch-size", "2",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("gan k=1: best epoch 1") == 1  # rank 0 reports, alone
+
+    one = read_checkpoint(tmp_path / "single" / "last.pt")
+    two = read_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    assert two["train_config"]["batch_size"] == 2
+    for role in ("generator", "discriminator"):
+        a, b = one["models"][role], two["models"][role]
+        assert a.keys() == b.keys()
+        for key in a:
+            # Adam divides by the gradients' RMS: rounding in near-zero gradients moves a
+            # weight by a small fraction of lr=1e-4, a wrong batch split by about lr
+            assert torch.allclose(a[key], b[key], rtol=0, atol=2e-5), (role, key)
+    # the tolerance is far below what training moved: the comparison can fail
+    torch.manual_seed(cfg.seed)
+    initial = build_generator("gan", cfg.model_cfg).state_dict()
+    moved = max(float((one["models"]["generator"][k] - v).abs().max()) for k, v in initial.items())
+    assert moved > 1e-4
+    row1, row2 = single.history[0], two["history"][0]
+    for column in ("train_loss", "train_l1", "train_d", "val_loss", "val_psnr", "val_ssim"):
+        assert row2[column] == pytest.approx(row1[column], rel=1e-4), column
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
+        "best.pt", "config.json", "history.csv", "last.pt",
+    ]  # fmt: skip
+
+
+def test_env_info(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert env_info() == DistInfo(0, 1, 0) and not env_info().enabled
+
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    info = env_info()
+    assert (info.rank, info.world_size, info.local_rank) == (3, 4, 1)
+    assert info.enabled and not info.is_main
+
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(SlicelibError, match="RANK=4 is outside WORLD_SIZE=4"):
+        env_info()
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(SlicelibError, match="WORLD_SIZE='two' is not an integer"):
+        env_info()
