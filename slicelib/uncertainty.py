@@ -255,6 +255,16 @@ class UncertaintyResult:
     slices: pd.DataFrame
     examples: dict[str, dict[str, np.ndarray]]
 
+    def better_calibrated(self) -> str | None:
+        """The method with the lowest ENCE (None when no method has a finite one)."""
+        finite = {n: c.ence for n, c in self.calibration.items() if np.isfinite(c.ence)}
+        return min(finite, key=lambda n: finite[n]) if finite else None
+
+    def better_ranked(self) -> str | None:
+        """The method whose std ranks the errors best (highest Spearman), or None."""
+        finite = {n: c.spearman for n, c in self.calibration.items() if np.isfinite(c.spearman)}
+        return max(finite, key=lambda n: finite[n]) if finite else None
+
     def summary(self) -> pd.DataFrame:
         """One row per method: correlations, ENCE, PSNR of the mean, mean std."""
         rows = []

@@ -61,6 +61,7 @@ FIELD_SPECS: dict[str, FieldSpec] = {
     "medium": FieldSpec(sigma_xy=1.8, sigma_z=1.5, step_xy=1.8, step_z=1.25),
     "septa": FieldSpec(sigma_xy=2.0, sigma_z=3.0, step_xy=2.0, step_z=2.0),
     "coarse": FieldSpec(sigma_xy=6.0, sigma_z=6.0, step_xy=6.0, step_z=6.0),
+    "outline": FieldSpec(sigma_xy=4.0, sigma_z=2.5, step_xy=4.0, step_z=2.0),
     "bias": FieldSpec(sigma_xy=60.0, sigma_z=60.0, step_xy=45.0, step_z=45.0),
 }
 
@@ -815,23 +816,25 @@ def render_chunk(
     gy = ys[:, None] - subject.offset[1]
     ax = (cos * gx + sin * gy).astype(F32)  # anatomical frame
     ay = (cos * gy - sin * gx).astype(F32)
-    full = (slice(None), slice(None), slice(None))
+    full = (slice(0, len(zs)), slice(0, len(ys)), slice(0, len(xs)))
     img = np.empty((len(zs), len(ys), len(xs)), dtype=F32)
     img[...] = _tissue_value(subject.background, fields, full)
-    distances: dict[int, np.ndarray] = {}  # layers sharing a blob (outside, skin) share it
+    # Layers sharing a blob and box (the body's outside and skin) share its distance.
+    distances: dict[tuple[int, ...], np.ndarray] = {}
     for layer in subject.layers:
         blob = layer.blob
         box = full if layer.invert else _box(blob, subject, xs, ys, zs, 2 * edge_mm)
         if box is None:
             continue
-        d = distances.get(id(blob))
+        key = (id(blob), *(i for sl in box for i in (sl.start, sl.stop)))
+        d = distances.get(key)
         if d is None:
             zb = zs[box[0]]
             if blob.z_invariant and bool(np.all(np.abs(zb - blob.z) < blob.c)):
                 d = blob.distance(ax[box[1:]], ay[box[1:]], zb[:1], None)  # (1, H', W')
             else:
-                d = blob.distance(ax[box[1:]], ay[box[1:]], zb, fields["coarse"][box])
-            distances[id(blob)] = d
+                d = blob.distance(ax[box[1:]], ay[box[1:]], zb, fields["outline"][box])
+            distances[key] = d
         if layer.invert:
             _paint(
                 img,
