@@ -611,7 +611,8 @@ def format_summary(summary: pd.DataFrame) -> str:
     """The summary as a fixed-width text table for the terminal."""
     ref = f"p_psnr_vs_{REFERENCE}"
     lines = [
-        f"{'method':<16} {'n':>5} {'pat':>4} {'PSNR dB':>14} {'95% CI':>15} {'SSIM':>13} "
+        f"{'method':<16} {'n':>5} {'pat':>4} {'PSNR dB':>14} {'pat.mean':>8} {'95% CI':>15} "
+        f"{'SSIM':>13} "
         f"{'SSIM gauss':>10} {'MAE':>7} {'vs lin dB':>9} {'%':>6} {'p lin':>8} {'p best':>8} "
         f"{'ms/slice':>9}"
     ]
@@ -626,7 +627,7 @@ def format_summary(summary: pd.DataFrame) -> str:
     for r in summary.to_dict("records"):
         lines.append(
             f"{r['method']:<16} {r['n_slices']:>5} {r['n_patients']:>4} "
-            f"{r['psnr_mean']:>7.2f}±{r['psnr_std']:<6.2f} "
+            f"{r['psnr_mean']:>7.2f}±{r['psnr_std']:<6.2f} {r['psnr_patient_mean']:>8.2f} "
             f"[{r['psnr_ci_low']:>6.2f},{r['psnr_ci_high']:>6.2f}] "
             f"{r['ssim_mean']:>6.3f}±{r['ssim_std']:<6.3f} {r['ssim_gauss_mean']:>10.3f} "
             f"{r['mae_mean']:>7.4f} {r.get('psnr_gain_db', math.nan):>+9.2f} "
@@ -639,7 +640,10 @@ def format_summary(summary: pd.DataFrame) -> str:
         if "fallback" in summary.columns
         else []
     )
-    lines.append(f"best PSNR: {best}; p-values: paired Wilcoxon on PSNR")
+    lines.append(
+        f"best PSNR: {best}; mean ± std over slices; pat.mean: mean of per-patient means; "
+        "95% CI: bootstrap over patients; p: paired Wilcoxon on PSNR"
+    )
     if len(cubic):
         lines.append(f"cubic fell back to linear on {int(cubic[0])} slice(s) near the ends")
     return "\n".join(lines)

@@ -650,6 +650,18 @@ def combine(
     return summarize(both, reference="linear", n_boot=cfg.bootstrap, seed=cfg.seed)
 
 
+def method_title(method: str) -> str:
+    """A readable name: ``refine_ddim10`` -> "refiner, DDIM 10 steps"; other methods as
+    the book names them."""
+    from slicelib.study.labels import method_label
+
+    if method == "refine_ancestral":
+        return "refiner, ancestral"
+    if method.startswith("refine_ddim"):
+        return f"refiner, DDIM {method[len('refine_ddim') :]} steps"
+    return method_label(method)
+
+
 def network_passes(method: str, timesteps: int) -> int | None:
     """Forward passes per slice of a method's networks (None for classical methods):
     the U-Net 1, DDPM ancestral T, DDIM s, mean of n n*T, refinement 1 + its sampler's."""

@@ -17,7 +17,15 @@ from slicelib import __version__
 from slicelib.errors import SlicelibError
 
 # Module names under slicelib.cli, in the order --help lists them.
-COMMANDS: tuple[str, ...] = ("scan", "prepare", "models", "train", "evaluate", "upsample")
+COMMANDS: tuple[str, ...] = (
+    "demo_data",
+    "scan",
+    "prepare",
+    "models",
+    "train",
+    "evaluate",
+    "upsample",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

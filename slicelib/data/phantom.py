@@ -408,7 +408,7 @@ def _muscles(u: _Draw, f: _Frame) -> list[Layer]:
             c=u(30, 45),
             angle=sx * u(0.0, 0.25),
             ellipsoid=False,
-            lobulation=0.05,
+            lobulation=0.085,
         )
         gluteus = Blob(
             x=sx * u(62, 80),
@@ -419,7 +419,7 @@ def _muscles(u: _Draw, f: _Frame) -> list[Layer]:
             c=80,
             angle=sx * u(0.3, 0.7),
             ellipsoid=False,
-            lobulation=0.06,
+            lobulation=0.102,
             dy1=u(-10, 10),
         )
         obturator = Blob(
@@ -431,7 +431,7 @@ def _muscles(u: _Draw, f: _Frame) -> list[Layer]:
             c=80,
             angle=sx * u(-0.15, 0.2),
             ellipsoid=False,
-            lobulation=0.06,
+            lobulation=0.102,
             dx1=sx * u(-4, 4),
             dx2=sx * u(-6, 0),
         )
@@ -450,7 +450,7 @@ def _muscles(u: _Draw, f: _Frame) -> list[Layer]:
         c=40,
         taper=u(0.25, 0.4),
         ellipsoid=False,
-        lobulation=0.05,
+        lobulation=0.085,
         dy1=u(-3, 3),
     )
     layers.append(Layer("levator ani", sling, None, u(3, 5), muscle))
@@ -472,7 +472,7 @@ def _bones(u: _Draw, f: _Frame) -> list[Layer]:
             c=80,
             angle=sx * u(-0.1, 0.2),
             ellipsoid=False,
-            lobulation=0.05,
+            lobulation=0.085,
             dx2=sx * u(-10, 0),
             dy1=u(-8, 8),
         )
@@ -499,7 +499,7 @@ def _bones(u: _Draw, f: _Frame) -> list[Layer]:
             b=u(7, 10),
             c=u(18, 26),
             angle=-sx * u(0.25, 0.6),
-            lobulation=0.04,
+            lobulation=0.068,
             power=2.3,
             dx1=sx * u(0, 8),
             dy1=u(-4, 4),
@@ -521,7 +521,7 @@ def _bladder_vesicles(u: _Draw, f: _Frame) -> list[Layer]:
         a=u(35, 55),
         b=u(25, 40),
         c=bl_c,
-        lobulation=0.03,
+        lobulation=0.051,
         power=2.2,
         dy1=u(-6, 2),
         dx1=u(-5, 5),
@@ -536,7 +536,7 @@ def _bladder_vesicles(u: _Draw, f: _Frame) -> list[Layer]:
             b=u(4.5, 7.5),
             c=u(9, 14),
             angle=sx * u(-0.5, -0.15),
-            lobulation=0.12,
+            lobulation=0.204,
             dx1=sx * u(0, 5),
             dy1=u(-3, 3),
             power=2.2,
@@ -567,7 +567,7 @@ def _rectum(u: _Draw, f: _Frame) -> list[Layer]:
         dy1=u(2, 10),
         dy2=u(2, 10),
         dx1=u(-6, 6),
-        lobulation=0.08,
+        lobulation=0.136,
         power=2.2,
     )
     mucosa = Tissue(0.38, fine=0.12, medium=0.15)
@@ -596,7 +596,7 @@ def _prostate(u: _Draw, f: _Frame) -> list[Layer]:
         dy1=u(-4, 2),
         dy2=u(-3, 3),
         dx1=u(-2, 2),
-        lobulation=0.05,
+        lobulation=0.085,
     )
     pz = Tissue(
         u(0.55, 0.7), fine=0.08, medium=0.15, coarse=0.08, ridge=0.25, ridge_level=u(-1.2, -0.6)
@@ -611,7 +611,7 @@ def _prostate(u: _Draw, f: _Frame) -> list[Layer]:
             a=r,
             b=r * u(0.6, 1.0),
             c=r * u(0.8, 1.4),
-            lobulation=0.15,
+            lobulation=0.255,
             angle=u(0, math.pi),
         )
         layers.append(Layer("lesion", lesion, Tissue(u(0.22, 0.32), fine=0.08, medium=0.08)))
@@ -628,7 +628,7 @@ def _prostate(u: _Draw, f: _Frame) -> list[Layer]:
         a=pa * f.tz_frac,
         b=pb * f.tz_frac * 0.85,
         c=pc * u(0.6, 0.8),
-        lobulation=0.08,
+        lobulation=0.136,
         dy2=u(-2, 2),
     )
     tz_tissue = Tissue(u(0.3, 0.4), fine=0.12, medium=0.3, coarse=0.1)
@@ -643,7 +643,7 @@ def _prostate(u: _Draw, f: _Frame) -> list[Layer]:
             b=r * u(0.7, 1.0),
             c=r * u(0.8, 1.3),
             angle=u(0, math.pi),
-            lobulation=0.1,
+            lobulation=0.17,
         )
         inside = Tissue(u(0.2, 0.6), fine=0.1, medium=0.2)
         layers.append(Layer("nodule", nodule, inside, u(0.5, 0.9), Tissue(0.16, fine=0.1)))
@@ -685,7 +685,7 @@ def sample_subject(rng: np.random.Generator, fov_range: tuple[float, float]) -> 
         offset=(u(-8, 8), u(-10, 6)),
         rotation=u(-0.12, 0.12),
         z_centre=u(0, 8),
-        noise=u(0.026, 0.036),
+        noise=u(0.022, 0.031),
         bias=u(0.12, 0.25),
         motion_mm=u(0.3, 0.7) if u.chance(0.25) else 0.0,
         fov_mm=u(*fov_range),
