@@ -176,8 +176,8 @@ def measure(device: torch.device, caches: dict[int, Path], root: Path) -> None:
                 continue
             cfg = dataclasses.replace(
                 PAPER.train_config(model, 1),
-                batch_size=BATCH, crop=None, augment=True, val_max_slices=1, val_ddim_steps=1,
-                device=str(device), model_cfg=model_config(device),
+                epochs=1, batch_size=BATCH, crop=None, augment=True, val_max_slices=1,
+                val_ddim_steps=1, device=str(device), model_cfg=model_config(device),
             )  # fmt: skip
             warm = bare_step(cfg, device, size)
             sync(device)

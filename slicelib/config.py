@@ -178,7 +178,7 @@ class UncertaintyConfig:
 @dataclass(frozen=True)
 class RefineConfig:
     """Residual diffusion refining the U-Net (supplement 4.3); model_cfg and diffusion
-    come from the preset (``ddpm_channels``, the DDPM's schedule)."""
+    come from the preset (``ddpm_channels``, the DDPM's schedule, diffusing in [-1, 1])."""
 
     k: int = 1
     epochs: int = 20
@@ -190,7 +190,7 @@ class RefineConfig:
     val_max_slices: int | None = None
     val_ddim_steps: int = TrainConfig.val_ddim_steps
     recon_weight: float = 1.0  # loss = noise MSE + recon_weight * L1(refined, target)
-    residual_quantile: float = 0.999  # this |residual| quantile maps to the edge of [0, 1]
+    residual_quantile: float = 0.95  # this |residual| quantile maps to the edge of [0, 1]
     seed: int = 0
     device: str = "auto"
     model_cfg: ModelConfig = field(default_factory=ModelConfig)

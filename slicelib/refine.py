@@ -3,8 +3,12 @@
 The U-Net gives a deterministic estimate ``base`` of the middle slice; a DDPM
 learns what it misses, the residual ``target - base``. The residual is encoded
 into the diffusion's [0, 1] data range as ``0.5 + r / (2 c)`` (clipped), where
-``c`` is a high quantile of |r| on the training set, so that the unchanged
-:class:`~slicelib.diffusion.GaussianDiffusion` (and its x0 clipping) applies.
+``c`` is a quantile of |r| on the training set, so that the unchanged
+:class:`~slicelib.diffusion.GaussianDiffusion` (and its x0 clipping) applies. The
+refiner always diffuses in [-1, 1] (``DiffusionConfig.rescale``), where a zero
+residual is the origin and sampling from N(0, I) starts at the mean; in [0, 1]
+the start would be half the range away from it (with T=100 and the study's betas
+x_T still carries 60 % of the signal).
 The denoiser is the study's conditional U-Net with three conditioning channels:
 the two neighbours and ``base``.
 
@@ -104,7 +108,8 @@ class Refiner:
     """A U-Net and the diffusion model refining its output; both in eval mode.
 
     ``__call__``/:meth:`refine`: inputs (N, 2, H, W) in [0, 1] -> refined (N, 1, H, W)
-    in [0, 1].
+    in [0, 1]; with ``samples > 1`` the mean of that many refined samples (an estimate
+    of the posterior mean, which a single sample's PSNR cannot reach).
     """
 
     def __init__(
@@ -118,9 +123,13 @@ class Refiner:
         steps: int | None = None,
         eta: float = 0.0,
         seed: int = 0,
+        samples: int = 1,
     ) -> None:
         if sampler not in ("ddim", "ancestral"):
             raise SlicelibError(f"unknown sampler {sampler!r} (choose ddim or ancestral)")
+        if samples < 1:
+            raise SlicelibError(f"samples must be >= 1 (got {samples})")
+        self.samples = samples
         self.unet = unet.eval()
         self.denoiser = denoiser.eval()
         self.diffusion = diffusion
@@ -141,14 +150,16 @@ class Refiner:
         x = inputs.to(self.device, dtype=torch.float32)
         base = self.base(x)
         cond = conditioning(x, base)
-        if self.sampler == "ddim":
-            data = self.diffusion.ddim_sample(
-                self.denoiser, cond, self.steps, eta=self.eta, generator=self.generator
-            )
-        else:
-            data = self.diffusion.sample(self.denoiser, cond, generator=self.generator)
-        refined = base + decode_residual(data.float(), self.scale)
-        return refined.clamp(0.0, 1.0).to(inputs.device)
+        total = torch.zeros_like(base)
+        for _ in range(self.samples):
+            if self.sampler == "ddim":
+                data = self.diffusion.ddim_sample(
+                    self.denoiser, cond, self.steps, eta=self.eta, generator=self.generator
+                )
+            else:
+                data = self.diffusion.sample(self.denoiser, cond, generator=self.generator)
+            total += (base + decode_residual(data.float(), self.scale)).clamp(0.0, 1.0)
+        return (total / self.samples).to(inputs.device)
 
     __call__ = refine
 
@@ -274,6 +285,9 @@ def train_refiner(
     from slicelib.data.dataset import TripletDataset
 
     check_refine_config(cfg)
+    if not cfg.diffusion.rescale:
+        log.info("refinement diffuses in [-1, 1]: DiffusionConfig.rescale set to True")
+        cfg = dataclasses.replace(cfg, diffusion=dataclasses.replace(cfg.diffusion, rescale=True))
     device = resolve_device(cfg.device)
     cache = Cache(cache_dir)
     base_run = load_run(unet_run, device=device, k=cfg.k, image_size=int(cache.config.size))
@@ -444,12 +458,13 @@ class LoadedRefiner:
         steps: int | None = None,
         eta: float = 0.0,
         seed: int = 0,
+        samples: int = 1,
     ) -> Refiner:
         if steps is not None and not 1 <= steps <= self.diffusion.timesteps:
             raise SlicelibError(f"steps must be in 1..{self.diffusion.timesteps} (got {steps})")
         return Refiner(
             self.unet, self.denoiser, self.diffusion, self.residual_scale,
-            sampler=sampler, steps=steps, eta=eta, seed=seed,
+            sampler=sampler, steps=steps, eta=eta, seed=seed, samples=samples,
         )  # fmt: skip
 
 
@@ -529,23 +544,29 @@ class RefineMethod(Method):
 
 
 def refiner_for(loaded: LoadedRefiner, method: str, seed: int = 0) -> Refiner:
-    """The refiner a method name denotes: ``refine_ddim<steps>`` (steps capped at T) or
-    ``refine_ancestral``."""
+    """The refiner a method name denotes: ``refine_ddim<steps>`` (steps capped at T),
+    ``refine_ancestral`` or ``refine_mean<n>`` (the mean of n ancestral samples)."""
+    import re
+
     if method == "refine_ancestral":
         return loaded.refiner(sampler="ancestral", seed=seed)
-    if method.startswith("refine_ddim") and method[len("refine_ddim") :].isdigit():
-        steps = min(int(method[len("refine_ddim") :]), loaded.diffusion.timesteps)
-        return loaded.refiner(sampler="ddim", steps=steps, seed=seed)
-    raise SlicelibError(f"unknown refinement method {method!r} (refine_ddim<N>, refine_ancestral)")
+    match = re.fullmatch(r"refine_(ddim|mean)(\d+)", method)
+    if match is None or int(match.group(2)) < 1:
+        raise SlicelibError(
+            f"unknown refinement method {method!r} (refine_ddim<N>, refine_ancestral, "
+            "refine_mean<N>)"
+        )
+    n = int(match.group(2))
+    if match.group(1) == "ddim":
+        return loaded.refiner(sampler="ddim", steps=min(n, loaded.diffusion.timesteps), seed=seed)
+    return loaded.refiner(sampler="ancestral", samples=n, seed=seed)
 
 
-def refine_methods(
-    loaded: LoadedRefiner, cfg: EvalConfig, *, ancestral: bool = True
-) -> list[Method]:
-    """One method per DDIM step count of ``cfg`` (and ancestral sampling), seeded."""
+def refine_methods(loaded: LoadedRefiner, cfg: EvalConfig) -> list[Method]:
+    """The refiner sampled as the DDPM is evaluated: DDIM at each of ``cfg.ddim_steps``,
+    ancestral, and the mean of ``cfg.ddpm_samples`` ancestral samples; seeded."""
     names = [f"refine_ddim{s}" for s in cfg.ddim_steps]
-    if ancestral:
-        names.append("refine_ancestral")
+    names += ["refine_ancestral", f"refine_mean{cfg.ddpm_samples}"]
     return [
         RefineMethod(name, refiner_for(loaded, name, cfg.seed), max_slices=cfg.ddpm_max_slices)
         for name in names
@@ -659,6 +680,8 @@ def method_title(method: str) -> str:
         return "refiner, ancestral"
     if method.startswith("refine_ddim"):
         return f"refiner, DDIM {method[len('refine_ddim') :]} steps"
+    if method.startswith("refine_mean"):
+        return f"refiner, mean of {method[len('refine_mean') :]} samples"
     return method_label(method)
 
 
@@ -675,6 +698,7 @@ def network_passes(method: str, timesteps: int) -> int | None:
         (r"ddpm_mean(\d+)", lambda m: int(m.group(1)) * timesteps),
         (r"refine_ancestral", lambda m: 1 + timesteps),
         (r"refine_ddim(\d+)", lambda m: 1 + min(int(m.group(1)), timesteps)),
+        (r"refine_mean(\d+)", lambda m: 1 + int(m.group(1)) * timesteps),
     ):
         match = re.fullmatch(pattern, method)
         if match:
@@ -717,10 +741,14 @@ def evaluate_refinement(
 
 
 def study_refine_config(study: Study) -> RefineConfig:
-    """The preset's refinement settings with its DDPM architecture and schedule."""
+    """The preset's refinement settings with its DDPM architecture and schedule
+    (diffusing in [-1, 1])."""
     preset = study.preset
     return dataclasses.replace(
-        preset.refine, model_cfg=preset.model, diffusion=preset.diffusion, device=study.device
+        preset.refine,
+        model_cfg=preset.model,
+        diffusion=dataclasses.replace(preset.diffusion, rescale=True),
+        device=study.device,
     )
 
 

@@ -206,8 +206,8 @@ def upsample_volume(
     box = (slice(None), slice(top, top + ch), slice(left, left + cw))
 
     # Outside the centre square (and as the starting frame) the new slice is linear.
-    synth = 0.5 * (norm[:-1] + norm[1:])
-    std01 = np.zeros_like(synth) if uncertainty is not None else None
+    synth = 0.5 * (src[:-1] + src[1:])
+    std = np.zeros_like(synth) if uncertainty is not None else None
     starts = range(0, n - 1, batch_size)
     for start in tqdm(starts, desc="upsample", unit="batch", disable=not progress):
         stop = min(start + batch_size, n - 1)
@@ -215,16 +215,14 @@ def upsample_volume(
         upper = _to_model(norm[start + 1 : stop + 1][box], image_size)
         inputs = torch.stack([lower, upper], dim=1)
         with torch.no_grad():
-            synth[start:stop][box] = _from_model(predict(inputs), (ch, cw))
-            if uncertainty is not None and std01 is not None:
-                _, std = uncertainty(inputs)
-                std01[start:stop][box] = _from_model(std, (ch, cw))
+            pred = np.clip(_from_model(predict(inputs), (ch, cw)), 0.0, 1.0)
+            synth[start:stop][box] = pred * np.float32(scale) + np.float32(lo)
+            if uncertainty is not None and std is not None:
+                spread = np.maximum(_from_model(uncertainty(inputs)[1], (ch, cw)), 0.0)
+                std[start:stop][box] = spread * np.float32(scale)
 
-    synth_units = np.clip(synth, 0.0, 1.0) * np.float32(scale) + np.float32(lo)
-    pixels = interleave(src, synth_units)
-    std_units = None
-    if std01 is not None:
-        std_units = interleave(np.zeros_like(src), np.maximum(std01, 0.0) * np.float32(scale))
+    pixels = interleave(src, synth)
+    std_units = None if std is None else interleave(np.zeros_like(src), std)
     acquired = np.zeros(2 * n - 1, dtype=bool)
     acquired[0::2] = True
     log.info("%s: %d -> %d slices (%s)", where, n, 2 * n - 1, method)

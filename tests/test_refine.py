@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -14,12 +15,15 @@ from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError
 from slicelib.refine import (
     build_denoiser,
+    combine,
     conditioning,
     decode_residual,
     encode_residual,
     evaluate_refinement,
     hybrid_loss,
     load_refiner,
+    method_title,
+    network_passes,
     train_refiner,
 )
 
@@ -116,6 +120,9 @@ def test_training_writes_a_run_and_sampling_gives_slices(trained: dict[str, Path
         out = loaded.refiner(sampler=sampler, steps=steps, seed=1)(x)  # type: ignore[arg-type]
         assert out.shape == (3, 1, 32, 32)
         assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    mean = loaded.refiner(sampler="ancestral", samples=2, seed=1)(x)
+    assert mean.shape == (3, 1, 32, 32)
+    assert loaded.diffusion.cfg.rescale  # the residual diffuses around the origin
     a = loaded.refiner(steps=3, seed=5)(x)
     b = loaded.refiner(steps=3, seed=5)(x)
     assert torch.equal(a, b)  # DDIM at eta=0 from the same start is deterministic
@@ -154,4 +161,45 @@ def test_refinement_is_scored_on_the_ddpm_slices(
     assert slices("refine_ddim2") < slices("linear")
     refined = ev.rows[ev.rows["method"] == "refine_ddim2"]
     assert np.all(np.isfinite(refined["psnr"])) and np.all(refined["ms_per_slice"] > 0)
-    assert ev.info["refine"]["methods"] == ["refine_ddim2", "refine_ancestral"]
+    assert ev.info["refine"]["methods"] == ["refine_ddim2", "refine_ancestral", "refine_mean2"]
+    assert slices("refine_mean2") == slices("ddpm_mean2")
+
+
+def test_network_passes_and_titles() -> None:
+    assert network_passes("unet", 100) == 1
+    assert network_passes("ddpm_ancestral", 100) == 100
+    assert network_passes("ddpm_ddim20", 100) == 20
+    assert network_passes("ddpm_mean4", 100) == 400
+    assert network_passes("refine_ddim10", 100) == 11
+    assert network_passes("refine_ddim500", 100) == 101
+    assert network_passes("refine_mean4", 100) == 401
+    assert network_passes("linear", 100) is None
+    assert method_title("refine_ddim10") == "refiner, DDIM 10 steps"
+    assert method_title("refine_ancestral") == "refiner, ancestral"
+    assert method_title("refine_mean4") == "refiner, mean of 4 samples"
+
+
+def test_combined_summary_compares_every_method_on_the_refined_slices() -> None:
+    def rows(method: str, slices: list[int], psnr: float) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "method": method,
+                "patient_id": "P1",
+                "slice_index": slices,
+                "position": [s / 10 for s in slices],
+                "k": 1,
+                "psnr": psnr + np.arange(len(slices)),
+                "ssim": 0.5,
+                "ssim_gauss": 0.5,
+                "mae": 0.1,
+                "ms_per_slice": 1.0,
+                "fallback": False,
+            }
+        )
+
+    evaluation = pd.concat([rows("linear", [1, 2, 3, 4], 20.0), rows("unet", [1, 2, 3, 4], 25.0)])
+    refined = rows("refine_ddim2", [2, 4], 26.0)
+    summary = combine(evaluation, refined, EvalConfig(bootstrap=10)).set_index("method")
+    assert summary["n_slices"].tolist() == [2, 2, 2]
+    assert summary.loc["linear", "psnr_mean"] == pytest.approx(22.0)  # slices 2 and 4: 21, 23
+    assert summary.loc["refine_ddim2", "psnr_gain_db"] == pytest.approx(26.5 - 22.0)

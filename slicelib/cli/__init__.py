@@ -25,6 +25,7 @@ COMMANDS: tuple[str, ...] = (
     "train",
     "evaluate",
     "upsample",
+    "study",
 )
 
 

@@ -193,6 +193,8 @@ def upsample_to_folder(
     if ensemble and not uncertainty:
         raise SlicelibError("--ensemble needs --uncertainty")
     samples = cfg.mc_samples if mc_samples is None else mc_samples
+    if not input_path.exists():
+        raise SlicelibError(f"input {input_path} does not exist")
     check_output_location(output, [input_path])
     if output.exists() and not force:
         raise SlicelibError(f"output {output} already exists (use --force to overwrite)")

@@ -8,14 +8,18 @@ spacing or thickness. It is built from:
   size and angle change smoothly and nonlinearly along z) painted in order with
   soft, pixel-wide edges (:class:`Layer`);
 - smooth 3-D random fields (:class:`LatticeField`: Gaussian kernels on a regular
-  lattice, separable, so sampling is three matrix products) that give each tissue
-  its texture, the fat its septa, the seminal vesicles their convolutions, the
-  rectum its gas, and the organs their lobulated outlines.
+  lattice, separable, so sampling is three sparse matrix products) that give each
+  tissue its texture, the fat its septa, the seminal vesicles their convolutions,
+  the rectum its gas, and the organs irregular outlines.
 
-Through-plane detail lives at the few-millimetre scale (texture correlation
-lengths of 1-2 mm along z, nodules and vessels whose cross-sections move and
-change size from slice to slice), which is what makes predicting a slice from
-neighbours 3 mm away (k=1) moderately hard and from 6 mm away (k=2) hard.
+Through-plane detail lives at the few-millimetre scale: texture correlation
+lengths of 1-3 mm along z, outlines that wiggle over 2-3 mm, nodules, vessels and
+organ ends whose cross-sections move and change size nonlinearly from slice to
+slice. That makes predicting a slice from neighbours 3 mm apart (k=1)
+moderately hard and from 6 mm apart (k=2) hard, while the noise stays
+independent from slice to slice. The amplitudes are calibrated so that linear
+interpolation scores as on the original data (see
+:func:`slicelib.data.synthetic.calibration`).
 
 :func:`acquire` turns a subject into an image volume: each slice integrates the
 anatomy over its slice profile (a box of the slice thickness, sampled at
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage, sparse
@@ -53,12 +57,12 @@ class FieldSpec:
     step_z: float
 
 
-# Texture scales. "fine": tissue grain; "medium": tissue texture, nodularity; "septa":
-# its level sets draw fat septa and vesicle walls; "coarse": lobulated outlines, rectal
-# gas; "bias": coil sensitivity.
+# Random fields by role. "fine": tissue grain; "medium": tissue texture; "septa": its
+# level sets draw fat septa and vesicle walls; "coarse": slow texture, rectal gas;
+# "outline": irregular organ outlines; "bias": coil sensitivity.
 FIELD_SPECS: dict[str, FieldSpec] = {
     "fine": FieldSpec(sigma_xy=0.6, sigma_z=1.2, step_xy=0.6, step_z=1.0),
-    "medium": FieldSpec(sigma_xy=1.8, sigma_z=1.5, step_xy=1.8, step_z=1.25),
+    "medium": FieldSpec(sigma_xy=1.8, sigma_z=1.8, step_xy=1.8, step_z=1.25),
     "septa": FieldSpec(sigma_xy=2.0, sigma_z=3.0, step_xy=2.0, step_z=2.0),
     "coarse": FieldSpec(sigma_xy=6.0, sigma_z=6.0, step_xy=6.0, step_z=6.0),
     "outline": FieldSpec(sigma_xy=4.0, sigma_z=2.5, step_xy=4.0, step_z=2.0),
@@ -146,7 +150,7 @@ class Blob:
     with ``s = sqrt(1 - t^2)`` (``ellipsoid``) or ``s = 1`` inside ``|t| <= 1``
     (``cylinder``), times ``1 + taper * t``; its centre drifts by
     ``(dx1 t + dx2 t^2, dy1 t + dy2 t^2)`` mm; it is turned by ``angle`` (radians)
-    in-plane. ``lobulation`` perturbs the outline by the coarse field (relative).
+    in-plane. ``lobulation`` perturbs the outline by the "outline" field (relative).
     All lengths in mm, in the subject's anatomical frame.
     """
 
@@ -188,12 +192,12 @@ class Blob:
         return a * cos + b * sin, a * sin + b * cos
 
     def distance(
-        self, xx: np.ndarray, yy: np.ndarray, z: np.ndarray, coarse: np.ndarray | None
+        self, xx: np.ndarray, yy: np.ndarray, z: np.ndarray, outline: np.ndarray | None
     ) -> np.ndarray:
         """Approximate signed distance (mm, negative inside), (len(z), H', W').
 
         ``xx``, ``yy``: (H', W') anatomical coordinates of the pixels; ``z``: (Z',);
-        ``coarse``: the coarse field on the same (Z', H', W') box (for lobulation).
+        ``outline``: the outline field on the same (Z', H', W') box (for lobulation).
         """
         t = (z - self.z) / self.c
         s = np.sqrt(np.clip(1.0 - t * t, 0.0, None)) if self.ellipsoid else np.ones_like(t)
@@ -218,8 +222,8 @@ class Blob:
             gu = up / np.maximum(ua, F32(1e-6)) / (F32(self.a) * s)
             gv = vp / np.maximum(vb, F32(1e-6)) / (F32(self.b) * s)
             grad = np.sqrt(gu * gu + gv * gv) * np.maximum(r, F32(1e-6)) ** (1.0 - p)
-        if self.lobulation and coarse is not None:
-            r = r * (1.0 - F32(self.lobulation) * coarse)
+        if self.lobulation and outline is not None:
+            r = r * (1.0 - F32(self.lobulation) * outline)
         d = (r - 1.0) / np.maximum(grad, F32(1e-6))
         # Beyond the ends along z the solid is absent whatever the in-plane distance.
         ends = ((np.abs(t) - 1.0) * self.c).astype(F32)[:, None, None]
@@ -230,9 +234,10 @@ class Blob:
 class Tissue:
     """Relative T2 signal of a tissue and its texture.
 
-    value = mean * (1 + fine * F + medium * M + coarse * C), darkened by ``ridge``
-    (fraction) along the level set ``M = ridge_level`` (septa, vesicle walls), and
-    taken to ``void`` signal where ``C > void_level`` (gas).
+    value = mean * (1 + fine * F + medium * M + coarse * C) with the unit-variance
+    fields of :data:`FIELD_SPECS`, darkened by ``ridge`` (fraction) along the level
+    set ``S = ridge_level`` of the septa field (septa, vesicle walls), and taken to
+    ``void`` signal where ``C > void_level`` (gas).
     """
 
     mean: float
@@ -281,7 +286,6 @@ class Subject:
     bias: float
     motion_mm: float
     fov_mm: float
-    info: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- anatomy
@@ -408,7 +412,7 @@ def _muscles(u: _Draw, f: _Frame) -> list[Layer]:
             c=u(30, 45),
             angle=sx * u(0.0, 0.25),
             ellipsoid=False,
-            lobulation=0.085,
+            lobulation=0.106,
         )
         gluteus = Blob(
             x=sx * u(62, 80),
@@ -419,7 +423,7 @@ def _muscles(u: _Draw, f: _Frame) -> list[Layer]:
             c=80,
             angle=sx * u(0.3, 0.7),
             ellipsoid=False,
-            lobulation=0.102,
+            lobulation=0.128,
             dy1=u(-10, 10),
         )
         obturator = Blob(
@@ -431,7 +435,7 @@ def _muscles(u: _Draw, f: _Frame) -> list[Layer]:
             c=80,
             angle=sx * u(-0.15, 0.2),
             ellipsoid=False,
-            lobulation=0.102,
+            lobulation=0.128,
             dx1=sx * u(-4, 4),
             dx2=sx * u(-6, 0),
         )
@@ -450,7 +454,7 @@ def _muscles(u: _Draw, f: _Frame) -> list[Layer]:
         c=40,
         taper=u(0.25, 0.4),
         ellipsoid=False,
-        lobulation=0.085,
+        lobulation=0.106,
         dy1=u(-3, 3),
     )
     layers.append(Layer("levator ani", sling, None, u(3, 5), muscle))
@@ -472,7 +476,7 @@ def _bones(u: _Draw, f: _Frame) -> list[Layer]:
             c=80,
             angle=sx * u(-0.1, 0.2),
             ellipsoid=False,
-            lobulation=0.085,
+            lobulation=0.106,
             dx2=sx * u(-10, 0),
             dy1=u(-8, 8),
         )
@@ -499,7 +503,7 @@ def _bones(u: _Draw, f: _Frame) -> list[Layer]:
             b=u(7, 10),
             c=u(18, 26),
             angle=-sx * u(0.25, 0.6),
-            lobulation=0.068,
+            lobulation=0.085,
             power=2.3,
             dx1=sx * u(0, 8),
             dy1=u(-4, 4),
@@ -521,7 +525,7 @@ def _bladder_vesicles(u: _Draw, f: _Frame) -> list[Layer]:
         a=u(35, 55),
         b=u(25, 40),
         c=bl_c,
-        lobulation=0.051,
+        lobulation=0.064,
         power=2.2,
         dy1=u(-6, 2),
         dx1=u(-5, 5),
@@ -536,7 +540,7 @@ def _bladder_vesicles(u: _Draw, f: _Frame) -> list[Layer]:
             b=u(4.5, 7.5),
             c=u(9, 14),
             angle=sx * u(-0.5, -0.15),
-            lobulation=0.204,
+            lobulation=0.255,
             dx1=sx * u(0, 5),
             dy1=u(-3, 3),
             power=2.2,
@@ -567,7 +571,7 @@ def _rectum(u: _Draw, f: _Frame) -> list[Layer]:
         dy1=u(2, 10),
         dy2=u(2, 10),
         dx1=u(-6, 6),
-        lobulation=0.136,
+        lobulation=0.17,
         power=2.2,
     )
     mucosa = Tissue(0.38, fine=0.12, medium=0.15)
@@ -596,7 +600,7 @@ def _prostate(u: _Draw, f: _Frame) -> list[Layer]:
         dy1=u(-4, 2),
         dy2=u(-3, 3),
         dx1=u(-2, 2),
-        lobulation=0.085,
+        lobulation=0.106,
     )
     pz = Tissue(
         u(0.55, 0.7), fine=0.08, medium=0.15, coarse=0.08, ridge=0.25, ridge_level=u(-1.2, -0.6)
@@ -611,7 +615,7 @@ def _prostate(u: _Draw, f: _Frame) -> list[Layer]:
             a=r,
             b=r * u(0.6, 1.0),
             c=r * u(0.8, 1.4),
-            lobulation=0.255,
+            lobulation=0.319,
             angle=u(0, math.pi),
         )
         layers.append(Layer("lesion", lesion, Tissue(u(0.22, 0.32), fine=0.08, medium=0.08)))
@@ -628,7 +632,7 @@ def _prostate(u: _Draw, f: _Frame) -> list[Layer]:
         a=pa * f.tz_frac,
         b=pb * f.tz_frac * 0.85,
         c=pc * u(0.6, 0.8),
-        lobulation=0.136,
+        lobulation=0.17,
         dy2=u(-2, 2),
     )
     tz_tissue = Tissue(u(0.3, 0.4), fine=0.12, medium=0.3, coarse=0.1)
@@ -643,7 +647,7 @@ def _prostate(u: _Draw, f: _Frame) -> list[Layer]:
             b=r * u(0.7, 1.0),
             c=r * u(0.8, 1.3),
             angle=u(0, math.pi),
-            lobulation=0.17,
+            lobulation=0.213,
         )
         inside = Tissue(u(0.2, 0.6), fine=0.1, medium=0.2)
         layers.append(Layer("nodule", nodule, inside, u(0.5, 0.9), Tissue(0.16, fine=0.1)))
@@ -687,9 +691,8 @@ def sample_subject(rng: np.random.Generator, fov_range: tuple[float, float]) -> 
         z_centre=u(0, 8),
         noise=u(0.022, 0.031),
         bias=u(0.12, 0.25),
-        motion_mm=u(0.3, 0.7) if u.chance(0.25) else 0.0,
+        motion_mm=u(0.15, 0.35) if u.chance(0.25) else 0.0,
         fov_mm=u(*fov_range),
-        info={"prostate_width_mm": 2 * frame.pa, "tz_fraction": frame.tz_frac},
     )
 
 
@@ -913,16 +916,6 @@ def subject_rngs(seed: int, index: int) -> tuple[np.random.Generator, ...]:
     (textures, motion, noise), headers, extra series. Each stream is unaffected by
     how much the others draw, so e.g. the anatomy is the same at every matrix."""
     return tuple(np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(4))
-
-
-def stack_summary(volume: np.ndarray) -> dict[str, float]:
-    """Simple statistics of a volume (S, H, W): min, max, mean, 99th percentile."""
-    return {
-        "min": float(volume.min()),
-        "max": float(volume.max()),
-        "mean": float(volume.mean()),
-        "p99": float(np.percentile(volume, 99)),
-    }
 
 
 __all__: Sequence[str] = (

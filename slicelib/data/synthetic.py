@@ -59,7 +59,7 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm import tqdm
 
@@ -186,9 +186,9 @@ def subject_id(index: int) -> str:
     return f"Synthetic-Prostate-{index + 1:04d}"
 
 
-def _uid(seed: int, *parts: object) -> str:
+def _uid(seed: int, *parts: object) -> UID:
     """A DICOM UID derived from the seed and ``parts`` only (deterministic)."""
-    return str(generate_uid(entropy_srcs=["slicelib-demo", str(seed), *map(str, parts)]))
+    return generate_uid(entropy_srcs=["slicelib-demo", str(seed), *map(str, parts)])
 
 
 def _folder_text(description: str) -> str:
@@ -321,7 +321,7 @@ def _series_dataset(
     return ds
 
 
-def _set_slice(ds: Dataset, series: Series, s: int, sop_uid: str, pixels: np.ndarray) -> None:
+def _set_slice(ds: Dataset, series: Series, s: int, sop_uid: UID, pixels: np.ndarray) -> None:
     """Set the per-slice elements of ``ds`` to slice ``s``."""
     ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
     ds.SOPInstanceUID = sop_uid

@@ -9,7 +9,7 @@ from typing import Any
 from slicelib.config import ModelName
 
 METHOD_LABELS: dict[str, str] = {
-    "nearest": "nearest (copy S_{i-k})",
+    "nearest": "nearest",
     "linear": "linear",
     "cubic": "cubic",
     "flow": "optical flow",

@@ -1,0 +1,129 @@
+"""The book: built offline in strict mode from the smoke study's executed notebooks, with
+every table and figure of every notebook in its HTML; the skeleton builds too."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import yaml
+
+from slicelib.config import DEMO_REDUCTIONS
+from slicelib.study import Study
+from slicelib.study.book import (
+    build_book,
+    edition_markdown,
+    staged_config,
+    staged_toc,
+)
+from slicelib.study.notebooks import NotebookJob
+
+if TYPE_CHECKING:
+    from study_fixtures import SmokeStudy
+
+pytest_plugins = ["study_fixtures"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def output_counts(notebook: Path) -> tuple[int, int]:
+    """(tables, figures) among a notebook's outputs."""
+    nb = json.loads(notebook.read_text())
+    tables = figures = 0
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "<table" in "".join(data.get("text/html", "")):
+                tables += 1
+            if "image/png" in data:
+                figures += 1
+    return tables, figures
+
+
+def test_every_table_and_figure_is_in_the_html(smoke_study: SmokeStudy) -> None:
+    total_tables = total_figures = 0
+    for name in smoke_study.report.executed:
+        tables, figures = output_counts(smoke_study.out / "notebooks" / f"{name}.ipynb")
+        html = (smoke_study.html / "notebooks" / f"{name}.html").read_text()
+        assert html.count("<table") >= tables, name
+        assert len(re.findall(r"<img[^>]+\.png", html)) >= figures, name
+        total_tables += tables
+        total_figures += figures
+    assert total_tables >= 20 and total_figures >= 15
+    results = (smoke_study.html / "notebooks" / "results.html").read_text()
+    for heading in ("claims and this run", "Architectures", "Inference time"):
+        assert heading in results
+    for verdict in ("not testable here", "reproduced"):
+        assert verdict in results
+
+
+def test_numbers_in_the_prose_are_filled(smoke_study: SmokeStudy) -> None:
+    for page in sorted((smoke_study.html / "book").glob("*.html")):
+        text = page.read_text()
+        assert "glue:" not in text, page.name
+    results = (smoke_study.html / "book" / "results.html").read_text()
+    k1 = json.loads((smoke_study.out / "results" / "k1.json").read_text())
+    assert k1["k"] == 1
+    summary = pd.read_csv(smoke_study.out / "results" / "k1_summary.csv").set_index("method")
+    psnr = float(summary.loc["linear", "psnr_mean"])
+    assert f"linear interpolation reaches {psnr:.2f}" in re.sub(r"<[^>]+>", "", results)
+
+
+def test_front_page_says_preset_and_data(smoke_study: SmokeStudy) -> None:
+    text = re.sub(r"<[^>]+>", "", (smoke_study.html / "book" / "intro.html").read_text())
+    assert "smoke preset" in text and "synthetic cohort" in text
+
+
+def test_reproducibility_page_has_environment_and_command(smoke_study: SmokeStudy) -> None:
+    text = (smoke_study.html / "book" / "reproducibility.html").read_text()
+    assert platform.python_version() in text
+    assert "slicelib study --preset smoke" in text
+
+
+def test_staged_toc_lists_each_training_run(smoke_study: SmokeStudy) -> None:
+    toc = (smoke_study.out / "book" / "_toc.yml").read_text()
+    for model, k in Study("smoke", smoke_study.out).runs():
+        assert f"notebooks/train_{model}_k{k}" in toc
+        assert (smoke_study.html / "notebooks" / f"train_{model}_k{k}.html").is_file()
+    assert "file: notebooks/train\n" not in toc
+    config = yaml.safe_load((smoke_study.out / "book" / "_config.yml").read_text())
+    assert "mystnb.glue_ref" not in config["sphinx"]["config"]["suppress_warnings"]
+
+
+def test_staged_toc_rewrites_and_drops() -> None:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    jobs = [
+        NotebookJob(name, Path(f"{name}.ipynb"))
+        for name in ("data", "results", "qualitative", "k2_failure", "ddpm_analysis")
+    ] + [NotebookJob("train_unet_k1", Path("train.ipynb"), title="U-Net, k=1")]
+    text = yaml.safe_dump(staged_toc(toc, jobs))
+    assert "notebooks/train_unet_k1" in text and "U-Net, k=1" in text
+    assert "notebooks/multiplanar" not in text and "file: notebooks/train\n" not in text
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert "mystnb.glue_ref" in config["sphinx"]["config"]["suppress_warnings"]
+    assert "mystnb.glue_ref" not in staged_config(config)["sphinx"]["config"]["suppress_warnings"]
+
+
+def test_demo_edition_lists_the_reductions() -> None:
+    text = edition_markdown({"preset": "demo", "synthetic": True, "cohort": {"patients": 12}})
+    assert "synthetic cohort" in text
+    for reduction in DEMO_REDUCTIONS:
+        assert reduction in text
+    real = edition_markdown({"preset": "paper", "synthetic": False, "data_root": "/data/tcia"})
+    assert "/data/tcia" in real and "synthetic" not in real
+
+
+def test_skeleton_builds_in_strict_mode(tmp_path: Path) -> None:
+    """The committed book builds from the un-executed notebooks (offline, -W -n)."""
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copyfile(ROOT / name, tmp_path / name)
+    for folder in ("book", "notebooks"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    html = build_book(tmp_path)
+    assert (html / "book" / "intro.html").is_file()
+    assert (html / "notebooks" / "train.html").is_file()

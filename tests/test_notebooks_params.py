@@ -1,0 +1,146 @@
+"""The study's notebooks: committed without outputs, one ``parameters`` cell of plain
+values with the smoke defaults, checked into a typed Study in the next cell."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from slicelib.errors import SlicelibError
+from slicelib.study import Study
+from slicelib.study.notebooks import (
+    REQUIRED_NOTEBOOKS,
+    STUDY_NOTEBOOKS,
+    declared_parameters,
+    source_hash,
+)
+from slicelib.study.parameters import PARAMETER_TYPES, check_parameter, parse_assignment
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+PRESENT = [n for n in STUDY_NOTEBOOKS if (NOTEBOOKS / f"{n}.ipynb").is_file()]
+
+
+def load(name: str) -> dict:
+    return json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def test_every_required_notebook_exists() -> None:
+    assert set(REQUIRED_NOTEBOOKS) <= set(PRESENT)
+
+
+@pytest.mark.parametrize("name", PRESENT)
+def test_committed_without_outputs(name: str) -> None:
+    for cell in load(name)["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [], f"{name}: a cell has outputs"
+            assert cell.get("execution_count") is None
+
+
+@pytest.mark.parametrize("name", PRESENT)
+def test_one_parameters_cell_of_plain_values(name: str) -> None:
+    cells = load(name)["cells"]
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", [])]
+    assert len(tagged) == 1
+    tree = ast.parse(source(cells[tagged[0]]))
+    for node in tree.body:
+        assert isinstance(node, ast.Assign), f"{name}: only assignments in the parameters cell"
+        ast.literal_eval(node.value)  # plain values, no code
+    values = declared_parameters(NOTEBOOKS / f"{name}.ipynb")
+    assert values["preset"] == "smoke"
+    assert values["out_dir"] is None and values["data_root"] is None
+    for key, value in values.items():
+        check_parameter(name, key, value)  # every default has its declared type
+    following = source(cells[tagged[0] + 1])
+    assert f'Study.from_notebook(\n    "{name}"' in following or (
+        f'Study.from_notebook("{name}"' in following
+    )
+
+
+def test_train_notebook_parameters() -> None:
+    values = declared_parameters(NOTEBOOKS / "train.ipynb")
+    assert values["model"] == "unet" and values["k"] == 1
+
+
+def test_source_hash_ignores_outputs(tmp_path: Path) -> None:
+    nb = load("data")
+    path = tmp_path / "data.ipynb"
+    path.write_text(json.dumps(nb))
+    before = source_hash(path)
+    nb["cells"][2]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "x"}]
+    nb["cells"][2]["execution_count"] = 3
+    path.write_text(json.dumps(nb))
+    assert source_hash(path) == before
+    nb["cells"][2]["source"] = "print(1)"
+    path.write_text(json.dumps(nb))
+    assert source_hash(path) != before
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("k", "1", "parameter 'k' must be int (got str '1')"),
+        ("k", True, "parameter 'k' must be int (got bool True)"),
+        ("out_dir", 3, "parameter 'out_dir' must be str or None"),
+        ("zoom", "wide", "parameter 'zoom' must be float or int"),
+    ],
+)
+def test_wrong_type_names_notebook_and_parameter(name: str, value: object, message: str) -> None:
+    with pytest.raises(SlicelibError, match="notebook 'train'") as info:
+        check_parameter("train", name, value)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_from_notebook_checks_types_and_values(tmp_path: Path) -> None:
+    with pytest.raises(SlicelibError, match=r"notebook 'train': parameter 'k' must be int"):
+        Study.from_notebook("train", preset="smoke", out_dir=str(tmp_path), k="2")
+    with pytest.raises(SlicelibError, match=r"notebook 'data': parameter 'preset': unknown preset"):
+        Study.from_notebook("data", preset="huge", out_dir=str(tmp_path))
+    with pytest.raises(SlicelibError, match=r"parameter 'model': unknown model 'vit'"):
+        Study.from_notebook("train", preset="smoke", out_dir=str(tmp_path), model="vit", k=1)
+    with pytest.raises(SlicelibError, match=r"parameter 'k': the smoke preset trains the DDPM"):
+        Study.from_notebook("train", preset="smoke", out_dir=str(tmp_path), model="ddpm", k=2)
+    with pytest.raises(SlicelibError, match=r"unknown parameter 'epochs'"):
+        Study.from_notebook("train", preset="smoke", out_dir=str(tmp_path), epochs=3)
+    study = Study.from_notebook("train", preset="smoke", out_dir=str(tmp_path), model="cnn", k=2)
+    assert study.out_dir == tmp_path.resolve() and study.preset.name == "smoke"
+
+
+def test_out_dir_none_resolves_under_slicelib_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLICELIB_HOME", str(tmp_path / "home"))
+    study = Study.from_notebook("data", preset="smoke", out_dir=None, data_root=None)
+    assert study.out_dir == (tmp_path / "home" / "smoke").resolve()
+    assert study.data_root == study.out_dir / "data" and study.synthetic
+
+
+def test_parameter_types_cover_every_declared_parameter() -> None:
+    for name in PRESENT:
+        assert set(declared_parameters(NOTEBOOKS / f"{name}.ipynb")) <= set(PARAMETER_TYPES)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("samples=8", (None, "samples", 8)),
+        ("ddpm_analysis.samples=8", ("ddpm_analysis", "samples", 8)),
+        ("qualitative.zoom=0.5", ("qualitative", "zoom", 0.5)),
+        ("device=cuda", (None, "device", "cuda")),
+        ("out_dir=null", (None, "out_dir", None)),
+    ],
+)
+def test_parse_assignment(text: str, expected: tuple[object, ...]) -> None:
+    assert parse_assignment(text) == expected
+
+
+def test_parse_assignment_rejects_missing_value() -> None:
+    with pytest.raises(SlicelibError, match="expected"):
+        parse_assignment("samples")

@@ -1,0 +1,199 @@
+"""The study runner: resume, re-running what changed and nothing else, and one-line
+errors that name the notebook and the parameter while keeping what finished."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from slicelib.cli import main
+from slicelib.config import SMOKE
+from slicelib.errors import SlicelibError
+from slicelib.study import Study
+from slicelib.study.notebooks import NotebookJob, NotebookRunner, plan_jobs
+from slicelib.study.runner import run_study
+from slicelib.study.stamps import digest, is_current, read_stamp, tree_fingerprint, write_stamp
+
+if TYPE_CHECKING:
+    from study_fixtures import SmokeStudy
+
+pytest_plugins = ["study_fixtures"]
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def executed_mtimes(out: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in (out / "notebooks").glob("*.ipynb")}
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    lines = [line for line in err.splitlines() if line.startswith("slicelib study: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_first_run_executes_every_notebook(smoke_study: SmokeStudy) -> None:
+    study = Study("smoke", smoke_study.out)
+    jobs = plan_jobs(study, NOTEBOOKS)
+    assert smoke_study.report.executed == [job.name for job in jobs]
+    expected = {f"train_{m}_k{k}" for m, k in study.runs()}
+    assert expected <= set(smoke_study.report.executed)
+    assert "train_ddpm_k2" not in smoke_study.report.executed  # DDPM at k=1 only
+    for job in jobs:
+        assert (smoke_study.out / "notebooks" / f"{job.name}.ipynb").is_file()
+    env = json.loads((smoke_study.out / "environment.json").read_text())
+    assert env["packages"]["torch"] and env["python"] and env["cpu_count"]
+    record = json.loads((smoke_study.out / "study.json").read_text())
+    assert record["preset"] == "smoke" and record["synthetic"] is True
+    assert smoke_study.report.book_built and (smoke_study.html / "index.html").is_file()
+
+
+def test_second_run_executes_nothing(smoke_study: SmokeStudy) -> None:
+    before = executed_mtimes(smoke_study.out)
+    report = run_study("smoke", smoke_study.out, None, smoke_study.html)
+    assert report.executed == []
+    assert report.skipped == smoke_study.report.executed
+    assert not report.book_built  # the staged book did not change
+    assert executed_mtimes(smoke_study.out) == before
+
+
+def test_changed_parameter_reruns_that_notebook_only(smoke_study: SmokeStudy) -> None:
+    changed = run_study(
+        "smoke", smoke_study.out, None, None, overrides={"k2_failure": {"device": "cpu"}}
+    )
+    assert changed.executed == ["k2_failure"]
+    executed = json.loads((smoke_study.out / "notebooks" / "k2_failure.ipynb").read_text())
+    injected = [
+        c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])
+    ]
+    assert 'device = "cpu"' in "".join(injected[0]["source"])
+    restored = run_study("smoke", smoke_study.out, None, None)
+    assert restored.executed == ["k2_failure"]
+
+
+def test_changed_configuration_reruns_what_read_it(smoke_study: SmokeStudy) -> None:
+    epochs = {**SMOKE.epochs, "unet": SMOKE.epochs["unet"] + 1}
+    longer = Study(dataclasses.replace(SMOKE, epochs=epochs), smoke_study.out)
+    same = Study("smoke", smoke_study.out)
+    assert longer.run_hash("unet", 1) != same.run_hash("unet", 1)
+    assert longer.run_identity("unet", 1) == same.run_identity("unet", 1)  # resumable
+    assert longer.run_hash("cnn", 1) == same.run_hash("cnn", 1)
+    assert longer.results_hash(1) != same.results_hash(1)
+    jobs = {job.name: job for job in plan_jobs(longer, NOTEBOOKS)}
+    runner = NotebookRunner(longer)
+    assert not runner.up_to_date(jobs["train_unet_k1"])
+    assert not runner.up_to_date(jobs["results"])  # read the U-Net's results
+    assert runner.up_to_date(jobs["train_cnn_k1"])
+    assert runner.up_to_date(jobs["data"])
+
+
+def test_bad_preset_stops_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["study", "--preset", "huge", "--out", str(tmp_path / "out")]) == 2
+    line = one_line_error(capsys)
+    assert "unknown preset 'huge'" in line and "demo, paper, smoke" in line
+
+
+def test_wrong_parameter_type_names_notebook_and_parameter(
+    smoke_study: SmokeStudy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = executed_mtimes(smoke_study.out)
+    state = (smoke_study.out / "notebooks" / ".state.json").read_text()
+    code = main(
+        ["study", "--preset", "smoke", "--out", str(smoke_study.out), "--no-book",
+         "--set", "qualitative.zoom=wide"]
+    )  # fmt: skip
+    assert code == 2
+    line = one_line_error(capsys)
+    assert "notebook 'qualitative'" in line and "parameter 'zoom'" in line
+    assert executed_mtimes(smoke_study.out) == before  # what finished is kept
+    assert (smoke_study.out / "notebooks" / ".state.json").read_text() == state
+
+
+def test_wrong_type_inside_the_notebook(smoke_study: SmokeStudy) -> None:
+    """A value that reaches the kernel (papermill used directly) fails in one line too."""
+    study = Study("smoke", smoke_study.out)
+    runner = NotebookRunner(study)
+    job = NotebookJob(
+        name="train_wrong",
+        source=NOTEBOOKS / "train.ipynb",
+        parameters={
+            "preset": "smoke",
+            "out_dir": str(smoke_study.out),
+            "model": "unet",
+            "k": "one",
+        },
+    )
+    try:
+        with pytest.raises(SlicelibError) as info:
+            runner.execute(job)
+        message = str(info.value)
+        assert "notebook 'train'" in message and "parameter 'k' must be int" in message
+        assert "\n" not in message
+        assert "train_wrong" not in json.loads(runner.state_path.read_text())
+    finally:
+        runner.output(job).unlink(missing_ok=True)
+
+
+def test_unknown_or_reserved_parameter(
+    smoke_study: SmokeStudy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(smoke_study.out)
+    assert main(["study", "--preset", "smoke", "--out", out, "--set", "nosuch=1"]) == 2
+    assert "no notebook of the study has a parameter 'nosuch'" in one_line_error(capsys)
+    assert main(["study", "--preset", "smoke", "--out", out, "--set", "train.k=2"]) == 2
+    assert "parameter 'k' is set by the runner" in one_line_error(capsys)
+    assert main(["study", "--preset", "smoke", "--out", out, "--only", "nosuch"]) == 2
+    assert "--only nosuch" in one_line_error(capsys)
+
+
+def test_data_root_without_usable_series(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "collection"
+    root.mkdir()
+    (root / "README.txt").write_text("not DICOM\n")
+    code = main(["study", "--preset", "smoke", "--data-root", str(root),
+                 "--out", str(tmp_path / "out")])  # fmt: skip
+    assert code == 2
+    assert str(root) in one_line_error(capsys) or "series" in capsys.readouterr().err
+
+
+def test_workspace_of_another_preset_is_refused(smoke_study: SmokeStudy) -> None:
+    with pytest.raises(SlicelibError, match="holds a study of the 'smoke' preset"):
+        run_study("demo", smoke_study.out, None, None)
+
+
+def test_run_trained_outside_the_study_is_adopted(smoke_study: SmokeStudy, tmp_path: Path) -> None:
+    study = Study("smoke", smoke_study.out)
+    cfg = study.train_config("unet", 1)
+    foreign = tmp_path / "unet_k1"
+    foreign.mkdir()
+    shutil.copyfile(study.run_dir("unet", 1) / "config.json", foreign / "config.json")
+    assert study._adoptable(foreign, cfg)
+    saved = json.loads((foreign / "config.json").read_text())
+    saved["train"]["lr"] = 1.0
+    (foreign / "config.json").write_text(json.dumps(saved))
+    assert not study._adoptable(foreign, cfg)
+
+
+def test_stamps(tmp_path: Path) -> None:
+    out = tmp_path / "thing"
+    assert not is_current(out, "abc")
+    out.mkdir()
+    write_stamp(out, "abc", {"x": 1}, complete=False)
+    assert not is_current(out, "abc")  # unfinished
+    write_stamp(out, "abc", {"x": 1}, complete=True)
+    assert is_current(out, "abc") and not is_current(out, "abd")
+    stamp = read_stamp(out)
+    assert stamp is not None and stamp.inputs == {"x": 1}
+    assert digest({"a": 1, "b": [1, 2]}) == digest({"b": [1, 2], "a": 1})
+    (out / "f").write_text("1")
+    first = tree_fingerprint(out)
+    (out / "f").write_text("12")
+    assert tree_fingerprint(out) != first
