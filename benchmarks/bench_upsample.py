@@ -121,7 +121,7 @@ def run(device: torch.device, root: Path, cfg: UpsampleConfig) -> None:
         )
         per_pair = seconds / measured
         total = seconds_read + per_pair * pairs + 2 * t_write  # image and std series
-        how = "measured" if measured == pairs else f"projected from {measured} pairs"
+        how = "measured" if measured == pairs else f"projected from {measured} of {pairs} pairs"
         print(
             f"{name}: with uncertainty ({label}): predict {per_pair * pairs:.1f} s "
             f"({1000 * per_pair:.0f} ms/slice), total {total:.1f} s ({how})"

@@ -24,7 +24,7 @@ import re
 import tempfile
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,8 +32,10 @@ import torch
 from torch import nn
 
 from slicelib.config import ModelName, PrepareConfig, TrainConfig, from_dict
-from slicelib.device import autocast, resolve_device
+from slicelib.device import autocast, check_precision, resolve_device
+from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError
+from slicelib.models import build_generator
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +154,6 @@ class LoadedRun:
     best_epoch: int
     cache_config: PrepareConfig | None = None
     slicelib_version: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> ModelName:
@@ -183,8 +184,6 @@ def load_run(
     ``model``, ``k`` and ``image_size``, when given, must match what the checkpoint
     was trained with (a checkpoint of another model or size is a one-line error).
     """
-    from slicelib.models import build_generator
-
     path = checkpoint_path(run_dir, which)
     torch_device = resolve_device(device) if isinstance(device, str) else device
     state = read_checkpoint(path, torch_device)
@@ -261,19 +260,17 @@ class Predictor:
         self.precision = precision
         self.seed = seed
         self.generator = torch.Generator(device=run.device).manual_seed(seed)
-        self._diffusion: Any = None
-        if self.is_diffusion:
-            from slicelib.diffusion import GaussianDiffusion
-
-            self._diffusion = GaussianDiffusion(run.config.diffusion)
+        check_precision(precision)
+        self.diffusion = GaussianDiffusion(run.config.diffusion) if self.is_diffusion else None
 
     def _one(self, cond: torch.Tensor) -> torch.Tensor:
         model = self.run.model
         if not self.is_diffusion:
             return model(cond)
+        assert self.diffusion is not None
         if self.sampler == "ancestral":
-            return self._diffusion.sample(model, cond, generator=self.generator)
-        return self._diffusion.ddim_sample(
+            return self.diffusion.sample(model, cond, generator=self.generator)
+        return self.diffusion.ddim_sample(
             model, cond, self.steps, eta=self.eta, generator=self.generator
         )
 

@@ -131,10 +131,15 @@ class TrainConfig:
     precision: Precision = "fp16"  # used on CUDA only; CPU trains in fp32
     device: str = "auto"
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int | None = None  # DataLoader workers; None: 0 on the CPU, CUDA_LOADER_WORKERS
     compile: bool = False
     model_cfg: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+
+# Training data loader workers on CUDA when TrainConfig.num_workers is None: they load the
+# next batches while the GPU computes (on the CPU they would compete for the same cores).
+CUDA_LOADER_WORKERS = 2
 
 
 @dataclass(frozen=True)

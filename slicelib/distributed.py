@@ -99,7 +99,8 @@ def session(device_spec: str) -> Iterator[tuple[DistInfo, torch.device]]:
         raise SlicelibError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed")
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
-    log.info("process group: %s, rank %d of %d", backend, info.rank, info.world_size)
+    if info.is_main:
+        log.info("process group: %s, %d processes", backend, info.world_size)
     try:
         yield info, device
     finally:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slicelib.config import TrainConfig
+from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError
 
 Amp = Callable[[], AbstractContextManager[Any]]
@@ -172,8 +173,6 @@ class DiffusionObjective(Objective):
     higher_is_better = False  # the study kept the checkpoint of lowest validation loss
 
     def __init__(self, cfg: TrainConfig, learners: Mapping[str, Learner], amp: Amp) -> None:
-        from slicelib.diffusion import GaussianDiffusion
-
         super().__init__(cfg, learners, amp)
         self.diffusion = GaussianDiffusion(cfg.diffusion)
         self.ddim_steps = min(cfg.val_ddim_steps, cfg.diffusion.timesteps)

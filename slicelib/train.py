@@ -35,17 +35,21 @@ from tqdm.auto import tqdm
 
 from slicelib import __version__, distributed
 from slicelib.checkpoint import (
+    CHECKPOINT_FORMAT,
     check_compatible,
     generator_role,
     load_state,
     read_checkpoint,
     save_checkpoint,
 )
-from slicelib.config import MODEL_NAMES, Precision, TrainConfig, to_dict
+from slicelib.config import CUDA_LOADER_WORKERS, MODEL_NAMES, Precision, TrainConfig, to_dict
+from slicelib.data.cache import Cache
+from slicelib.data.dataset import TripletDataset
 from slicelib.device import autocast, grad_scaler, prepare_module, to_device
 from slicelib.distributed import DistInfo
 from slicelib.errors import SlicelibError
 from slicelib.metrics import batch_psnr, batch_ssim
+from slicelib.models import build_discriminator, build_generator
 from slicelib.objectives import Learner, Objective, objective_class
 
 log = logging.getLogger(__name__)
@@ -87,7 +91,7 @@ def check_config(cfg: TrainConfig) -> None:
         ),
         "val_max_slices": (cfg.val_max_slices is None or cfg.val_max_slices >= 1, "None or >= 1"),
         "val_ddim_steps": (cfg.val_ddim_steps >= 1, ">= 1"),
-        "num_workers": (cfg.num_workers >= 0, ">= 0"),
+        "num_workers": (cfg.num_workers is None or cfg.num_workers >= 0, "None or >= 0"),
         "precision": (cfg.precision in get_args(Precision), f"one of {get_args(Precision)}"),
     }
     for name, (ok, requirement) in checks.items():
@@ -118,17 +122,11 @@ def train(
     returns its result at once). ``on_epoch_end(row)`` is called after each epoch's
     checkpoint is written; returning True stops the run there.
     """
-    from slicelib.data.cache import Cache
-    from slicelib.data.dataset import TripletDataset
-
     check_config(cfg)
     cache = Cache(cache_dir)
     size = cache.config.size
     run_dir = Path(run_dir)
     with distributed.session(cfg.device) as (info, device), _deterministic(device):
-        if info.is_main:
-            _make_run_dir(run_dir)
-        distributed.barrier(info)
         train_set = TripletDataset(
             cache, "train", cfg.k, crop=cfg.crop, augment=cfg.augment, seed=cfg.seed
         )
@@ -140,6 +138,10 @@ def train(
                     f"cache {cache_dir}: no {split} triplets at k={cfg.k} (a volume needs "
                     f"at least {2 * cfg.k + 1} slices; its {split} volumes have at most {most})"
                 )
+        problem = _make_run_dir(run_dir) if info.is_main else None
+        problem = distributed.from_main(problem, info)  # every rank stops, none waits
+        if problem:
+            raise SlicelibError(problem)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
         learners = _build_learners(cfg, device, info)
         objective = objective_class(cfg.model)(
@@ -147,7 +149,7 @@ def train(
         )
         meta = {"size": size, "cache_config": to_dict(cache.config), "world_size": info.world_size}
         start, history, best = (
-            _resume(cfg, run_dir, learners, meta, device) if resume else (0, [], None)
+            _resume(cfg, run_dir, learners, meta, device, info) if resume else (0, [], None)
         )
         if info.is_main:
             _write_json(run_dir / "config.json", _run_config(cfg, cache_dir, meta, device))
@@ -155,8 +157,11 @@ def train(
             train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
         )
         loader_gen = torch.Generator()
+        workers = cfg.num_workers
+        if workers is None:
+            workers = CUDA_LOADER_WORKERS if device.type == "cuda" else 0
         loader = DataLoader(
-            train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+            train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
             pin_memory=device.type == "cuda", generator=loader_gen,
         )  # fmt: skip
         val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False)
@@ -168,17 +173,17 @@ def train(
             torch.manual_seed(seed)  # dropout, timesteps, noise, augmentation
             loader_gen.manual_seed(seed)  # worker seeds
             sampler.set_epoch(epoch)  # the same shuffle on every rank, a new one per epoch
-            if hasattr(train_set, "set_epoch"):
-                train_set.set_epoch(epoch)
+            train_set.set_epoch(epoch)  # new crops and flips, the same on every rank
             bar = tqdm(
                 total=steps, desc=f"{cfg.model} k={cfg.k} epoch {epoch}/{cfg.epochs}",
                 disable=not (progress and info.is_main), leave=False,
             )  # fmt: skip
             with bar:
-                means = _train_epoch(objective, loader, steps, device, cfg, epoch, info, bar)
+                means, samples = _train_epoch(
+                    objective, loader, steps, device, cfg, epoch, info, bar
+                )
             train_seconds = time.perf_counter() - started
 
-            distributed.barrier(info)
             val = _validate(objective, val_loader, device, cfg) if info.is_main else None
             val = distributed.from_main(val, info)
             row: dict[str, float] = {
@@ -188,7 +193,7 @@ def train(
                 "val_psnr": val[1],
                 "val_ssim": val[2],
                 "seconds": time.perf_counter() - started,
-                "samples_per_s": steps * cfg.batch_size * info.world_size / train_seconds,
+                "samples_per_s": samples * info.world_size / train_seconds,
             }
             row.update({f"train_{name}": value for name, value in means.items()})
             history.append(row)
@@ -228,16 +233,19 @@ def _train_epoch(
     epoch: int,
     info: DistInfo,
     bar: tqdm[Any],
-) -> dict[str, float]:
-    """``steps`` training steps; the mean of each loss term over steps and processes."""
+) -> tuple[dict[str, float], int]:
+    """``steps`` training steps: the mean of each loss term over steps and processes, and
+    the number of samples this process trained on."""
     for learner in objective.learners.values():
         learner.raw.train()
     totals: torch.Tensor | None = None
     names: list[str] = []
     pending: list[torch.Tensor] = []
+    samples = 0
     batches = iter(loader)
     for step in range(1, steps + 1):
         batch = next(batches)
+        samples += len(batch.target)
         parts = objective.train_step(
             to_device(batch.inputs, device), to_device(batch.target, device)
         )
@@ -253,35 +261,37 @@ def _train_epoch(
         bar.update()
     assert totals is not None
     means = distributed.mean_over_ranks(totals / steps, info).cpu()
-    return {name: float(value) for name, value in zip(names, means)}
+    return {name: float(value) for name, value in zip(names, means)}, samples
 
 
 @contextmanager
 def _deterministic(device: torch.device) -> Iterator[None]:
-    """Deterministic kernels on the CPU (CUDA would need cuBLAS settings and slow kernels)."""
-    before = torch.are_deterministic_algorithms_enabled()
+    """Deterministic kernels on the CPU; on CUDA the fastest ones for the fixed batch shape
+    (deterministic CUDA would need cuBLAS settings and slower kernels)."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.backends.cudnn.benchmark = True
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(before)
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
 
 
-def _make_run_dir(run_dir: Path) -> None:
+def _make_run_dir(run_dir: Path) -> str | None:
+    """Create ``run_dir`` and check it is writable; the problem in one line, or None."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=run_dir):
             pass
     except OSError as exc:
-        raise SlicelibError(
-            f"cannot write to run directory {run_dir} ({exc.strerror or exc})"
-        ) from None
+        return f"cannot write to run directory {run_dir} ({exc.strerror or exc})"
+    return None
 
 
 def _build_learners(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, Learner]:
-    from slicelib.models import build_discriminator, build_generator
-
     nets = {generator_role(cfg.model): build_generator(cfg.model, cfg.model_cfg)}
     disc = build_discriminator(cfg.model, cfg.model_cfg)
     if disc is not None:
@@ -306,8 +316,6 @@ def _state(
     best: tuple[int, float],
 ) -> dict[str, Any]:
     """The checkpoint: tensors and plain values only (see :mod:`slicelib.checkpoint`)."""
-    from slicelib.checkpoint import CHECKPOINT_FORMAT
-
     return {
         "format": CHECKPOINT_FORMAT,
         "slicelib_version": __version__,
@@ -333,6 +341,7 @@ def _resume(
     learners: Mapping[str, Learner],
     meta: Mapping[str, Any],
     device: torch.device,
+    info: DistInfo,
 ) -> tuple[int, list[dict[str, float]], tuple[int, float] | None]:
     """Restore networks, optimisers and scalers from ``last.pt``; (epochs done, history, best)."""
     path = run_dir / "last.pt"
@@ -354,7 +363,8 @@ def _resume(
         if scaler_state and learner.scaler.is_enabled():
             learner.scaler.load_state_dict(scaler_state)
     epoch = int(state["epoch"])
-    log.info("resuming %s from %s after epoch %d", cfg.model, path, epoch)
+    if info.is_main:
+        log.info("resuming %s from %s after epoch %d", cfg.model, path, epoch)
     return epoch, list(state["history"]), (int(state["best_epoch"]), float(state["best_value"]))
 
 

@@ -48,7 +48,8 @@ def write_test_series(
     seed: int = 0,
     transfer_syntax: str = ExplicitVRLittleEndian,
 ) -> list[Path]:
-    """A small, valid MR series written with pydicom: files named out of slice order.
+    """A small MR series that passes an IOD validator (the data tests' minimal series in
+    ``dicom_factory`` would not), written with pydicom; files named out of slice order.
 
     Unsigned 12-bit without rescale, or (``signed_rescaled``) signed 16-bit with
     RescaleSlope 2 and RescaleIntercept -100. ``gaps`` (mm, one fewer than

@@ -9,8 +9,10 @@ the NBIA Data Retriever lays out a TCIA download::
     OUT/Prostate-MRI-US-Biopsy/<SubjectID>/<MM-DD-YYYY>-NA-MRI PROSTATE-<5 digits>/
         <SeriesNumber>.000000-<SeriesDescription>-<5 digits>/1-NN.dcm
 
-Everything is a function of ``CohortConfig.seed``: pixel data, UIDs, dates and
-names (nothing comes from the clock). Headers are those of a real acquisition:
+Subject IDs are ``Synthetic-Prostate-0001`` and so on. Everything is a function
+of ``CohortConfig.seed``: pixel data, UIDs, dates and names (nothing comes from
+the clock), so the same seed writes the same bytes. Headers are those of a real
+acquisition (12 bits stored in 16, explicit VR little endian, MR Image Storage):
 ImageOrientationPatient is mildly oblique for some patients and
 ImagePositionPatient follows the slice normal; some series number their slices
 from the top, some have file names out of position order, one in six has
@@ -36,13 +38,17 @@ over the patients, each failing exactly one criterion of
 - ``t2_tse_tra_Prostate``: a passing T2 axial with one file cut short in its
   pixel data -> ``truncated``.
 
-Distractors use 64x64 (scout: 64x64) images of the same patient so they cost
-little. Non-DICOM files are dropped too: ``README.txt`` in the collection folder
-and ``Thumbs.db`` in the first patient's T2 series folder.
+Distractors are 64x64 images of the same patient (the sagittal series and the
+scout are cut from a 1.5 mm cube), so they cost little. Non-DICOM files are
+dropped too: ``README.txt`` in the collection folder and ``Thumbs.db`` in the
+first patient's T2 series folder.
 
-:func:`calibration` measures the difficulty the cohort was tuned to: linear
+:func:`calibration` measures the difficulty the cohort is tuned to: linear
 interpolation (mean of the two neighbours) scored with scikit-image PSNR and
-SSIM (defaults, ``data_range=1``) on prepared volumes.
+SSIM (defaults, ``data_range=1``) on prepared volumes. The original's test set
+gave 27.31 dB / 0.838 at k=1; the demo preset's cohort prepared at 256 gives
+about 27.3 dB / 0.84 at k=1 and SSIM 0.58 at k=2 (``python -m benchmarks
+synthetic`` prints the figures).
 """
 
 from __future__ import annotations
