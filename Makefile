@@ -10,7 +10,7 @@ PRESET ?= demo
 OUT ?= study
 STAMP := $(VENV)/.installed
 
-.PHONY: install study test lint bench book clean
+.PHONY: install tools study test lint bench book clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,14 @@ lint: install
 	$(PY) -m ruff format --check slicelib tests benchmarks conftest.py
 	$(PY) -m mypy
 
-test: lint
+# The DICOM writer's tests validate the output with an independent tool (dicom3tools).
+tools:
+	@command -v dciodvfy >/dev/null || { \
+	  command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || \
+	    { echo "make test needs dciodvfy: install the Debian package dicom3tools" >&2; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null; }
+
+test: lint tools
 	$(PY) -m pytest tests notebooks --nbval-lax
 
 bench: install

@@ -172,6 +172,7 @@ def our_rate(cfg: TrainConfig, cache: Path, run_dir: Path, steps: int) -> float:
 
 def measure(device: torch.device, root: Path) -> None:
     kind = device.type
+    (root / kind).mkdir()
     caches = write_caches(root / kind, SIZES, MAX_STEPS[kind])
     print(
         f"{'device':6} {'model':12} {'px':>4} {'steps':>5} {'bare /s':>9} {'ours /s':>9} "
@@ -212,7 +213,9 @@ def main() -> None:
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))
     print(
-        f"batch {BATCH}, Adam; about {SECONDS_PER_SIDE} s per side after warm-up steps; "
+        f"batch {BATCH}, Adam; per side about "
+        + ", ".join(f"{s} s on {d}" for d, s in SECONDS_PER_SIDE.items())
+        + f" after warm-up steps; "
         f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
     )
     print(

@@ -24,10 +24,16 @@ class SmokeStudy:
 
 @pytest.fixture(scope="session")
 def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmokeStudy]:
-    """``slicelib study --preset smoke`` on the synthetic cohort, with the book built."""
+    """``slicelib study --preset smoke`` on the synthetic cohort, with the book built.
+
+    The workspace is the notebooks' default, ``$SLICELIB_HOME/smoke``, with
+    ``SLICELIB_HOME`` in a temporary folder for the rest of the session: the notebook
+    checks (``pytest notebooks --nbval-lax``) that run later in the same session find
+    every run and result there and only draw their tables and figures.
+    """
     home = tmp_path_factory.mktemp("slicelib_home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SLICELIB_HOME", str(home))
-        out, html = home / "study", home / "html"
-        report = run_study("smoke", out, None, html)
-        yield SmokeStudy(home=home, out=out, html=html, report=report)
+        html = home / "html"
+        report = run_study("smoke", None, None, html)
+        yield SmokeStudy(home=home, out=report.out_dir, html=html, report=report)
