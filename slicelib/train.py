@@ -58,7 +58,9 @@ HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch", "train_loss", "val_loss", "val_psnr", "val_ssim", "seconds", "samples_per_s",
 )  # fmt: skip
 # Settings a resumed run may change; any other difference is a different experiment.
-RESUMABLE_FIELDS: frozenset[str] = frozenset({"epochs", "device", "num_workers", "compile"})
+RESUMABLE_FIELDS: frozenset[str] = frozenset(
+    {"epochs", "device", "precision", "num_workers", "compile"}
+)
 _SYNC_EVERY_CUDA = 16  # steps between host syncs (loss check) on CUDA; every step on the CPU
 
 EpochCallback = Callable[[dict[str, float]], bool | None]
@@ -268,7 +270,9 @@ def _train_epoch(
 def _deterministic(device: torch.device) -> Iterator[None]:
     """Deterministic kernels on the CPU; on CUDA the fastest ones for the fixed batch shape
     (deterministic CUDA would need cuBLAS settings and slower kernels)."""
-    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     else:
@@ -276,8 +280,8 @@ def _deterministic(device: torch.device) -> Iterator[None]:
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(before[0])
-        torch.backends.cudnn.benchmark = before[1]
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def _make_run_dir(run_dir: Path) -> str | None:
@@ -383,9 +387,11 @@ def _check_finite(
         )
     row, col = (int(i) for i in bad.nonzero()[0])
     value = float(block[row, col].cpu())
+    mixed = block.device.type == "cuda" and cfg.precision != "fp32"
     raise SlicelibError(
         f"{names[col]} loss is {value} for model {cfg.model!r} at epoch {epoch}, "
-        f"step {first_step + row}; lower the learning rate (lr={cfg.lr}) or train in fp32"
+        f"step {first_step + row}; lower the learning rate (lr={cfg.lr})"
+        + (" or train in fp32" if mixed else "")
     )
 
 

@@ -282,3 +282,22 @@ def test_cli_bad_paths_are_one_line(
     code, err = run_cli([*other, "--cache", str(short_cache), "--out", str(run)], capsys)
     assert code == 2 and len(err) == 1
     assert "holds model 'cnn'" in err[0] and "expected model 'unet'" in err[0]
+
+
+def test_device_helpers() -> None:
+    from slicelib.device import amp_dtype, grad_scaler, resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(SlicelibError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(SlicelibError, match="CUDA is not available"):
+            resolve_device("cuda")
+    cpu = torch.device("cpu")
+    # mixed precision is for CUDA only: the CPU trains in float32 without loss scaling
+    assert amp_dtype(cpu, "fp16") is None and not grad_scaler(cpu, "fp16").is_enabled()
+    assert amp_dtype(torch.device("cuda"), "bf16") == torch.bfloat16
+    assert amp_dtype(torch.device("cuda"), "fp32") is None
+    with pytest.raises(SlicelibError, match="unknown precision 'fp64'"):
+        amp_dtype(cpu, "fp64")

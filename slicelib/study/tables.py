@@ -64,8 +64,9 @@ def results_table(res: Results) -> pd.DataFrame:
                 "SSIM Gaussian": fmt_pm(r["ssim_gauss_mean"], r["ssim_gauss_std"], 3),
                 "PSNR vs linear (dB)": fmt_signed(r.get("psnr_gain_db")),
                 "PSNR vs linear (%)": fmt_signed(r.get("psnr_gain_pct"), 1, " %"),
-                "p vs linear": fmt_p(r.get("p_psnr_vs_linear")),
-                f"p vs best ({method_label(best)})": fmt_p(r.get("p_psnr_vs_best")),
+                "p vs linear (PSNR)": fmt_p(r.get("p_psnr_vs_linear")),
+                "p vs linear (SSIM)": fmt_p(r.get("p_ssim_vs_linear")),
+                f"p vs best ({method_label(best)}, PSNR)": fmt_p(r.get("p_psnr_vs_best")),
             }
         )
     return pd.DataFrame(rows).set_index("method")
