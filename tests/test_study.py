@@ -197,3 +197,28 @@ def test_stamps(tmp_path: Path) -> None:
     first = tree_fingerprint(out)
     (out / "f").write_text("12")
     assert tree_fingerprint(out) != first
+
+
+def test_nifti_collection_is_scanned_and_prepared(tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    root = tmp_path / "nifti"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        volume = rng.random((24, 24, 22)).astype(np.float32)
+        nib.save(nib.Nifti1Image(volume, np.diag([0.6, 0.6, 1.5, 1.0])), root / f"P{i}.nii.gz")
+    study = Study("smoke", tmp_path / "out", root)
+    scan = study.scan()
+    assert scan.summary["volumes"] == 5 and scan.summary["slices"] == 110
+    assert scan.frame["included"].all()
+    assert len(study.cache().entries()) == 5
+
+
+def test_missing_data_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere"
+    code = main(["study", "--preset", "smoke", "--data-root", str(missing),
+                 "--out", str(tmp_path / "out")])  # fmt: skip
+    assert code == 2
+    assert f"data root {missing} is not a folder" in one_line_error(capsys)

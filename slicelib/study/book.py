@@ -138,8 +138,8 @@ def edition_markdown(record: Mapping[str, Any]) -> str:
         cohort = record.get("cohort") or {}
         lines.append(
             f"This book was built with the **{preset}** preset on the **synthetic cohort** "
-            f"that slicelib generates ({cohort.get('patients', '?')} patients, seed "
-            f"{cohort.get('seed', '?')}; {counts} selected), not on the TCIA collection. "
+            f"that slicelib generates (seed {cohort.get('seed', '?')}; {counts} after the "
+            "scan), not on the TCIA collection. "
             "Its numbers show that every step runs end to end and how the methods compare "
             "on synthetic anatomy; they are not the study's results on real MRI."
         )

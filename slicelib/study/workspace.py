@@ -138,6 +138,40 @@ class ScanRecord:
     summary: dict[str, Any]
 
 
+def _nifti_scan(root: Path, files: list[Path]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The scan table of a folder of NIfTI volumes (one per patient): every volume is
+    included; its slices are counted from the header."""
+    import nibabel as nib
+
+    from slicelib.data.nifti import nifti_stem
+
+    rows = []
+    for path in files:
+        header: Any = nib.load(str(path)).header  # reads the header only
+        shape = tuple(header.get_data_shape())
+        rows.append(
+            {
+                "patient_id": nifti_stem(path),
+                "file": str(path.relative_to(root)),
+                "n_slices": int(shape[2]) if len(shape) > 2 else 1,
+                "included": True,
+                "selected": True,
+                "reason": "",
+            }
+        )
+    frame = pd.DataFrame(rows)
+    n = len(frame)
+    summary = {
+        "root": str(root),
+        "series": n,
+        "series_included": n,
+        "patients": int(frame["patient_id"].nunique()),
+        "volumes": n,
+        "slices": int(frame["n_slices"].sum()),
+    }
+    return frame, summary
+
+
 class Study:
     """One preset, one data source, one output folder, and the steps that fill it.
 
@@ -376,13 +410,20 @@ class Study:
 
     def _make_scan(self, hash_: str, summary_path: Path) -> None:
         if not (is_current(self.scan_csv, hash_) and summary_path.is_file()):
+            from slicelib.data.prepare import find_nifti
             from slicelib.data.scan import scan
 
             root = self.cohort()
+            nifti = find_nifti(root)
             with self._timed(f"scanning {root}"):
-                result = scan(root, self.preset.scan, progress=self.progress)
-            result.write_csv(self.scan_csv)
-            summary_path.write_text(json.dumps(result.summary(), indent=2, default=str) + "\n")
+                if nifti:  # prepare reads the NIfTI volumes then, one per patient
+                    frame, summary = _nifti_scan(root, nifti)
+                    frame.to_csv(self.scan_csv, index=False)
+                else:
+                    result = scan(root, self.preset.scan, progress=self.progress)
+                    result.write_csv(self.scan_csv)
+                    summary = result.summary()
+            summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
             write_stamp(self.scan_csv, hash_, {"data": self.data_hash()}, complete=True)
 
     def cache(self) -> Cache:
@@ -404,7 +445,10 @@ class Study:
             inputs = {"data": self.data_hash(), "prepare": to_dict(self.preset.prepare)}
             write_stamp(self.cache_dir, hash_, inputs, complete=False)
             with self._timed(f"preparing the cache in {self.cache_dir}"):
-                prepare(root, self.cache_dir, self.preset.prepare, self.preset.scan, force=True)
+                prepare(
+                    root, self.cache_dir, self.preset.prepare, self.preset.scan, force=True,
+                    progress=self.progress,
+                )  # fmt: skip
             write_stamp(self.cache_dir, hash_, inputs, complete=True)
 
     def run(self, model: ModelName, k: int) -> Path:
