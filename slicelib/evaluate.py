@@ -48,7 +48,7 @@ from slicelib.config import EvalConfig, to_dict
 from slicelib.data.cache import Cache
 from slicelib.data.dataset import evaluable_indices
 from slicelib.device import resolve_device
-from slicelib.environment import cpu_model, record_environment
+from slicelib.environment import cpu_model, device_label, record_environment
 from slicelib.errors import SlicelibError
 from slicelib.metrics import clip01, slice_metrics
 from slicelib.stats import summarize
@@ -186,11 +186,7 @@ class RunMethod(Method):
         self.keep_std = keep_std
         self.max_slices = max_slices
         self.torch_device = run.device
-        self.device = (
-            torch.cuda.get_device_name(run.device)
-            if run.device.type == "cuda"
-            else f"cpu ({cpu_model()})"
-        )
+        self.device = device_label(run.device)
 
     def predict(self, batch: Batch) -> Prediction:
         x = torch.from_numpy(batch.inputs()).to(self.torch_device)

@@ -514,17 +514,13 @@ class RefineMethod(Method):
     ``refine_ancestral``)."""
 
     def __init__(self, name: str, refiner: Refiner, *, max_slices: int | None = None) -> None:
-        from slicelib.environment import cpu_model
+        from slicelib.environment import device_label
 
         self.name = name
         self.refiner = refiner
         self.max_slices = max_slices
         self.torch_device = refiner.device
-        self.device = (
-            torch.cuda.get_device_name(refiner.device)
-            if refiner.device.type == "cuda"
-            else f"cpu ({cpu_model()})"
-        )
+        self.device = device_label(refiner.device)
 
     def predict(self, batch: Batch) -> Prediction:
         refined = self.refiner(torch.from_numpy(batch.inputs()))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import yaml
 
-from slicelib.config import DEMO_REDUCTIONS
+from slicelib.config import DEMO, preset_differences
 from slicelib.study import Study
 from slicelib.study.book import (
     build_book,
@@ -119,8 +119,11 @@ def test_staged_toc_rewrites_and_drops() -> None:
 def test_demo_edition_lists_the_reductions() -> None:
     text = edition_markdown({"preset": "demo", "synthetic": True, "cohort": {"patients": 12}})
     assert "synthetic cohort" in text
-    for reduction in DEMO_REDUCTIONS:
-        assert reduction in text
+    differences = preset_differences(DEMO)
+    assert "prepare.size: 96 (paper: 256)" in differences
+    assert "model.unet_residual: True (paper: False)" in differences
+    for line in differences:
+        assert line in text
     real = edition_markdown({"preset": "paper", "synthetic": False, "data_root": "/data/tcia"})
     assert "/data/tcia" in real and "synthetic" not in real
 

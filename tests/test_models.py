@@ -70,6 +70,16 @@ def test_unet_dropout_adds_no_parameters() -> None:
     assert count_parameters(build_generator("unet", ModelConfig(dropout=0.2))) == 1_862_273
 
 
+def test_residual_unet_starts_at_linear_interpolation_with_the_same_parameters() -> None:
+    model = build_generator("unet", ModelConfig(unet_residual=True))
+    assert count_parameters(model) == 1_862_273
+    x = torch.rand(2, 2, 21, 30)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), x.mean(dim=1, keepdim=True))
+        plain = build_generator("unet", ModelConfig())(x)
+    assert not torch.allclose(plain, x.mean(dim=1, keepdim=True), atol=1e-3)
+
+
 def test_gan_generator_is_the_cnn_and_patchgan_is_as_written() -> None:
     cfg = ModelConfig()
     assert count_parameters(build_generator("gan", cfg)) == 297_217

@@ -54,7 +54,7 @@ def _improved(cfg: ModelConfig) -> nn.Module:
 
 
 def _unet(cfg: ModelConfig) -> nn.Module:
-    return UNet(features=cfg.features, dropout=cfg.dropout)
+    return UNet(features=cfg.features, dropout=cfg.dropout, residual=cfg.unet_residual)
 
 
 def _ddpm(cfg: ModelConfig) -> nn.Module:

@@ -16,9 +16,20 @@ class UNet(nn.Module):
 
     ``dropout > 0`` adds ``Dropout2d`` (no parameters) on the input of each decoder
     stage, for Monte Carlo dropout at inference.
+
+    ``residual=True`` adds the mean of the input channels (linear interpolation) to the
+    output and starts the final layer at zero, so that the network starts from linear
+    interpolation and learns a correction (no extra parameters; not in the supplement).
     """
 
-    def __init__(self, *, in_channels: int = 2, features: int = 64, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        in_channels: int = 2,
+        features: int = 64,
+        dropout: float = 0.0,
+        residual: bool = False,
+    ) -> None:
         super().__init__()
         f = features
         self.enc1 = ConvReLU(in_channels, f)
@@ -31,15 +42,21 @@ class UNet(nn.Module):
         self.dec1 = ConvReLU(2 * f, f)
         self.final = nn.Conv2d(f, 1, 1)
         self.dropout: nn.Module = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.residual = residual
+        if residual:
+            nn.init.zeros_(self.final.weight)
+            nn.init.zeros_(self.final.bias)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = x.mean(dim=1, keepdim=True) if self.residual else None  # (N, 1, H, W)
         x, (h, w) = pad_to_multiple(x, 4)
         skip1 = self.enc1(x)  # (N, f, H, W)
         skip2 = self.enc2(self.pool(skip1))  # (N, 2f, H/2, W/2)
         bottom = self.bottleneck(self.pool(skip2))  # (N, 4f, H/4, W/4)
         up2 = self.dec2(self.dropout(torch.cat([self.up2(bottom), skip2], dim=1)))
         up1 = self.dec1(self.dropout(torch.cat([self.up1(up2), skip1], dim=1)))
-        return self.final(up1)[..., :h, :w]
+        out = self.final(up1)[..., :h, :w]
+        return out if base is None else out + base
 
     def part_counts(self) -> dict[str, int]:
         """Parameters per part, as the supplement lists them (decoder includes the ups)."""

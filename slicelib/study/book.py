@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from slicelib.config import DEMO_REDUCTIONS
+from slicelib.config import DEMO, preset_differences
 from slicelib.environment import environment_rows
 from slicelib.errors import SlicelibError
 from slicelib.study.notebooks import NotebookJob, StudyError
@@ -149,8 +149,13 @@ def edition_markdown(record: Mapping[str, Any]) -> str:
             f"`{record.get('data_root')}` ({counts} selected)."
         )
     if preset == "demo":
-        lines += ["", "The demo preset reduces the paper's settings to fit two CPU cores:", ""]
-        lines += [f"- {reduction}" for reduction in DEMO_REDUCTIONS]
+        lines += [
+            "",
+            "The demo preset changes these of the paper's settings to fit two CPU cores "
+            "(setting: demo value (paper value)):",
+            "",
+        ]
+        lines += [f"- `{line}`" for line in preset_differences(DEMO)]
     elif preset == "smoke":
         lines += [
             "",
