@@ -428,6 +428,37 @@ def _prepare(
     return cache_obj, cache_path, all_methods, device, run_info
 
 
+def score_batch(
+    method: Method, batch: Batch, volume: np.ndarray, k: int
+) -> tuple[list[dict[str, Any]], Prediction]:
+    """Predict ``batch`` with ``method``, timed, and score each slice against ``volume``
+    (S, H, W) in [0, 1]: one row per slice in the :data:`ROW_COLUMNS` format."""
+    method.synchronize()
+    start = time.perf_counter()
+    pred = method.predict(batch)
+    method.synchronize()
+    ms = 1000.0 * (time.perf_counter() - start) / len(batch)
+    rows: list[dict[str, Any]] = []
+    for j, ref in enumerate(batch.refs):
+        scores = slice_metrics(clip01(pred.images[j]), volume[ref.slice_index], DATA_RANGE)
+        rows.append(
+            {
+                "method": method.name,
+                "patient_id": ref.patient_id,
+                "slice_index": ref.slice_index,
+                "position": ref.position,
+                "k": k,
+                "psnr": scores.psnr,
+                "ssim": scores.ssim,
+                "ssim_gauss": scores.ssim_gauss,
+                "mae": scores.mae,
+                "ms_per_slice": ms,
+                "fallback": bool(pred.fallback[j]),
+            }
+        )
+    return rows, pred
+
+
 def evaluate(
     cache: Cache | str | Path,
     k: int,
@@ -479,33 +510,12 @@ def evaluate(
             chosen = [r for r in patient_refs if r in subsets[method.name]]
             size = cfg.batch_size if isinstance(method, RunMethod) else 1
             for batch in _batches(volume, chosen, k, size):
-                method.synchronize()
-                start = time.perf_counter()
-                pred = method.predict(batch)
-                method.synchronize()
-                ms = 1000.0 * (time.perf_counter() - start) / len(batch)
-                for j, ref in enumerate(batch.refs):
-                    target = volume[ref.slice_index]
-                    scores = slice_metrics(clip01(pred.images[j]), target, DATA_RANGE)
-                    records.append(
-                        {
-                            "method": method.name,
-                            "patient_id": ref.patient_id,
-                            "slice_index": ref.slice_index,
-                            "position": ref.position,
-                            "k": k,
-                            "psnr": scores.psnr,
-                            "ssim": scores.ssim,
-                            "ssim_gauss": scores.ssim_gauss,
-                            "mae": scores.mae,
-                            "ms_per_slice": ms,
-                            "fallback": bool(pred.fallback[j]),
-                        }
-                    )
-                    if pred.std is not None:
-                        collectors.setdefault(method.name, _StdCollector(cfg.std_examples)).add(
-                            ref, pred.images[j], pred.std[j], target
-                        )
+                scored, pred = score_batch(method, batch, volume, k)
+                records.extend(scored)
+                if pred.std is not None:
+                    collector = collectors.setdefault(method.name, _StdCollector(cfg.std_examples))
+                    for j, ref in enumerate(batch.refs):
+                        collector.add(ref, pred.images[j], pred.std[j], volume[ref.slice_index])
                 bar.update(len(batch))
     bar.close()
 

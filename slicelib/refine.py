@@ -592,8 +592,7 @@ def score_refinement(
     batch after a warm-up, as :func:`slicelib.evaluate.evaluate` times its methods."""
     from slicelib.baselines import neighbours
     from slicelib.data.cache import Cache
-    from slicelib.evaluate import ROW_COLUMNS, SliceRef
-    from slicelib.metrics import clip01, slice_metrics
+    from slicelib.evaluate import ROW_COLUMNS, SliceRef, score_batch
 
     cfg = cfg or EvalConfig()
     if not slices:
@@ -624,28 +623,7 @@ def score_refinement(
                 chunk = indices[start : start + cfg.batch_size]
                 refs = [SliceRef(pid, i, i / (n - 1)) for i in chunk]
                 batch = Batch(refs, [neighbours(volume, i, k) for i in chunk])
-                method.synchronize()
-                began = time.perf_counter()
-                pred = method.predict(batch)
-                method.synchronize()
-                ms = 1000.0 * (time.perf_counter() - began) / len(batch)
-                for j, ref in enumerate(refs):
-                    scores = slice_metrics(clip01(pred.images[j]), volume[ref.slice_index], 1.0)
-                    records.append(
-                        {
-                            "method": method.name,
-                            "patient_id": pid,
-                            "slice_index": ref.slice_index,
-                            "position": ref.position,
-                            "k": k,
-                            "psnr": scores.psnr,
-                            "ssim": scores.ssim,
-                            "ssim_gauss": scores.ssim_gauss,
-                            "mae": scores.mae,
-                            "ms_per_slice": ms,
-                            "fallback": False,
-                        }
-                    )
+                records.extend(score_batch(method, batch, volume, k)[0])
     frame = pd.DataFrame.from_records(records, columns=list(ROW_COLUMNS))
     frame.attrs["devices"] = {m.name: m.device for m in methods}
     frame.attrs["checkpoint"] = str(loaded.path)
