@@ -262,3 +262,22 @@ def test_sampler_arguments_are_checked() -> None:
         d.ddim_sample(CondConv(), cond, 11)
     with pytest.raises(SlicelibError, match="initial noise"):
         d.sample(CondConv(), cond, noise=torch.randn(1, 1, 4, 4))
+
+
+def test_both_samplers_return_x0_given_the_true_noise() -> None:
+    """An oracle denoiser that knows x0: ancestral sampling and DDIM must return it."""
+    process = GaussianDiffusion(DiffusionConfig())
+    x0 = torch.rand(2, 1, 12, 12) * 0.8 + 0.1
+    abar = process.alphas_cumprod
+
+    class Oracle(torch.nn.Module):
+        def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            a = abar[t].view(-1, 1, 1, 1).float()
+            return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+
+    cond = torch.rand(2, 2, 12, 12)
+    generator = torch.Generator().manual_seed(0)
+    ancestral = process.sample(Oracle(), cond, generator=generator)
+    ddim = process.ddim_sample(Oracle(), cond, 25, generator=generator)
+    torch.testing.assert_close(ancestral, x0, atol=1e-4, rtol=0)
+    torch.testing.assert_close(ddim, x0, atol=1e-4, rtol=0)
