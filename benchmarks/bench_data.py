@@ -110,15 +110,22 @@ def bench_triplets(cache_dir: Path) -> None:
         figures = rate(len(order), timed(run, 3), "triplets")
         print(f"  __getitem__, {label:<12}             : {figures}")
     ds = TripletDataset(cache_dir, "train", 1, augment=True)
-    loader = DataLoader(ds, batch_size=4, shuffle=True, num_workers=1, persistent_workers=True)
+    for workers in (0, 1, 2):
+        # 0: batches are loaded in the training process itself (the CPU default)
+        loader = DataLoader(
+            ds, batch_size=4, shuffle=True, num_workers=workers, persistent_workers=workers > 0
+        )
 
-    def epochs() -> None:
-        for _ in range(4):
-            for _ in loader:
-                pass
+        def epochs(loader: DataLoader = loader) -> None:
+            for _ in range(4):
+                for _ in loader:
+                    pass
 
-    wall, _ = timed(epochs, 2)
-    print(f"  DataLoader, 1 worker, batch 4, augment : {4 * len(ds) / wall:8.0f} triplets/s wall")
+        wall, _ = timed(epochs, 2)
+        label = f"{workers} worker{'s' if workers != 1 else ''}"
+        print(
+            f"  DataLoader, {label:<9}, batch 4, augment: {4 * len(ds) / wall:8.0f} triplets/s wall"
+        )
 
 
 def main() -> None:

@@ -140,7 +140,9 @@ class TrainConfig:
 
 # Training data loader workers on CUDA when TrainConfig.num_workers is None: they load the
 # next batches while the GPU computes (on the CPU they would compete for the same cores).
-CUDA_LOADER_WORKERS = 2
+# A worker process hands each batch over through shared memory, about 600 triplets/s at
+# 256 px with batch 4 (in-process loading: about 2,500/s); four keep a GPU fed.
+CUDA_LOADER_WORKERS = 4
 
 
 @dataclass(frozen=True)
