@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from slicelib.config import SMOKE, PrepareConfig
 
@@ -52,3 +54,13 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache_dir = tmp_path_factory.mktemp("tiny_cache_parent") / "cache"
     write_cache(cache_dir, volumes, splits, PrepareConfig(size=32))
     return cache_dir
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a module: tiny convolutions gain nothing from more threads,
+    and on a shared 2-core machine two threads can be several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
