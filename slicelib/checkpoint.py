@@ -40,6 +40,32 @@ from slicelib.models import build_generator
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+
+
+def checkpoint_header(
+    model: str,
+    k: int,
+    image_size: int,
+    epoch: int,
+    history: list[dict[str, float]],
+    best: tuple[int, float],
+) -> dict[str, Any]:
+    """The fields every slicelib checkpoint starts with (plain values only)."""
+    from slicelib import __version__
+
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "slicelib_version": __version__,
+        "model": model,
+        "k": k,
+        "image_size": int(image_size),
+        "epoch": epoch,
+        "history": [dict(row) for row in history],
+        "best_epoch": best[0],
+        "best_value": best[1],
+    }
+
+
 CHECKPOINT_NAMES: tuple[str, ...] = ("best", "last")
 Sampler = Literal["ancestral", "ddim"]
 

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from slicelib import __version__
 from slicelib.checkpoint import (
-    CHECKPOINT_FORMAT,
+    checkpoint_header,
     load_run,
     load_state,
     read_checkpoint,
@@ -247,21 +247,13 @@ def _state(
     best: tuple[int, float],
 ) -> dict[str, Any]:
     return {
-        "format": CHECKPOINT_FORMAT,
+        **checkpoint_header(KIND, cfg.k, cache_config.size, epoch, history, best),
         "kind": KIND,
-        "slicelib_version": __version__,
-        "model": KIND,
-        "k": cfg.k,
-        "image_size": int(cache_config.size),
         "refine_config": to_dict(cfg),
         "cache_config": to_dict(cache_config),
         "unet_checkpoint": str(unet_run.path),
         "unet_config": to_dict(unet_run.config),
         "residual_scale": scale,
-        "epoch": epoch,
-        "history": [dict(row) for row in history],
-        "best_epoch": best[0],
-        "best_value": best[1],
         "models": {"denoiser": denoiser.state_dict(), "generator": unet_run.model.state_dict()},
     }
 

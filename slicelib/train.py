@@ -35,8 +35,8 @@ from tqdm.auto import tqdm
 
 from slicelib import __version__, distributed
 from slicelib.checkpoint import (
-    CHECKPOINT_FORMAT,
     check_compatible,
+    checkpoint_header,
     generator_role,
     load_state,
     read_checkpoint,
@@ -321,18 +321,10 @@ def _state(
 ) -> dict[str, Any]:
     """The checkpoint: tensors and plain values only (see :mod:`slicelib.checkpoint`)."""
     return {
-        "format": CHECKPOINT_FORMAT,
-        "slicelib_version": __version__,
-        "model": cfg.model,
-        "k": cfg.k,
-        "image_size": meta["size"],
+        **checkpoint_header(cfg.model, cfg.k, meta["size"], epoch, history, best),
         "train_config": to_dict(cfg),
         "cache_config": meta["cache_config"],
         "world_size": meta["world_size"],
-        "epoch": epoch,
-        "history": [dict(row) for row in history],
-        "best_epoch": best[0],
-        "best_value": best[1],
         "models": {role: ln.raw.state_dict() for role, ln in learners.items()},
         "optimizers": {role: ln.optimizer.state_dict() for role, ln in learners.items()},
         "scalers": {role: ln.scaler.state_dict() for role, ln in learners.items()},
