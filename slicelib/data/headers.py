@@ -7,16 +7,18 @@ pixel data its header announces (a truncated download keeps a readable header).
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import pydicom
+from pydicom import charset
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ImplicitVRLittleEndian
+from pydicom.uid import UID, ImplicitVRLittleEndian
 
 FileKind = Literal["image", "other_dicom", "not_dicom", "unreadable"]
 
@@ -63,7 +65,13 @@ DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 
 @dataclass(slots=True)
 class FileHeader:
-    """What the scan needs from one file. ``kind`` says whether it is a usable image."""
+    """What the scan needs from one file. ``kind`` says whether it is a usable image.
+
+    ``problems``: one reason per tag whose value is present but unusable
+    (``"invalid SeriesNumber '1e400'"``). ``warnings``: what pydicom warned
+    while reading this file. An ``unreadable`` file keeps the SeriesInstanceUID
+    when it could be recovered, so that it is charged to its series.
+    """
 
     path: str
     kind: FileKind
@@ -78,6 +86,7 @@ class FileHeader:
     manufacturer: str = ""
     model: str = ""
     field_strength: float | None = None
+    instance_number: int | None = None
     orientation: tuple[float, ...] | None = None
     position: tuple[float, ...] | None = None
     pixel_spacing: tuple[float, ...] | None = None
@@ -87,77 +96,202 @@ class FileHeader:
     columns: int | None = None
     n_frames: int = 1
     samples: int = 1
+    bits_allocated: int = 16
     transfer_syntax: str = ""
     missing: tuple[str, ...] = ()
     truncated: str = ""  # why the pixel data is incomplete, "" when it is complete
+    problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def pixel_bytes(self) -> int:
+        """Bytes of decoded pixels the header announces (rows x columns x frames x samples)."""
+        n = (self.rows or 0) * (self.columns or 0) * max(self.n_frames, 1) * max(self.samples, 1)
+        return n * max(self.bits_allocated, 8) // 8
+
+
+class Parsed(NamedTuple):
+    """A header value or the reason there is none: ``value`` is None exactly when
+    ``reason`` is set ("missing X" or "invalid X '...'")."""
+
+    value: Any
+    reason: str = ""
+
+
+# Largest integer a header count or index may hold (IS is a 32-bit signed integer).
+MAX_IS = 2**31 - 1
+TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "PN", "UC"})
+
+
+def _text_of(raw: Any, encodings: list[str] | None = None) -> str:
+    if isinstance(raw, bytes):
+        if encodings:
+            return charset.decode_bytes(raw, encodings, set()).strip(" \x00")
+        return raw.decode("latin-1").strip(" \x00")
+    if isinstance(raw, (list, tuple)) or type(raw).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in raw)
+    return str(raw).strip(" \x00")
+
+
+def parse_value(keyword: str, raw: Any, kind: str, n: int = 0, positive: bool = False) -> Parsed:
+    """One header value, checked: never raises.
+
+    ``kind``: ``"text"``, ``"number"`` (finite float), ``"int"`` (integral, |x| <=
+    2**31 - 1), or ``"vector"`` (``n`` finite floats). ``raw`` is what the
+    element holds: bytes as stored, a string, a number or a list.
+    ``positive``: numbers must be > 0 (every one, for a vector).
+    """
+    try:
+        if isinstance(raw, bytes) and kind != "text":
+            raw = raw.decode("latin-1")
+        text = _text_of(raw) if not isinstance(raw, (int, float)) else ""
+    except Exception as exc:  # undecodable bytes
+        return Parsed(None, f"invalid {keyword} ({type(exc).__name__})")
+    if raw is None or (not isinstance(raw, (int, float)) and text == ""):
+        return Parsed(None, f"missing {keyword}")
+    if kind == "text":
+        return Parsed(text)
+    shown = repr(text[:40]) if text else repr(raw)
+    try:
+        if isinstance(raw, (int, float)):
+            items = [float(raw)]
+        else:
+            items = [float(v) for v in text.split("\\")]
+    except (TypeError, ValueError, OverflowError):
+        return Parsed(None, f"invalid {keyword} {shown}")
+    if not all(math.isfinite(v) for v in items):
+        return Parsed(None, f"invalid {keyword} {shown} (not finite)")
+    if positive and any(v <= 0 for v in items):
+        return Parsed(None, f"invalid {keyword} {shown} (want > 0)")
+    if kind == "vector":
+        if len(items) != n:
+            return Parsed(None, f"invalid {keyword} {shown} ({len(items)} values, want {n})")
+        return Parsed(tuple(items))
+    if len(items) != 1 and kind == "int":
+        return Parsed(None, f"invalid {keyword} {shown} (want one value)")
+    if kind == "int":
+        v = items[0]
+        if v != int(v) or abs(v) > MAX_IS:
+            return Parsed(None, f"invalid {keyword} {shown} (want an integer)")
+        return Parsed(int(v))
+    return Parsed(items[0])
+
+
+def dataset_value(
+    ds: Dataset, keyword: str, kind: str, n: int = 0, positive: bool = False
+) -> Parsed:
+    """:func:`parse_value` of ``keyword`` in a pydicom ``ds``, read without pydicom's
+    own conversion (which raises on damaged values): the layer the loaders and
+    writers share. Text follows the file's SpecificCharacterSet."""
+    try:
+        elem = ds.get_item(keyword)
+    except Exception as exc:  # a damaged element pydicom cannot even wrap
+        return Parsed(None, f"invalid {keyword} ({type(exc).__name__})")
+    if elem is None:
+        return Parsed(None, f"missing {keyword}")
+    raw = elem.value
+    vr = getattr(elem, "VR", "")
+    if isinstance(raw, bytes) and vr in ("US", "SS", "UL", "SL") and kind != "text":
+        size = 4 if vr in ("UL", "SL") else 2
+        if len(raw) < size:
+            return Parsed(None, f"invalid {keyword} ({len(raw)} bytes)")
+        little = getattr(elem, "is_little_endian", True)
+        raw = int.from_bytes(raw[:size], "little" if little else "big", signed=vr[0] == "S")
+    elif kind == "text" and isinstance(raw, bytes) and vr in TEXT_VRS:
+        try:
+            raw = _text_of(raw, encodings_of(ds))
+        except Exception as exc:
+            return Parsed(None, f"invalid {keyword} ({type(exc).__name__})")
+    elif (
+        kind != "text"
+        and not isinstance(raw, (bytes, str, int, float, list, tuple))
+        and type(raw).__name__ != "MultiValue"
+    ):
+        return Parsed(None, f"invalid {keyword} (VR {vr})")
+    return parse_value(keyword, raw, kind, n, positive)
+
+
+def encodings_of(ds: Dataset) -> list[str]:
+    """Python codecs for the data set's SpecificCharacterSet (default ISO-IR 6)."""
+    elem = ds.get_item(0x00080005)
+    if elem is None or not elem.value:
+        return ["iso8859"]
+    value = elem.value
+    terms = _text_of(value).split("\\") if isinstance(value, (bytes, str)) else list(value)
+    return charset.convert_encodings([t.strip() for t in terms])
 
 
 class _Header:
     """Values of :data:`TAGS` read straight from the undecoded elements.
 
-    pydicom's value conversion costs more than parsing the file; the scan needs
-    a handful of plain strings and numbers, so it decodes those bytes itself.
-    Absent or empty elements are left out of :attr:`values`.
+    pydicom's value conversion costs more than parsing the file, and raises on
+    damaged values; the scan needs a handful of plain strings and numbers, so it
+    decodes those bytes itself through :func:`parse_value`. Every unusable value
+    is recorded in :attr:`problems` (keyword -> reason).
     """
 
     def __init__(self, ds: Dataset, tags: dict[str, int] = TAGS) -> None:
         # Dataset.get_item costs ~5 us a call; the element dict itself is a plain lookup.
         elements = getattr(ds, "_dict", None)
         get = elements.get if isinstance(elements, dict) else ds.get_item
+        self.problems: dict[str, str] = {}
+        encodings: list[str] | None = None
         values: dict[str, Any] = {}
         for keyword, tag in tags.items():
             elem = get(tag)
             if elem is None:
                 continue
             value = elem.value
+            vr = getattr(elem, "VR", "")
             if isinstance(value, bytes):
                 if tag in BINARY_TAGS:
+                    if len(value) != 2 or vr not in ("US", "SS", None):
+                        self.problems[keyword] = f"invalid {keyword} (VR {vr}, {len(value)} bytes)"
+                        continue
                     little = getattr(elem, "is_little_endian", True)
-                    word = value[:2] if little else value[1::-1]
-                    value = int.from_bytes(word, "little") if len(value) >= 2 else None
+                    value = int.from_bytes(value, "little" if little else "big")
+                elif vr in TEXT_VRS:
+                    if encodings is None:
+                        try:
+                            encodings = encodings_of(ds)
+                        except Exception:  # unknown charset: pydicom has warned
+                            encodings = ["iso8859"]
+                    try:
+                        value = _text_of(value, encodings)
+                    except Exception as exc:
+                        self.problems[keyword] = f"invalid {keyword} ({type(exc).__name__})"
+                        continue
                 else:
-                    value = value.decode("utf-8", "replace").strip(" \x00")
+                    value = value.decode("latin-1").strip(" \x00")
             if value is not None and value != "":
                 values[keyword] = value
         self.values = values
 
+    def _parsed(self, keyword: str, kind: str, n: int = 0, positive: bool = False) -> Any:
+        if keyword not in self.values:
+            return None
+        got = parse_value(keyword, self.values[keyword], kind, n, positive)
+        if got.reason:
+            self.problems[keyword] = got.reason
+        return got.value
+
     def text(self, keyword: str) -> str:
-        value = self.values.get(keyword)
-        return "" if value is None else str(value).strip()
+        value = self._parsed(keyword, "text")
+        return value or ""
 
-    def number(self, keyword: str) -> float | None:
-        value = self.values.get(keyword)
-        if value is None or isinstance(value, (int, float)):
-            return value
-        try:
-            return float(str(value).split("\\", 1)[0])
-        except ValueError:
-            return None
+    def number(self, keyword: str, positive: bool = False) -> float | None:
+        value: float | None = self._parsed(keyword, "number", positive=positive)
+        return value
 
-    def integer(self, keyword: str) -> int | None:
-        value = self.number(keyword)
-        return None if value is None else int(value)
+    def integer(self, keyword: str, positive: bool = False) -> int | None:
+        value: int | None = self._parsed(keyword, "int", positive=positive)
+        return value
 
-    def vector(self, keyword: str, n: int) -> tuple[float, ...] | None:
-        value = self.values.get(keyword)
-        if value is None:
-            return None
-        try:
-            items = value.split("\\") if isinstance(value, str) else list(value)
-            out = tuple(float(v) for v in items)
-        except (TypeError, ValueError):
-            return None
-        return out if len(out) == n else None
+    def vector(self, keyword: str, n: int, positive: bool = False) -> tuple[float, ...] | None:
+        value: tuple[float, ...] | None = self._parsed(keyword, "vector", n, positive)
+        return value
 
     def present(self, keyword: str) -> bool:
-        return keyword in self.values
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+        return keyword in self.values or keyword in self.problems
 
 
 def _short(exc: BaseException) -> str:
@@ -213,37 +347,89 @@ def check_pixel_data(fp: Any, size: int, hd: _Header, implicit: bool) -> str:
             return "compressed pixel data cut short"
 
 
-def read_header(path: str) -> FileHeader:
-    """Classify one file and read its header (no pixel data). Never raises."""
-    try:
-        with open(path, "rb") as fp:
-            size = os.fstat(fp.fileno()).st_size
-            try:  # pydicom checks the preamble's "DICM" marker first
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # damage is reported in the row instead
-                    ds = pydicom.dcmread(fp, stop_before_pixels=True)
-            except InvalidDicomError:
-                return FileHeader(path, "not_dicom")
-            hd = _Header(ds)
-            meta = _Header(ds.file_meta, META_TAGS) if "file_meta" in ds.__dict__ else None
-            sop_class = hd.text("SOPClassUID")
-            if meta is not None and not sop_class:
-                sop_class = meta.text("MediaStorageSOPClassUID")
-            ts = meta.text("TransferSyntaxUID") if meta is not None else ""
-            if not sop_class:
-                return FileHeader(path, "unreadable", error="no SOP class in the header")
-            if sop_class == DICOMDIR_CLASS or not hd.present("Rows"):
-                return FileHeader(path, "other_dicom", transfer_syntax=ts)
-            truncated = check_pixel_data(fp, size, hd, ts == ImplicitVRLittleEndian)
-    except Exception as exc:  # any parse failure is reported, never raised
-        return FileHeader(path, "unreadable", error=_short(exc))
+# File names a DICOM file may carry; a file so named (or empty) that is not
+# readable DICOM is damaged, not junk, and is charged to its folder's series.
+DICOM_SUFFIXES = frozenset({"", ".dcm", ".dicom", ".ima", ".img"})
 
-    return FileHeader(
+
+def looks_like_dicom_name(path: str) -> bool:
+    """True for names a DICOM image may have: ``.dcm``, ``.ima``, ``.dicom`` or no suffix."""
+    name = os.path.basename(path)
+    suffix = os.path.splitext(name)[1].lower()
+    return suffix in DICOM_SUFFIXES and not name.startswith(".") and name != "DICOMDIR"
+
+
+def _is_image_class(sop_class: str) -> bool:
+    return "Image Storage" in UID(sop_class).name
+
+
+def read_header(path: str) -> FileHeader:
+    """Classify one file and read its header (no pixel data). Never raises.
+
+    ``not_dicom``: not DICOM and not named like DICOM (a README, a thumbnail).
+    ``unreadable``: cannot be opened, or named like DICOM (or empty) but not
+    parseable, or an image whose header is damaged beyond use; ``series_uid`` is
+    kept when it could be read. ``other_dicom``: DICOM without an image
+    (DICOMDIR, a report). Files without the 128-byte preamble are read too.
+    """
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return _read_header(path, caught)
+    except Exception as exc:  # any parse failure is reported, never raised
+        return FileHeader(path, "unreadable", error=_short(exc), warnings=_messages(caught))
+
+
+def _messages(caught: list[warnings.WarningMessage]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(str(w.message).splitlines()[0][:200] for w in caught))
+
+
+def _read_header(path: str, caught: list[warnings.WarningMessage]) -> FileHeader:
+    try:
+        fp = open(path, "rb")  # noqa: SIM115  (closed by the with block below)
+    except OSError as exc:
+        return FileHeader(path, "unreadable", error=f"cannot open ({exc.strerror or exc})")
+    with fp:
+        size = os.fstat(fp.fileno()).st_size
+        suspect = looks_like_dicom_name(path)
+        if size == 0:
+            kind: FileKind = "unreadable" if suspect else "not_dicom"
+            return FileHeader(path, kind, error="empty file")
+        try:  # pydicom checks the preamble's "DICM" marker first
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+        except InvalidDicomError:
+            if not suspect:
+                return FileHeader(path, "not_dicom")
+            ds = _read_forced(fp)
+            if ds is None:
+                return FileHeader(path, "unreadable", error=f"not a DICOM file ({size} bytes)")
+        except Exception as exc:
+            uid = _recover_uid(fp)
+            return FileHeader(path, "unreadable", error=_short(exc), series_uid=uid)
+        hd = _Header(ds)
+        meta = _Header(ds.file_meta, META_TAGS) if "file_meta" in ds.__dict__ else None
+        sop_class = hd.text("SOPClassUID")
+        if meta is not None and not sop_class:
+            sop_class = meta.text("MediaStorageSOPClassUID")
+        ts = meta.text("TransferSyntaxUID") if meta is not None else ""
+        series_uid = hd.text("SeriesInstanceUID")
+        if not sop_class:
+            return FileHeader(
+                path, "unreadable", error="no SOP class in the header", series_uid=series_uid
+            )
+        if sop_class == DICOMDIR_CLASS or (
+            not hd.present("Rows") and not _is_image_class(sop_class)
+        ):
+            return FileHeader(path, "other_dicom", transfer_syntax=ts)
+        truncated = check_pixel_data(fp, size, hd, ts == ImplicitVRLittleEndian)
+
+    header = FileHeader(
         path=path,
         kind="image",
         patient_id=hd.text("PatientID"),
         study_uid=hd.text("StudyInstanceUID"),
-        series_uid=hd.text("SeriesInstanceUID"),
+        series_uid=series_uid,
         series_number=hd.integer("SeriesNumber"),
         series_description=hd.text("SeriesDescription"),
         protocol_name=hd.text("ProtocolName"),
@@ -251,16 +437,50 @@ def read_header(path: str) -> FileHeader:
         manufacturer=hd.text("Manufacturer"),
         model=hd.text("ManufacturerModelName"),
         field_strength=hd.number("MagneticFieldStrength"),
+        instance_number=hd.integer("InstanceNumber"),
         orientation=hd.vector("ImageOrientationPatient", 6),
         position=hd.vector("ImagePositionPatient", 3),
-        pixel_spacing=hd.vector("PixelSpacing", 2),
+        pixel_spacing=hd.vector("PixelSpacing", 2, positive=True),
         slice_thickness=hd.number("SliceThickness"),
         spacing_between_slices=hd.number("SpacingBetweenSlices"),
-        rows=hd.integer("Rows"),
-        columns=hd.integer("Columns"),
-        n_frames=hd.integer("NumberOfFrames") or 1,
-        samples=hd.integer("SamplesPerPixel") or 1,
+        rows=hd.integer("Rows", positive=True),
+        columns=hd.integer("Columns", positive=True),
+        n_frames=hd.integer("NumberOfFrames", positive=True) or 1,
+        samples=hd.integer("SamplesPerPixel", positive=True) or 1,
+        bits_allocated=hd.integer("BitsAllocated", positive=True) or 16,
         transfer_syntax=ts,
         missing=tuple(k for k in REQUIRED_TAGS if not hd.present(k)),
         truncated=truncated,
     )
+    if header.bits_allocated not in (1, 8, 16, 32, 64):
+        hd.problems["BitsAllocated"] = f"invalid BitsAllocated {header.bits_allocated}"
+    header.problems = tuple(hd.problems.values())
+    header.warnings = _messages(caught)
+    return header
+
+
+def _read_forced(fp: Any) -> Dataset | None:
+    """A data set without preamble and file meta, or None when the bytes are not one."""
+    fp.seek(0)
+    try:
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+    except Exception:
+        return None
+    keys = ("SOPClassUID", "SeriesInstanceUID", "Rows")
+    if not any(TAGS[k] in ds._dict for k in keys):
+        return None
+    return ds
+
+
+def _recover_uid(fp: Any) -> str:
+    """The SeriesInstanceUID of a file whose header pydicom cannot finish: the data
+    set is read again up to that tag (it comes early, in group 0x0020)."""
+    try:
+        fp.seek(0)
+        ds = pydicom.dcmread(
+            fp, force=True, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]
+        )
+        value = ds.get_item(TAGS["SeriesInstanceUID"])
+        return _text_of(value.value) if value is not None else ""
+    except Exception:
+        return ""
