@@ -68,6 +68,9 @@ class ScanConfig:
     min_slices: int = 20
     spacing_rel_tol: float = 0.05  # non-uniform spacing beyond this excludes
     workers: int = 0  # 0: one per CPU core
+    # Largest decoded image a file may announce (rows x columns x frames x bytes),
+    # checked from the header before any pixel is read; a safety limit, not a criterion.
+    max_slice_mb: float = 64.0
 
 
 @dataclass(frozen=True)

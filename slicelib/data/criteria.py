@@ -95,7 +95,51 @@ def _fmt(x: float) -> str:
 
 def check_unreadable(row: SeriesRow, cfg: ScanConfig) -> str | None:
     if row.unreadable:
-        return f"unreadable file {row.unreadable[0]}"
+        more = f" and {len(row.unreadable) - 1} more" if len(row.unreadable) > 1 else ""
+        return f"unreadable file {row.unreadable[0]}{more}"
+    return None
+
+
+def check_size(row: SeriesRow, cfg: ScanConfig) -> str | None:
+    cap = cfg.max_slice_mb * 2**20
+    for h in row.headers:
+        if h.pixel_bytes() > cap:
+            return (
+                f"file {Path(h.path).name}: image of {h.rows} x {h.columns} x {h.n_frames} "
+                f"({h.pixel_bytes() / 2**20:.0f} MB) exceeds the {_fmt(cfg.max_slice_mb)} MB cap "
+                "(max_slice_mb)"
+            )
+    return None
+
+
+def check_values(row: SeriesRow, cfg: ScanConfig) -> str | None:
+    for h in row.headers:
+        if h.problems:
+            return f"file {Path(h.path).name}: {h.problems[0]}"
+    return None
+
+
+def check_complete(row: SeriesRow, cfg: ScanConfig) -> str | None:
+    """Every slice from the first to the last instance is there, each once."""
+    numbers = [h.instance_number for h in row.headers]
+    absent = [Path(h.path).name for h in row.headers if h.instance_number is None]
+    if absent and len(absent) < len(numbers):
+        return f"file {absent[0]}: missing InstanceNumber"
+    if absent:
+        return None
+    counts = Counter(numbers)
+    dup = [n for n, c in counts.items() if c > 1]
+    if dup:
+        names = [Path(h.path).name for h in row.headers if h.instance_number == dup[0]]
+        return f"InstanceNumber {dup[0]} in {len(names)} files ({', '.join(names[:3])})"
+    lo, hi = min(counts), max(counts)  # type: ignore[type-var]
+    if hi - lo + 1 != len(numbers):
+        have = set(counts)
+        gaps = [n for n in range(lo, hi + 1) if n not in have][:3]  # type: ignore[operator]
+        return (
+            f"InstanceNumber runs {lo}-{hi} but {len(numbers)} files "
+            f"(missing {', '.join(map(str, gaps))}; a slice may be lost)"
+        )
     return None
 
 
@@ -196,9 +240,16 @@ def check_positions(row: SeriesRow, cfg: ScanConfig) -> str | None:
         return "missing ImagePositionPatient"
     if row.orientation == "mixed" or row.axial_angle_deg is None:
         return None
-    iop = np.asarray(row.headers[0].orientation, dtype=np.float64)
+    first = next((h.orientation for h in row.headers if h.orientation is not None), None)
+    if first is None:
+        return "missing ImageOrientationPatient"
+    iop = np.asarray(first, dtype=np.float64)
     n = np.cross(iop[:3], iop[3:])
+    if float(np.linalg.norm(n)) < 1e-6:
+        return f"degenerate ImageOrientationPatient {list(first)}"
     along = np.sort(np.asarray(positions, dtype=np.float64) @ (n / np.linalg.norm(n)))
+    if not np.all(np.isfinite(along)):
+        return "slice positions out of range"
     gaps = np.diff(along)
     n_dup = int(np.sum(gaps < 1e-3))
     if n_dup:
@@ -218,6 +269,8 @@ Check = Callable[[SeriesRow, ScanConfig], str | None]
 # (criterion name, check) in the order applied: the cohort definition, then QC.
 CHECKS: tuple[tuple[str, Check], ...] = (
     ("unreadable", check_unreadable),
+    ("size", check_size),
+    ("values", check_values),
     ("modality", check_modality),
     ("field_strength", check_field_strength),
     ("manufacturer", check_manufacturer),
@@ -228,6 +281,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("metadata", check_metadata),
     ("truncated", check_files),
     ("positions", check_positions),
+    ("complete", check_complete),
 )
 
 

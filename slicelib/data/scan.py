@@ -4,15 +4,22 @@ Files are grouped by SeriesInstanceUID, never by folder, so TCIA descriptive
 folders, UID folders and flat folders all work. Headers are read in parallel
 worker processes (pixel data is never decoded here); non-DICOM files are
 skipped and counted. A bad file excludes its series with a reason and never
-stops the scan.
+stops the scan; a file or folder that cannot be read is reported, never skipped
+in silence. Worker processes die with the scan (see :func:`die_with_parent`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import dataclasses
 import logging
 import os
+import signal
+import stat
+import sys
+import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -56,6 +63,7 @@ class ScanResult:
     n_other_dicom: int
     n_not_dicom: int
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why): FIFOs, links
 
     def included(self) -> list[SeriesRow]:
         """The series that pass every criterion."""
@@ -98,6 +106,8 @@ class ScanResult:
             "other_dicom": self.n_other_dicom,
             "non_dicom_skipped": self.n_not_dicom,
             "unreadable_files": len(self.unreadable),
+            "unreadable": [f"{p}: {e}" for p, e in self.unreadable[:50]],
+            "skipped_entries": [f"{p}: {e}" for p, e in self.skipped[:50]],
             "series": len(self.series),
             "series_included": len(self.included()),
             "patients_scanned": len({r.patient_id for r in self.series}),
@@ -135,8 +145,7 @@ class ScanResult:
     def write_csv(self, path: str | Path) -> Path:
         """Write :meth:`to_frame` to ``path`` atomically (temporary file, then rename)."""
         path = Path(path)
-        if not path.parent.is_dir():
-            raise SlicelibError(f"CSV folder {path.parent} does not exist")
+        check_csv_path(path)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
             self.to_frame().to_csv(tmp, index=False)
@@ -145,6 +154,14 @@ class ScanResult:
             tmp.unlink(missing_ok=True)
         log.info("wrote %s (%d series)", path, len(self.series))
         return path
+
+
+def check_csv_path(path: Path) -> None:
+    """Refuse a CSV path that is a folder or whose folder does not exist."""
+    if path.is_dir():
+        raise SlicelibError(f"CSV path {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise SlicelibError(f"CSV folder {path.parent} does not exist")
 
 
 def selection_key(row: SeriesRow, cfg: ScanConfig) -> tuple[float, float, float, str]:
@@ -187,13 +204,63 @@ def select_series(rows: list[SeriesRow], cfg: ScanConfig) -> None:
             r.note = f"passes; series {best.series_number} chosen ({_why_first(best, r, cfg)})"
 
 
+def walk_entries(root: Path) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
+    """Every regular file under ``root`` in a deterministic order, the folders that
+    could not be listed (path, error), and the entries that are not regular files
+    (FIFOs, sockets, dangling links; path, what). Symbolic links to folders are not
+    followed, so a link loop costs nothing."""
+    files: list[str] = []
+    unlisted: list[tuple[str, str]] = []
+    odd: list[tuple[str, str]] = []
+
+    def on_error(exc: OSError) -> None:
+        unlisted.append((str(exc.filename), f"folder cannot be listed ({exc.strerror or exc})"))
+
+    for folder, dirs, names in os.walk(root, onerror=on_error):
+        dirs.sort()
+        for d in dirs:
+            if os.path.islink(os.path.join(folder, d)):
+                odd.append((os.path.join(folder, d), "link to a folder (not followed)"))
+        for n in sorted(names):
+            p = os.path.join(folder, n)
+            try:
+                mode = os.stat(p).st_mode
+            except OSError as exc:
+                odd.append((p, f"cannot stat ({exc.strerror or exc}; a dangling link?)"))
+                continue
+            if stat.S_ISREG(mode):
+                files.append(p)
+            else:
+                odd.append((p, "not a regular file (FIFO, socket or device)"))
+    return files, unlisted, odd
+
+
 def walk_files(root: Path) -> list[str]:
     """Every regular file under ``root``, in a deterministic order."""
-    out: list[str] = []
-    for folder, dirs, names in os.walk(root):
-        dirs.sort()
-        out.extend(os.path.join(folder, n) for n in sorted(names))
-    return [p for p in out if os.path.isfile(p)]
+    return walk_entries(root)[0]
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """Make this worker process exit when its parent dies (even by ``kill -9``).
+
+    On Linux the kernel sends SIGKILL (``prctl(PR_SET_PDEATHSIG)``); everywhere a
+    daemon thread also polls the parent's pid once a second, which covers other
+    systems and a parent that died before the ``prctl`` call.
+    """
+    parent = os.getppid() if parent is None else parent
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # no usable libc: the poll below still runs
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 def resolve_workers(workers: int) -> int:
@@ -212,7 +279,8 @@ def read_headers(paths: list[str], workers: int, progress: bool = True) -> Itera
                 bar.update()
             return
         chunk = max(1, min(256, len(paths) // (workers * 8)))
-        with cf.ProcessPoolExecutor(max_workers=workers) as pool:
+        pool_args = {"initializer": die_with_parent, "initargs": (os.getpid(),)}
+        with cf.ProcessPoolExecutor(max_workers=workers, **pool_args) as pool:  # type: ignore[arg-type]
             for header in pool.map(read_header, paths, chunksize=chunk):
                 yield header
                 bar.update()
@@ -237,15 +305,20 @@ def scan(
     Raises :class:`SlicelibError` when ``root`` is missing or holds no DICOM image.
     """
     root = _check_root(root)
-    paths = walk_files(root)
+    paths, unlisted, skipped = walk_entries(root)
     headers = list(read_headers(paths, resolve_workers(cfg.workers), progress))
     kinds = Counter(h.kind for h in headers)
 
     groups: dict[str, list[FileHeader]] = defaultdict(list)
-    unreadable: list[tuple[str, str]] = []
+    unreadable: list[tuple[str, str]] = list(unlisted)
+    charged: list[FileHeader] = []  # unreadable, but their series is known
     for h in headers:
+        for message in h.warnings:
+            log.warning("pydicom warning for %s: %s", h.path, message)
         if h.kind == "unreadable":
             unreadable.append((h.path, h.error))
+            if h.series_uid:
+                charged.append(h)
         elif h.kind == "image" and not h.series_uid:
             unreadable.append((h.path, "missing SeriesInstanceUID"))
         elif h.kind == "image":
@@ -260,7 +333,13 @@ def scan(
         summarise_series(hs, [os.path.relpath(os.path.dirname(h.path), root) for h in hs])
         for hs in groups.values()
     ]
-    _attribute_unreadable(rows, unreadable)
+    by_uid = {r.series_uid: r for r in rows}
+    for h in charged:
+        if h.series_uid in by_uid:
+            by_uid[h.series_uid].unreadable.append(f"{Path(h.path).name} ({h.error})")
+    _attribute_unreadable(
+        rows, [(p, e) for p, e in unreadable if p not in {h.path for h in charged}]
+    )
     for r in rows:
         evaluate(r, cfg)
     select_series(rows, cfg)
@@ -274,9 +353,12 @@ def scan(
         n_other_dicom=kinds["other_dicom"],
         n_not_dicom=kinds["not_dicom"],
         unreadable=unreadable,
+        skipped=skipped,
     )
-    for path, error in unreadable[:5]:
-        log.warning("unreadable file %s: %s", path, error)
+    for path, error in unreadable:
+        log.warning("unreadable: %s: %s", path, error)
+    for path, what in skipped:
+        log.warning("skipped %s: %s", path, what)
     return result
 
 
@@ -291,7 +373,7 @@ def _attribute_unreadable(rows: list[SeriesRow], unreadable: list[tuple[str, str
     for i, r in enumerate(rows):
         for f in r.files:
             by_folder[str(f.parent)].add(i)
-    for path, _ in unreadable:
+    for path, error in unreadable:
         owners = by_folder.get(str(Path(path).parent), set())
         if len(owners) == 1:
-            rows[next(iter(owners))].unreadable.append(Path(path).name)
+            rows[next(iter(owners))].unreadable.append(f"{Path(path).name} ({error})")
