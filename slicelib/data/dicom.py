@@ -5,6 +5,12 @@ product of the two ImageOrientationPatient directions), never by InstanceNumber
 or file name. RescaleSlope/RescaleIntercept are applied; compressed transfer
 syntaxes (RLE, JPEG, JPEG 2000, JPEG-LS) are decoded by pydicom's pixel
 backends and the pylibjpeg plugins.
+
+Header values go through :func:`slicelib.data.headers.dataset_value`, so a
+damaged value is a one-line :class:`SlicelibError` naming the file, never a
+stray exception. Sizes are checked from the header before any pixel is decoded;
+rescale values are checked across the series (:func:`check_rescale`) and decoded
+values against the stored bit depth.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from slicelib.config import ScanConfig
+from slicelib.data.headers import dataset_value
 from slicelib.errors import SlicelibError
 
 log = logging.getLogger(__name__)
@@ -120,12 +127,20 @@ def series_files(path_or_files: str | Path | Iterable[str | Path]) -> list[Path]
 
 def _read(path: Path) -> Dataset:
     try:
-        with warnings.catch_warnings():
-            # pydicom warns about damaged files; the checks below say what is wrong.
-            warnings.simplefilter("ignore")
-            return pydicom.dcmread(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, force=not has_dicom_preamble(path))
     except Exception as exc:  # pydicom raises many types for broken files
         raise SlicelibError(f"file {path}: unreadable DICOM ({_short(exc)})") from None
+    finally:
+        _log_warnings(path, locals().get("caught", []))
+    return ds
+
+
+def _log_warnings(path: Path, caught: list[warnings.WarningMessage]) -> None:
+    """pydicom's warnings, logged once each with the file that caused them."""
+    for message in dict.fromkeys(str(w.message).splitlines()[0][:200] for w in caught):
+        log.warning("pydicom warning for %s: %s", path, message)
 
 
 def _short(exc: BaseException) -> str:
@@ -133,43 +148,146 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _floats(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        raise SlicelibError(f"file {path}: missing {keyword}")
-    try:
-        arr = np.asarray([float(v) for v in value], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise SlicelibError(f"file {path}: invalid {keyword} {value!r}") from None
-    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
-        raise SlicelibError(f"file {path}: invalid {keyword} {list(value)}")
-    return arr
+def _floats(ds: Dataset, keyword: str, n: int, path: Path, positive: bool = False) -> np.ndarray:
+    got = dataset_value(ds, keyword, "vector", n, positive=positive)
+    if got.reason:
+        raise SlicelibError(f"file {path}: {got.reason}")
+    return np.asarray(got.value, dtype=np.float64)
 
 
-def decode_pixels(ds: Dataset, path: Path) -> np.ndarray:
-    """Pixels of one single-frame, single-channel image as float32 (H, W), rescale applied."""
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+def _int(ds: Dataset, keyword: str, path: Path, default: int) -> int:
+    """An integer tag that may be absent (then ``default``) but not damaged."""
+    got = dataset_value(ds, keyword, "int")
+    if got.value is None and got.reason.startswith("missing"):
+        return default
+    if got.reason:
+        raise SlicelibError(f"file {path}: {got.reason}")
+    value: int = got.value
+    return value
+
+
+def rescale_of(ds: Dataset, path: Path) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept) of one file: (1, 0) when absent; a damaged,
+    non-finite or zero slope raises :class:`SlicelibError` naming the file."""
+    values = []
+    for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
+        got = dataset_value(ds, keyword, "number")
+        if got.reason and not got.reason.startswith("missing"):
+            raise SlicelibError(f"file {path}: {got.reason}")
+        values.append(default if got.value is None else float(got.value))
+    if values[0] == 0.0:
+        raise SlicelibError(f"file {path}: RescaleSlope 0 (every pixel would be equal)")
+    return values[0], values[1]
+
+
+def check_image_size(ds: Dataset, path: Path, max_slice_mb: float) -> None:
+    """Refuse, from the header alone, an image larger than ``max_slice_mb`` decoded."""
+    rows, cols = _int(ds, "Rows", path, 0), _int(ds, "Columns", path, 0)
+    frames = _int(ds, "NumberOfFrames", path, 1)
+    samples = _int(ds, "SamplesPerPixel", path, 1)
+    bits = _int(ds, "BitsAllocated", path, 16)
+    if rows <= 0 or cols <= 0:
+        raise SlicelibError(f"file {path}: invalid image size {rows} x {cols}")
+    if bits not in (1, 8, 16, 32, 64):
+        raise SlicelibError(f"file {path}: invalid BitsAllocated {bits}")
+    size_mb = rows * cols * max(frames, 1) * max(samples, 1) * max(bits, 8) / 8 / 2**20
+    if size_mb > max_slice_mb:
+        raise SlicelibError(
+            f"file {path}: image of {rows} x {cols} x {frames} ({size_mb:.0f} MB) exceeds "
+            f"the {max_slice_mb:g} MB cap (max_slice_mb)"
+        )
+
+
+def stored_range(ds: Dataset, path: Path) -> tuple[int, int]:
+    """The range of values the stored bit depth allows (BitsStored, PixelRepresentation)."""
+    bits = _int(ds, "BitsStored", path, _int(ds, "BitsAllocated", path, 16))
+    signed = _int(ds, "PixelRepresentation", path, 0) == 1
+    if not 1 <= bits <= 64:
+        raise SlicelibError(f"file {path}: invalid BitsStored {bits}")
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+
+
+def decode_stored(
+    ds: Dataset, path: Path, max_slice_mb: float = ScanConfig.max_slice_mb
+) -> np.ndarray:
+    """Stored values of one single-frame, single-channel image (H, W), no rescale.
+
+    The size is checked from the header first; values outside the stored bit
+    depth's range (corrupt compressed data) raise :class:`SlicelibError`.
+    """
+    check_image_size(ds, path, max_slice_mb)
+    if _int(ds, "NumberOfFrames", path, 1) > 1:
         raise SlicelibError(f"file {path}: multi-frame images are not supported")
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+    if _int(ds, "SamplesPerPixel", path, 1) != 1:
         raise SlicelibError(f"file {path}: colour images are not supported")
     if "PixelData" not in ds:
         raise SlicelibError(f"file {path}: no pixel data")
     try:
-        arr = ds.pixel_array
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            arr = np.asarray(ds.pixel_array)
     except Exception as exc:  # truncated data, missing decoder, corrupt stream
         raise SlicelibError(f"file {path}: pixel data unreadable ({_short(exc)})") from None
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    finally:
+        _log_warnings(path, locals().get("caught", []))
+    if arr.ndim != 2:
+        raise SlicelibError(f"file {path}: pixel data of shape {arr.shape} (want one 2-D image)")
+    lo, hi = stored_range(ds, path)
+    if arr.size and (int(arr.min()) < lo or int(arr.max()) > hi):
+        raise SlicelibError(
+            f"file {path}: decoded values {int(arr.min())}..{int(arr.max())} outside the "
+            f"stored range {lo}..{hi} (corrupt pixel data?)"
+        )
+    return arr
+
+
+def decode_pixels(
+    ds: Dataset, path: Path, max_slice_mb: float = ScanConfig.max_slice_mb
+) -> np.ndarray:
+    """Pixels of one single-frame, single-channel image as float32 (H, W), rescale applied."""
+    arr = decode_stored(ds, path, max_slice_mb)
+    slope, intercept = rescale_of(ds, path)
     out = arr.astype(np.float32)
     if slope != 1.0 or intercept != 0.0:
         out = out * np.float32(slope) + np.float32(intercept)
     return out
 
 
+# A slice's slope may differ from the series' median by this factor at most.
+MAX_SLOPE_RATIO = 2.0
+
+
+def check_rescale(
+    rescale: list[tuple[float, float]], stored: list[np.ndarray], files: Sequence[Path]
+) -> None:
+    """Refuse per-slice RescaleSlope/RescaleIntercept outliers, naming the file.
+
+    A slope off the series' median by more than :data:`MAX_SLOPE_RATIO` (or of
+    the other sign), or an intercept shifted by more than half the series'
+    stored value range (in output units), would rescale the whole volume's
+    normalisation from one slice.
+    """
+    slopes = np.asarray([r[0] for r in rescale])
+    intercepts = np.asarray([r[1] for r in rescale])
+    med_s, med_i = float(np.median(slopes)), float(np.median(intercepts))
+    span = max(float(max(a.max() for a in stored)) - float(min(a.min() for a in stored)), 1.0)
+    for (slope, intercept), path in zip(rescale, files):
+        ratio = slope / med_s
+        if not 1 / MAX_SLOPE_RATIO <= ratio <= MAX_SLOPE_RATIO:
+            raise SlicelibError(
+                f"file {path}: RescaleSlope {slope:g} differs from the series' {med_s:g}"
+            )
+        if abs(intercept - med_i) > 0.5 * span * abs(med_s):
+            raise SlicelibError(
+                f"file {path}: RescaleIntercept {intercept:g} differs from the series' {med_i:g}"
+            )
+
+
 def load_series(
     path_or_files: str | Path | Iterable[str | Path],
     *,
     spacing_rel_tol: float = ScanConfig.spacing_rel_tol,
+    max_slice_mb: float = ScanConfig.max_slice_mb,
 ) -> Volume:
     """Read one series (a folder, not recursive, or a list of files) into a :class:`Volume`.
 
@@ -181,10 +299,13 @@ def load_series(
     where = str(Path(path_or_files)) if isinstance(path_or_files, (str, Path)) else "series"
     datasets = [_read(p) for p in files]
 
+    uid_of = []
     for ds, path in zip(datasets, files):
-        if not ds.get("SeriesInstanceUID"):
-            raise SlicelibError(f"file {path}: missing SeriesInstanceUID (truncated header?)")
-    uids = sorted({str(ds.SeriesInstanceUID) for ds in datasets})
+        got = dataset_value(ds, "SeriesInstanceUID", "text")
+        if got.reason:
+            raise SlicelibError(f"file {path}: {got.reason} (truncated header?)")
+        uid_of.append(got.value)
+    uids = sorted(set(uid_of))
     if len(uids) > 1:
         raise SlicelibError(
             f"{where}: {len(uids)} series mixed ({', '.join(uids[:3])}); "
@@ -200,22 +321,32 @@ def load_series(
     positions = np.stack(
         [_floats(ds, "ImagePositionPatient", 3, p) for ds, p in zip(datasets, files)]
     )
-    spacing = _floats(datasets[0], "PixelSpacing", 2, files[0])
+    spacing = _floats(datasets[0], "PixelSpacing", 2, files[0], positive=True)
     order, slice_spacing = sort_positions(positions, orientations[0], spacing_rel_tol, where)
 
-    slices = [decode_pixels(datasets[i], files[i]) for i in order]
-    shapes = {s.shape for s in slices}
+    for i in order:  # every size from the headers before the first pixel is decoded
+        check_image_size(datasets[i], files[i], max_slice_mb)
+    stored = [decode_stored(datasets[i], files[i], max_slice_mb) for i in order]
+    shapes = {s.shape for s in stored}
     if len(shapes) > 1:
         raise SlicelibError(f"{where}: slices differ in size ({sorted(shapes)})")
-    thickness = datasets[0].get("SliceThickness")
+    rescale = [rescale_of(datasets[i], files[i]) for i in order]
+    check_rescale(rescale, stored, [files[i] for i in order])
+    slices = [
+        a.astype(np.float32) * np.float32(s) + np.float32(b) for a, (s, b) in zip(stored, rescale)
+    ]
+    thickness = dataset_value(datasets[0], "SliceThickness", "number").value
+    pixels = np.stack(slices).astype(np.float32, copy=False)
+    if not np.all(np.isfinite(pixels)):
+        raise SlicelibError(f"{where}: rescaled pixels are not finite (RescaleSlope too large?)")
     return Volume(
-        pixels=np.stack(slices).astype(np.float32, copy=False),
+        pixels=pixels,
         positions=positions[order],
         orientation=orientations[0],
         pixel_spacing=(float(spacing[0]), float(spacing[1])),
         slice_spacing=slice_spacing,
-        slice_thickness=float(thickness) if thickness not in (None, "") else None,
-        patient_id=str(datasets[0].get("PatientID", "")),
+        slice_thickness=thickness,
+        patient_id=dataset_value(datasets[0], "PatientID", "text").value or "",
         series_uid=uids[0],
         files=[files[i] for i in order],
     )

@@ -16,6 +16,7 @@ from typing import Any, Literal, NamedTuple
 
 import pydicom
 from pydicom import charset
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ImplicitVRLittleEndian
@@ -189,7 +190,7 @@ def dataset_value(
     if elem is None:
         return Parsed(None, f"missing {keyword}")
     raw = elem.value
-    vr = getattr(elem, "VR", "")
+    vr = _vr_of(elem)
     if isinstance(raw, bytes) and vr in ("US", "SS", "UL", "SL") and kind != "text":
         size = 4 if vr in ("UL", "SL") else 2
         if len(raw) < size:
@@ -208,6 +209,17 @@ def dataset_value(
     ):
         return Parsed(None, f"invalid {keyword} (VR {vr})")
     return parse_value(keyword, raw, kind, n, positive)
+
+
+def _vr_of(elem: Any) -> str:
+    """The element's VR; for implicit-VR files (no VR stored) the dictionary's."""
+    vr = getattr(elem, "VR", None)
+    if vr:
+        return str(vr)
+    try:
+        return str(dictionary_VR(elem.tag))
+    except KeyError:
+        return ""
 
 
 def encodings_of(ds: Dataset) -> list[str]:
@@ -241,10 +253,10 @@ class _Header:
             if elem is None:
                 continue
             value = elem.value
-            vr = getattr(elem, "VR", "")
+            vr = _vr_of(elem)
             if isinstance(value, bytes):
                 if tag in BINARY_TAGS:
-                    if len(value) != 2 or vr not in ("US", "SS", None):
+                    if len(value) != 2 or vr not in ("US", "SS"):
                         self.problems[keyword] = f"invalid {keyword} (VR {vr}, {len(value)} bytes)"
                         continue
                     little = getattr(elem, "is_little_endian", True)
