@@ -14,7 +14,7 @@ from dicom_factory import SeriesSpec, write_cohort, write_junk, write_series
 import slicelib.data.prepare as prepare_module
 from slicelib.cli import main
 from slicelib.config import PrepareConfig, ScanConfig
-from slicelib.data.cache import Cache
+from slicelib.data.cache import Cache, CacheWriter
 from slicelib.data.prepare import prepare
 from slicelib.data.preprocess import normalise, preprocess_volume, resize_slices, square_crop
 from slicelib.data.split import split_counts, split_patients
@@ -105,16 +105,18 @@ def test_other_settings_refused_unless_forced(
 def test_failure_midway_leaves_no_cache(
     cohort: tuple[Path, list[SeriesSpec]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A failure writing the cache (not one patient's data) stops the run.
     calls = []
+    add = CacheWriter.add
 
-    def failing(*args: object, **kwargs: object) -> object:
+    def failing(self: CacheWriter, *args: object, **kwargs: object) -> object:
         calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("disk full")
-        return preprocess_volume(*args, **kwargs)  # type: ignore[arg-type]
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return add(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(prepare_module, "preprocess_volume", failing)
-    with pytest.raises(RuntimeError, match="disk full"):
+    monkeypatch.setattr(CacheWriter, "add", failing)
+    with pytest.raises(OSError, match="disk full"):
         prepare(cohort[0], tmp_path / "cache", CFG, SCAN, progress=False)
     assert list(tmp_path.iterdir()) == []
 

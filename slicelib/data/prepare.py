@@ -2,9 +2,15 @@
 
 For each patient the chosen series is read, normalised to [0, 1], centre-cropped
 to a square and resized to ``size x size`` (see :mod:`slicelib.data.preprocess`).
-A series that fails to load or normalise is excluded with its reason and the
-patient's next passing series, if any, is tried. Patients are then split
-70/15/15 with the configured seed, and the cache is written atomically.
+A series that fails to load or normalise, for whatever reason, is excluded with
+its reason and the patient's next passing series, if any, is tried: one patient
+never stops the run. Patients are then split 70/15/15 with the configured seed,
+and the cache is written atomically.
+
+The input kind follows :data:`INPUT_KIND_RULE` unless given. One ``prepare`` at
+a time writes a cache folder (a lock beside it names the holder); temporary
+folders that killed runs left beside it are removed; a cache inside the data
+root (or a data root inside the cache) is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,13 +33,24 @@ from tqdm import tqdm
 from slicelib.config import PrepareConfig, ScanConfig, to_dict
 from slicelib.data.cache import Cache, CacheWriter, check_target
 from slicelib.data.dicom import Volume, load_series
+from slicelib.data.headers import looks_like_dicom_name
 from slicelib.data.nifti import is_nifti, load_nifti, nifti_stem
 from slicelib.data.preprocess import preprocess_volume
-from slicelib.data.scan import DEFAULT_SCAN_CONFIG, scan
+from slicelib.data.scan import DEFAULT_SCAN_CONFIG, scan, walk_files
 from slicelib.data.split import split_patients
 from slicelib.errors import SlicelibError
+from slicelib.locking import hold_lock
 
 log = logging.getLogger(__name__)
+
+INPUT_KINDS: tuple[str, ...] = ("auto", "dicom", "nifti")
+DEFAULT_INPUT_KIND = "auto"
+INPUT_KIND_RULE = (
+    "auto: a folder with .nii/.nii.gz files and no file named like DICOM (.dcm, .ima, "
+    ".dicom, .img or no suffix) is a NIfTI folder; one without NIfTI files is a DICOM tree; "
+    "both is an error that lists what was found. dicom: NIfTI files are ignored; nifti: "
+    "only .nii/.nii.gz files are read"
+)
 
 
 @dataclass
@@ -106,7 +124,12 @@ def dicom_source(root: Path, scan_cfg: ScanConfig, progress: bool) -> Source:
                 Candidate(
                     patient_id=row.patient_id,
                     series_uid=row.series_uid,
-                    load=partial(load_series, files, spacing_rel_tol=scan_cfg.spacing_rel_tol),
+                    load=partial(
+                        load_series,
+                        files,
+                        spacing_rel_tol=scan_cfg.spacing_rel_tol,
+                        max_slice_mb=scan_cfg.max_slice_mb,
+                    ),
                     meta=meta,
                     inputs=_stat(root, files),
                 )
@@ -136,16 +159,67 @@ def nifti_source(root: Path, files: list[Path]) -> Source:
 
 
 def find_nifti(root: Path) -> list[Path]:
-    found: list[Path] = []
-    for folder, dirs, names in os.walk(root):
-        dirs.sort()
-        found.extend(Path(folder) / n for n in sorted(names) if is_nifti(Path(n)))
-    return found
+    return [Path(p) for p in walk_files(root) if is_nifti(Path(p))]
+
+
+def _examples(paths: list[str], root: Path, n: int = 3) -> str:
+    shown = ", ".join(os.path.relpath(p, root) for p in paths[:n])
+    return shown + (f", ... ({len(paths)} in all)" if len(paths) > n else "")
+
+
+def input_kind(root: Path, kind: str = DEFAULT_INPUT_KIND) -> tuple[str, list[Path]]:
+    """("dicom" | "nifti", the NIfTI files) of ``root`` by :data:`INPUT_KIND_RULE`."""
+    if kind not in INPUT_KINDS:
+        raise SlicelibError(f"input kind must be one of {', '.join(INPUT_KINDS)} (got {kind!r})")
+    files = walk_files(root)
+    nifti = [p for p in files if is_nifti(Path(p))]
+    dicom = [p for p in files if not is_nifti(Path(p)) and looks_like_dicom_name(p)]
+    if kind == "dicom":
+        if nifti:
+            log.info("input kind dicom: %d NIfTI file(s) ignored", len(nifti))
+        return "dicom", []
+    if kind == "nifti":
+        if not nifti:
+            raise SlicelibError(f"no .nii/.nii.gz file under {root} (input kind nifti)")
+        if dicom:
+            log.info("input kind nifti: %d other file(s) ignored", len(dicom))
+        return "nifti", [Path(p) for p in nifti]
+    if nifti and dicom:
+        raise SlicelibError(
+            f"{root} mixes {len(nifti)} NIfTI file(s) ({_examples(nifti, root)}) and "
+            f"{len(dicom)} DICOM-named file(s) ({_examples(dicom, root)}); "
+            "pass --input-kind dicom or nifti (input_kind=...)"
+        )
+    return ("nifti", [Path(p) for p in nifti]) if nifti else ("dicom", [])
+
+
+def check_not_nested(root: Path, target: Path) -> None:
+    """Refuse a cache inside the data root (it would be scanned) or around it (it
+    would be replaced)."""
+    r, t = root.resolve(), target.resolve()
+    if t == r or r in t.parents:
+        raise SlicelibError(f"cache {target} is inside the data root {root}; choose another")
+    if t in r.parents:
+        raise SlicelibError(f"data root {root} is inside the cache folder {target}")
+
+
+def remove_stale_temp(target: Path) -> None:
+    """Remove the temporary folders that killed writers of ``target`` left beside it.
+
+    Call with the lock of ``target`` held: then no live writer owns them.
+    """
+    for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*"):
+        for stale in target.parent.glob(pattern):
+            if stale.is_dir() and not stale.is_symlink():
+                log.info("removing %s, left by an interrupted prepare", stale)
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 def fingerprint(source: Source, cfg: PrepareConfig, scan_cfg: ScanConfig) -> str:
     """SHA-256 over the settings and every input file's name, size and mtime."""
-    scan_settings = {k: v for k, v in to_dict(scan_cfg).items() if k != "workers"}
+    # Safety limits and parallelism change no result for valid data.
+    ignored = ("workers", "max_slice_mb")
+    scan_settings = {k: v for k, v in to_dict(scan_cfg).items() if k not in ignored}
     payload = {
         "kind": source.kind,
         "config": to_dict(cfg),
@@ -165,20 +239,27 @@ def prepare_patient(
     excluded: list[dict[str, str]],
 ) -> tuple[np.ndarray, dict[str, Any]] | None:
     """The first candidate that loads and normalises: (S, size, size) in [0, 1] and its
-    manifest fields. Each failure is appended to ``excluded`` with its reason."""
+    manifest fields. Each failure, of any kind, is appended to ``excluded`` with its
+    reason: one damaged patient never stops the others."""
     for cand in candidates:
         try:
             vol = cand.load()
             if vol.n_slices < scan_cfg.min_slices:
                 raise SlicelibError(f"{vol.n_slices} slices (want >= {scan_cfg.min_slices})")
+            if cand.inputs and len(vol.files) not in (0, len(cand.inputs)):
+                raise SlicelibError(f"{len(vol.files)} of {len(cand.inputs)} files loaded")
             pixels, pixel_mm = preprocess_volume(
                 vol.pixels, vol.pixel_spacing, cfg.size, cfg.clip_percentiles, cfg.min_p99
             )
-        except SlicelibError as exc:
+        except Exception as exc:  # isolate the patient, whatever went wrong
+            reason = str(exc) if isinstance(exc, SlicelibError) else _unexpected(exc)
             excluded.append(
-                {"patient_id": cand.patient_id, "series_uid": cand.series_uid, "reason": str(exc)}
+                {"patient_id": cand.patient_id, "series_uid": cand.series_uid, "reason": reason}
             )
-            log.warning("excluded patient %s series %s: %s", cand.patient_id, cand.series_uid, exc)
+            log.warning(
+                "excluded patient %s series %s: %s", cand.patient_id, cand.series_uid, reason
+            )
+            log.debug("details", exc_info=True)
             continue
         meta = {
             **cand.meta,
@@ -191,6 +272,12 @@ def prepare_patient(
     return None
 
 
+def _unexpected(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0][:200] if lines else ""
+    return f"unexpected {type(exc).__name__}" + (f": {text}" if text else "")
+
+
 def prepare(
     data_root: str | Path,
     cache_dir: str | Path,
@@ -199,12 +286,15 @@ def prepare(
     force: bool = False,
     *,
     progress: bool = True,
+    input_kind: str = DEFAULT_INPUT_KIND,
 ) -> Cache:
     """Build the cache of ``data_root`` (DICOM tree, or folder of NIfTI files) in ``cache_dir``.
 
+    ``input_kind``: one of :data:`INPUT_KINDS` (see :data:`INPUT_KIND_RULE`).
     Identical settings and inputs return the existing cache untouched; a cache
     made with other settings is refused unless ``force``. Raises
-    :class:`SlicelibError` with the top exclusion reasons when no volume passes.
+    :class:`SlicelibError` with the top exclusion reasons when no volume passes,
+    and when another ``prepare`` is writing the same cache (naming it).
     """
     validate_config(cfg)
     root = Path(data_root).expanduser()
@@ -213,10 +303,26 @@ def prepare(
     if not root.is_dir():
         raise SlicelibError(f"data root {root} is not a folder")
     target = Path(cache_dir).expanduser().absolute()
+    check_not_nested(root, target)
     check_target(target, cfg, None, force)  # refuse early, before a long scan
+    with hold_lock(target, f"cache {target}"):
+        remove_stale_temp(target)
+        return _prepare_locked(root, target, cfg, scan_cfg, force, progress, input_kind)
 
-    nifti = find_nifti(root)
-    source = nifti_source(root, nifti) if nifti else dicom_source(root, scan_cfg, progress)
+
+def _prepare_locked(
+    root: Path,
+    target: Path,
+    cfg: PrepareConfig,
+    scan_cfg: ScanConfig,
+    force: bool,
+    progress: bool,
+    kind: str,
+) -> Cache:
+    kind, nifti = input_kind(root, kind)
+    source = (
+        nifti_source(root, nifti) if kind == "nifti" else dicom_source(root, scan_cfg, progress)
+    )
     fp = fingerprint(source, cfg, scan_cfg)
     existing = check_target(target, cfg, fp, force)
     if existing is not None:
