@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 from dicom_factory import SeriesSpec, write_cohort, write_junk, write_series
 
-import slicelib.data.prepare as prepare_module
 from slicelib.cli import main
 from slicelib.config import PrepareConfig, ScanConfig
 from slicelib.data.cache import Cache, CacheWriter
 from slicelib.data.prepare import prepare
-from slicelib.data.preprocess import normalise, preprocess_volume, resize_slices, square_crop
+from slicelib.data.preprocess import normalise, resize_slices, square_crop
 from slicelib.data.split import split_counts, split_patients
 from slicelib.errors import SlicelibError
 
