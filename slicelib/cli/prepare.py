@@ -7,8 +7,14 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from slicelib.config import ORIGINAL_CLIP_PERCENTILES, PrepareConfig, ScanConfig, get_preset
-from slicelib.data.prepare import prepare
+from slicelib.cli.scan import add_scan_options, scan_config
+from slicelib.cli.types import bounded_int, non_negative_int
+from slicelib.config import ORIGINAL_CLIP_PERCENTILES, PrepareConfig, get_preset
+from slicelib.data.prepare import DEFAULT_INPUT_KIND, INPUT_KIND_RULE, INPUT_KINDS, prepare
+
+# A slice of 4096 x 4096 float32 is 64 MB; beyond that a typo, not a study setting.
+MIN_SIZE, MAX_SIZE = 8, 4096
+MAX_SEED = 2**32 - 1  # numpy's seed range
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,13 +31,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--size",
-        type=int,
+        type=bounded_int(MIN_SIZE, MAX_SIZE),
         default=None,
         help=f"slice size in pixels (default: the preset's; paper {PrepareConfig.size})",
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=non_negative_int(MAX_SEED),
         default=None,
         help=f"split seed (default: the preset's; paper {PrepareConfig.seed})",
     )
@@ -41,11 +47,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="store_true",
         help=f"clip to the {lo:g}-{hi:g}th percentiles before min-max (the original code)",
     )
+    add_scan_options(parser)
     parser.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help=f"header-reading processes (0: one per CPU core; default {ScanConfig.workers})",
+        "--input-kind",
+        choices=INPUT_KINDS,
+        default=DEFAULT_INPUT_KIND,
+        help=f"what DATA_ROOT holds ({INPUT_KIND_RULE})",
     )
     parser.add_argument(
         "--force", action="store_true", help="replace an existing cache made with other settings"
@@ -65,9 +72,7 @@ def handler(args: argparse.Namespace) -> int:
     if args.clip_percentiles:
         changes["clip_percentiles"] = ORIGINAL_CLIP_PERCENTILES
     cfg = dataclasses.replace(preset.prepare, **changes)
-    scan_cfg = preset.scan
-    if args.workers is not None:
-        scan_cfg = dataclasses.replace(scan_cfg, workers=args.workers)
+    scan_cfg = scan_config(preset.scan, args)
     prepare(
         args.data_root,
         args.cache_dir,
@@ -75,5 +80,6 @@ def handler(args: argparse.Namespace) -> int:
         scan_cfg,
         force=args.force,
         progress=not args.no_progress,
+        input_kind=args.input_kind,
     )
     return 0

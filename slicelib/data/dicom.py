@@ -301,7 +301,7 @@ def load_series(
 
     uid_of = []
     for ds, path in zip(datasets, files):
-        got = dataset_value(ds, "SeriesInstanceUID", "text")
+        got = dataset_value(ds, "SeriesInstanceUID", "uid")
         if got.reason:
             raise SlicelibError(f"file {path}: {got.reason} (truncated header?)")
         uid_of.append(got.value)

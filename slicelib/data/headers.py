@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import struct
 import warnings
 from dataclasses import dataclass
@@ -120,6 +121,7 @@ class Parsed(NamedTuple):
 
 # Largest integer a header count or index may hold (IS is a 32-bit signed integer).
 MAX_IS = 2**31 - 1
+UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")
 TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "PN", "UC"})
 
 
@@ -136,8 +138,9 @@ def _text_of(raw: Any, encodings: list[str] | None = None) -> str:
 def parse_value(keyword: str, raw: Any, kind: str, n: int = 0, positive: bool = False) -> Parsed:
     """One header value, checked: never raises.
 
-    ``kind``: ``"text"``, ``"number"`` (finite float), ``"int"`` (integral, |x| <=
-    2**31 - 1), or ``"vector"`` (``n`` finite floats). ``raw`` is what the
+    ``kind``: ``"text"``, ``"uid"`` (digits and dots, <= 64 characters),
+    ``"number"`` (finite float), ``"int"`` (integral, |x| <= 2**31 - 1), or
+    ``"vector"`` (``n`` finite floats). ``raw`` is what the
     element holds: bytes as stored, a string, a number or a list.
     ``positive``: numbers must be > 0 (every one, for a vector).
     """
@@ -150,6 +153,10 @@ def parse_value(keyword: str, raw: Any, kind: str, n: int = 0, positive: bool = 
     if raw is None or (not isinstance(raw, (int, float)) and text == ""):
         return Parsed(None, f"missing {keyword}")
     if kind == "text":
+        return Parsed(text)
+    if kind == "uid":
+        if len(text) > 64 or not UID_PATTERN.fullmatch(text):
+            return Parsed(None, f"invalid {keyword} {text[:70]!r}")
         return Parsed(text)
     shown = repr(text[:40]) if text else repr(raw)
     try:
@@ -290,6 +297,10 @@ class _Header:
         value = self._parsed(keyword, "text")
         return value or ""
 
+    def uid(self, keyword: str) -> str:
+        value = self._parsed(keyword, "uid")
+        return value or ""
+
     def number(self, keyword: str, positive: bool = False) -> float | None:
         value: float | None = self._parsed(keyword, "number", positive=positive)
         return value
@@ -425,7 +436,11 @@ def _read_header(path: str, caught: list[warnings.WarningMessage]) -> FileHeader
         if meta is not None and not sop_class:
             sop_class = meta.text("MediaStorageSOPClassUID")
         ts = meta.text("TransferSyntaxUID") if meta is not None else ""
-        series_uid = hd.text("SeriesInstanceUID")
+        series_uid = hd.uid("SeriesInstanceUID")
+        if "SeriesInstanceUID" in hd.problems:
+            # A damaged UID would make a series of its own: the file is unreadable,
+            # and charged to the series of its folder.
+            return FileHeader(path, "unreadable", error=hd.problems["SeriesInstanceUID"])
         if not sop_class:
             return FileHeader(
                 path, "unreadable", error="no SOP class in the header", series_uid=series_uid
@@ -440,7 +455,7 @@ def _read_header(path: str, caught: list[warnings.WarningMessage]) -> FileHeader
         path=path,
         kind="image",
         patient_id=hd.text("PatientID"),
-        study_uid=hd.text("StudyInstanceUID"),
+        study_uid=hd.uid("StudyInstanceUID"),
         series_uid=series_uid,
         series_number=hd.integer("SeriesNumber"),
         series_description=hd.text("SeriesDescription"),
@@ -493,6 +508,9 @@ def _recover_uid(fp: Any) -> str:
             fp, force=True, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]
         )
         value = ds.get_item(TAGS["SeriesInstanceUID"])
-        return _text_of(value.value) if value is not None else ""
+        if value is None:
+            return ""
+        uid: str = parse_value("SeriesInstanceUID", value.value, "uid").value or ""
+        return uid
     except Exception:
         return ""

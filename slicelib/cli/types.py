@@ -1,0 +1,78 @@
+"""Argument types for the command line: bounded numbers and output paths.
+
+Each factory returns a callable for ``argparse``'s ``type=``; a bad value is
+reported by argparse as ``argument --size: must be an integer in 8..4096
+(got '100000')`` with exit status 2, never a traceback. Bounds are stated once,
+where the option is declared, e.g. ``type=bounded_int(1, 1024)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+# The largest integer any option accepts (a seed, a step count): beyond this a
+# value is a typo, and numpy or torch would fail on it later with a traceback.
+MAX_INT = 2**63 - 1
+
+
+def bounded_int(lo: int, hi: int = MAX_INT) -> Callable[[str], int]:
+    """An integer in ``lo..hi`` (both included)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer (got {text!r})") from None
+        if not lo <= value <= hi:
+            shown = f"{lo}..{hi}" if hi != MAX_INT else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"must be an integer {shown} (got {text!r})")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def positive_int(hi: int = MAX_INT) -> Callable[[str], int]:
+    """An integer in ``1..hi``."""
+    return bounded_int(1, hi)
+
+
+def non_negative_int(hi: int = MAX_INT) -> Callable[[str], int]:
+    """An integer in ``0..hi``."""
+    return bounded_int(0, hi)
+
+
+def bounded_float(
+    lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False
+) -> Callable[[str], float]:
+    """A finite number in ``[lo, hi]`` (``lo_open``/``hi_open`` exclude an end)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number (got {text!r})") from None
+        below = value <= lo if lo_open else value < lo
+        above = value >= hi if hi_open else value > hi
+        if not math.isfinite(value) or below or above:
+            left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+            raise argparse.ArgumentTypeError(
+                f"must be a number in {left}{lo:g}, {hi:g}{right} (got {text!r})"
+            )
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def output_file(text: str) -> Path:
+    """A file to write: not an existing folder, in a folder that exists."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {path.parent} does not exist")
+    return path
