@@ -26,12 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from dicom_factory import write_series
 from pydicom.dataelem import RawDataElement
 from pydicom.filereader import read_preamble
 from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import Tag
-
-from dicom_factory import write_series
 
 N_SLICES, ROWS, COLS = 6, 16, 16
 OUTCOMES: tuple[str, ...] = ("ok", "excluded", "lost", "traceback", "hang")
@@ -378,12 +377,12 @@ def run_case(template: Path, case: Case, work: Path, seconds: int = 60) -> dict[
 
     try:
         with time_limit(seconds):
-            cache = prepare(
-                root, work / "cache", PrepareConfig(size=16), scan_cfg, progress=False
-            )
+            cache = prepare(root, work / "cache", PrepareConfig(size=16), scan_cfg, progress=False)
         entries = {e.patient_id: e for e in cache.entries()}
         if "DAMAGED" not in entries:
             out["prepare"] = "excluded"
+            reasons = [e["reason"] for e in cache.manifest.get("excluded_in_prepare", [])]
+            out["why"] += "; " + "; ".join(reasons) if reasons else ""
         elif entries["DAMAGED"].n_slices == N_SLICES:
             out["prepare"] = "ok"
         else:

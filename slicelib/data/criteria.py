@@ -55,6 +55,8 @@ class SeriesRow:
     # Per-file facts the checks need; not written to the CSV.
     headers: list[FileHeader] = field(default_factory=list, repr=False)
     unreadable: list[str] = field(default_factory=list, repr=False)
+    # Other series of the same folder that look like this one split in two.
+    twins: list[str] = field(default_factory=list, repr=False)
 
 
 def field_strength_tesla(value: float | None) -> float | None:
@@ -97,6 +99,15 @@ def check_unreadable(row: SeriesRow, cfg: ScanConfig) -> str | None:
     if row.unreadable:
         more = f" and {len(row.unreadable) - 1} more" if len(row.unreadable) > 1 else ""
         return f"unreadable file {row.unreadable[0]}{more}"
+    return None
+
+
+def check_twins(row: SeriesRow, cfg: ScanConfig) -> str | None:
+    if row.twins:
+        return (
+            f"folder {row.folders} also holds {row.twins[0]} with the same SeriesNumber, "
+            "description, plane and matrix (a damaged SeriesInstanceUID?)"
+        )
     return None
 
 
@@ -269,6 +280,7 @@ Check = Callable[[SeriesRow, ScanConfig], str | None]
 # (criterion name, check) in the order applied: the cohort definition, then QC.
 CHECKS: tuple[tuple[str, Check], ...] = (
     ("unreadable", check_unreadable),
+    ("split", check_twins),
     ("size", check_size),
     ("values", check_values),
     ("modality", check_modality),

@@ -26,7 +26,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from slicelib.config import ScanConfig
-from slicelib.data.headers import dataset_value
+from slicelib.data.headers import captured_warnings, dataset_value
 from slicelib.errors import SlicelibError
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,7 @@ def series_files(path_or_files: str | Path | Iterable[str | Path]) -> list[Path]
 
 def _read(path: Path) -> Dataset:
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with captured_warnings() as caught:
             ds = pydicom.dcmread(path, force=not has_dicom_preamble(path))
     except Exception as exc:  # pydicom raises many types for broken files
         raise SlicelibError(f"file {path}: unreadable DICOM ({_short(exc)})") from None
@@ -223,8 +222,7 @@ def decode_stored(
     if "PixelData" not in ds:
         raise SlicelibError(f"file {path}: no pixel data")
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with captured_warnings() as caught:
             arr = np.asarray(ds.pixel_array)
     except Exception as exc:  # truncated data, missing decoder, corrupt stream
         raise SlicelibError(f"file {path}: pixel data unreadable ({_short(exc)})") from None

@@ -7,11 +7,15 @@ pixel data its header announces (a truncated download keeps a readable header).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
 import struct
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -397,11 +401,39 @@ def read_header(path: str) -> FileHeader:
     """
     caught: list[warnings.WarningMessage] = []
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with captured_warnings() as caught:
             return _read_header(path, caught)
     except Exception as exc:  # any parse failure is reported, never raised
         return FileHeader(path, "unreadable", error=_short(exc), warnings=_messages(caught))
+
+
+class _WhileCapturing(logging.Filter):
+    """Drops the pydicom logger's copy of a warning while :func:`captured_warnings`
+    records it: the copy names no file, the recorded one is logged with its path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "active", False)
+
+
+_PYDICOM_FILTER = _WhileCapturing()
+logging.getLogger("pydicom").addFilter(_PYDICOM_FILTER)
+
+
+@contextmanager
+def captured_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Record every warning raised in the block (pydicom's included) into the list
+    yielded, so the caller can attach them to the file being read."""
+    _PYDICOM_FILTER.local.active = True
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield caught
+    finally:
+        _PYDICOM_FILTER.local.active = False
 
 
 def _messages(caught: list[warnings.WarningMessage]) -> tuple[str, ...]:

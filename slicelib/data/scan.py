@@ -42,7 +42,7 @@ DEFAULT_SCAN_CONFIG = ScanConfig()
 CSV_COLUMNS: tuple[str, ...] = tuple(
     f.name
     for f in dataclasses.fields(SeriesRow)
-    if f.name not in ("files", "headers", "unreadable")
+    if f.name not in ("files", "headers", "unreadable", "twins")
 )
 
 
@@ -340,6 +340,7 @@ def scan(
     _attribute_unreadable(
         rows, [(p, e) for p, e in unreadable if p not in {h.path for h in charged}]
     )
+    _find_twins(rows)
     for r in rows:
         evaluate(r, cfg)
     select_series(rows, cfg)
@@ -360,6 +361,26 @@ def scan(
     for path, what in skipped:
         log.warning("skipped %s: %s", path, what)
     return result
+
+
+def _find_twins(rows: list[SeriesRow]) -> None:
+    """Note series that share a folder, SeriesNumber, description, plane and matrix.
+
+    One damaged byte in a SeriesInstanceUID makes a valid UID of another series:
+    the file then leaves its series, which looks complete without it.
+    """
+    groups: dict[tuple[str, int | None, str, str, str], list[SeriesRow]] = defaultdict(list)
+    for r in rows:
+        key = (r.folders, r.series_number, r.series_description, r.orientation, r.matrix)
+        groups[key].append(r)
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        for r in group:
+            for other in group:
+                if other is not r:
+                    names = ", ".join(f.name for f in other.files[:3])
+                    r.twins.append(f"series {other.series_uid} ({other.n_files} files: {names})")
 
 
 def _attribute_unreadable(rows: list[SeriesRow], unreadable: list[tuple[str, str]]) -> None:
