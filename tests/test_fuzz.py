@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from dicom_fuzz import MUTATIONS, Case, cases, restore_permissions, run_case, write_template
 
-CASES_PER_KIND = 24
+CASES_PER_KIND = 20
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -49,7 +49,7 @@ def test_campaign_has_no_traceback_hang_or_lost_slice(
     assert any("ok" in o for o in outcomes.values())
 
 
-@pytest.mark.parametrize("kind", ["truncate", "bad_value", "huge_dims"])
+@pytest.mark.parametrize("kind", ["truncate", "huge_dims"])
 def test_cli_on_damaged_series_gives_no_traceback(
     template: Path, tmp_path: Path, kind: str
 ) -> None:

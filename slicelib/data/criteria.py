@@ -226,7 +226,8 @@ def check_metadata(row: SeriesRow, cfg: ScanConfig) -> str | None:
     missing = Counter(tag for h in row.headers for tag in h.missing)
     if missing:
         tag, count = missing.most_common(1)[0]
-        return f"missing {tag} in {count} of {row.n_files} files"
+        first = next(Path(h.path).name for h in row.headers if tag in h.missing)
+        return f"missing {tag} in {count} of {row.n_files} files (e.g. {first})"
     if not row.patient_id:
         return "missing PatientID"
     sizes = {(h.rows, h.columns) for h in row.headers}

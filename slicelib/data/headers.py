@@ -172,11 +172,11 @@ def parse_value(keyword: str, raw: Any, kind: str, n: int = 0, positive: bool = 
         return Parsed(None, f"invalid {keyword} {shown}")
     if not all(math.isfinite(v) for v in items):
         return Parsed(None, f"invalid {keyword} {shown} (not finite)")
+    if kind == "vector" and len(items) != n:
+        return Parsed(None, f"invalid {keyword} {shown} ({len(items)} values, want {n})")
     if positive and any(v <= 0 for v in items):
         return Parsed(None, f"invalid {keyword} {shown} (want > 0)")
     if kind == "vector":
-        if len(items) != n:
-            return Parsed(None, f"invalid {keyword} {shown} ({len(items)} values, want {n})")
         return Parsed(tuple(items))
     if len(items) != 1 and kind == "int":
         return Parsed(None, f"invalid {keyword} {shown} (want one value)")
