@@ -387,7 +387,7 @@ def looks_like_dicom_name(path: str) -> bool:
 
 
 def _is_image_class(sop_class: str) -> bool:
-    return "Image Storage" in UID(sop_class).name
+    return bool(sop_class) and "Image Storage" in UID(sop_class).name
 
 
 def read_header(path: str) -> FileHeader:
@@ -464,22 +464,24 @@ def _read_header(path: str, caught: list[warnings.WarningMessage]) -> FileHeader
             return FileHeader(path, "unreadable", error=_short(exc), series_uid=uid)
         hd = _Header(ds)
         meta = _Header(ds.file_meta, META_TAGS) if "file_meta" in ds.__dict__ else None
-        sop_class = hd.text("SOPClassUID")
-        if meta is not None and not sop_class:
-            sop_class = meta.text("MediaStorageSOPClassUID")
+        sop_class = hd.uid("SOPClassUID")
+        media_class = meta.uid("MediaStorageSOPClassUID") if meta is not None else ""
         ts = meta.text("TransferSyntaxUID") if meta is not None else ""
         series_uid = hd.uid("SeriesInstanceUID")
         if "SeriesInstanceUID" in hd.problems:
             # A damaged UID would make a series of its own: the file is unreadable,
             # and charged to the series of its folder.
             return FileHeader(path, "unreadable", error=hd.problems["SeriesInstanceUID"])
-        if not sop_class:
-            return FileHeader(
-                path, "unreadable", error="no SOP class in the header", series_uid=series_uid
-            )
-        if sop_class == DICOMDIR_CLASS or (
-            not hd.present("Rows") and not _is_image_class(sop_class)
-        ):
+        if not (sop_class or media_class):
+            error = hd.problems.get("SOPClassUID", "no SOP class in the header")
+            return FileHeader(path, "unreadable", error=error, series_uid=series_uid)
+        # Either class saying "image" makes it one: a damaged element must not
+        # turn a slice into "other DICOM" that is skipped.
+        is_image = _is_image_class(sop_class) or _is_image_class(media_class)
+        if DICOMDIR_CLASS in (sop_class, media_class) or not (is_image or hd.present("Rows")):
+            if "SOPClassUID" in hd.problems:
+                error = hd.problems["SOPClassUID"]
+                return FileHeader(path, "unreadable", error=error, series_uid=series_uid)
             return FileHeader(path, "other_dicom", transfer_syntax=ts)
         truncated = check_pixel_data(fp, size, hd, ts == ImplicitVRLittleEndian)
 
