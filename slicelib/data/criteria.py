@@ -132,21 +132,21 @@ def check_values(row: SeriesRow, cfg: ScanConfig) -> str | None:
 
 def check_complete(row: SeriesRow, cfg: ScanConfig) -> str | None:
     """Every slice from the first to the last instance is there, each once."""
-    numbers = [h.instance_number for h in row.headers]
+    numbers = [h.instance_number for h in row.headers if h.instance_number is not None]
     absent = [Path(h.path).name for h in row.headers if h.instance_number is None]
-    if absent and len(absent) < len(numbers):
+    if absent and numbers:
         return f"file {absent[0]}: missing InstanceNumber"
-    if absent:
+    if absent:  # no file has one: nothing to compare
         return None
     counts = Counter(numbers)
     dup = [n for n, c in counts.items() if c > 1]
     if dup:
         names = [Path(h.path).name for h in row.headers if h.instance_number == dup[0]]
         return f"InstanceNumber {dup[0]} in {len(names)} files ({', '.join(names[:3])})"
-    lo, hi = min(counts), max(counts)  # type: ignore[type-var]
+    lo, hi = min(counts), max(counts)
     if hi - lo + 1 != len(numbers):
         have = set(counts)
-        gaps = [n for n in range(lo, hi + 1) if n not in have][:3]  # type: ignore[operator]
+        gaps = [n for n in range(lo, hi + 1) if n not in have][:3]
         return (
             f"InstanceNumber runs {lo}-{hi} but {len(numbers)} files "
             f"(missing {', '.join(map(str, gaps))}; a slice may be lost)"

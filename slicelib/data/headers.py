@@ -451,6 +451,7 @@ def _read_header(path: str, caught: list[warnings.WarningMessage]) -> FileHeader
         if size == 0:
             kind: FileKind = "unreadable" if suspect else "not_dicom"
             return FileHeader(path, kind, error="empty file")
+        ds: Dataset | None
         try:  # pydicom checks the preamble's "DICM" marker first
             ds = pydicom.dcmread(fp, stop_before_pixels=True)
         except InvalidDicomError:

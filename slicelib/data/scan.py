@@ -279,8 +279,9 @@ def read_headers(paths: list[str], workers: int, progress: bool = True) -> Itera
                 bar.update()
             return
         chunk = max(1, min(256, len(paths) // (workers * 8)))
-        pool_args = {"initializer": die_with_parent, "initargs": (os.getpid(),)}
-        with cf.ProcessPoolExecutor(max_workers=workers, **pool_args) as pool:  # type: ignore[arg-type]
+        with cf.ProcessPoolExecutor(
+            max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             for header in pool.map(read_header, paths, chunksize=chunk):
                 yield header
                 bar.update()
