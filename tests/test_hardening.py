@@ -120,8 +120,9 @@ def test_malformed_value_excludes_its_series_and_the_run_goes_on(
 
 @pytest.mark.parametrize(
     ("slope", "intercept", "want"),
-    [("0", "0", "RescaleSlope 0"), ("100", "0", "RescaleSlope 100"), ("-1", "0", "-1"),
-     ("1", "-5000", "RescaleIntercept -5000"), ("abc", "0", "invalid RescaleSlope")],
+    [("0", "0", "RescaleSlope 0"), ("100", "0", "RescaleSlope 100 "), ("-1", "0", "Slope -1 "),
+     ("1e30", "0", "RescaleSlope 1e"), ("1", "-5000", "RescaleIntercept -5000 "),
+     ("abc", "0", "invalid RescaleSlope")],
 )  # fmt: skip
 def test_rescale_outliers_refused_naming_the_file(
     tmp_path: Path, slope: str, intercept: str, want: str
@@ -134,6 +135,15 @@ def test_rescale_outliers_refused_naming_the_file(
     with pytest.raises(SlicelibError, match=want) as err:
         load_series(spec.folder)
     assert spec.files[3].name in str(err.value)
+
+
+def test_per_slice_slopes_that_keep_the_range_are_accepted(tmp_path: Path) -> None:
+    spec = write_series(tmp_path / "s", **SMALL)
+    ds = pydicom.dcmread(spec.files[2])  # half the slope, twice the stored values
+    ds.RescaleSlope, ds.RescaleIntercept = "0.5", "0"
+    ds.PixelData = (ds.pixel_array.astype(np.uint16) * 2).tobytes()
+    ds.save_as(spec.files[2])
+    assert np.array_equal(load_series(spec.folder).pixels, spec.expected)
 
 
 def test_values_beyond_the_stored_bit_depth_refused(

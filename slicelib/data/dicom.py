@@ -251,33 +251,34 @@ def decode_pixels(
     return out
 
 
-# A slice's slope may differ from the series' median by this factor at most.
-MAX_SLOPE_RATIO = 2.0
-
-
 def check_rescale(
     rescale: list[tuple[float, float]], stored: list[np.ndarray], files: Sequence[Path]
 ) -> None:
-    """Refuse per-slice RescaleSlope/RescaleIntercept outliers, naming the file.
+    """Refuse a slice whose RescaleSlope/RescaleIntercept would rescale the volume.
 
-    A slope off the series' median by more than :data:`MAX_SLOPE_RATIO` (or of
-    the other sign), or an intercept shifted by more than half the series'
-    stored value range (in output units), would rescale the whole volume's
-    normalisation from one slice.
+    Slopes may differ per slice (a writer fitting each slice's range into 16 bits
+    does that), so values are compared after rescaling: a slice whose rescaled
+    range reaches beyond the other slices' range by more than that range's width
+    (a slope of 100, 1e30 or -1, an intercept off by thousands in one file) would
+    more than double the volume's min-max normalisation alone, and is refused
+    naming its file.
     """
-    slopes = np.asarray([r[0] for r in rescale])
-    intercepts = np.asarray([r[1] for r in rescale])
-    med_s, med_i = float(np.median(slopes)), float(np.median(intercepts))
-    span = max(float(max(a.max() for a in stored)) - float(min(a.min() for a in stored)), 1.0)
-    for (slope, intercept), path in zip(rescale, files):
-        ratio = slope / med_s
-        if not 1 / MAX_SLOPE_RATIO <= ratio <= MAX_SLOPE_RATIO:
+    if len(rescale) < 2:
+        return
+    lo = np.asarray([float(a.min()) * s + b for a, (s, b) in zip(stored, rescale)])
+    hi = np.asarray([float(a.max()) * s + b for a, (s, b) in zip(stored, rescale)])
+    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)  # a negative slope swaps the ends
+    for i, path in enumerate(files):
+        others_lo, others_hi = np.delete(lo, i).min(), np.delete(hi, i).max()
+        span = max(float(others_hi - others_lo), 1e-6 * max(abs(others_hi), 1.0))
+        if not (np.isfinite(lo[i]) and np.isfinite(hi[i])) or (
+            lo[i] < others_lo - span or hi[i] > others_hi + span
+        ):
+            slope, intercept = rescale[i]
             raise SlicelibError(
-                f"file {path}: RescaleSlope {slope:g} differs from the series' {med_s:g}"
-            )
-        if abs(intercept - med_i) > 0.5 * span * abs(med_s):
-            raise SlicelibError(
-                f"file {path}: RescaleIntercept {intercept:g} differs from the series' {med_i:g}"
+                f"file {path}: RescaleSlope {slope:g} / RescaleIntercept {intercept:g} give "
+                f"values {lo[i]:.4g}..{hi[i]:.4g}, far outside the other slices' "
+                f"{others_lo:.4g}..{others_hi:.4g}"
             )
 
 
