@@ -175,7 +175,7 @@ def environment_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
     commit = git.get("commit") or "not a git checkout"
     if git.get("dirty"):
         diff = git.get("diff_sha256")
-        commit += f" (with uncommitted changes, diff {diff[:12]})" if diff else " (with uncommitted changes)"
+        commit += " (with uncommitted changes" + (f", diff {diff[:12]})" if diff else ")")
     rows = [
         ("recorded at (UTC)", str(record.get("recorded_at"))),
         ("git commit", commit),
