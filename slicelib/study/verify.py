@@ -145,6 +145,8 @@ def verify_study(
         str(fresh),
         "-p",
         "no:cacheprovider",
+        "-p",
+        "slicelib.study.nbval_glue",
         *pytest_args,
         *map(str, targets),
     ]
