@@ -100,6 +100,10 @@ def verify_study(
     from slicelib.study.book import find_source_root
     from slicelib.study.runner import RECORD_FILE
 
+    import importlib.util
+
+    if importlib.util.find_spec("nbval") is None:
+        raise SlicelibError("slicelib verify needs pytest and nbval: pip install 'slicelib[test]'")
     study_dir = Path(study_dir).resolve()
     try:
         record = json.loads((study_dir / RECORD_FILE).read_text())
