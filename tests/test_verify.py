@@ -99,3 +99,53 @@ def test_not_a_study_or_a_foreign_folder(
     assert "was not made by a verify run" in err and "\n" not in err
     assert main(["verify", str(study), "--only", "nosuch"]) == 2
     assert "--only nosuch" in capsys.readouterr().err
+
+
+def sanitize(text: str) -> str:
+    from nbval.plugin import get_sanitize_patterns
+
+    config = (Path(__file__).resolve().parents[1] / ".nbval-sanitize.cfg").read_text()
+    for regex, replace in get_sanitize_patterns(config):
+        text = re.sub(regex, replace, text)
+    return text
+
+
+@pytest.mark.parametrize(
+    ("stored", "computed"),
+    [
+        ("seconds per epoch (mean)   3.5 s", "seconds per epoch (mean)  21.0 s"),
+        ("training samples/s (mean)  2.5 /s", "training samples/s (mean)  12.5 /s"),
+        ("<td>1.23 ms</td><td>12.3×</td>", "<td>0.98 ms</td><td>9.1×</td>"),
+        ("recorded 2026-11-27T18:41:07+00:00", "recorded 2026-11-28T09:02:11+00:00"),
+    ],
+)
+def test_sanitizer_leaves_out_wall_clock(stored: str, computed: str) -> None:
+    assert sanitize(stored) == sanitize(computed)
+
+
+@pytest.mark.parametrize(
+    ("stored", "computed"),
+    [
+        ("validation PSNR at best (dB)  11.67", "validation PSNR at best (dB)  11.68"),
+        ("<td>0.729</td>", "<td>0.730</td>"),
+        ("32x32 pixels, 96 slices", "32x32 pixels, 95 slices"),
+    ],
+)
+def test_sanitizer_keeps_results(stored: str, computed: str) -> None:
+    assert sanitize(stored) != sanitize(computed)
+
+
+def test_glued_wall_clock_is_matched_by_name() -> None:
+    from slicelib.study.nbval_glue import PLACEHOLDER, blank_glued, glue_patterns
+
+    config = (Path(__file__).resolve().parents[1] / ".nbval-sanitize.cfg").read_text()
+    patterns = glue_patterns(config)
+
+    def glued(name: str, value: str) -> dict:
+        record = "application/papermill.record/text/plain"
+        return {"data": {record: value}, "metadata": {"scrapbook": {"name": name}}}
+
+    outputs = [glued("k1_unet_ms", "3.52"), glued("k1_unet_psnr", "30.08")]
+    blanked = blank_glued(outputs, patterns)
+    assert next(iter(blanked[0]["data"].values())) == PLACEHOLDER
+    assert blanked[1] == outputs[1]
