@@ -2,22 +2,52 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# CPU build on this kind of machine; on a GPU node pick the CUDA build, e.g.
-#   make study TORCH_SPEC=torch==2.13.0 TORCH_PIP_ARGS=
 TORCH_SPEC ?= torch==2.13.0
-TORCH_PIP_ARGS ?=
+# Where pip also looks for torch. Empty: the configured indexes (plain PyPI gives the
+# CUDA build on Linux). Without a GPU on plain PyPI (README, "Installing"):
+#   make study TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# pip then takes torch 2.13.0+cpu, which ranks above 2.13.0.
+TORCH_INDEX ?=
+TORCH_PIP_ARGS ?= $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+# The lock of the full CPU environment (`make lock` writes it); with LOCK= the install
+# resolves pyproject.toml's ranges instead.
+LOCK ?= requirements/cpu.lock
+PIP_TOOLS ?= pip-tools==7.6.2
 PRESET ?= demo
 OUT ?= study
+# make verify: the study whose executed notebooks are checked, and which of them
+# (names as in $(STUDY)/notebooks, without .ipynb; empty: all).
+STUDY ?= $(OUT)
+NOTEBOOKS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools study test lint bench book clean
+.PHONY: install tools study test lint bench book clean lock verify
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(wildcard $(LOCK))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+ifneq ($(wildcard $(LOCK)),)
+	$(PY) -m pip install -q -r $(LOCK) $(TORCH_PIP_ARGS)
+	$(PY) -m pip install -q --no-deps -e .
+else
 	$(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
 	$(PY) -m pip install -q -e ".[book,test]"
+endif
 	touch $(STAMP)
+
+# Regenerate the lock from pyproject.toml (core, book and test) with torch at
+# TORCH_SPEC. The CPU wheel's local label (+cpu) is dropped, so that the lock installs
+# from the CPU index and from plain PyPI alike.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(PIP_TOOLS)"
+	mkdir -p $(dir $(LOCK))
+	printf '%s\n' "$(TORCH_SPEC)" > $(dir $(LOCK)).torch-constraint.txt
+	CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile --quiet \
+	  --extra book --extra test --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links --constraint $(dir $(LOCK)).torch-constraint.txt \
+	  $(TORCH_PIP_ARGS) --output-file $(LOCK) pyproject.toml
+	sed -i.bak -E 's/^(torch==[^+]+)[+][a-z0-9.]+$$/\1/' $(LOCK) && rm -f $(LOCK).bak $(dir $(LOCK)).torch-constraint.txt
 
 install: $(STAMP)
 
@@ -38,6 +68,11 @@ tools:
 
 test: lint tools
 	$(PY) -m pytest tests notebooks --nbval-lax
+
+# Re-execute the executed notebooks of $(STUDY) in a fresh workspace (same preset and
+# seeds) and compare every output with nbval; fails naming the cell that differs.
+verify: install
+	$(VENV)/bin/slicelib verify $(STUDY) $(addprefix --only ,$(NOTEBOOKS))
 
 bench: install
 	$(PY) -m benchmarks

@@ -3,6 +3,7 @@ chapter shows and what ``slicelib study`` writes to ``<out>/environment.json``."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -48,8 +49,21 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
     return versions
 
 
+def installed_distributions() -> dict[str, str]:
+    """Every distribution installed in this interpreter's environment, name -> version,
+    sorted by name (the first found wins where a name is installed twice)."""
+    found: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and name not in found:
+            found[name] = dist.version
+    return dict(sorted(found.items(), key=lambda item: item[0].lower()))
+
+
 def git_state(repo: Path | None = None) -> dict[str, Any]:
-    """Commit and dirty flag of the git checkout at ``repo`` (default: the package's).
+    """Commit and dirty flag of the git checkout at ``repo`` (default: the package's),
+    with ``diff_sha256``, the SHA-256 of ``git diff HEAD`` when tracked files changed
+    (``None`` when clean), so that two dirty runs of one commit can be told apart.
 
     Returns ``{"commit": None, "dirty": None}`` outside a git checkout or without git.
     """
@@ -72,7 +86,13 @@ def git_state(repo: Path | None = None) -> dict[str, Any]:
     if commit is None:
         return {"commit": None, "dirty": None}
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    dirty = bool(status) if status is not None else None
+    diff = git("diff", "HEAD", "--binary") if dirty else None
+    return {
+        "commit": commit,
+        "dirty": dirty,
+        "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff is not None else None,
+    }
 
 
 def device_label(device: torch.device) -> str:
@@ -154,7 +174,8 @@ def environment_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
     git = record.get("git", {})
     commit = git.get("commit") or "not a git checkout"
     if git.get("dirty"):
-        commit += " (with uncommitted changes)"
+        diff = git.get("diff_sha256")
+        commit += " (with uncommitted changes" + (f", diff {diff[:12]})" if diff else ")")
     rows = [
         ("recorded at (UTC)", str(record.get("recorded_at"))),
         ("git commit", commit),

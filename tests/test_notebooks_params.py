@@ -1,5 +1,6 @@
 """The study's notebooks: committed without outputs, one ``parameters`` cell of plain
-values with the smoke defaults, checked into a typed Study in the next cell."""
+values with the smoke defaults, each typed and described for papermill, checked into a
+typed Study in the next cell."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import pytest
 
 from slicelib.errors import SlicelibError
 from slicelib.study import Study
-from slicelib.study.notebooks import (
-    REQUIRED_NOTEBOOKS,
-    STUDY_NOTEBOOKS,
-    declared_parameters,
-    source_hash,
+from slicelib.study.notebooks import REQUIRED_NOTEBOOKS, STUDY_NOTEBOOKS, source_hash
+from slicelib.study.parameters import (
+    NotebookParameter,
+    check_parameter,
+    check_parameters,
+    notebook_parameters,
+    parse_assignment,
 )
-from slicelib.study.parameters import PARAMETER_TYPES, check_parameter, parse_assignment
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 PRESENT = [n for n in STUDY_NOTEBOOKS if (NOTEBOOKS / f"{n}.ipynb").is_file()]
@@ -43,29 +45,63 @@ def test_committed_without_outputs(name: str) -> None:
             assert cell.get("execution_count") is None
 
 
+def declared(name: str) -> dict[str, NotebookParameter]:
+    return notebook_parameters(NOTEBOOKS / f"{name}.ipynb")
+
+
 @pytest.mark.parametrize("name", PRESENT)
 def test_one_parameters_cell_of_plain_values(name: str) -> None:
     cells = load(name)["cells"]
     tagged = [i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", [])]
     assert len(tagged) == 1
     tree = ast.parse(source(cells[tagged[0]]))
+    assigned = []
     for node in tree.body:
-        assert isinstance(node, ast.Assign), f"{name}: only assignments in the parameters cell"
+        if isinstance(node, ast.ImportFrom):  # the annotations' names
+            assert node.module == "typing", f"{name}: only typing imports in the parameters cell"
+            continue
+        assert isinstance(node, ast.AnnAssign), f"{name}: only annotated assignments"
+        assert node.value is not None and isinstance(node.target, ast.Name)
         ast.literal_eval(node.value)  # plain values, no code
-    values = declared_parameters(NOTEBOOKS / f"{name}.ipynb")
+        assigned.append(node.target.id)
+    params = declared(name)
+    assert list(params) == assigned  # papermill reads every one of them
+    values = {key: p.default for key, p in params.items()}
     assert values["preset"] == "smoke"
     assert values["out_dir"] is None and values["data_root"] is None
-    for key, value in values.items():
-        check_parameter(name, key, value)  # every default has its declared type
     following = source(cells[tagged[0] + 1])
     assert f'Study.from_notebook(\n    "{name}"' in following or (
         f'Study.from_notebook("{name}"' in following
     )
 
 
+@pytest.mark.parametrize("name", PRESENT)
+def test_every_parameter_typed_and_described(name: str) -> None:
+    """What ``papermill --help-notebook`` shows: a type papermill understood (it drops
+    ``str | None``) and a help text for every parameter."""
+    for key, param in declared(name).items():
+        assert param.annotation, f"{name}: parameter {key!r} has no type papermill reads"
+        assert param.types, f"{name}: parameter {key!r}"
+        assert len(param.help) >= 10, f"{name}: parameter {key!r} has no inline help"
+        check_parameter(name, param, param.default)  # every default has its declared type
+
+
+def test_papermill_reads_optional_but_not_union(tmp_path: Path) -> None:
+    """Why the cells write ``Optional[str]``: papermill's pattern stops at ``|``."""
+    nb = load("data")
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    cell["source"] = "a: Optional[str] = None  # kept\nb: str | None = None  # lost\n"
+    path = tmp_path / "union.ipynb"
+    path.write_text(json.dumps(nb))
+    params = notebook_parameters(path)
+    assert params["a"].annotation == "Optional[str]" and params["a"].help == "kept"
+    assert "b" not in params or not params["b"].annotation
+
+
 def test_train_notebook_parameters() -> None:
-    values = declared_parameters(NOTEBOOKS / "train.ipynb")
-    assert values["model"] == "unet" and values["k"] == 1
+    params = declared("train")
+    assert params["model"].default == "unet" and params["k"].default == 1
+    assert params["k"].types == (int,) and params["out_dir"].types == (str, type(None))
 
 
 def test_source_hash_ignores_outputs(tmp_path: Path) -> None:
@@ -87,13 +123,13 @@ def test_source_hash_ignores_outputs(tmp_path: Path) -> None:
     [
         ("k", "1", "parameter 'k' must be int (got str '1')"),
         ("k", True, "parameter 'k' must be int (got bool True)"),
-        ("out_dir", 3, "parameter 'out_dir' must be str or None"),
-        ("zoom", "wide", "parameter 'zoom' must be float or int"),
+        ("out_dir", 3, "parameter 'out_dir' must be Optional[str]"),
+        ("zoom", "wide", "parameter 'zoom' must be float"),
     ],
 )
 def test_wrong_type_names_notebook_and_parameter(name: str, value: object, message: str) -> None:
     with pytest.raises(SlicelibError, match="notebook 'train'") as info:
-        check_parameter("train", name, value)
+        check_parameters("train", {name: value}, NOTEBOOKS / "qualitative.ipynb")
     assert message in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -122,9 +158,21 @@ def test_out_dir_none_resolves_under_slicelib_home(
     assert study.data_root == study.out_dir / "data" and study.synthetic
 
 
-def test_parameter_types_cover_every_declared_parameter() -> None:
-    for name in PRESENT:
-        assert set(declared_parameters(NOTEBOOKS / f"{name}.ipynb")) <= set(PARAMETER_TYPES)
+def test_int_is_a_float_and_bool_is_not_an_int() -> None:
+    zoom, k = declared("qualitative")["zoom"], declared("qualitative")["k"]
+    check_parameter("qualitative", zoom, 1)
+    with pytest.raises(SlicelibError, match="must be int"):
+        check_parameter("qualitative", k, False)
+
+
+def test_notebook_without_parameters_cell(tmp_path: Path) -> None:
+    nb = load("data")
+    for cell in nb["cells"]:
+        cell["metadata"]["tags"] = []
+    path = tmp_path / "bare.ipynb"
+    path.write_text(json.dumps(nb))
+    with pytest.raises(SlicelibError, match="no cell tagged 'parameters'"):
+        notebook_parameters(path)
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,10 @@ def test_first_run_executes_every_notebook(smoke_study: SmokeStudy) -> None:
         assert (smoke_study.out / "notebooks" / f"{job.name}.ipynb").is_file()
     env = json.loads((smoke_study.out / "environment.json").read_text())
     assert env["packages"]["torch"] and env["python"] and env["cpu_count"]
+    # the whole environment, not only the packages the book lists
+    assert env["installed"]["torch"] == env["packages"]["torch"]
+    assert {"papermill", "nbformat", "PyYAML"} <= set(env["installed"])
+    assert set(env["git"]) >= {"commit", "dirty", "diff_sha256"}
     record = json.loads((smoke_study.out / "study.json").read_text())
     assert record["preset"] == "smoke" and record["synthetic"] is True
     assert smoke_study.report.book_built and (smoke_study.html / "index.html").is_file()

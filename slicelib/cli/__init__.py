@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "evaluate",
     "upsample",
     "study",
+    "verify",
 )
 
 

@@ -20,7 +20,12 @@ from typing import Any
 
 from slicelib.errors import SlicelibError
 from slicelib.study.lock import file_lock
-from slicelib.study.parameters import RUNNER_PARAMETERS, TRAIN_PARAMETERS, check_parameter
+from slicelib.study.parameters import (
+    RUNNER_PARAMETERS,
+    TRAIN_PARAMETERS,
+    check_parameter,
+    notebook_parameters,
+)
 from slicelib.study.stamps import digest
 from slicelib.study.workspace import READS_ENV, Study, run_name
 
@@ -68,31 +73,6 @@ class NotebookJob:
     source: Path
     parameters: dict[str, Any] = field(default_factory=dict)
     title: str | None = None  # the book's table-of-contents title, when not the notebook's
-
-
-def declared_parameters(source: Path) -> dict[str, Any]:
-    """The names and default values of a notebook's ``parameters`` cell.
-
-    Reads the cell with ``ast`` (simple ``name = literal`` assignments), so that it
-    needs no kernel. Raises :class:`SlicelibError` when the notebook has no such cell.
-    """
-    import ast
-
-    nb = json.loads(source.read_text())
-    for cell in nb.get("cells", []):
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-            values: dict[str, Any] = {}
-            for node in ast.parse(text).body:
-                if isinstance(node, ast.Assign) and len(node.targets) == 1:
-                    target = node.targets[0]
-                    if isinstance(target, ast.Name):
-                        try:
-                            values[target.id] = ast.literal_eval(node.value)
-                        except ValueError:
-                            values[target.id] = None
-            return values
-    raise SlicelibError(f"notebook {source}: no cell tagged 'parameters'")
 
 
 def source_hash(source: Path) -> str:
@@ -147,7 +127,7 @@ def plan_jobs(
                 "notebook %s.ipynb not found in %s: not part of this study", notebook, notebooks_src
             )
             continue
-        declared = declared_parameters(source)
+        declared = notebook_parameters(source)
         params = {k: v for k, v in base.items() if k in declared}
         for scope in (None, notebook):
             for name, value in overrides.get(scope, {}).items():
@@ -157,7 +137,7 @@ def plan_jobs(
                         "(use --preset, --out, --data-root)"
                     )
                 if name in declared:
-                    check_parameter(notebook, name, value)
+                    check_parameter(notebook, declared[name], value)
                     params[name] = value
                     used.add((scope, name))
                 elif scope == notebook:

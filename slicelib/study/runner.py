@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from slicelib.config import get_preset
-from slicelib.environment import record_environment, write_environment
+from slicelib.environment import installed_distributions, record_environment, write_environment
 from slicelib.errors import SlicelibError
 from slicelib.study.book import build_book, find_source_root, publish, stage_book, tree_hash
 from slicelib.study.notebooks import NotebookRunner, plan_jobs
@@ -81,13 +81,14 @@ def _write_record(out_dir: Path, record: Mapping[str, Any]) -> None:
 
 
 def _environment(path: Path) -> dict[str, Any]:
-    """Record the environment; keep the earlier record when only its time differs, so
+    """Record the environment, with every installed distribution (``installed``) beside
+    the few the book lists; keep the earlier record when only its time differs, so
     that an unchanged study keeps an unchanged book."""
     try:
         previous: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
         previous = {}
-    current = record_environment()
+    current = {**record_environment(), "installed": installed_distributions()}
     if {**previous, "recorded_at": None} == {**current, "recorded_at": None}:
         return previous
     return write_environment(path, current)

@@ -72,6 +72,13 @@ def results_table(res: Results) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("method")
 
 
+def wall_clock(value: Any, digits: int, unit: str) -> str:
+    """A measured time or rate with its unit ("3.5 s", "2.5 /s", "1.23 ms", "12.3×"):
+    the unit marks it as wall clock, which ``make verify``'s sanitizer leaves out of
+    the comparison (it differs from run to run)."""
+    return f"{fmt(value, digits)}{unit}"
+
+
 def inference_table(res: Results, reference: str = "unet") -> pd.DataFrame:
     """Inference time per slice of every method (after warm-up), on the device it ran."""
     ref = res.summary.set_index("method")["ms_per_slice"].get(reference)
@@ -81,8 +88,10 @@ def inference_table(res: Results, reference: str = "unet") -> pd.DataFrame:
             {
                 "method": method_label(r["method"]),
                 "device": r.get("device", "-"),
-                "ms per slice": fmt(r["ms_per_slice"], 2),
-                f"x {method_label(reference)}": fmt(r["ms_per_slice"] / ref, 1) if ref else "-",
+                "ms per slice": wall_clock(r["ms_per_slice"], 2, " ms"),
+                f"x {method_label(reference)}": (
+                    wall_clock(r["ms_per_slice"] / ref, 1, "×") if ref else "-"
+                ),
             }
         )
     return pd.DataFrame(rows).set_index("method")
@@ -206,8 +215,8 @@ def training_table(study: Study) -> pd.DataFrame:
                 "crop": cfg.crop or "whole slice",
                 "steps per epoch": cfg.steps_per_epoch or "all",
                 "best epoch": best,
-                "s per epoch": fmt(history["seconds"].mean(), 1),
-                "samples/s": fmt(history["samples_per_s"].mean(), 1),
+                "s per epoch": wall_clock(history["seconds"].mean(), 1, " s"),
+                "samples/s": wall_clock(history["samples_per_s"].mean(), 1, " /s"),
                 "supplement: epochs, batch": f"{paper.epochs}, {paper.batch_size}",
                 "supplement: min per epoch": fmt(paper.minutes_per_epoch, 0),
                 "supplement: best epoch": paper.best_epoch if k == 1 else "-",
@@ -245,8 +254,8 @@ def run_table(study: Study, model: str, k: int) -> pd.DataFrame:
         "best epoch": f"{best} ({criterion})",
         "validation PSNR at best (dB)": fmt(chosen["val_psnr"], 2),
         "validation SSIM at best (Gaussian)": fmt(chosen["val_ssim"], 3),
-        "seconds per epoch (mean)": fmt(history["seconds"].mean(), 1),
-        "training samples/s (mean)": fmt(history["samples_per_s"].mean(), 1),
+        "seconds per epoch (mean)": wall_clock(history["seconds"].mean(), 1, " s"),
+        "training samples/s (mean)": wall_clock(history["samples_per_s"].mean(), 1, " /s"),
     }
     return pd.DataFrame({"value": [str(v) for v in items.values()]}, index=list(items))
 
@@ -262,10 +271,10 @@ def history_table(history: pd.DataFrame) -> pd.DataFrame:
         "samples_per_s": "samples/s",
     }
     out = history.set_index("epoch")[list(columns)].rename(columns=columns)
-    return out.round(
-        {"train loss": 4, "val loss": 4, "val PSNR (dB)": 2, "val SSIM (Gaussian)": 4,
-         "seconds": 1, "samples/s": 1}
-    )  # fmt: skip
+    out = out.round({"train loss": 4, "val loss": 4, "val PSNR (dB)": 2, "val SSIM (Gaussian)": 4})
+    out["seconds"] = [wall_clock(v, 1, " s") for v in out["seconds"]]
+    out["samples/s"] = [wall_clock(v, 1, " /s") for v in out["samples/s"]]
+    return out
 
 
 def scan_table(frame: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:

@@ -1,0 +1,45 @@
+"""``slicelib verify``: check that a study's executed notebooks reproduce."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "verify",
+        help="re-execute a study's notebooks in a fresh workspace and compare their outputs",
+        description=(
+            "Copy the executed notebooks of STUDY (its notebooks/ folder) into a fresh "
+            "workspace, run them again with pytest --nbval (same preset, same seeds) and "
+            "compare every text output with the stored one, after the sanitizer "
+            ".nbval-sanitize.cfg. Fails naming the notebook and the cell that differ."
+        ),
+    )
+    parser.add_argument("study", type=Path, metavar="STUDY", help="a study folder")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NOTEBOOK",
+        help="check only this notebook (repeatable; e.g. data, train_unet_k1)",
+    )
+    parser.add_argument(
+        "--fresh",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the fresh workspace (default: STUDY-verify, replaced by each check)",
+    )
+    parser.add_argument(
+        "--source", type=Path, default=None, metavar="DIR", help="the checkout (default: found)"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from slicelib.study.verify import verify_study
+
+    return verify_study(args.study, args.only or None, args.fresh, args.source)
