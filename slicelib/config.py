@@ -26,6 +26,9 @@ ModelName = Literal["cnn", "unet", "gan", "gan_improved", "ddpm"]
 MODEL_NAMES: tuple[ModelName, ...] = ("cnn", "unet", "gan", "gan_improved", "ddpm")
 PresetName = Literal["demo", "paper", "smoke"]
 Precision = Literal["fp16", "bf16", "fp32"]
+# Training triplets in the device's memory (slicelib.data.resident): "auto" on CUDA when
+# the training split fits, "always", or "never" (the DataLoader).
+DataOnDevice = Literal["auto", "always", "never"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int | None = None  # DataLoader workers; None: 0 on the CPU, CUDA_LOADER_WORKERS
     compile: bool = False
+    data_on_device: DataOnDevice = "auto"
     model_cfg: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 

@@ -50,3 +50,25 @@ def test_modes(tiny_cache: Path) -> None:
     assert use_resident(data, CPU, "always")
     with pytest.raises(SlicelibError, match="data_on_device='gpu' is invalid"):
         use_resident(data, CPU, "gpu")  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_training_from_resident_data_gives_the_same_weights(
+    tiny_cache: Path, tmp_path: Path
+) -> None:
+    from slicelib.checkpoint import read_checkpoint
+    from slicelib.config import SMOKE, ModelConfig
+    from slicelib.train import train
+
+    def run(mode: str) -> dict[str, torch.Tensor]:
+        cfg = SMOKE.train_config(
+            "cnn", 1, epochs=2, batch_size=4, steps_per_epoch=3, val_max_slices=4, crop=24,
+            device="cpu", model_cfg=ModelConfig(features=8, cnn_blocks=2),
+            data_on_device=mode,
+        )  # fmt: skip
+        train(cfg, tiny_cache, tmp_path / mode, progress=False)
+        return dict(read_checkpoint(tmp_path / mode / "last.pt")["models"]["generator"])
+
+    loader, resident = run("never"), run("always")
+    assert loader.keys() == resident.keys()
+    assert all(torch.equal(loader[key], resident[key]) for key in loader)

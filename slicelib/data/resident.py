@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import psutil
 import torch
 
+from slicelib.config import DataOnDevice
 from slicelib.data.dataset import TripletDataset
 from slicelib.errors import SlicelibError
 
 log = logging.getLogger(__name__)
 
-DataOnDevice = Literal["auto", "always", "never"]
 MEMORY_MARGIN = 0.8  # the cache may take at most this share of the device's free memory
 
 
