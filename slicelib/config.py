@@ -172,6 +172,8 @@ class UpsampleConfig:
     mc_samples: int = 16  # MC dropout passes for --uncertainty
     ddim_steps: int = 20  # a DDPM checkpoint samples with deterministic DDIM
     seed: int = 0
+    # auto: bfloat16 on CPUs with AMX/AVX512-BF16 (slicelib.inference), else fp32
+    cpu_precision: Literal["auto", "bf16", "fp32"] = "auto"
 
 
 @dataclass(frozen=True)

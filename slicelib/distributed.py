@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import timedelta
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
