@@ -141,6 +141,9 @@ def run(device: torch.device, root: Path, cfg: UpsampleConfig) -> None:
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     unet = build_generator("unet", ModelConfig()).to(device).eval()
+    last = [m for m in unet.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():  # untrained outputs sit near 0 and clip: move them inside (0, 1)
+        last.bias += 0.5  # type: ignore[operator]
     dropout_unet = build_generator("unet", ModelConfig(dropout=0.1)).to(device).eval()
     second = build_generator("unet", ModelConfig()).to(device).eval()
     fast_unet = build_generator("unet", ModelConfig()).to(device)
