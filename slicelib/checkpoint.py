@@ -32,9 +32,10 @@ import torch
 from torch import nn
 
 from slicelib.config import ModelName, PrepareConfig, TrainConfig, from_dict
-from slicelib.device import autocast, check_precision, resolve_device
+from slicelib.device import check_precision, resolve_device
 from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError
+from slicelib.inference import inference_autocast, prepare_for_inference, use_cpu_bf16
 from slicelib.models import build_generator
 
 log = logging.getLogger(__name__)
@@ -261,8 +262,13 @@ class Predictor:
         samples: int = 1,
         eta: float = 0.0,
         precision: str = "fp32",
+        cpu_precision: str = "fp32",
     ) -> None:
         self.run = run
+        # bfloat16 on the CPU only when asked (slicelib upsample): evaluation stays exact
+        self.cpu_bf16 = use_cpu_bf16(run.device, cpu_precision)
+        if self.cpu_bf16:
+            prepare_for_inference(run.model, run.device, cpu_bf16=True)
         self.is_diffusion = run.config.model == "ddpm"
         if samples < 1:
             raise SlicelibError(f"samples must be >= 1 (got {samples})")
@@ -308,8 +314,10 @@ class Predictor:
                 f"predictor inputs must have shape (N, 2, H, W), got {tuple(inputs.shape)}"
             )
         cond = inputs.to(self.run.device, dtype=torch.float32)
+        if self.cpu_bf16:  # oneDNN's bfloat16 convolutions want NHWC
+            cond = cond.contiguous(memory_format=torch.channels_last)
         outs = []
-        with autocast(self.run.device, self.precision):
+        with inference_autocast(self.run.device, self.precision, self.cpu_bf16):
             for _ in range(self.samples):
                 outs.append(self._one(cond).float().clamp(0.0, 1.0))
         return torch.stack(outs).to(inputs.device)
@@ -327,10 +335,12 @@ def predictor(
     samples: int = 1,
     eta: float = 0.0,
     precision: str = "fp32",
+    cpu_precision: str = "fp32",
 ) -> Predictor:
     """``run`` as a callable (see :class:`Predictor`). For the DDPM: ``sampler`` ancestral
     (all T steps, as the study sampled) or ddim (``steps`` of them, deterministic at
-    ``eta=0``); ``steps=None`` means all T. ``precision`` fp16/bf16 applies on CUDA only."""
+    ``eta=0``); ``steps=None`` means all T. ``precision`` fp16/bf16 applies on CUDA only;
+    ``cpu_precision`` (auto, bf16, fp32) on the CPU (see :mod:`slicelib.inference`)."""
     return Predictor(
         run,
         sampler=sampler,
@@ -339,4 +349,5 @@ def predictor(
         samples=samples,
         eta=eta,
         precision=precision,
+        cpu_precision=cpu_precision,
     )

@@ -26,6 +26,9 @@ ModelName = Literal["cnn", "unet", "gan", "gan_improved", "ddpm"]
 MODEL_NAMES: tuple[ModelName, ...] = ("cnn", "unet", "gan", "gan_improved", "ddpm")
 PresetName = Literal["demo", "paper", "smoke"]
 Precision = Literal["fp16", "bf16", "fp32"]
+# Training triplets in the device's memory (slicelib.data.resident): "auto" on CUDA when
+# the training split fits, "always", or "never" (the DataLoader).
+DataOnDevice = Literal["auto", "always", "never"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int | None = None  # DataLoader workers; None: 0 on the CPU, CUDA_LOADER_WORKERS
     compile: bool = False
+    data_on_device: DataOnDevice = "auto"
     model_cfg: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
@@ -171,6 +175,8 @@ class UpsampleConfig:
     mc_samples: int = 16  # MC dropout passes for --uncertainty
     ddim_steps: int = 20  # a DDPM checkpoint samples with deterministic DDIM
     seed: int = 0
+    # auto: bfloat16 on CPUs with AMX/AVX512-BF16 (slicelib.inference), else fp32
+    cpu_precision: Literal["auto", "bf16", "fp32"] = "auto"
 
 
 @dataclass(frozen=True)

@@ -48,10 +48,13 @@ def check_precision(precision: str) -> None:
 
 
 def amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``; None means plain float32."""
+    """The autocast dtype for ``precision`` on ``device``; None means plain float32. bf16
+    becomes fp16 on GPUs without bfloat16 (the scaler then switches on)."""
     check_precision(precision)
     if device.type != "cuda":
         return None
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        return torch.float16  # GPUs before Ampere: fp16, with the gradient scaler
     return _AMP_DTYPES.get(precision)
 
 

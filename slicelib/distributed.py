@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -29,6 +30,11 @@ from slicelib.device import resolve_device
 from slicelib.errors import SlicelibError
 
 log = logging.getLogger(__name__)
+
+# How long a collective may wait. Rank 0 validates and writes checkpoints alone while the
+# others wait in a broadcast: a paper-preset DDPM validation (thousands of slices, DDIM
+# steps each) outlasts NCCL's default 10 minutes; a dead rank is still caught within this.
+PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,12 @@ def session(device_spec: str) -> Iterator[tuple[DistInfo, torch.device]]:
     if not dist.is_available():
         raise SlicelibError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed")
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+    dist.init_process_group(
+        backend=backend,
+        rank=info.rank,
+        world_size=info.world_size,
+        timeout=PROCESS_GROUP_TIMEOUT,
+    )
     if info.is_main:
         log.info("process group: %s, %d processes", backend, info.world_size)
     try:

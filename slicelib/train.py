@@ -42,9 +42,17 @@ from slicelib.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from slicelib.config import CUDA_LOADER_WORKERS, MODEL_NAMES, Precision, TrainConfig, to_dict
+from slicelib.config import (
+    CUDA_LOADER_WORKERS,
+    MODEL_NAMES,
+    DataOnDevice,
+    Precision,
+    TrainConfig,
+    to_dict,
+)
 from slicelib.data.cache import Cache
 from slicelib.data.dataset import TripletDataset
+from slicelib.data.resident import ResidentTriplets, use_resident
 from slicelib.device import autocast, grad_scaler, prepare_module, to_device
 from slicelib.distributed import DistInfo
 from slicelib.errors import SlicelibError
@@ -59,7 +67,7 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 # Settings a resumed run may change; any other difference is a different experiment.
 RESUMABLE_FIELDS: frozenset[str] = frozenset(
-    {"epochs", "device", "precision", "num_workers", "compile"}
+    {"epochs", "device", "precision", "num_workers", "compile", "data_on_device"}
 )
 _SYNC_EVERY_CUDA = 16  # steps between host syncs (loss check) on CUDA; every step on the CPU
 
@@ -95,6 +103,10 @@ def check_config(cfg: TrainConfig) -> None:
         "val_ddim_steps": (cfg.val_ddim_steps >= 1, ">= 1"),
         "num_workers": (cfg.num_workers is None or cfg.num_workers >= 0, "None or >= 0"),
         "precision": (cfg.precision in get_args(Precision), f"one of {get_args(Precision)}"),
+        "data_on_device": (
+            cfg.data_on_device in get_args(DataOnDevice),
+            f"one of {get_args(DataOnDevice)}",
+        ),
     }
     for name, (ok, requirement) in checks.items():
         if not ok:
@@ -162,10 +174,12 @@ def train(
         workers = cfg.num_workers
         if workers is None:
             workers = CUDA_LOADER_WORKERS if device.type == "cuda" else 0
-        loader = DataLoader(
+        loader: DataLoader[Any] | ResidentTriplets = DataLoader(
             train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
             pin_memory=device.type == "cuda", generator=loader_gen,
         )  # fmt: skip
+        if use_resident(train_set, device, cfg.data_on_device):  # same batches, built on device
+            loader = ResidentTriplets(train_set, sampler, cfg.batch_size, device)
         val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False)
         steps = min(cfg.steps_per_epoch or len(loader), len(loader))
 
@@ -228,7 +242,7 @@ def train(
 
 def _train_epoch(
     objective: Objective,
-    loader: DataLoader[Any],
+    loader: DataLoader[Any] | ResidentTriplets,
     steps: int,
     device: torch.device,
     cfg: TrainConfig,
@@ -306,7 +320,8 @@ def _build_learners(cfg: TrainConfig, device: torch.device, info: DistInfo) -> d
         module = distributed.wrap(raw, info, device)
         if cfg.compile:
             module = torch.compile(module)  # type: ignore[assignment]
-        optimizer = torch.optim.Adam(raw.parameters(), lr=cfg.lr)
+        # fused: one kernel for all parameters on CUDA (the CPU keeps the reference loop)
+        optimizer = torch.optim.Adam(raw.parameters(), lr=cfg.lr, fused=device.type == "cuda")
         learners[role] = Learner(raw, module, optimizer, grad_scaler(device, cfg.precision))
     return learners
 

@@ -214,7 +214,7 @@ def upsample_volume(
         lower = _to_model(norm[start:stop][box], image_size)
         upper = _to_model(norm[start + 1 : stop + 1][box], image_size)
         inputs = torch.stack([lower, upper], dim=1)
-        with torch.no_grad():
+        with torch.inference_mode():  # no autograd records at all (predictions only)
             pred = np.clip(_from_model(predict(inputs), (ch, cw)), 0.0, 1.0)
             synth[start:stop][box] = pred * np.float32(scale) + np.float32(lo)
             if uncertainty is not None and std is not None:

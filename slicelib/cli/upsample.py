@@ -74,6 +74,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         help=f"DDPM checkpoints: deterministic DDIM steps (default {defaults.ddim_steps})",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of any sampling")
+    parser.add_argument(
+        "--cpu-precision", choices=("auto", "bf16", "fp32"), default=defaults.cpu_precision,
+        help="on the CPU: bf16 (auto: where the CPU has AMX/AVX512-BF16) or fp32 "
+        f"(default {defaults.cpu_precision})",
+    )  # fmt: skip
     parser.set_defaults(func=handler)
     return parser
 
@@ -204,7 +209,9 @@ def upsample_to_folder(
 
     def make(r: Any) -> Any:
         steps = min(cfg.ddim_steps, r.config.diffusion.timesteps)
-        return predictor(r, sampler="ddim", steps=steps, seed=cfg.seed)
+        return predictor(
+            r, sampler="ddim", steps=steps, seed=cfg.seed, cpu_precision=cfg.cpu_precision
+        )
 
     std_method, std_name = (None, "")
     if uncertainty:
@@ -289,9 +296,14 @@ def upsample_to_folder(
 
 def handler(args: argparse.Namespace) -> int:
     from slicelib.device import resolve_device
+    from slicelib.inference import set_inference_threads
 
     resolve_device(args.device)
-    cfg = UpsampleConfig(batch_size=args.batch_size, ddim_steps=args.ddim_steps, seed=args.seed)
+    set_inference_threads()
+    cfg = UpsampleConfig(
+        batch_size=args.batch_size, ddim_steps=args.ddim_steps, seed=args.seed,
+        cpu_precision=args.cpu_precision,
+    )  # fmt: skip
     report = upsample_to_folder(
         args.input,
         args.output,

@@ -110,23 +110,34 @@ class TripletDataset(Dataset[Triplet]):
     def _rng(self, item: int) -> np.random.Generator:
         return np.random.default_rng((self.seed, self.epoch, item))
 
+    def draw(self, item: int, height: int, width: int) -> tuple[int, int, bool, bool, bool]:
+        """The random choices of triplet ``item`` (0 <= item < len) this epoch: crop corner
+        ``(top, left)`` (0, 0 without cropping) and ``(flip_w, flip_h, rotate)`` (all False
+        without augmentation). Applied in that order: flip along W, along H, then rot90."""
+        if not (self.crop or self.augment):
+            return 0, 0, False, False, False
+        rng = self._rng(item)
+        top = left = 0
+        if self.crop is not None:
+            top = int(rng.integers(0, height - self.crop + 1))
+            left = int(rng.integers(0, width - self.crop + 1))
+        if not self.augment:
+            return top, left, False, False, False
+        flip_w, flip_h, rotate = (rng.random(3) < 0.5).tolist()
+        return top, left, flip_w, flip_h, rotate
+
     def __getitem__(self, item: int) -> Triplet:
         if not -len(self) <= item < len(self):
             raise IndexError(f"triplet {item} out of range ({len(self)})")
         p, i = (int(v) for v in self.index[item])
         patient, k = self.patients[p], self.k
         vol = self.cache.volume(patient)
-        rng = self._rng(item % len(self)) if (self.crop or self.augment) else None
         h, w = vol.shape[1:]
-        top, left, ch, cw = 0, 0, h, w
-        if self.crop is not None and rng is not None:
-            ch = cw = self.crop
-            top = int(rng.integers(0, h - ch + 1))
-            left = int(rng.integers(0, w - cw + 1))
+        top, left, flip_w, flip_h, rotate = self.draw(item % len(self), h, w)
+        ch, cw = (self.crop, self.crop) if self.crop is not None else (h, w)
         # Slices i-k, i+k, i in one read, still in the cache dtype (float16: half the bytes).
         stack = vol[[i - k, i + k, i], top : top + ch, left : left + cw]
-        if self.augment and rng is not None:
-            flip_w, flip_h, rotate = (rng.random(3) < 0.5).tolist()
+        if self.augment:
             if flip_w:
                 stack = stack[:, :, ::-1]
             if flip_h:

@@ -61,7 +61,7 @@ READS_ENV = "SLICELIB_STUDY_READS"
 DEFAULT_HOME = Path("~/.cache/slicelib")
 
 # Settings that change where or how fast a step runs, not what it produces.
-_UNHASHED_TRAIN_FIELDS = ("device", "num_workers", "compile")
+_UNHASHED_TRAIN_FIELDS = ("device", "num_workers", "compile", "data_on_device")
 
 
 def slicelib_home() -> Path:
