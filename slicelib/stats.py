@@ -41,9 +41,11 @@ __all__ = [
     "MIN_TEST_PATIENTS",
     "TOO_FEW",
     "Comparison",
+    "Inference",
     "bootstrap_mean_ci",
     "compare",
     "improvement",
+    "infer_mean",
     "paired_patient_means",
     "patient_means",
     "sign_flip_test",
@@ -104,6 +106,16 @@ class Comparison:
         """True when the comparison had enough patients for an interval and a p-value."""
         return not math.isnan(self.p_value)
 
+    @property
+    def above_zero(self) -> bool:
+        """Tested, and the gain's whole interval lies above 0."""
+        return self.tested and self.ci_low > 0
+
+    @property
+    def below_zero(self) -> bool:
+        """Tested, and the gain's whole interval lies below 0."""
+        return self.tested and self.ci_high < 0
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -113,9 +125,7 @@ def patient_means(rows: pd.DataFrame, metric: str) -> pd.Series:
     return rows.groupby("patient_id", sort=True)[metric].mean()
 
 
-def paired_patient_means(
-    rows: pd.DataFrame, method: str, other: str, metric: str
-) -> pd.DataFrame:
+def paired_patient_means(rows: pd.DataFrame, method: str, other: str, metric: str) -> pd.DataFrame:
     """Per-patient means of two methods over the slices both scored.
 
     Index ``patient_id`` (sorted); columns ``method`` and ``other`` (the two means)
@@ -220,6 +230,58 @@ def sign_flip_test(
     return (float(min(1.0, res.pvalue)), name)
 
 
+@dataclass(frozen=True)
+class Inference:
+    """The mean of per-patient values with its interval and a test of mean = 0."""
+
+    n_patients: int
+    mean: float
+    ci_low: float
+    ci_high: float
+    ci_method: str
+    p_value: float
+    test: str
+
+    @property
+    def tested(self) -> bool:
+        return not math.isnan(self.p_value)
+
+    @property
+    def above_zero(self) -> bool:
+        """Tested, and the whole interval lies above 0."""
+        return self.tested and self.ci_low > 0
+
+    @property
+    def below_zero(self) -> bool:
+        """Tested, and the whole interval lies below 0."""
+        return self.tested and self.ci_high < 0
+
+
+def infer_mean(
+    values: Sequence[float] | np.ndarray,
+    *,
+    min_patients: int = MIN_TEST_PATIENTS,
+    confidence: float = CONFIDENCE,
+    n_boot: int = EvalConfig.bootstrap,
+    seed: int = EvalConfig.seed,
+) -> Inference:
+    """Mean of ``values`` (one per patient, e.g. paired differences) with a bootstrap
+    interval and a sign-flip p-value; below ``min_patients`` values, only the mean
+    (interval and p nan, ``test`` = :data:`TOO_FEW`)."""
+    if min_patients < 2:
+        raise SlicelibError(f"min_patients must be >= 2 (got {min_patients})")
+    x = np.asarray(values, dtype=np.float64)
+    n = int(x.size)
+    mean = float(x.mean()) if n else math.nan
+    if n < min_patients:
+        return Inference(n, mean, math.nan, math.nan, TOO_FEW, math.nan, TOO_FEW)
+    low, high, ci_method = bootstrap_mean_ci(
+        x, confidence=confidence, n_resamples=n_boot, seed=seed
+    )
+    p, test = sign_flip_test(x, seed=seed)
+    return Inference(n, mean, low, high, ci_method, p, test)
+
+
 def improvement(value: float, reference: float) -> tuple[float, float]:
     """Gain of ``value`` over ``reference``: (difference, percentage of the reference).
 
@@ -251,23 +313,21 @@ def compare(
     """
     if metric not in rows.columns:
         raise SlicelibError(f"results lack column {metric!r}")
-    if min_patients < 2:
-        raise SlicelibError(f"min_patients must be >= 2 (got {min_patients})")
     pairs = paired_patient_means(rows, method, other, metric)
     n = len(pairs)
-    diffs = (pairs["method"] - pairs["other"]).to_numpy(dtype=np.float64)
     mean_a = float(pairs["method"].mean()) if n else math.nan
     mean_b = float(pairs["other"].mean()) if n else math.nan
-    gain = float(diffs.mean()) if n else math.nan
+    inference = infer_mean(
+        (pairs["method"] - pairs["other"]).to_numpy(dtype=np.float64),
+        min_patients=min_patients,
+        confidence=confidence,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    gain = inference.mean
     gain_pct = 100.0 * gain / mean_b if n and mean_b != 0 else math.nan
-    low = high = p = math.nan
-    if n < min_patients:
-        ci_method = test = TOO_FEW
-    else:
-        low, high, ci_method = bootstrap_mean_ci(
-            diffs, confidence=confidence, n_resamples=n_boot, seed=seed
-        )
-        p, test = sign_flip_test(diffs, seed=seed)
+    low, high, ci_method = inference.ci_low, inference.ci_high, inference.ci_method
+    p, test = inference.p_value, inference.test
     return Comparison(
         method=method,
         other=other,
