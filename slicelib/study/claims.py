@@ -135,7 +135,9 @@ class Evidence:
                 cohort = "tcia" if study.preset.name == PAPER.name else "real"
             log.info("claims judged as cohort %r", cohort)
         runs = study.runs()
-        histories = {(m, k): study.history(m, k) for m, k in runs}
+        histories: dict[tuple[str, int], pd.DataFrame] = {
+            (m, k): study.history(m, k) for m, k in runs
+        }
         ddpm_ks = [k for m, k in runs if m == "ddpm"]
         return cls(
             k1=k1,
