@@ -78,7 +78,7 @@ def results(
                     }
                 )
     rows = pd.DataFrame(records)
-    summary = stats.summarize(rows, n_boot=200).assign(device="cpu")
+    summary = stats.summarize(rows, n_boot=50).assign(device="cpu")
     return Results(k=k, common=False, rows=rows, summary=summary, info={})
 
 
@@ -92,7 +92,7 @@ def evidence(
 ) -> Evidence:
     r1 = results(1, k1, **kwargs)  # type: ignore[arg-type]
     r2 = results(2, k2 or {"linear": base}, **kwargs)  # type: ignore[arg-type]
-    return Evidence(r1, r2, r1, r2, cohort=cohort, preset=preset, n_boot=200)
+    return Evidence(r1, r2, r1, r2, cohort=cohort, preset=preset, n_boot=100)
 
 
 def check(index: int, ev: Evidence) -> claims.Verdict:
