@@ -105,7 +105,11 @@ class ModelConfig:
     ddpm_channels: int = 64  # DDPM denoiser base width (64: 20,506,113 params, paper 20.5 M)
     ddpm_time_dim: int = 256
     dropout: float = 0.0  # MC dropout for uncertainty (U-Net)
-    unet_residual: bool = False  # U-Net output added to linear interpolation (not in the paper)
+    # Every deterministic generator (CNN, U-Net, both GAN generators) starts as linear
+    # interpolation: a global skip from the neighbours' mean and a zero-initialised last
+    # layer. False: the supplement's initialisation (the CNN and the GAN generators keep
+    # their parameter-free skip, but their random last layer starts far from linear).
+    residual_from_linear: bool = False
 
 
 @dataclass(frozen=True)
@@ -240,6 +244,9 @@ class Preset:
     uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     lr: float = TrainConfig.lr  # Adam's learning rate for every model
+    # DDPM variants trained beside the preset's DDPM with the same network and budget:
+    # variant name -> DiffusionConfig fields that differ from ``diffusion``.
+    ddpm_ablation: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def train_config(self, model: ModelName, k: int, **overrides: Any) -> TrainConfig:
         """The training configuration of ``model`` at ``k`` under this preset."""
@@ -262,6 +269,32 @@ class Preset:
         )
         return replace_checked(cfg, **overrides)
 
+    def ablation_diffusion(self, variant: str) -> DiffusionConfig:
+        """The diffusion process of DDPM ablation ``variant`` (the preset's, with the
+        variant's fields replaced)."""
+        if variant not in self.ddpm_ablation:
+            known = ", ".join(sorted(self.ddpm_ablation)) or "none in this preset"
+            raise SlicelibError(f"unknown DDPM ablation variant {variant!r} (known: {known})")
+        return replace_checked(self.diffusion, **self.ddpm_ablation[variant])
+
+    def ablation_train_config(self, variant: str, k: int, **overrides: Any) -> TrainConfig:
+        """The DDPM's training configuration at ``k`` with ablation ``variant``'s
+        diffusion: same network, epochs, batch, crop, steps and learning rate."""
+        return self.train_config(
+            "ddpm", k, **{"diffusion": self.ablation_diffusion(variant), **overrides}
+        )
+
+
+# The DDPM schedule ablation: does the schedule's signal at the last step explain the
+# DDPM's failure? With T=100 linear betas x_T = 0.60 x_0 + 0.80 noise, so sampling
+# starts from pure noise where training never went. The cosine schedule brings
+# alpha_bar_T to about 0 (x_T is noise); data in [-1, 1] centres the images, so what
+# is left of x_0 at T is a signal around 0 rather than a bright offset.
+DDPM_SCHEDULE_ABLATION: dict[str, dict[str, Any]] = {
+    "cosine": {"schedule": "cosine"},
+    "rescaled": {"rescale": True},
+}
+
 
 PAPER = Preset(
     name="paper",
@@ -278,22 +311,31 @@ PAPER = Preset(
     eval=EvalConfig(),
 )
 
+# The demo's optimisation budget, the same for every network (DDPM included):
+# DEMO_EPOCHS x DEMO_STEPS_PER_EPOCH steps of DEMO_BATCH crops = 480 training samples.
+DEMO_EPOCHS = 3
+DEMO_STEPS_PER_EPOCH = 40
+DEMO_BATCH = 4
+
 DEMO = Preset(
     name="demo",
-    cohort=CohortConfig(patients=12),
+    # 16 patients split 8 / 2 / 6: six test patients, the fewest a patient-level test
+    # at the 5 % level can use (slicelib.stats.MIN_TEST_PATIENTS).
+    cohort=CohortConfig(patients=16),
     scan=ScanConfig(),
-    prepare=PrepareConfig(size=96),
-    model=ModelConfig(ddpm_channels=16, unet_residual=True),
+    prepare=PrepareConfig(size=96, split=(0.5, 0.125, 0.375)),
+    model=ModelConfig(ddpm_channels=16, residual_from_linear=True),
     diffusion=DiffusionConfig(),
-    epochs={"cnn": 2, "unet": 8, "gan": 2, "gan_improved": 1, "ddpm": 3},
-    batch={"cnn": 4, "unet": 4, "gan": 4, "gan_improved": 4, "ddpm": 8},
+    epochs=dict.fromkeys(MODEL_NAMES, DEMO_EPOCHS),
+    batch=dict.fromkeys(MODEL_NAMES, DEMO_BATCH),
     crop=40,
-    steps_per_epoch=50,
+    steps_per_epoch=DEMO_STEPS_PER_EPOCH,
     val_max_slices=16,
     eval=EvalConfig(ddpm_max_slices=6, ddim_steps=(10, 25), ddpm_samples=2, bootstrap=1000),
     uncertainty=UncertaintyConfig(members=2, mc_samples=8),
     refine=RefineConfig(epochs=2, crop=40, steps_per_epoch=50, val_max_slices=8, lr=1e-3),
     lr=1e-3,
+    ddpm_ablation=DDPM_SCHEDULE_ABLATION,
 )
 
 SMOKE = Preset(
@@ -346,11 +388,17 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+# Fields renamed since configurations were first saved: old name -> new name.
+RENAMED_FIELDS: dict[str, str] = {"unet_residual": "residual_from_linear"}
+
+
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Rebuild a config dataclass saved with :func:`to_dict` (nested ones included)."""
     kwargs: dict[str, Any] = {}
     hints = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key, value in data.items():
+        if key not in hints and RENAMED_FIELDS.get(key) in hints:
+            key = RENAMED_FIELDS[key]
         if key not in hints:
             raise SlicelibError(f"unknown field {key!r} in saved {cls.__name__}")
         default = hints[key].default_factory  # type: ignore[misc]
@@ -378,7 +426,11 @@ def preset_differences(preset: Preset, reference: Preset = PAPER) -> list[str]:
                 walk(getattr(ours, f.name), getattr(theirs, f.name), f"{path}{f.name}.")
         elif isinstance(ours, dict):
             for key in ours:
-                walk(ours[key], theirs.get(key), f"{path}{key}.")
+                walk(
+                    ours[key],
+                    theirs.get(key) if isinstance(theirs, dict) else None,
+                    f"{path}{key}.",
+                )
         elif ours != theirs:
             lines.append(f"{path.rstrip('.')}: {ours} ({reference.name}: {theirs})")
 

@@ -51,7 +51,7 @@ from slicelib.device import resolve_device
 from slicelib.environment import cpu_model, device_label, record_environment
 from slicelib.errors import SlicelibError
 from slicelib.metrics import clip01, slice_metrics
-from slicelib.stats import summarize
+from slicelib.stats import MIN_TEST_PATIENTS, summarize
 
 __all__ = [
     "ROW_COLUMNS",
@@ -619,7 +619,8 @@ def format_summary(summary: pd.DataFrame) -> str:
     lines = [
         f"{'method':<16} {'n':>5} {'pat':>4} {'PSNR dB':>14} {'pat.mean':>8} {'95% CI':>15} "
         f"{'SSIM':>13} "
-        f"{'SSIM gauss':>10} {'MAE':>7} {'vs lin dB':>9} {'%':>6} {'p lin':>8} {'p best':>8} "
+        f"{'SSIM gauss':>10} {'MAE':>7} {'vs lin dB':>9} {'gain 95% CI':>15} {'%':>6} "
+        f"{'p lin':>8} {'p best':>8} "
         f"{'ms/slice':>9}"
     ]
 
@@ -637,6 +638,8 @@ def format_summary(summary: pd.DataFrame) -> str:
             f"[{r['psnr_ci_low']:>6.2f},{r['psnr_ci_high']:>6.2f}] "
             f"{r['ssim_mean']:>6.3f}±{r['ssim_std']:<6.3f} {r['ssim_gauss_mean']:>10.3f} "
             f"{r['mae_mean']:>7.4f} {r.get('psnr_gain_db', math.nan):>+9.2f} "
+            f"[{r.get('psnr_gain_ci_low', math.nan):>+6.2f},"
+            f"{r.get('psnr_gain_ci_high', math.nan):>+6.2f}] "
             f"{r.get('psnr_gain_pct', math.nan):>+6.1f} {p(r.get(ref)):>8} "
             f"{p(r.get('p_psnr_vs_best')):>8} {r['ms_per_slice']:>9.2f}"
         )
@@ -648,7 +651,8 @@ def format_summary(summary: pd.DataFrame) -> str:
     )
     lines.append(
         f"best PSNR: {best}; mean ± std over slices; pat.mean: mean of per-patient means; "
-        "95% CI: bootstrap over patients; p: paired Wilcoxon on PSNR"
+        "95% CI: bootstrap over patients; gain and p: paired per-patient means, sign-flip "
+        f"permutation test on PSNR ('-': fewer than {MIN_TEST_PATIENTS} patients)"
     )
     if len(cubic):
         lines.append(f"cubic fell back to linear on {int(cubic[0])} slice(s) near the ends")

@@ -121,7 +121,7 @@ def test_demo_edition_lists_the_reductions() -> None:
     assert "synthetic cohort" in text
     differences = preset_differences(DEMO)
     assert "prepare.size: 96 (paper: 256)" in differences
-    assert "model.unet_residual: True (paper: False)" in differences
+    assert "model.residual_from_linear: True (paper: False)" in differences
     for line in differences:
         assert line in text
     real = edition_markdown({"preset": "paper", "synthetic": False, "data_root": "/data/tcia"})

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from slicelib.config import (
+    DEMO,
     MODEL_NAMES,
     PAPER,
     PRESETS,
@@ -15,6 +16,7 @@ from slicelib.config import (
     TrainConfig,
     from_dict,
     get_preset,
+    preset_differences,
     replace_checked,
     to_dict,
 )
@@ -69,3 +71,40 @@ def test_round_trip_through_dict() -> None:
     back = from_dict(TrainConfig, to_dict(cfg))
     assert back == cfg
     assert dataclasses.is_dataclass(back.model_cfg)
+
+
+def test_demo_gives_every_network_the_same_budget_and_six_test_patients() -> None:
+    from slicelib.data.split import split_counts
+    from slicelib.stats import MIN_TEST_PATIENTS
+
+    budgets = {}
+    for model in MODEL_NAMES:
+        cfg = DEMO.train_config(model, 1)
+        assert cfg.steps_per_epoch is not None
+        budgets[model] = cfg.epochs * cfg.steps_per_epoch * cfg.batch_size
+    assert len(set(budgets.values())) == 1, budgets
+    _, _, test = split_counts(DEMO.cohort.patients, DEMO.prepare.split)
+    assert test >= MIN_TEST_PATIENTS
+    # Every generator starts at linear interpolation in the demo only, and the book says so.
+    assert DEMO.model.residual_from_linear and not PAPER.model.residual_from_linear
+    assert "model.residual_from_linear: True (paper: False)" in preset_differences(DEMO)
+
+
+def test_ddpm_ablation_changes_only_the_diffusion() -> None:
+    base = DEMO.train_config("ddpm", 1)
+    for variant in DEMO.ddpm_ablation:
+        cfg = DEMO.ablation_train_config(variant, 1)
+        assert cfg.diffusion != base.diffusion
+        assert dataclasses.replace(cfg, diffusion=base.diffusion) == base
+    assert DEMO.ablation_diffusion("cosine").schedule == "cosine"
+    assert DEMO.ablation_diffusion("rescaled").rescale
+    with pytest.raises(SlicelibError, match="unknown DDPM ablation variant 'sqrt'"):
+        DEMO.ablation_diffusion("sqrt")
+    with pytest.raises(SlicelibError, match="none in this preset"):
+        PAPER.ablation_diffusion("cosine")
+
+
+def test_saved_configs_with_the_old_residual_name_still_load() -> None:
+    saved = to_dict(ModelConfig(residual_from_linear=True))
+    saved["unet_residual"] = saved.pop("residual_from_linear")
+    assert from_dict(ModelConfig, saved) == ModelConfig(residual_from_linear=True)

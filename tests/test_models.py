@@ -70,14 +70,27 @@ def test_unet_dropout_adds_no_parameters() -> None:
     assert count_parameters(build_generator("unet", ModelConfig(dropout=0.2))) == 1_862_273
 
 
-def test_residual_unet_starts_at_linear_interpolation_with_the_same_parameters() -> None:
-    model = build_generator("unet", ModelConfig(unet_residual=True))
-    assert count_parameters(model) == 1_862_273
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("cnn", 297_217), ("unet", 1_862_273), ("gan", 297_217), ("gan_improved", 629_668)],
+)
+def test_every_deterministic_generator_can_start_at_linear_interpolation(
+    name: str, params: int
+) -> None:
+    torch.manual_seed(0)
+    model = build_generator(name, ModelConfig(residual_from_linear=True))
+    assert count_parameters(model) == params
     x = torch.rand(2, 2, 21, 30)
     with torch.no_grad():
         torch.testing.assert_close(model(x), x.mean(dim=1, keepdim=True))
-        plain = build_generator("unet", ModelConfig())(x)
+        plain = build_generator(name, ModelConfig())(x)
+    # The paper's initialisation starts elsewhere.
     assert not torch.allclose(plain, x.mean(dim=1, keepdim=True), atol=1e-3)
+    # The zero tail still learns: one step moves the output off linear interpolation.
+    loss = (model(x) - x[:, :1]).abs().mean()
+    loss.backward()
+    tail = [p for n, p in model.named_parameters() if n.startswith(("tail", "final"))]
+    assert tail and any(float(p.grad.abs().sum()) > 0 for p in tail if p.grad is not None)
 
 
 def test_gan_generator_is_the_cnn_and_patchgan_is_as_written() -> None:

@@ -1,4 +1,4 @@
-"""Bootstrap, paired tests and the summary table on cases with known answers."""
+"""Patient-level comparisons, intervals and the summary table on cases with known answers."""
 
 from __future__ import annotations
 
@@ -12,51 +12,52 @@ from slicelib import stats
 from slicelib.errors import SlicelibError
 
 
-def test_bootstrap_ci_contains_true_mean_of_large_sample() -> None:
+def test_sign_flip_exact_p_for_all_positive_differences() -> None:
+    # Six patients all favouring A: only the observed pattern and its mirror are as
+    # extreme among 2^6 sign patterns, so the exact two-sided p is 2/64.
+    p, test = stats.sign_flip_test([0.3, 0.1, 0.5, 0.2, 0.4, 0.6])
+    assert p == pytest.approx(2 / 64)
+    assert test == "exact sign-flip permutation"
+    # Five patients can never reach 0.05: the reason MIN_TEST_PATIENTS is 6.
+    assert stats.sign_flip_test([1.0, 2.0, 3.0, 4.0, 5.0])[0] == pytest.approx(2 / 32)
+    assert stats.MIN_TEST_PATIENTS == 6
+
+
+def test_sign_flip_null_and_degenerate() -> None:
+    assert stats.sign_flip_test(np.zeros(8))[0] == 1.0
+    # Symmetric differences: the observed mean is 0, every pattern is as extreme.
+    assert stats.sign_flip_test([1.0, -1.0, 2.0, -2.0, 3.0, -3.0])[0] == pytest.approx(1.0)
+    assert math.isnan(stats.sign_flip_test([])[0])
+    assert math.isnan(stats.sign_flip_test([math.inf, 1.0])[0])
+    p, test = stats.sign_flip_test(np.linspace(0.1, 1.0, 30))
+    assert test.startswith("Monte Carlo") and p < 0.001
+
+
+def test_bootstrap_ci_contains_true_mean_in_simulation() -> None:
+    # 200 simulated cohorts of 12 patients: a 95 % interval should cover the true mean
+    # gain in most of them (BCa on 12 points is a little narrow: allow 85 %).
     rng = np.random.default_rng(0)
-    patients = np.repeat([f"P{i}" for i in range(200)], 10)
-    values = 30.0 + rng.normal(0, 1.0, 200).repeat(10) + rng.normal(0, 0.5, 2000)
-    low, high = stats.bootstrap_ci(values, patients, n_boot=1000, seed=1)
-    assert low < 30.0 < high
-    assert high - low < 0.6
-    # Seeded: the same interval again; another seed moves it a little.
-    assert stats.bootstrap_ci(values, patients, n_boot=1000, seed=1) == (low, high)
-    assert stats.bootstrap_ci(values, patients, n_boot=1000, seed=2) != (low, high)
+    covered = 0
+    for i in range(200):
+        low, high, how = stats.bootstrap_mean_ci(
+            0.5 + rng.normal(0, 1.0, 12), n_resamples=400, seed=i
+        )
+        assert how in ("BCa", "percentile")
+        covered += low < 0.5 < high
+    assert covered >= 170
 
 
-def test_bootstrap_resamples_patients_not_slices() -> None:
-    # Two patients with very different means: resampling patients gives a wide interval
-    # that reaches both patients' means, which resampling slices never would.
-    values = np.r_[np.full(50, 10.0), np.full(50, 20.0)]
-    patients = np.r_[["A"] * 50, ["B"] * 50]
-    low, high = stats.bootstrap_ci(values, patients, n_boot=500, seed=0)
-    assert low == pytest.approx(10.0)
-    assert high == pytest.approx(20.0)
-
-
-def test_bootstrap_one_patient_and_bad_input() -> None:
-    low, high = stats.bootstrap_ci([1.0, 2.0, 3.0], ["A", "A", "A"], n_boot=50)
-    assert low == pytest.approx(2.0) and high == pytest.approx(2.0)
-    assert all(math.isnan(v) for v in stats.bootstrap_ci([], []))
-    with pytest.raises(SlicelibError, match="one group per value"):
-        stats.bootstrap_ci([1.0, 2.0], ["A"])
-
-
-def test_wilcoxon_detects_constant_shift() -> None:
-    rng = np.random.default_rng(0)
-    a = rng.normal(25, 2, 40)
-    b = a + 0.3 + rng.normal(0, 0.05, 40)
-    assert stats.paired_wilcoxon(b, a) < 0.05
-    # Pure noise around the same values: no evidence.
-    c = a + rng.normal(0, 0.05, 40)
-    assert stats.paired_wilcoxon(c, a) > 0.01
-
-
-def test_wilcoxon_identical_and_degenerate() -> None:
-    a = np.linspace(0, 1, 20)
-    assert stats.paired_wilcoxon(a, a.copy()) == 1.0
-    assert math.isnan(stats.paired_wilcoxon([], []))
-    assert math.isnan(stats.paired_wilcoxon([math.inf, 1.0], [math.inf, 2.0]))
+def test_bootstrap_small_and_degenerate() -> None:
+    assert stats.bootstrap_mean_ci([2.0, 2.0, 2.0])[:2] == (2.0, 2.0)
+    low, high, how = stats.bootstrap_mean_ci([1.0])
+    assert math.isnan(low) and math.isnan(high) and "fewer than 2" in how
+    low, high, _ = stats.bootstrap_mean_ci([1.0, 2.0, 4.0, 8.0, 3.0, 5.0], seed=1)
+    assert 1.0 <= low < 23 / 6 < high <= 8.0
+    assert stats.bootstrap_mean_ci([1.0, 2.0, 4.0, 8.0], seed=1) == stats.bootstrap_mean_ci(
+        [1.0, 2.0, 4.0, 8.0], seed=1
+    )
+    with pytest.raises(SlicelibError, match="one value per patient"):
+        stats.bootstrap_mean_ci(np.zeros((2, 2)))
 
 
 def test_improvement_matches_the_papers_percentage() -> None:
@@ -65,11 +66,11 @@ def test_improvement_matches_the_papers_percentage() -> None:
     assert pct == pytest.approx(10.14, abs=0.01)
 
 
-def _rows() -> pd.DataFrame:
+def _rows(patients: int = 6, slices: int = 10) -> pd.DataFrame:
     rng = np.random.default_rng(3)
     records = []
-    for p in range(4):
-        for i in range(2, 12):
+    for p in range(patients):
+        for i in range(2, 2 + slices):
             base = 25 + p + rng.normal(0, 0.5)
             for method, shift in (("linear", 0.0), ("flow", 1.0), ("nearest", -3.0)):
                 records.append(
@@ -88,11 +89,39 @@ def _rows() -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
+def test_compare_pairs_patients_on_shared_slices() -> None:
+    rows = _rows()
+    c = stats.compare(rows, "flow", "linear", "psnr", n_boot=200)
+    assert c.n_patients == 6 and c.n_slices == 60
+    assert c.gain == pytest.approx(1.0, abs=0.05)
+    assert c.ci_low < c.gain < c.ci_high and c.ci_low > 0.8
+    # Every patient gains: the exact sign-flip p is 2/64, however large the gain.
+    assert c.p_value == pytest.approx(2 / 64)
+    assert c.tested
+    # A method scored on a subset (as the DDPM): the comparison is on its slices only.
+    sub = rows[(rows["method"] == "flow") & (rows["slice_index"] == 5)].assign(method="ddpm")
+    sub = sub.assign(psnr=sub["psnr"] - 1.5)
+    c = stats.compare(pd.concat([rows, sub]), "ddpm", "linear", "psnr", n_boot=200)
+    assert c.n_slices == 6 and c.n_patients == 6
+    assert c.gain == pytest.approx(-0.5, abs=0.1)
+
+
+def test_compare_too_few_patients_reports_numbers_without_a_test() -> None:
+    rows = _rows(patients=3)
+    c = stats.compare(rows, "flow", "linear", "psnr")
+    assert c.n_patients == 3
+    assert c.gain == pytest.approx(1.0, abs=0.05)
+    assert c.test == stats.TOO_FEW and c.ci_method == stats.TOO_FEW
+    assert math.isnan(c.p_value) and math.isnan(c.ci_low) and not c.tested
+    # The threshold is a parameter: the same rows are tested with a lower minimum.
+    assert stats.compare(rows, "flow", "linear", "psnr", min_patients=3).tested
+
+
 def test_summarize_known_structure() -> None:
     rows = _rows()
     table = stats.summarize(rows, n_boot=200).set_index("method")
     assert list(table.index) == ["linear", "flow", "nearest"]
-    assert (table["n_slices"] == 40).all() and (table["n_patients"] == 4).all()
+    assert (table["n_slices"] == 60).all() and (table["n_patients"] == 6).all()
     lin = rows[rows["method"] == "linear"]
     assert table.loc["linear", "psnr_mean"] == pytest.approx(lin["psnr"].mean())
     assert table.loc["linear", "psnr_std"] == pytest.approx(lin["psnr"].std())
@@ -100,28 +129,31 @@ def test_summarize_known_structure() -> None:
         lin.groupby("patient_id")["psnr"].mean().mean()
     )
     assert table.loc["flow", "psnr_gain_db"] == pytest.approx(1.0, abs=0.05)
+    assert table.loc["flow", "psnr_gain_ci_low"] > 0.8
     assert table.loc["nearest", "psnr_gain_db"] == pytest.approx(-3.0, abs=0.05)
+    assert table.loc["nearest", "psnr_gain_ci_high"] < -2.8
     assert table.loc["linear", "psnr_gain_db"] == 0.0
     assert table.loc["linear", "p_psnr_vs_linear"] == 1.0
-    assert table.loc["flow", "p_psnr_vs_linear"] < 1e-6
+    assert table.loc["flow", "p_psnr_vs_linear"] == pytest.approx(2 / 64)
+    assert (table["test_vs_linear"] == "exact sign-flip permutation").all()
+    assert (table["n_patients_vs_linear"] == 6).all()
     assert (table["best_psnr"] == "flow").all()
     assert table.loc["flow", "p_psnr_vs_best"] == 1.0
-    assert table.loc["nearest", "p_ssim_vs_best"] < 1e-6
-    assert table.loc["nearest", "fallback"] == 8
+    assert table.loc["nearest", "p_ssim_vs_best"] == pytest.approx(2 / 64)
+    assert table.loc["nearest", "fallback"] == 12
     for m in table.index:
         assert (
-            table.loc[m, "psnr_ci_low"] <= table.loc[m, "psnr_mean"] <= table.loc[m, "psnr_ci_high"]
+            table.loc[m, "psnr_ci_low"]
+            <= table.loc[m, "psnr_patient_mean"]
+            <= table.loc[m, "psnr_ci_high"]
         )
 
 
-def test_summarize_pairs_on_shared_slices_only() -> None:
-    rows = _rows()
-    # A method scored on a subset (as the DDPM with ddpm_max_slices): gains are paired.
-    sub = rows[(rows["method"] == "flow") & (rows["slice_index"] == 5)].assign(method="ddpm")
-    sub = sub.assign(psnr=sub["psnr"] - 1.5)
-    table = stats.summarize(pd.concat([rows, sub]), n_boot=50).set_index("method")
-    assert table.loc["ddpm", "n_slices"] == 4
-    assert table.loc["ddpm", "psnr_gain_db"] == pytest.approx(-0.5, abs=0.1)
+def test_summarize_too_few_patients() -> None:
+    table = stats.summarize(_rows(patients=2), n_boot=50).set_index("method")
+    assert table["p_psnr_vs_linear"].isna().all()
+    assert (table["test_vs_linear"] == stats.TOO_FEW).all()
+    assert table.loc["flow", "psnr_gain_db"] == pytest.approx(1.0, abs=0.1)
 
 
 def test_summarize_rejects_bad_input() -> None:

@@ -41,7 +41,10 @@ __all__ = [
 
 def _cnn(cfg: ModelConfig) -> nn.Module:
     return EDSRGenerator(
-        features=cfg.features, blocks=cfg.cnn_blocks, convs_per_block=cfg.cnn_convs_per_block
+        features=cfg.features,
+        blocks=cfg.cnn_blocks,
+        convs_per_block=cfg.cnn_convs_per_block,
+        from_linear=cfg.residual_from_linear,
     )
 
 
@@ -50,11 +53,12 @@ def _improved(cfg: ModelConfig) -> nn.Module:
         features=cfg.features,
         blocks=cfg.improved_blocks,
         convs_per_block=cfg.cnn_convs_per_block,
+        from_linear=cfg.residual_from_linear,
     )
 
 
 def _unet(cfg: ModelConfig) -> nn.Module:
-    return UNet(features=cfg.features, dropout=cfg.dropout, residual=cfg.unet_residual)
+    return UNet(features=cfg.features, dropout=cfg.dropout, from_linear=cfg.residual_from_linear)
 
 
 def _ddpm(cfg: ModelConfig) -> nn.Module:

@@ -5,6 +5,11 @@ interpolation: the "global skip connection from input to pre-output" is read as 
 the mean of the two input slices to the network's output, so that the layers learn only
 the correction to the linear baseline. The skip has no parameters, so it does not
 change the supplement's counts.
+
+With the default (random) initialisation of the tail the correction starts large, so
+the untrained network does not begin at linear interpolation; ``from_linear=True``
+zero-initialises the tail so that it does (and gradients still reach the tail, whose
+input is not zero).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ class EDSRGenerator(nn.Module):
     """Head conv, residual body, tail conv, plus the mean of the inputs.
 
     With the defaults (64 features, 8 one-conv blocks): 1,216 + 8 x 36,928 + 577 =
-    297,217 parameters; with ``convs_per_block=2``: 592,641.
+    297,217 parameters; with ``convs_per_block=2``: 592,641. ``from_linear``: start
+    exactly at linear interpolation (zero-initialised tail; no extra parameters).
 
     ``forward``: tensor (N, 2, H, W), values in [0, 1] -> (N, 1, H, W), unclamped.
     """
@@ -31,11 +37,15 @@ class EDSRGenerator(nn.Module):
         features: int = 64,
         blocks: int = 8,
         convs_per_block: int = 1,
+        from_linear: bool = False,
     ) -> None:
         super().__init__()
         self.head = conv3x3(in_channels, features)
         self.body = self.make_body(features=features, blocks=blocks, convs=convs_per_block)
         self.tail = conv3x3(features, 1)
+        if from_linear:
+            nn.init.zeros_(self.tail.weight)
+            nn.init.zeros_(self.tail.bias)  # type: ignore[arg-type]
 
     def make_body(self, *, features: int, blocks: int, convs: int) -> nn.Sequential:
         """The feature-space trunk between head and tail: ``blocks`` residual blocks."""

@@ -17,7 +17,7 @@ class UNet(nn.Module):
     ``dropout > 0`` adds ``Dropout2d`` (no parameters) on the input of each decoder
     stage, for Monte Carlo dropout at inference.
 
-    ``residual=True`` adds the mean of the input channels (linear interpolation) to the
+    ``from_linear=True`` adds the mean of the input channels (linear interpolation) to the
     output and starts the final layer at zero, so that the network starts from linear
     interpolation and learns a correction (no extra parameters; not in the supplement).
     """
@@ -28,7 +28,7 @@ class UNet(nn.Module):
         in_channels: int = 2,
         features: int = 64,
         dropout: float = 0.0,
-        residual: bool = False,
+        from_linear: bool = False,
     ) -> None:
         super().__init__()
         f = features
@@ -42,13 +42,13 @@ class UNet(nn.Module):
         self.dec1 = ConvReLU(2 * f, f)
         self.final = nn.Conv2d(f, 1, 1)
         self.dropout: nn.Module = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
-        self.residual = residual
-        if residual:
+        self.from_linear = from_linear
+        if from_linear:
             nn.init.zeros_(self.final.weight)
             nn.init.zeros_(self.final.bias)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        base = x.mean(dim=1, keepdim=True) if self.residual else None  # (N, 1, H, W)
+        base = x.mean(dim=1, keepdim=True) if self.from_linear else None  # (N, 1, H, W)
         x, (h, w) = pad_to_multiple(x, 4)
         skip1 = self.enc1(x)  # (N, f, H, W)
         skip2 = self.enc2(self.pool(skip1))  # (N, 2f, H/2, W/2)

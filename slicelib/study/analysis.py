@@ -244,7 +244,7 @@ def ddpm_samples(
 
 def sampler_table(res: Results) -> pd.DataFrame:
     """The DDPM's sampling variants beside linear and the U-Net: PSNR, SSIM, time."""
-    from slicelib.study.labels import fmt_pm, fmt_signed
+    from slicelib.study.labels import fmt_ci, fmt_pm, fmt_signed
 
     names = [m for m in res.methods if m.startswith("ddpm")]
     names += [m for m in ("linear", "unet") if m in res.methods]
@@ -258,6 +258,10 @@ def sampler_table(res: Results) -> pd.DataFrame:
                 "PSNR (dB)": fmt_pm(r["psnr_mean"], r["psnr_std"]),
                 "SSIM": fmt_pm(r["ssim_mean"], r["ssim_std"], 3),
                 "PSNR vs linear (dB)": fmt_signed(r.get("psnr_gain_db")),
+                # Paired over patients on the slices this method scored.
+                "PSNR vs linear 95% CI": fmt_ci(
+                    r.get("psnr_gain_ci_low"), r.get("psnr_gain_ci_high")
+                ),
                 "ms per slice": fmt(r["ms_per_slice"], 1),
             }
         )

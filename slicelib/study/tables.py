@@ -19,6 +19,7 @@ from slicelib.study.labels import (
     fmt_pm,
     fmt_signed,
     method_label,
+    missing,
 )
 
 if TYPE_CHECKING:
@@ -47,15 +48,25 @@ SCAN_COLUMNS: tuple[str, ...] = (
 )
 
 
+def _p_or_reason(p: Any, test: Any) -> str:
+    """A p-value, or why there is none ("too few patients to test")."""
+    if missing(p) and isinstance(test, str) and test:
+        return test
+    return fmt_p(p)
+
+
 def results_table(res: Results) -> pd.DataFrame:
-    """Every method at one k: PSNR and both SSIMs with std and 95 % CI, the gain over
-    linear, and paired Wilcoxon p-values (against linear and against the best)."""
+    """Every method at one k. Description over slices: PSNR and both SSIMs with their
+    std. Inference over patients (:mod:`slicelib.stats`): the 95 % CI of each mean,
+    the paired gain over linear with its 95 % CI, and sign-flip p-values against
+    linear and against the best; "too few patients to test" where there are none."""
     best = res.summary["best_psnr"].iloc[0]
     rows = []
     for r in res.summary.to_dict("records"):
         rows.append(
             {
                 "method": method_label(r["method"]),
+                "patients": int(r["n_patients"]),
                 "slices": int(r["n_slices"]),
                 "PSNR (dB)": fmt_pm(r["psnr_mean"], r["psnr_std"]),
                 "PSNR 95% CI": fmt_ci(r["psnr_ci_low"], r["psnr_ci_high"]),
@@ -63,10 +74,23 @@ def results_table(res: Results) -> pd.DataFrame:
                 "SSIM 95% CI": fmt_ci(r["ssim_ci_low"], r["ssim_ci_high"], 3),
                 "SSIM Gaussian": fmt_pm(r["ssim_gauss_mean"], r["ssim_gauss_std"], 3),
                 "PSNR vs linear (dB)": fmt_signed(r.get("psnr_gain_db")),
+                "PSNR vs linear 95% CI": fmt_ci(
+                    r.get("psnr_gain_ci_low"), r.get("psnr_gain_ci_high")
+                ),
                 "PSNR vs linear (%)": fmt_signed(r.get("psnr_gain_pct"), 1, " %"),
-                "p vs linear (PSNR)": fmt_p(r.get("p_psnr_vs_linear")),
-                "p vs linear (SSIM)": fmt_p(r.get("p_ssim_vs_linear")),
-                f"p vs best ({method_label(best)}, PSNR)": fmt_p(r.get("p_psnr_vs_best")),
+                "SSIM vs linear": fmt_signed(r.get("ssim_gain"), 3),
+                "SSIM vs linear 95% CI": fmt_ci(
+                    r.get("ssim_gain_ci_low"), r.get("ssim_gain_ci_high"), 3
+                ),
+                "p vs linear (PSNR)": _p_or_reason(
+                    r.get("p_psnr_vs_linear"), r.get("test_vs_linear")
+                ),
+                "p vs linear (SSIM)": _p_or_reason(
+                    r.get("p_ssim_vs_linear"), r.get("test_vs_linear")
+                ),
+                f"p vs best ({method_label(best)}, PSNR)": _p_or_reason(
+                    r.get("p_psnr_vs_best"), r.get("test_vs_best")
+                ),
             }
         )
     return pd.DataFrame(rows).set_index("method")
@@ -341,7 +365,7 @@ def cohort_table(cache: Cache, ks: tuple[int, ...] = (1, 2)) -> pd.DataFrame:
 
 def result_numbers(results: list[Results]) -> dict[str, Any]:
     """Numbers of the results for the prose: ``k<k>_<method>_{psnr,ssim,ssim_gauss,
-    gain_pct,gain_db,p_linear,ms}``, ``k<k>_slices``, ``k<k>_best`` (its label)."""
+    gain_pct,gain_db,gain_ci,p_linear,ms}``, ``k<k>_slices``, ``k<k>_best`` (its label)."""
     values: dict[str, Any] = {}
     for res in results:
         k = res.k
@@ -352,7 +376,12 @@ def result_numbers(results: list[Results]) -> dict[str, Any]:
             values[f"k{k}_{m}_ssim_gauss"] = r["ssim_gauss_mean"]
             values[f"k{k}_{m}_gain_db"] = r.get("psnr_gain_db")
             values[f"k{k}_{m}_gain_pct"] = r.get("psnr_gain_pct")
-            values[f"k{k}_{m}_p_linear"] = fmt_p(r.get("p_psnr_vs_linear"))
+            values[f"k{k}_{m}_gain_ci"] = fmt_ci(
+                r.get("psnr_gain_ci_low"), r.get("psnr_gain_ci_high")
+            )
+            values[f"k{k}_{m}_p_linear"] = _p_or_reason(
+                r.get("p_psnr_vs_linear"), r.get("test_vs_linear")
+            )
             values[f"k{k}_{m}_ms"] = r["ms_per_slice"]
         values[f"k{k}_slices"] = int(res.summary["n_slices"].max())
         values[f"k{k}_patients"] = int(res.summary["n_patients"].max())
