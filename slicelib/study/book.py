@@ -8,6 +8,8 @@ runner stages a copy in ``<out>/book/`` instead, with
 - a table of contents whose training part lists one page per model and k;
 - the front page's edition block (preset, data, reductions) and the
   reproducibility chapter's environment and commands filled in from the run;
+- every figure glued in a notebook (``glue("fig_...", figure)``) written as
+  ``book/figures/<key>.png``, for the chapters' numbered ``{figure}`` directives;
 - glue references made strict (the skeleton tolerates missing glue keys);
 - in each executed notebook, papermill's parameter cells removed from the page and
   the first heading made distinct (``Training: U-Net, k=1``),
@@ -42,11 +44,13 @@ logger = logging.getLogger(__name__)
 
 BOOK_FILES: tuple[str, ...] = ("_config.yml", "_toc.yml")
 BOOK_DIR = "book"
+FIGURES_DIR = "figures"  # under book/: the glued figures of the executed notebooks
 EDITION_MARKER = "<!-- study:edition -->"
 ENVIRONMENT_MARKER = "<!-- study:environment -->"
 COMMANDS_MARKER = "<!-- study:commands -->"
 # The skeleton build tolerates glue keys it cannot find; the staged build must not.
-SKELETON_ONLY_WARNINGS: tuple[str, ...] = ("mystnb.glue_ref",)
+# The skeleton also lacks the figures that the staged copy extracts from the notebooks.
+SKELETON_ONLY_WARNINGS: tuple[str, ...] = ("mystnb.glue_ref", "image.not_readable")
 
 
 def find_source_root(start: Path | None = None) -> Path:
@@ -368,6 +372,25 @@ def book_notebook(path: Path, title: str | None = None) -> str:
     return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
 
 
+def glued_images(path: Path) -> dict[str, bytes]:
+    """The PNG images an executed notebook glued with myst-nb, by glue key."""
+    import base64
+
+    notebook = json.loads(path.read_text())
+    images: dict[str, bytes] = {}
+    for cell in notebook.get("cells", []):
+        for output in cell.get("outputs", []):
+            meta = (output.get("metadata") or {}).get("scrapbook")
+            if not meta:
+                continue
+            prefix = meta.get("mime_prefix", "")
+            data = (output.get("data") or {}).get(f"{prefix}image/png")
+            if data:
+                text = "".join(data) if isinstance(data, list) else str(data)
+                images[str(meta["name"])] = base64.b64decode(text)
+    return images
+
+
 def _sync(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` only when the content differs (keeps Sphinx's view stable)."""
     if dst.is_file() and filecmp.cmp(src, dst, shallow=False):
@@ -426,6 +449,12 @@ def stage_book(
             _sync(src, dst)
     titles = {job.name: job.title for job in jobs}
     for name, path in executed.items():
+        for key, png in glued_images(path).items():
+            image = stage / BOOK_DIR / FIGURES_DIR / f"{key}.png"
+            wanted.add(image)
+            if not (image.is_file() and image.read_bytes() == png):
+                image.parent.mkdir(parents=True, exist_ok=True)
+                image.write_bytes(png)
         dst = stage / "notebooks" / f"{name}.ipynb"
         wanted.add(dst)
         title = titles.get(name)
