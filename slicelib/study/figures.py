@@ -58,7 +58,7 @@ def _figure(
     return fig, axes
 
 
-def epoch_axis(ax: Any, epochs: Sequence[int] | np.ndarray) -> None:
+def epoch_axis(ax: Any, epochs: Sequence[int] | np.ndarray | pd.Series) -> None:
     """Integer epoch ticks; a run of one epoch is shown as that single tick, not
     spread over a fractional range."""
     values = np.unique(np.asarray(epochs, dtype=int))
@@ -168,7 +168,7 @@ def comparison_figure(
     axes[0, 0].imshow(_zoom(target, zoom), cmap="gray", vmin=0, vmax=1)
     axes[0, 0].set_title("ground truth", fontsize=8)
     axes[1, 0].axis("off")
-    image = None
+    image: Any = None
     for col, method in enumerate(shown, start=1):
         pred = preds.predictions[method][index]
         axes[0, col].imshow(_zoom(pred, zoom), cmap="gray", vmin=0, vmax=1)

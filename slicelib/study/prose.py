@@ -74,7 +74,7 @@ def hardest_position_sentence(table: pd.DataFrame, method: str, k: int) -> str:
     column = table[method].dropna() if method in table.columns else pd.Series(dtype=float)
     if column.empty:
         return f"No position bin has a score for {method_label(method)} at k={k}."
-    centre = float(column.idxmin())
+    centre = float(column.idxmin())  # type: ignore[arg-type]  # bin centres are floats
     if centre < 0.25 or centre > 0.75:
         where = "near an end of the volume (apex or base)"
     else:
