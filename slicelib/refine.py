@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from slicelib import __version__
 from slicelib.checkpoint import (
