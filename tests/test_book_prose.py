@@ -39,7 +39,7 @@ def test_uncertainty_sentence_separates_calibration_from_ranking() -> None:
     text = prose.uncertainty_sentence(summary, LABELS)
     assert "better calibrated estimator by ENCE (lower is better) is the deep ensemble" in text
     assert "ranks the errors better (higher Spearman correlation) is the MC dropout" in text
-    assert "(0.0026) is 9 times smaller than its mean absolute error (0.0236)" in text
+    assert "(0.0026) is 9 times smaller than the mean absolute error (0.0236)" in text
     assert "(0.0009) is 26 times smaller than" in text
     agreeing = prose.uncertainty_sentence(summary.assign(spearman=[0.5, 0.3]), LABELS)
     assert "is the same estimator (0.500" in agreeing

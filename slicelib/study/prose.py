@@ -62,8 +62,8 @@ def uncertainty_sentence(summary: pd.DataFrame, labels: Mapping[str, str]) -> st
             else:
                 relation = "at least as large as"
             parts.append(
-                f"The {labels[n]}'s mean predicted standard deviation ({std:.4f}) is "
-                f"{relation} its mean absolute error ({err:.4f})."
+                f"For the {labels[n]}, the mean predicted standard deviation ({std:.4f}) is "
+                f"{relation} the mean absolute error ({err:.4f})."
             )
     return " ".join(parts) if parts else "Neither estimator gives a finite calibration."
 
