@@ -232,7 +232,9 @@ def validation_curves(histories: Mapping[tuple[str, int], pd.DataFrame]) -> Stud
         epoch_axis(ax, epochs)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
-    loss_ax.legend(fontsize=7, ncol=2)
+    handles, names = loss_ax.get_legend_handles_labels()
+    # Below the panels, so that no line is hidden behind it.
+    fig.legend(handles, names, loc="outside lower center", ncol=4, fontsize=7)
     return fig
 
 
