@@ -40,6 +40,7 @@ def test_gains_are_paired_differences_on_shared_slices() -> None:
             "patient_id": ["a", "a", "b", "b"] * 2 + ["a", "b"],
             "slice_index": [1, 2, 1, 2] * 2 + [1, 1],
             "psnr": [20, 22, 24, 26, 21, 24, 24, 27, 10, 14],
+            "ssim": np.linspace(0.5, 0.9, 10),
         }
     )
     res = SimpleNamespace(rows=rows, methods=["linear", "unet", "ddpm"], k=1)
