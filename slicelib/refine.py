@@ -642,12 +642,6 @@ def method_title(method: str) -> str:
     the book names them."""
     from slicelib.study.labels import method_label
 
-    if method == "refine_ancestral":
-        return "refiner, ancestral"
-    if method.startswith("refine_ddim"):
-        return f"refiner, DDIM {method[len('refine_ddim') :]} steps"
-    if method.startswith("refine_mean"):
-        return f"refiner, mean of {method[len('refine_mean') :]} samples"
     return method_label(method)
 
 
