@@ -28,7 +28,7 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from slicelib.config import DiffusionConfig
 from slicelib.errors import SlicelibError

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from slicelib.baselines import (
     FLOW_METHODS,

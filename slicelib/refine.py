@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from slicelib import __version__
 from slicelib.checkpoint import (
@@ -642,12 +642,6 @@ def method_title(method: str) -> str:
     the book names them."""
     from slicelib.study.labels import method_label
 
-    if method == "refine_ancestral":
-        return "refiner, ancestral"
-    if method.startswith("refine_ddim"):
-        return f"refiner, DDIM {method[len('refine_ddim') :]} steps"
-    if method.startswith("refine_mean"):
-        return f"refiner, mean of {method[len('refine_mean') :]} samples"
     return method_label(method)
 
 

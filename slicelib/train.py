@@ -31,7 +31,7 @@ from typing import Any, get_args
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from slicelib import __version__, distributed
 from slicelib.checkpoint import (

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 from scipy import stats
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from slicelib.config import TrainConfig, UncertaintyConfig, to_dict
 from slicelib.errors import SlicelibError

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from slicelib.data.dicom import Volume, normal
 from slicelib.data.preprocess import normalise, resize_slices, square_crop

@@ -12,13 +12,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import pytest
 import yaml
 
 from slicelib.config import DEMO, preset_differences
 from slicelib.study import Study
 from slicelib.study.book import (
+    book_notebook,
     build_book,
     edition_markdown,
+    findings_html,
+    glued_images,
+    reductions_markdown,
     staged_config,
     staged_toc,
 )
@@ -116,20 +121,110 @@ def test_staged_toc_rewrites_and_drops() -> None:
     assert "mystnb.glue_ref" not in staged_config(config)["sphinx"]["config"]["suppress_warnings"]
 
 
-def test_demo_edition_lists_the_reductions() -> None:
+def test_demo_edition_lists_the_reductions_in_words() -> None:
     text = edition_markdown({"preset": "demo", "synthetic": True, "cohort": {"patients": 12}})
     assert "synthetic cohort" in text
     differences = preset_differences(DEMO)
     assert "prepare.size: 96 (paper: 256)" in differences
     assert "model.residual_from_linear: True (paper: False)" in differences
-    for line in differences:
-        assert line in text
+    assert "| image size (pixels per side) | 96 | 256 |" in text
+    assert "| training crop (pixels per side) | 40 | all (no limit) |" in text
+    assert "| generators start at linear interpolation (global skip) | yes | no |" in text
+    assert "crop: 40" not in text  # no code strings
+    assert reductions_markdown(differences).count("\n") == len(differences) + 1
+    assert "How to reproduce" in text and "slicelib study --preset demo" in text
     real = edition_markdown({"preset": "paper", "synthetic": False, "data_root": "/data/tcia"})
     assert "/data/tcia" in real and "synthetic" not in real
+    timed = edition_markdown({"preset": "smoke", "synthetic": True}, compute_seconds=4000)
+    assert "1 h 06 min" in timed
 
 
-def test_skeleton_builds_in_strict_mode(tmp_path: Path) -> None:
-    """The committed book builds from the un-executed notebooks (offline, -W -n)."""
+def test_findings_box_keeps_code_checks_apart() -> None:
+    table = pd.DataFrame(
+        {
+            "claim": ["The U-Net is best", "The CNN has 297,217 parameters"],
+            "original": ["30.08 dB", "297,217"],
+            "this run": ["29.1 dB [28.7, 29.5]", "297,217"],
+            "verdict": ["not reproduced", "reproduced"],
+        }
+    ).set_index("claim")
+    box = findings_html(table)
+    empirical, code = box.split("Checks of the code")
+    assert "The U-Net is best" in empirical and "verdict-not-reproduced" in empirical
+    assert "297,217 parameters" in code and "verdict-reproduced" in code
+    assert "[28.7, 29.5]" in empirical
+    flagged = findings_html(table.assign(verdict="illustration (synthetic cohort)"))
+    assert "verdict-illustration" in flagged
+
+
+def test_book_notebook_removes_parameters_and_retitles(tmp_path: Path) -> None:
+    nb = {
+        "cells": [
+            {"cell_type": "markdown", "metadata": {}, "source": ["# Training run\n", "text"]},
+            {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "k = 1"},
+            {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "k=2"},
+            {"cell_type": "code", "metadata": {}, "source": "x = 1", "outputs": []},
+        ],
+        "metadata": {},
+    }
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(nb))
+    out = json.loads(book_notebook(path, "Training: U-Net, k=1"))
+    assert "".join(out["cells"][0]["source"]).startswith("# Training: U-Net, k=1\ntext")
+    assert [("remove-cell" in c["metadata"]["tags"]) for c in out["cells"][1:]] == [
+        True,
+        True,
+        False,
+    ]
+
+
+def test_staged_book_has_figures_captions_and_references(smoke_study: SmokeStudy) -> None:
+    """Every figure of a chapter page is numbered, captioned and has alt text that is
+    not a file name; every chapter has a cross-reference; the front page reports."""
+    staged = smoke_study.out / "book"
+    assert glued_images(staged / "notebooks" / "results.ipynb").keys() >= {"fig_gains"}
+    for page in sorted((smoke_study.html / "book").glob("*.html")):
+        text = page.read_text()
+        figures = re.findall(r"<figure.*?</figure>", text, flags=re.S)
+        for figure in figures:
+            assert "<figcaption" in figure and "caption-number" in figure, page.name
+            for alt in re.findall(r'<img[^>]*alt="([^"]*)"', figure):
+                assert alt and not alt.endswith(".png"), (page.name, alt)
+        if page.name not in ("intro.html", "bibliography.html"):
+            assert re.search(r'class="reference internal"', text), page.name
+    intro = (smoke_study.html / "book" / "intro.html").read_text()
+    assert "verdict-badge" in intro and "How to reproduce" in intro
+    assert "Checks of the code" in intro
+    refs = page_text(smoke_study.html / "book" / "bibliography.html")
+    assert "Prostate-MRI-US-Biopsy" in refs and "Savant" in refs
+
+
+def test_notebook_pages_are_clean(smoke_study: SmokeStudy) -> None:
+    titles = set()
+    for page in sorted((smoke_study.html / "notebooks").glob("*.html")):
+        text = page.read_text()
+        visible = page_text(page)
+        assert "TqdmWarning" not in visible and str(smoke_study.out) not in visible, page.name
+        assert "injected-parameters" not in text, page.name
+        titles.add(re.search(r"<title>(.*?)</title>", text, flags=re.S).group(1))
+    assert any("Training: U-Net, k=1" in t for t in titles)
+    assert len(titles) == len(list((smoke_study.html / "notebooks").glob("*.html")))
+
+
+def test_book_loads_no_external_script(smoke_study: SmokeStudy) -> None:
+    """Math is typeset by the MathJax copy served from the book, not a CDN."""
+    for page in smoke_study.html.rglob("*.html"):
+        sources = re.findall(r'<script[^>]*src="([^"]+)"', page.read_text())
+        external = [src for src in sources if re.match(r"(https?:)?//", src)]
+        assert not external, (page, external)
+    assert (smoke_study.html / "_static" / "mathjax" / "tex-svg-full.js").is_file()
+
+
+def test_skeleton_builds_in_strict_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The committed book builds from the un-executed notebooks (-W -n) with the
+    network unreachable, and its pages load no script from elsewhere."""
+    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")  # nothing listens there
     for name in ("_config.yml", "_toc.yml"):
         shutil.copyfile(ROOT / name, tmp_path / name)
     for folder in ("book", "notebooks"):
@@ -137,3 +232,6 @@ def test_skeleton_builds_in_strict_mode(tmp_path: Path) -> None:
     html = build_book(tmp_path)
     assert (html / "book" / "intro.html").is_file()
     assert (html / "notebooks" / "train.html").is_file()
+    for page in html.rglob("*.html"):
+        sources = re.findall(r'<script[^>]*src="([^"]+)"', page.read_text())
+        assert not [src for src in sources if re.match(r"(https?:)?//", src)], page

@@ -8,7 +8,11 @@ runner stages a copy in ``<out>/book/`` instead, with
 - a table of contents whose training part lists one page per model and k;
 - the front page's edition block (preset, data, reductions) and the
   reproducibility chapter's environment and commands filled in from the run;
-- glue references made strict (the skeleton tolerates missing glue keys),
+- every figure glued in a notebook (``glue("fig_...", figure)``) written as
+  ``book/figures/<key>.png``, for the chapters' numbered ``{figure}`` directives;
+- glue references made strict (the skeleton tolerates missing glue keys);
+- in each executed notebook, papermill's parameter cells removed from the page and
+  the first heading made distinct (``Training: U-Net, k=1``),
 
 and builds it offline with ``jupyter-book build <out>/book -W -n --keep-going``.
 """
@@ -16,7 +20,10 @@ and builds it offline with ``jupyter-book build <out>/book -W -n --keep-going``.
 from __future__ import annotations
 
 import filecmp
+import html
+import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from slicelib.config import DEMO, preset_differences
@@ -36,11 +44,13 @@ logger = logging.getLogger(__name__)
 
 BOOK_FILES: tuple[str, ...] = ("_config.yml", "_toc.yml")
 BOOK_DIR = "book"
+FIGURES_DIR = "figures"  # under book/: the glued figures of the executed notebooks
 EDITION_MARKER = "<!-- study:edition -->"
 ENVIRONMENT_MARKER = "<!-- study:environment -->"
 COMMANDS_MARKER = "<!-- study:commands -->"
 # The skeleton build tolerates glue keys it cannot find; the staged build must not.
-SKELETON_ONLY_WARNINGS: tuple[str, ...] = ("mystnb.glue_ref",)
+# The skeleton also lacks the figures that the staged copy extracts from the notebooks.
+SKELETON_ONLY_WARNINGS: tuple[str, ...] = ("mystnb.glue_ref", "image.not_readable")
 
 
 def find_source_root(start: Path | None = None) -> Path:
@@ -122,10 +132,90 @@ def staged_config(config: dict[str, Any]) -> dict[str, Any]:
     return staged
 
 
-def edition_markdown(record: Mapping[str, Any]) -> str:
-    """The front page's statement of what this book was built from.
+# Readable names of the settings a preset changes (``preset_differences`` keys);
+# a key missing here is shown with its dots and underscores as spaces.
+SETTING_NAMES: dict[str, str] = {
+    "prepare.size": "image size (pixels per side)",
+    "model.ddpm_channels": "DDPM base channels",
+    "model.residual_from_linear": "generators start at linear interpolation (global skip)",
+    "crop": "training crop (pixels per side)",
+    "steps_per_epoch": "training steps per epoch",
+    "val_max_slices": "validation slices per epoch",
+    "lr": "learning rate",
+    "eval.ddim_steps": "DDIM step counts",
+    "eval.ddpm_samples": "DDPM samples averaged per slice",
+    "eval.ddpm_max_slices": "test slices the DDPM is scored on",
+    "eval.bootstrap": "bootstrap resamples",
+    "uncertainty.members": "ensemble members",
+    "uncertainty.mc_samples": "MC dropout samples",
+}
+_DIFFERENCE = re.compile(r"^(?P<key>[^:]+): (?P<ours>.*) \((?P<ref>[^:]+): (?P<theirs>.*)\)$")
 
-    ``record`` is the run record written by the runner (``<out>/study.json``).
+
+def _setting_value(text: str) -> str:
+    """A preset value in words: ``None`` (no reduction) reads "all", tuples as lists."""
+    if text == "None":
+        return "all (no limit)"
+    if text in ("True", "False"):
+        return "yes" if text == "True" else "no"
+    return text.strip("()").replace("'", "")
+
+
+def _setting_name(key: str) -> str:
+    if key in SETTING_NAMES:
+        return SETTING_NAMES[key]
+    head, _, tail = key.rpartition(".")
+    label = tail.replace("_", " ")
+    if head.startswith("epochs"):
+        from slicelib.study.labels import method_label
+
+        return f"epochs, {method_label(tail)}"
+    return f"{head.replace('.', ' ').replace('_', ' ')} {label}".strip()
+
+
+def reductions_markdown(lines: Iterable[str]) -> str:
+    """``preset_differences`` lines (``"crop: 40 (paper: None)"``) as a Markdown table
+    in words: setting, this preset's value, the paper's."""
+    rows = ["| setting | this edition | the paper |", "|---|---|---|"]
+    for line in lines:
+        match = _DIFFERENCE.match(line)
+        if match is None:
+            rows.append(f"| {line} | | |")
+            continue
+        rows.append(
+            f"| {_setting_name(match['key'])} | {_setting_value(match['ours'])} "
+            f"| {_setting_value(match['theirs'])} |"
+        )
+    return "\n".join(rows)
+
+
+def duration_words(seconds: float) -> str:
+    """``5025`` -> "1 h 23 min"; ``75`` -> "1 min 15 s"."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def notebook_seconds(paths: Iterable[Path]) -> float:
+    """The summed papermill durations of executed notebooks (0 for those without)."""
+    total = 0.0
+    for path in paths:
+        meta = json.loads(Path(path).read_text()).get("metadata", {}).get("papermill", {})
+        total += float(meta.get("duration") or 0.0)
+    return total
+
+
+def edition_markdown(record: Mapping[str, Any], compute_seconds: float | None = None) -> str:
+    """The front page's statement of what this book was built from, and how to
+    rebuild it.
+
+    ``record`` is the run record written by the runner (``<out>/study.json``);
+    ``compute_seconds`` the notebooks' summed execution time, when known.
     """
     preset = record["preset"]
     scan = record.get("scan", {})
@@ -151,11 +241,10 @@ def edition_markdown(record: Mapping[str, Any]) -> str:
     if preset == "demo":
         lines += [
             "",
-            "The demo preset changes these of the paper's settings to fit two CPU cores "
-            "(setting: demo value (paper value)):",
+            "The demo preset reduces these of the paper's settings to fit two CPU cores:",
             "",
+            reductions_markdown(preset_differences(DEMO)),
         ]
-        lines += [f"- `{line}`" for line in preset_differences(DEMO)]
     elif preset == "smoke":
         lines += [
             "",
@@ -169,10 +258,86 @@ def edition_markdown(record: Mapping[str, Any]) -> str:
         f"Built {record.get('finished_at', record.get('started_at', ''))} "
         f"with slicelib {(env.get('packages') or {}).get('slicelib', '?')}"
         + (f", commit `{commit[:12]}`" if commit else "")
-        + "; see [Reproducibility](reproducibility.md).",
+        + (
+            f"; the notebooks ran for {duration_words(compute_seconds)} in all"
+            if compute_seconds
+            else ""
+        )
+        + ".",
+        ":::",
+        "",
+        ":::{admonition} How to reproduce",
+        ":class: tip",
+        "",
+        "From a checkout"
+        + (f" at commit `{commit[:12]}`" if commit else "")
+        + f", with the **{preset}** preset:",
+        "",
+        "```bash",
+        "pip install -e .",
+        str(record.get("command", f"slicelib study --preset {preset}")),
+        "```",
+        "",
+        "Steps whose inputs did not change are not run again; "
+        "[Reproducibility](reproducibility.md) lists the environment.",
         ":::",
     ]
     return "\n".join(lines)
+
+
+# Verdicts and the badge class that colours them (slicelib.css).
+BADGES: dict[str, str] = {
+    "reproduced": "verdict-reproduced",
+    "not reproduced": "verdict-not-reproduced",
+    "not testable here": "verdict-not-testable-here",
+}
+# A claim about the code (a parameter count), not about what training and testing found.
+CODE_CHECK = re.compile(r"\bparameters?\b", re.IGNORECASE)
+
+
+def verdict_badge(verdict: str) -> str:
+    """The verdict as an html badge; verdicts starting "illustration" get their own colour."""
+    text = str(verdict)
+    css = BADGES.get(text.lower())
+    if css is None:
+        css = "verdict-illustration" if text.lower().startswith("illustration") else "verdict-other"
+    return f'<span class="verdict-badge {css}">{html.escape(text)}</span>'
+
+
+def _findings_table(table: pd.DataFrame, title: str) -> str:
+    head = "".join(f"<th>{name}</th>" for name in ("claim", "original", "this run", "verdict"))
+    body = "".join(
+        "<tr>"
+        f"<td>{html.escape(str(row['claim']))}</td>"
+        f"<td>{html.escape(str(row['original']))}</td>"
+        f"<td>{html.escape(str(row['this run']))}</td>"
+        f"<td>{verdict_badge(str(row['verdict']))}</td>"
+        "</tr>"
+        for _, row in table.iterrows()
+    )
+    return (
+        f'<p class="findings-title"><strong>{html.escape(title)}</strong></p>'
+        f'<table class="findings"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    )
+
+
+def findings_html(claims: pd.DataFrame) -> str:
+    """The front page's results box from the claims table.
+
+    ``claims`` has a row per claim with columns ``original``, ``this run`` and
+    ``verdict`` and the claim in a ``claim`` column or the index. An optional
+    ``kind`` column ("code" for checks of the code) decides which rows are code
+    checks; without it, claims about parameter counts are.
+    """
+    table = claims.reset_index() if "claim" not in claims.columns else claims.reset_index(drop=True)
+    if "kind" in table.columns:
+        code = table["kind"].astype(str).str.lower().str.startswith("code")
+    else:
+        code = table["claim"].astype(str).str.contains(CODE_CHECK)
+    parts = [_findings_table(table[~code], "The original's claims, tested by this run")]
+    if code.any():
+        parts.append(_findings_table(table[code], "Checks of the code against the paper's text"))
+    return '<div class="findings-box">' + "".join(parts) + "</div>"
 
 
 def environment_markdown(record: Mapping[str, Any]) -> str:
@@ -186,6 +351,44 @@ def environment_markdown(record: Mapping[str, Any]) -> str:
 def commands_markdown(record: Mapping[str, Any]) -> str:
     """The exact command of this run, as a code block."""
     return "```bash\n" + str(record.get("command", "slicelib study")) + "\n```"
+
+
+def book_notebook(path: Path, title: str | None = None) -> str:
+    """An executed notebook as the book shows it (JSON text): the ``parameters`` and
+    papermill's ``injected-parameters`` cells tagged ``remove-cell``, and, given a
+    ``title``, the first Markdown heading replaced by it."""
+    notebook = json.loads(path.read_text())
+    retitled = title is None
+    for cell in notebook.get("cells", []):
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+        if not retitled and cell.get("cell_type") == "markdown":
+            source = "".join(cell.get("source", []))
+            if source.startswith("# "):
+                rest = source.split("\n", 1)[1] if "\n" in source else ""
+                cell["source"] = f"# {title}\n{rest}"
+                retitled = True
+    return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+
+
+def glued_images(path: Path) -> dict[str, bytes]:
+    """The PNG images an executed notebook glued with myst-nb, by glue key."""
+    import base64
+
+    notebook = json.loads(path.read_text())
+    images: dict[str, bytes] = {}
+    for cell in notebook.get("cells", []):
+        for output in cell.get("outputs", []):
+            meta = (output.get("metadata") or {}).get("scrapbook")
+            if not meta:
+                continue
+            prefix = meta.get("mime_prefix", "")
+            data = (output.get("data") or {}).get(f"{prefix}image/png")
+            if data:
+                text = "".join(data) if isinstance(data, list) else str(data)
+                images[str(meta["name"])] = base64.b64decode(text)
+    return images
 
 
 def _sync(src: Path, dst: Path) -> None:
@@ -228,7 +431,7 @@ def stage_book(
 
     env = record.get("environment", {})
     fills = {
-        EDITION_MARKER: edition_markdown(record),
+        EDITION_MARKER: edition_markdown(record, notebook_seconds(executed.values())),
         ENVIRONMENT_MARKER: environment_markdown(env),
         COMMANDS_MARKER: commands_markdown(record),
     }
@@ -244,10 +447,20 @@ def stage_book(
             _write(text, dst)
         else:
             _sync(src, dst)
+    titles = {job.name: job.title for job in jobs}
     for name, path in executed.items():
+        for key, png in glued_images(path).items():
+            image = stage / BOOK_DIR / FIGURES_DIR / f"{key}.png"
+            wanted.add(image)
+            if not (image.is_file() and image.read_bytes() == png):
+                image.parent.mkdir(parents=True, exist_ok=True)
+                image.write_bytes(png)
         dst = stage / "notebooks" / f"{name}.ipynb"
         wanted.add(dst)
-        _sync(path, dst)
+        title = titles.get(name)
+        _write(
+            book_notebook(path, f"Training: {title}" if name.startswith("train_") else title), dst
+        )
 
     for path in sorted(stage.rglob("*"), reverse=True):
         if path.is_relative_to(stage / "_build"):

@@ -34,6 +34,13 @@ def method_label(name: str) -> str:
     match = re.fullmatch(r"ddpm_mean(\d+)", name)
     if match:
         return f"DDPM, mean of {match.group(1)} samples"
+    # The diffusion refiner of the U-Net (slicelib.refine) and its samplers.
+    if name == "refine_ancestral":
+        return "refiner, ancestral"
+    match = re.fullmatch(r"refine_(ddim|mean)(\d+)", name)
+    if match:
+        kind, n = match.groups()
+        return f"refiner, DDIM {n} steps" if kind == "ddim" else f"refiner, mean of {n} samples"
     return name
 
 
