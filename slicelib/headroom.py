@@ -111,14 +111,21 @@ def fit_linear_filter(
     return LinearFilter(weights=weights, bias=float(solution[-1]))
 
 
-def apply_linear_filter(filt: LinearFilter, before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """(N, H, W) float32 prediction of ``filt`` (reflect padding, not clipped)."""
+def apply_linear_filter(
+    filt: LinearFilter, before: np.ndarray, after: np.ndarray, chunk: int = 16
+) -> np.ndarray:
+    """(N, H, W) float32 prediction of ``filt`` (reflect padding, not clipped).
+
+    Slices go through in chunks of ``chunk``: a float64 convolution unfolds its input."""
     _check_stacks(before, after)
-    x = torch.from_numpy(_padded(before, after, filt.taps))
-    # conv2d is a correlation, as the unfolded rows of the fit are.
+    # conv2d is a correlation, as the windows of the fit are.
     kernel = torch.from_numpy(filt.weights[None].astype(np.float64))
-    out = F.conv2d(x, kernel)[:, 0] + filt.bias
-    return out.numpy().astype(np.float32)
+    out = np.empty(before.shape, dtype=np.float32)
+    for start in range(0, len(before), chunk):
+        sl = slice(start, start + chunk)
+        x = torch.from_numpy(_padded(before[sl], after[sl], filt.taps))
+        out[sl] = (F.conv2d(x, kernel)[:, 0] + filt.bias).numpy()
+    return out
 
 
 def oracle_blend(

@@ -42,6 +42,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help=f"clip to the {lo:g}-{hi:g}th percentiles before min-max (the original code)",
     )
     parser.add_argument(
+        "--slice-axis",
+        type=int,
+        choices=(0, 1, 2),
+        default=None,
+        help="NIfTI only: the through-plane voxel axis (default: from the header's dim_info, "
+        "else the axis of largest spacing, else the third axis)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=None,
@@ -62,6 +70,8 @@ def handler(args: argparse.Namespace) -> int:
         changes["size"] = args.size
     if args.seed is not None:
         changes["seed"] = args.seed
+    if args.slice_axis is not None:
+        changes["slice_axis"] = args.slice_axis
     if args.clip_percentiles:
         changes["clip_percentiles"] = ORIGINAL_CLIP_PERCENTILES
     cfg = dataclasses.replace(preset.prepare, **changes)
