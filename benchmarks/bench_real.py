@@ -67,13 +67,13 @@ class Budget:
 VAL_SLICES = 96
 
 BUDGETS: tuple[Budget, ...] = (
-    Budget("demo-unet", "unet", 1, crop=40, batch=4, lr=1e-3, epochs=8, steps_per_epoch=50),
     Budget("unet64", "unet", 1, crop=64, batch=8, lr=1e-3, epochs=10, steps_per_epoch=70),
-    Budget("unet64-lr3e-4", "unet", 1, crop=64, batch=8, lr=3e-4, epochs=10, steps_per_epoch=70),
-    Budget("unet96-lr3e-4", "unet", 1, crop=96, batch=4, lr=3e-4, epochs=10, steps_per_epoch=70),
-    Budget("unet64-k2", "unet", 2, crop=64, batch=8, lr=1e-3, epochs=10, steps_per_epoch=70),
     Budget("cnn64", "cnn", 1, crop=64, batch=8, lr=1e-3, epochs=10, steps_per_epoch=70),
+    Budget("unet64-k2", "unet", 2, crop=64, batch=8, lr=1e-3, epochs=10, steps_per_epoch=70),
+    Budget("unet64-lr3e-4", "unet", 1, crop=64, batch=8, lr=3e-4, epochs=10, steps_per_epoch=70),
     Budget("cnn64-k2", "cnn", 2, crop=64, batch=8, lr=1e-3, epochs=10, steps_per_epoch=70),
+    Budget("demo-unet", "unet", 1, crop=40, batch=4, lr=1e-3, epochs=8, steps_per_epoch=50),
+    Budget("unet96-lr3e-4", "unet", 1, crop=96, batch=4, lr=3e-4, epochs=10, steps_per_epoch=70),
 )
 
 

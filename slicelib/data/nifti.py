@@ -90,11 +90,13 @@ def _raw_pixdim(img: Any, path: Path) -> np.ndarray:
     """pixdim[1:4] as stored: nibabel's checks on loading replace zeros by 1 (with a
     warning), which would hide a broken header."""
     try:
-        with nib.openers.ImageOpener(path) as f:
+        with nib.openers.ImageOpener(str(path)) as f:
             raw = type(img.header).from_fileobj(f, check=False)
         return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
     except Exception as exc:
-        raise SlicelibError(f"NIfTI file {path}: unreadable header ({type(exc).__name__})") from None
+        raise SlicelibError(
+            f"NIfTI file {path}: unreadable header ({type(exc).__name__})"
+        ) from None
 
 
 def _spacing(img: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +120,9 @@ def _spacing(img: Any, path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"(spacing {np.round(spacing, 6).tolist()} mm)"
         )
     if abs(np.linalg.det(lps)) < MIN_SPACING_MM**3:
-        raise SlicelibError(f"NIfTI file {path}: degenerate affine (voxel axes are not independent)")
+        raise SlicelibError(
+            f"NIfTI file {path}: degenerate affine (voxel axes are not independent)"
+        )
     return lps, spacing
 
 
