@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("data_root", type=Path, metavar="DATA_ROOT")
     parser.add_argument("cache_dir", type=Path, metavar="CACHE_DIR")
     parser.add_argument(
-        "--preset", default="paper", help="settings to start from (demo, paper, smoke)"
+        "--preset", default="paper", help="settings to start from (demo, paper, real, smoke)"
     )
     parser.add_argument(
         "--size",
