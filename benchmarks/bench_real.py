@@ -16,7 +16,10 @@ On the repository's IXI T1 subset (``data/ixi-t1-2mm``, 70 volumes) at 128 px:
 
 Environment variables: ``BENCH_REAL_DIR`` keeps the cache and runs there (default: a
 temporary folder); ``BENCH_REAL_PARTS`` picks parts (``baselines,headroom,train``);
-``BENCH_REAL_RUNS`` picks budgets by name (see :data:`BUDGETS`).
+``BENCH_REAL_RUNS`` picks budgets by name (see :data:`BUDGETS`);
+``BENCH_REAL_EPOCHS`` / ``BENCH_REAL_STEPS`` override every budget's epochs and
+steps per epoch (a shorter exploration on a busy machine); ``BENCH_REAL_THREADS``
+sets torch's CPU threads (default 2).
 """
 
 from __future__ import annotations
@@ -163,6 +166,11 @@ def training(cache_dir: Path, work: Path, preset: Preset, wanted: set[str] | Non
         if wanted is not None and b.name not in wanted:
             continue
         load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        b = dataclasses.replace(
+            b,
+            epochs=int(os.environ.get("BENCH_REAL_EPOCHS", b.epochs)),
+            steps_per_epoch=int(os.environ.get("BENCH_REAL_STEPS", b.steps_per_epoch)),
+        )
         model_cfg = dataclasses.replace(preset.model, unet_residual=b.residual)
         cfg = preset.train_config(
             b.model,  # type: ignore[arg-type]
@@ -181,9 +189,10 @@ def training(cache_dir: Path, work: Path, preset: Preset, wanted: set[str] | Non
         wall = time.perf_counter() - started
         gains = [row["val_psnr"] - linear_val[b.k] for row in result.history]
         steps = b.epochs * b.steps_per_epoch
+        rate = float(np.mean([row["samples_per_s"] for row in result.history]))
         print(
             f" {b.name}: {b.model} k={b.k} crop {b.crop} batch {b.batch} lr {b.lr:g} "
-            f"{steps} steps, {wall:.0f} s ({load})"
+            f"{steps} steps, {wall:.0f} s, {rate:.1f} training samples/s ({load})"
         )
         print("   val gain per epoch: " + " ".join(f"{g:+.2f}" for g in gains))
         last3 = gains[-3:]
@@ -195,7 +204,7 @@ def training(cache_dir: Path, work: Path, preset: Preset, wanted: set[str] | Non
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(int(os.environ.get("BENCH_REAL_THREADS", THREADS)))
     parts = set(os.environ.get("BENCH_REAL_PARTS", "baselines,headroom,train").split(","))
     runs = os.environ.get("BENCH_REAL_RUNS")
     wanted = set(runs.split(",")) if runs else None
