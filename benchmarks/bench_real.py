@@ -69,7 +69,19 @@ class Budget:
 # Validation slices scored after each epoch (evenly spaced over the validation subjects).
 VAL_SLICES = 96
 
+
+def _preset_budget(model: str, k: int) -> Budget:
+    """The real preset's own budget for ``model`` at ``k``."""
+    crop, steps = REAL.crop, REAL.steps_per_epoch
+    assert crop is not None and steps is not None
+    return Budget(
+        f"real-{model}-k{k}", model, k, crop=crop, batch=REAL.batch[model], lr=REAL.lr,
+        epochs=REAL.epochs[model], steps_per_epoch=steps,
+    )  # fmt: skip
+
+
 BUDGETS: tuple[Budget, ...] = (
+    *(_preset_budget(model, k) for model in ("unet", "cnn") for k in KS),
     Budget("unet64", "unet", 1, crop=64, batch=8, lr=1e-3, epochs=10, steps_per_epoch=70),
     Budget("cnn64", "cnn", 1, crop=64, batch=8, lr=1e-3, epochs=10, steps_per_epoch=70),
     Budget("unet64-k2", "unet", 2, crop=64, batch=8, lr=1e-3, epochs=10, steps_per_epoch=70),
