@@ -19,7 +19,8 @@ temporary folder); ``BENCH_REAL_PARTS`` picks parts (``baselines,headroom,train`
 ``BENCH_REAL_RUNS`` picks budgets by name (see :data:`BUDGETS`);
 ``BENCH_REAL_EPOCHS`` / ``BENCH_REAL_STEPS`` override every budget's epochs and
 steps per epoch (a shorter exploration on a busy machine); ``BENCH_REAL_THREADS``
-sets torch's CPU threads (default 2).
+sets torch's CPU threads (default 2); ``BENCH_REAL_VAL_SLICES`` the validation slices
+scored after each epoch (default: the real preset's).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Budget:
 
 
 # Validation slices scored after each epoch (evenly spaced over the validation subjects).
-VAL_SLICES = 96
+VAL_SLICES = int(os.environ.get("BENCH_REAL_VAL_SLICES", REAL.val_max_slices or 0)) or None
 
 
 def _preset_budget(model: str, k: int) -> Budget:
@@ -170,8 +171,9 @@ def _val_linear(cache: Cache, k: int) -> float:
 def training(cache_dir: Path, work: Path, preset: Preset, wanted: set[str] | None) -> None:
     cache = Cache(cache_dir)
     linear_val = {k: _val_linear(cache, k) for k in KS}
+    n_val = len(TripletDataset(cache, "val", 1, max_slices=VAL_SLICES))
     print(
-        f"validation ({VAL_SLICES} slices of {len(cache.entries('val'))} subjects): "
+        f"validation ({n_val} slices of {len(cache.entries('val'))} subjects): "
         + ", ".join(f"linear k={k} {v:.2f} dB" for k, v in linear_val.items())
     )
     for b in BUDGETS:
