@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("data_root", type=Path, metavar="DATA_ROOT")
     parser.add_argument("cache_dir", type=Path, metavar="CACHE_DIR")
     parser.add_argument(
-        "--preset", default="paper", help="settings to start from (demo, paper, smoke)"
+        "--preset", default="paper", help="settings to start from (demo, paper, real, smoke)"
     )
     parser.add_argument(
         "--size",
@@ -55,6 +55,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help=f"what DATA_ROOT holds ({INPUT_KIND_RULE})",
     )
     parser.add_argument(
+        "--slice-axis",
+        type=int,
+        choices=(0, 1, 2),
+        default=None,
+        help="NIfTI only: the through-plane voxel axis (default: from the header's dim_info, "
+        "else the axis of largest spacing, else the third axis)",
+    )
+    parser.add_argument(
         "--force", action="store_true", help="replace an existing cache made with other settings"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -69,6 +77,8 @@ def handler(args: argparse.Namespace) -> int:
         changes["size"] = args.size
     if args.seed is not None:
         changes["seed"] = args.seed
+    if args.slice_axis is not None:
+        changes["slice_axis"] = args.slice_axis
     if args.clip_percentiles:
         changes["clip_percentiles"] = ORIGINAL_CLIP_PERCENTILES
     cfg = dataclasses.replace(preset.prepare, **changes)

@@ -34,7 +34,7 @@ from slicelib.config import PrepareConfig, ScanConfig, to_dict
 from slicelib.data.cache import Cache, CacheWriter, check_target
 from slicelib.data.dicom import Volume, load_series
 from slicelib.data.headers import looks_like_dicom_name
-from slicelib.data.nifti import is_nifti, load_nifti, nifti_stem
+from slicelib.data.nifti import check_slice_axis, is_nifti, load_nifti, nifti_stem, slice_axis
 from slicelib.data.preprocess import preprocess_volume
 from slicelib.data.scan import DEFAULT_SCAN_CONFIG, scan, walk_files
 from slicelib.data.split import split_patients
@@ -138,18 +138,27 @@ def dicom_source(root: Path, scan_cfg: ScanConfig, progress: bool) -> Source:
     return Source("dicom", root, patients, result.summary())
 
 
-def nifti_source(root: Path, files: list[Path]) -> Source:
+def nifti_source(root: Path, files: list[Path], requested_axis: int | None = None) -> Source:
+    """One candidate per file; each file's slice axis (and the rule that chose it) is read
+    from its header now, so that a broken header stops ``prepare`` naming the file."""
+    check_slice_axis(requested_axis)
     patients: dict[str, list[Candidate]] = {}
     for f in files:
         pid = nifti_stem(f)
         if pid in patients:
             raise SlicelibError(f"two NIfTI files for patient {pid!r} under {root} ({f})")
+        axis = slice_axis(f, requested_axis)
         patients[pid] = [
             Candidate(
                 patient_id=pid,
                 series_uid=pid,
-                load=partial(load_nifti, f),
-                meta={"series_uid": pid, "file_name": str(f.relative_to(root))},
+                load=partial(load_nifti, f, axis.axis),
+                meta={
+                    "series_uid": pid,
+                    "file_name": str(f.relative_to(root)),
+                    "slice_axis": axis.axis,
+                    "slice_axis_rule": axis.rule,
+                },
                 inputs=_stat(root, [f]),
             )
         ]
@@ -321,7 +330,9 @@ def _prepare_locked(
 ) -> Cache:
     kind, nifti = input_kind(root, kind)
     source = (
-        nifti_source(root, nifti) if kind == "nifti" else dicom_source(root, scan_cfg, progress)
+        nifti_source(root, nifti, cfg.slice_axis)
+        if kind == "nifti"
+        else dicom_source(root, scan_cfg, progress)
     )
     fp = fingerprint(source, cfg, scan_cfg)
     existing = check_target(target, cfg, fp, force)
