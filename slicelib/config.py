@@ -373,7 +373,7 @@ REAL = Preset(
     cohort=CohortConfig(),
     scan=ScanConfig(),
     prepare=PrepareConfig(size=128, split=(0.55, 0.15, 0.30)),
-    model=ModelConfig(ddpm_channels=16, unet_residual=True),
+    model=ModelConfig(ddpm_channels=16, residual_from_linear=True),
     diffusion=DiffusionConfig(),
     epochs={"cnn": 6, "unet": 6, "gan": 2, "gan_improved": 1, "ddpm": 3},
     batch={"cnn": 8, "unet": 8, "gan": 4, "gan_improved": 4, "ddpm": 8},

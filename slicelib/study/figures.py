@@ -322,26 +322,22 @@ def std_vs_error(std: Mapping[str, np.ndarray], method: str) -> StudyFigure:
 
 
 def gains(res: Results, metric: str, baseline: str = "linear", seed: int = 0) -> pd.DataFrame:
-    """Per method (rows, in ``res.methods`` order, baseline left out): the mean of the
-    paired per-slice difference ``metric(method) - metric(baseline)`` on the slices
-    both share, and its 95 % interval from a bootstrap over patients.
+    """Per method (rows, in ``res.methods`` order, baseline left out): the paired gain
+    ``metric(method) - metric(baseline)`` as the mean of per-patient mean differences on
+    the slices both scored, with its 95 % bootstrap interval over patients
+    (:func:`slicelib.stats.compare`; no interval below the minimum number of patients).
 
     Columns ``gain, low, high, n_slices``.
     """
-    from slicelib.stats import KEY, bootstrap_ci
+    from slicelib.stats import compare
 
-    rows = res.rows
-    base = rows[rows["method"] == baseline][[*KEY, metric]].rename(columns={metric: "base"})
     out = []
     for method in res.methods:
         if method == baseline:
             continue
-        paired = rows[rows["method"] == method][[*KEY, metric]].merge(base, on=list(KEY))
-        diff = (paired[metric] - paired["base"]).to_numpy(dtype=float)
-        low, high = bootstrap_ci(diff, paired["patient_id"].to_numpy(), seed=seed)
-        gain = float(diff.mean()) if diff.size else np.nan
-        out.append({"method": method, "gain": gain, "low": low, "high": high,
-                    "n_slices": int(diff.size)})  # fmt: skip
+        c = compare(res.rows, method, baseline, metric, seed=seed)
+        out.append({"method": method, "gain": c.gain, "low": c.ci_low, "high": c.ci_high,
+                    "n_slices": c.n_slices})  # fmt: skip
     return pd.DataFrame(out).set_index("method")
 
 
