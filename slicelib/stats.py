@@ -73,8 +73,31 @@ MONTE_CARLO_PERMUTATIONS = 9999
 CONFIDENCE = 0.95
 
 
+class _Tested:
+    """Shared reading of an interval and a p-value (nan when not tested)."""
+
+    ci_low: float
+    ci_high: float
+    p_value: float
+
+    @property
+    def tested(self) -> bool:
+        """True when there were enough patients for an interval and a p-value."""
+        return not math.isnan(self.p_value)
+
+    @property
+    def above_zero(self) -> bool:
+        """Tested, and the whole interval lies above 0."""
+        return self.tested and self.ci_low > 0
+
+    @property
+    def below_zero(self) -> bool:
+        """Tested, and the whole interval lies below 0."""
+        return self.tested and self.ci_high < 0
+
+
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(_Tested):
     """``method`` against ``other`` on ``metric``, over the slices both scored.
 
     ``mean_method`` / ``mean_other``: means over patients of the per-patient means;
@@ -100,21 +123,6 @@ class Comparison:
     p_value: float
     test: str
     confidence: float
-
-    @property
-    def tested(self) -> bool:
-        """True when the comparison had enough patients for an interval and a p-value."""
-        return not math.isnan(self.p_value)
-
-    @property
-    def above_zero(self) -> bool:
-        """Tested, and the gain's whole interval lies above 0."""
-        return self.tested and self.ci_low > 0
-
-    @property
-    def below_zero(self) -> bool:
-        """Tested, and the gain's whole interval lies below 0."""
-        return self.tested and self.ci_high < 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,7 +239,7 @@ def sign_flip_test(
 
 
 @dataclass(frozen=True)
-class Inference:
+class Inference(_Tested):
     """The mean of per-patient values with its interval and a test of mean = 0."""
 
     n_patients: int
@@ -241,20 +249,6 @@ class Inference:
     ci_method: str
     p_value: float
     test: str
-
-    @property
-    def tested(self) -> bool:
-        return not math.isnan(self.p_value)
-
-    @property
-    def above_zero(self) -> bool:
-        """Tested, and the whole interval lies above 0."""
-        return self.tested and self.ci_low > 0
-
-    @property
-    def below_zero(self) -> bool:
-        """Tested, and the whole interval lies below 0."""
-        return self.tested and self.ci_high < 0
 
 
 def infer_mean(
