@@ -64,3 +64,14 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _slicelib_loggers_enabled() -> None:
+    """A library configured with ``logging.config.dictConfig`` in an earlier test (the book
+    build) disables every logger that already exists; tests that read the log need ours."""
+    import logging
+
+    for name, logger in logging.root.manager.loggerDict.items():
+        if name.startswith("slicelib") and isinstance(logger, logging.Logger):
+            logger.disabled = False
