@@ -18,10 +18,8 @@ residual blocks this way).
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from slicelib.config import ModelName, PrepareConfig, TrainConfig, from_dict
 from slicelib.device import autocast, check_precision, resolve_device
 from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError
+from slicelib.io import atomic_write
 from slicelib.models import build_generator
 
 log = logging.getLogger(__name__)
@@ -76,19 +75,9 @@ def generator_role(model: str) -> str:
 
 
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then
-    ``os.replace``, so a crash never leaves a truncated checkpoint behind."""
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(dict(state), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Write ``state`` to ``path`` atomically and durably, so a crash never leaves a
+    truncated checkpoint behind."""
+    atomic_write(path, lambda tmp: torch.save(dict(state), tmp), private=True, durable=True)
 
 
 def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:

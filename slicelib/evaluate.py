@@ -18,14 +18,11 @@ one warm-up call, and divided by the batch's slices.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -50,6 +47,7 @@ from slicelib.data.dataset import evaluable_indices
 from slicelib.device import resolve_device
 from slicelib.environment import cpu_model, device_label, record_environment
 from slicelib.errors import SlicelibError
+from slicelib.io import atomic_write, write_json
 from slicelib.metrics import clip01, slice_metrics
 from slicelib.stats import summarize
 
@@ -568,18 +566,6 @@ def output_paths(out_csv: str | Path) -> dict[str, Path]:
     }
 
 
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _json_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
@@ -600,15 +586,14 @@ def write_evaluation(evaluation: Evaluation, out_csv: str | Path) -> dict[str, P
         with tmp.open("wb") as handle:
             np.savez_compressed(handle, **cast(dict[str, Any], evaluation.ddpm_std))
 
-    _atomic_write(paths["rows"], lambda p: evaluation.rows.to_csv(p, index=False))
-    _atomic_write(paths["summary"], lambda p: evaluation.summary.to_csv(p, index=False))
-    _atomic_write(
-        paths["info"],
-        lambda p: p.write_text(json.dumps(_json_safe(evaluation.info), indent=2) + "\n"),
+    atomic_write(paths["rows"], lambda p: evaluation.rows.to_csv(p, index=False), private=True)
+    atomic_write(
+        paths["summary"], lambda p: evaluation.summary.to_csv(p, index=False), private=True
     )
+    write_json(paths["info"], _json_safe(evaluation.info), private=True)
     written = {key: paths[key] for key in ("rows", "summary", "info")}
     if evaluation.ddpm_std:
-        _atomic_write(paths["ddpm_std"], write_npz)
+        atomic_write(paths["ddpm_std"], write_npz, private=True)
         written["ddpm_std"] = paths["ddpm_std"]
     return written
 

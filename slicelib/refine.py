@@ -66,6 +66,7 @@ from slicelib.device import resolve_device
 from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError
 from slicelib.evaluate import Batch, Evaluation, Method, Prediction
+from slicelib.io import atomic_write
 from slicelib.metrics import batch_psnr, batch_ssim
 from slicelib.models.ddpm_unet import ConditionalUNet
 
@@ -419,12 +420,13 @@ def _validate(
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    tmp.replace(path)
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+
+    atomic_write(path, write)
 
 
 @dataclass
@@ -772,9 +774,6 @@ def refine_results(study: Study) -> pd.DataFrame:
     if not is_current(csv_path, hash_):
         cfg = dataclasses.replace(study.preset.eval, device=study.device)
         rows = score_refinement(study.cache_dir, k, run_dir, ddpm_slices(res.rows), cfg)
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = csv_path.with_name(csv_path.name + ".tmp")
-        rows.to_csv(tmp, index=False)
-        tmp.replace(csv_path)
+        atomic_write(csv_path, lambda tmp: rows.to_csv(tmp, index=False))
         write_stamp(csv_path, hash_, {"results": study.results_hash(k)}, complete=True)
     return pd.read_csv(csv_path, dtype={"patient_id": str})

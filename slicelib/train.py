@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -48,6 +46,7 @@ from slicelib.data.dataset import TripletDataset
 from slicelib.device import autocast, grad_scaler, prepare_module, to_device
 from slicelib.distributed import DistInfo
 from slicelib.errors import SlicelibError
+from slicelib.io import write_json, write_text
 from slicelib.metrics import batch_psnr, batch_ssim
 from slicelib.models import build_discriminator, build_generator
 from slicelib.objectives import Learner, Objective, objective_class
@@ -154,7 +153,9 @@ def train(
             _resume(cfg, run_dir, learners, meta, device, info) if resume else (0, [], None)
         )
         if info.is_main:
-            _write_json(run_dir / "config.json", _run_config(cfg, cache_dir, meta, device))
+            write_json(
+                run_dir / "config.json", _run_config(cfg, cache_dir, meta, device), private=True
+            )
         sampler: DistributedSampler[Any] = DistributedSampler(
             train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
         )
@@ -424,21 +425,6 @@ def _run_config(
     }
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    _atomic_write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
-
-
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
     columns = list(HISTORY_COLUMNS) + [c for c in history[0] if c not in HISTORY_COLUMNS]
     buffer = io.StringIO()
@@ -446,7 +432,7 @@ def _write_history(path: Path, history: list[dict[str, float]]) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({c: _fmt(row.get(c, math.nan)) for c in columns})
-    _atomic_write_text(path, buffer.getvalue())
+    write_text(path, buffer.getvalue(), private=True)
 
 
 def _fmt(value: float) -> str:

@@ -18,10 +18,10 @@ from slicelib.dicom_writer import (
     ACQUIRED_COMMENT,
     SYNTHESIZED_COMMENT,
     Derivation,
-    atomic_directory,
     write_dicom_series,
 )
 from slicelib.errors import SlicelibError
+from slicelib.io import atomic_directory
 from slicelib.upsample import Upsampled, upsample_volume
 
 DCIODVFY_PACKAGE = "dicom3tools"  # Debian package that provides dciodvfy

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 from slicelib.config import CohortConfig, get_preset, replace_checked
 from slicelib.data.synthetic import validate_cohort_config, write_demo_cohort
 from slicelib.errors import SlicelibError
+from slicelib.io import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +59,6 @@ def _check_out(out: Path, force: bool) -> None:
         raise SlicelibError(f"{out} is not empty (use --force to replace it)")
 
 
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``, replacing what is there."""
-    if not out.exists():
-        tmp.rename(out)
-        return
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def handler(args: argparse.Namespace) -> int:
     if args.patients is not None and args.patients < 1:
         raise SlicelibError(f"--patients must be >= 1 (got {args.patients})")
@@ -84,17 +72,11 @@ def handler(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().absolute()
     _check_out(out, args.force)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     start = time.perf_counter()
-    try:
+    with atomic_directory(out) as tmp:
         write_demo_cohort(tmp, cfg, progress=not args.no_progress)
         files = sum(1 for _ in tmp.rglob("*.dcm"))
         series = len({p.parent for p in tmp.rglob("*.dcm")})
-        _replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info(
         "wrote %s: %d patients, %d series, %d DICOM files in %.1f s (seed %d, %dx%d, %d slices)",
         out,

@@ -175,10 +175,10 @@ def upsample_to_folder(
     from slicelib.checkpoint import predictor
     from slicelib.dicom_writer import (
         Derivation,
-        atomic_directory,
         check_output_location,
         write_dicom_series,
     )
+    from slicelib.io import atomic_directory
     from slicelib.nifti_writer import write_nifti
     from slicelib.upsample import check_upsamplable, upsample_volume
 
@@ -235,7 +235,7 @@ def upsample_to_folder(
         + (f"; uncertainty: {std_name}" if std_name else ""),
     )
     files: dict[str, list[Path]] = {}
-    with atomic_directory(output, force=force) as tmp:
+    with atomic_directory(output, private=True) as tmp:
         if volume.files:
             written = write_dicom_series(up, tmp / IMAGE_FOLDER, derivation)
             files["image"] = [output / IMAGE_FOLDER / p.name for p in written]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from slicelib.errors import SlicelibError
+from slicelib.io import write_json
 from slicelib.study.lock import file_lock
 from slicelib.study.parameters import RUNNER_PARAMETERS, TRAIN_PARAMETERS, check_parameter
 from slicelib.study.stamps import digest
@@ -227,9 +228,7 @@ class NotebookRunner:
                 current.pop(name, None)
             else:
                 current[name] = entry
-            tmp = self.state_path.with_name(self.state_path.name + f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
-            tmp.replace(self.state_path)
+            write_json(self.state_path, current, sort_keys=True)
             self.state = current
 
     def execute(self, job: NotebookJob) -> float:
