@@ -138,6 +138,18 @@ class TrainConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
 
+# Settings that change where or how fast a run goes, not what it is: a run may be
+# resumed, reused or adopted under other values of these (and with more epochs).
+RUN_INVARIANT_FIELDS: tuple[str, ...] = ("device", "precision", "num_workers", "compile")
+
+
+def run_defining(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings of ``cfg`` that define a run: all but :data:`RUN_INVARIANT_FIELDS`
+    and ``epochs`` (JSON-ready)."""
+    skip = (*RUN_INVARIANT_FIELDS, "epochs")
+    return {name: value for name, value in to_dict(cfg).items() if name not in skip}
+
+
 # Training data loader workers on CUDA when TrainConfig.num_workers is None: they load the
 # next batches while the GPU computes (on the CPU they would compete for the same cores).
 # A worker process hands each batch over through shared memory, about 600 triplets/s at

@@ -32,11 +32,10 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -69,9 +68,6 @@ from slicelib.evaluate import Batch, Evaluation, Method, Prediction
 from slicelib.io import atomic_write
 from slicelib.metrics import batch_psnr, batch_ssim
 from slicelib.models.ddpm_unet import ConditionalUNet
-
-if TYPE_CHECKING:
-    from slicelib.study.workspace import Study
 
 log = logging.getLogger(__name__)
 
@@ -703,77 +699,3 @@ def evaluate_refinement(
     }
     rows = pd.concat([ev.rows, refined], ignore_index=True)
     return Evaluation(rows=rows, summary=summary, info=info, ddpm_std=ev.ddpm_std)
-
-
-# Study step ---------------------------------------------------------------------------
-
-
-def study_refine_config(study: Study) -> RefineConfig:
-    """The preset's refinement settings with its DDPM architecture and schedule
-    (diffusing in [-1, 1])."""
-    preset = study.preset
-    return dataclasses.replace(
-        preset.refine,
-        model_cfg=preset.model,
-        diffusion=dataclasses.replace(preset.diffusion, rescale=True),
-        device=study.device,
-    )
-
-
-def refine_hash(study: Study) -> str:
-    """The input hash of the study's refinement run: cache, U-Net run, settings, version."""
-    from slicelib.study.stamps import digest
-
-    cfg = study_refine_config(study)
-    hashed = to_dict(cfg)
-    hashed.pop("device", None)
-    return digest(
-        {
-            "cache": study.cache_hash(),
-            "unet": study.run_hash("unet", cfg.k),
-            "refine": hashed,
-            "version": __version__,
-        }
-    )
-
-
-def refine_run(study: Study) -> Path:
-    """``runs/refine_k<k>``: the refiner on top of the study's U-Net, trained when needed."""
-    from slicelib.study.stamps import is_current, write_stamp
-
-    cfg = study_refine_config(study)
-    unet = study.run("unet", cfg.k)
-    hash_ = refine_hash(study)
-    run_dir = study.runs_dir / f"refine_k{cfg.k}"
-    if not is_current(run_dir, hash_):
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        inputs = {"cache": study.cache_hash(), "unet": str(unet), "refine": to_dict(cfg)}
-        write_stamp(run_dir, hash_, inputs, complete=False)
-        train_refiner(cfg, study.cache_dir, unet, run_dir, progress=study.progress)
-        write_stamp(run_dir, hash_, inputs, complete=True)
-    return run_dir
-
-
-def refine_results(study: Study) -> pd.DataFrame:
-    """The refiner's per-slice rows on the slices the study's DDPM was scored on
-    (``results/refine_k<k>.csv``), computed when missing or made from other inputs."""
-    from slicelib.study.stamps import digest, is_current, write_stamp
-
-    k = study.preset.refine.k
-    run_dir = refine_run(study)
-    res = study.results(k)
-    hash_ = digest(
-        {
-            "results": study.results_hash(k),
-            "refine": refine_hash(study),
-            "version": __version__,
-        }
-    )
-    csv_path = study.results_dir / f"refine_k{k}.csv"
-    if not is_current(csv_path, hash_):
-        cfg = dataclasses.replace(study.preset.eval, device=study.device)
-        rows = score_refinement(study.cache_dir, k, run_dir, ddpm_slices(res.rows), cfg)
-        atomic_write(csv_path, lambda tmp: rows.to_csv(tmp, index=False))
-        write_stamp(csv_path, hash_, {"results": study.results_hash(k)}, complete=True)
-    return pd.read_csv(csv_path, dtype={"patient_id": str})

@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
@@ -40,7 +40,14 @@ from slicelib.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from slicelib.config import CUDA_LOADER_WORKERS, MODEL_NAMES, Precision, TrainConfig, to_dict
+from slicelib.config import (
+    CUDA_LOADER_WORKERS,
+    MODEL_NAMES,
+    Precision,
+    TrainConfig,
+    run_defining,
+    to_dict,
+)
 from slicelib.data.cache import Cache
 from slicelib.data.dataset import TripletDataset
 from slicelib.device import autocast, grad_scaler, prepare_module, to_device
@@ -56,10 +63,6 @@ log = logging.getLogger(__name__)
 HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch", "train_loss", "val_loss", "val_psnr", "val_ssim", "seconds", "samples_per_s",
 )  # fmt: skip
-# Settings a resumed run may change; any other difference is a different experiment.
-RESUMABLE_FIELDS: frozenset[str] = frozenset(
-    {"epochs", "device", "precision", "num_workers", "compile"}
-)
 _SYNC_EVERY_CUDA = 16  # steps between host syncs (loss check) on CUDA; every step on the CPU
 
 EpochCallback = Callable[[dict[str, float]], bool | None]
@@ -347,11 +350,12 @@ def _resume(
     state = read_checkpoint(path, device)
     check_compatible(state, path, model=cfg.model, k=cfg.k, image_size=meta["size"])
     saved = state["train_config"]
-    for f in fields(TrainConfig):
-        if f.name not in RESUMABLE_FIELDS and saved.get(f.name) != to_dict(cfg)[f.name]:
+    # A resumed run may change only what does not define it; else it is another experiment.
+    for name, value in run_defining(cfg).items():
+        if saved.get(name) != value:
             raise SlicelibError(
-                f"run {run_dir} was trained with {f.name}={saved.get(f.name)!r}, not "
-                f"{getattr(cfg, f.name)!r}; choose another run directory or do not resume"
+                f"run {run_dir} was trained with {name}={saved.get(name)!r}, not "
+                f"{getattr(cfg, name)!r}; choose another run directory or do not resume"
             )
     for role, learner in learners.items():
         load_state(learner.raw, state["models"][role], path=path, role=role)

@@ -37,10 +37,6 @@ def method_label(name: str) -> str:
     return name
 
 
-def is_ddpm(name: str) -> bool:
-    return name.startswith("ddpm")
-
-
 def missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
