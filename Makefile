@@ -10,7 +10,7 @@ PRESET ?= demo
 OUT ?= study
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools study test lint bench book clean
+.PHONY: install tools study test test-fast lint bench book clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ tools:
 
 test: lint tools
 	$(PY) -m pytest tests notebooks --nbval-lax
+
+# Everything but the smoke study and the notebooks (marked slow in conftest.py).
+test-fast: lint tools
+	$(PY) -m pytest tests -m "not slow"
 
 bench: install
 	$(PY) -m benchmarks

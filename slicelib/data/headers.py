@@ -153,13 +153,6 @@ class _Header:
         return keyword in self.values
 
 
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _short(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0][:120]}" if lines else type(exc).__name__
