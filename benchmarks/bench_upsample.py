@@ -27,10 +27,10 @@ from scipy.ndimage import gaussian_filter
 
 from slicelib.config import ModelConfig, UpsampleConfig
 from slicelib.data.dicom import Volume, load_series
-from slicelib.dicom_writer import Derivation, write_dicom_series
 from slicelib.models import build_generator
 from slicelib.uncertainty import DeepEnsemble, MCDropout
-from slicelib.upsample import Upsampled, decimate, upsample_volume
+from slicelib.upsample.dicom_writer import Derivation, write_dicom_series
+from slicelib.upsample.volume import Upsampled, decimate, upsample_volume
 
 SLICES = 60
 SIZE = 256

@@ -25,6 +25,7 @@ from slicelib.errors import SlicelibError
 ModelName = Literal["cnn", "unet", "gan", "gan_improved", "ddpm"]
 MODEL_NAMES: tuple[ModelName, ...] = ("cnn", "unet", "gan", "gan_improved", "ddpm")
 PresetName = Literal["demo", "paper", "smoke"]
+DEFAULT_PRESET: PresetName = "demo"  # every command's --preset, so they fit together
 Precision = Literal["fp16", "bf16", "fp32"]
 
 
@@ -137,6 +138,8 @@ class TrainConfig:
     model_cfg: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
+
+FACTOR = 2  # the one supported through-plane upsampling factor
 
 # Settings that change where or how fast a run goes, not what it is: a run may be
 # resumed, reused or adopted under other values of these (and with more epochs).

@@ -48,6 +48,7 @@ from slicelib.device import resolve_device
 from slicelib.environment import cpu_model, device_label, record_environment
 from slicelib.errors import SlicelibError
 from slicelib.io import atomic_write, write_json
+from slicelib.methods import MethodSpec
 from slicelib.metrics import clip01, slice_metrics
 from slicelib.stats import summarize
 
@@ -264,7 +265,7 @@ def run_methods(
     limit = cfg.ddpm_max_slices
     methods: list[Method] = [
         RunMethod(
-            "ddpm_ancestral",
+            MethodSpec("ddpm", "ancestral").name,
             run,
             predictor(run, sampler="ancestral", seed=cfg.seed),
             max_slices=limit,
@@ -273,7 +274,7 @@ def run_methods(
     for steps in cfg.ddim_steps:
         methods.append(
             RunMethod(
-                f"ddpm_ddim{steps}",
+                MethodSpec("ddpm", "ddim", steps=steps).name,
                 run,
                 predictor(run, sampler="ddim", steps=steps, seed=cfg.seed),
                 max_slices=limit,
@@ -281,7 +282,7 @@ def run_methods(
         )
     methods.append(
         RunMethod(
-            f"ddpm_mean{cfg.ddpm_samples}",
+            MethodSpec("ddpm", "ancestral", samples=cfg.ddpm_samples).name,
             run,
             predictor(run, sampler="ancestral", samples=cfg.ddpm_samples, seed=cfg.seed),
             keep_std=True,

@@ -66,6 +66,7 @@ from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError
 from slicelib.evaluate import Batch, Evaluation, Method, Prediction
 from slicelib.io import atomic_write
+from slicelib.methods import MethodSpec, family_of
 from slicelib.metrics import batch_psnr, batch_ssim
 from slicelib.models.ddpm_unet import ConditionalUNet
 
@@ -529,39 +530,37 @@ class RefineMethod(Method):
         self.synchronize()
 
 
-def refiner_for(loaded: LoadedRefiner, method: str, seed: int = 0) -> Refiner:
-    """The refiner a method name denotes: ``refine_ddim<steps>`` (steps capped at T),
-    ``refine_ancestral`` or ``refine_mean<n>`` (the mean of n ancestral samples)."""
-    import re
+def refiner_for(loaded: LoadedRefiner, spec: MethodSpec, seed: int = 0) -> Refiner:
+    """The refiner sampling as ``spec`` says: DDIM (steps capped at T), ancestral, or
+    the mean of ``spec.samples`` ancestral samples."""
+    if spec.sampler == "ddim":
+        steps = min(int(spec.steps or 0), loaded.diffusion.timesteps)
+        return loaded.refiner(sampler="ddim", steps=steps, seed=seed)
+    return loaded.refiner(sampler="ancestral", samples=spec.samples, seed=seed)
 
-    if method == "refine_ancestral":
-        return loaded.refiner(sampler="ancestral", seed=seed)
-    match = re.fullmatch(r"refine_(ddim|mean)(\d+)", method)
-    if match is None or int(match.group(2)) < 1:
-        raise SlicelibError(
-            f"unknown refinement method {method!r} (refine_ddim<N>, refine_ancestral, "
-            "refine_mean<N>)"
-        )
-    n = int(match.group(2))
-    if match.group(1) == "ddim":
-        return loaded.refiner(sampler="ddim", steps=min(n, loaded.diffusion.timesteps), seed=seed)
-    return loaded.refiner(sampler="ancestral", samples=n, seed=seed)
+
+def refine_specs(cfg: EvalConfig) -> list[MethodSpec]:
+    """The refiner's methods, sampled as the DDPM is evaluated: DDIM at each of
+    ``cfg.ddim_steps``, ancestral, and the mean of ``cfg.ddpm_samples`` samples."""
+    specs = [MethodSpec("refine", "ddim", steps=s) for s in cfg.ddim_steps]
+    return [
+        *specs,
+        MethodSpec("refine", "ancestral"),
+        MethodSpec("refine", "ancestral", samples=cfg.ddpm_samples),
+    ]
 
 
 def refine_methods(loaded: LoadedRefiner, cfg: EvalConfig) -> list[Method]:
-    """The refiner sampled as the DDPM is evaluated: DDIM at each of ``cfg.ddim_steps``,
-    ancestral, and the mean of ``cfg.ddpm_samples`` ancestral samples; seeded."""
-    names = [f"refine_ddim{s}" for s in cfg.ddim_steps]
-    names += ["refine_ancestral", f"refine_mean{cfg.ddpm_samples}"]
+    """The refiner's methods (:func:`refine_specs`) for the evaluation; seeded."""
     return [
-        RefineMethod(name, refiner_for(loaded, name, cfg.seed), max_slices=cfg.ddpm_max_slices)
-        for name in names
+        RefineMethod(spec.name, refiner_for(loaded, spec, cfg.seed), max_slices=cfg.ddpm_max_slices)
+        for spec in refine_specs(cfg)
     ]
 
 
 def ddpm_slices(rows: pd.DataFrame) -> list[tuple[str, int]]:
     """The (patient_id, slice_index) pairs the first DDPM method of ``rows`` was scored on."""
-    ddpm = rows[rows["method"].astype(str).str.startswith("ddpm_")]
+    ddpm = rows[[family_of(str(m)) == "ddpm" for m in rows["method"]]]
     if not len(ddpm):
         raise SlicelibError("the evaluation has no DDPM method to take the slices from")
     chosen = ddpm[ddpm["method"] == ddpm["method"].iloc[0]]
@@ -633,41 +632,6 @@ def combine(
     mine = [(str(p), int(i)) in keys for p, i in zip(rows["patient_id"], rows["slice_index"])]
     both = pd.concat([rows[mine], refined], ignore_index=True)
     return summarize(both, reference="linear", n_boot=cfg.bootstrap, seed=cfg.seed)
-
-
-def method_title(method: str) -> str:
-    """A readable name: ``refine_ddim10`` -> "refiner, DDIM 10 steps"; other methods as
-    the book names them."""
-    from slicelib.study.labels import method_label
-
-    if method == "refine_ancestral":
-        return "refiner, ancestral"
-    if method.startswith("refine_ddim"):
-        return f"refiner, DDIM {method[len('refine_ddim') :]} steps"
-    if method.startswith("refine_mean"):
-        return f"refiner, mean of {method[len('refine_mean') :]} samples"
-    return method_label(method)
-
-
-def network_passes(method: str, timesteps: int) -> int | None:
-    """Forward passes per slice of a method's networks (None for classical methods):
-    the U-Net 1, DDPM ancestral T, DDIM s, mean of n n*T, refinement 1 + its sampler's."""
-    import re
-
-    if method in ("cnn", "unet", "gan", "gan_improved"):
-        return 1
-    for pattern, passes in (
-        (r"ddpm_ancestral", lambda m: timesteps),
-        (r"ddpm_ddim(\d+)", lambda m: min(int(m.group(1)), timesteps)),
-        (r"ddpm_mean(\d+)", lambda m: int(m.group(1)) * timesteps),
-        (r"refine_ancestral", lambda m: 1 + timesteps),
-        (r"refine_ddim(\d+)", lambda m: 1 + min(int(m.group(1)), timesteps)),
-        (r"refine_mean(\d+)", lambda m: 1 + int(m.group(1)) * timesteps),
-    ):
-        match = re.fullmatch(pattern, method)
-        if match:
-            return int(passes(match))
-    return None
 
 
 def evaluate_refinement(

@@ -127,7 +127,7 @@ def test_parameter_counts_has_the_contract_form() -> None:
 
 
 def test_models_command_prints_the_counts_as_json(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["models", "--json"]) == 0
+    assert main(["models", "--json", "--preset", "paper"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == parameter_counts(ModelConfig(), variants=True)
 

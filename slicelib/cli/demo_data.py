@@ -13,10 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slicelib.config import CohortConfig, get_preset, replace_checked
-from slicelib.data.synthetic import validate_cohort_config, write_demo_cohort
+from slicelib.config import DEFAULT_PRESET, CohortConfig, get_preset, replace_checked
 from slicelib.errors import SlicelibError
-from slicelib.io import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help=f"random seed of the whole cohort (default: the preset's; demo {CohortConfig.seed})",
     )
     parser.add_argument(
-        "--preset", default="demo", help="cohort size settings to start from (demo, paper, smoke)"
+        "--preset",
+        default=DEFAULT_PRESET,
+        help=f"cohort size settings to start from (demo, paper, smoke; default {DEFAULT_PRESET})",
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty OUT")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -60,6 +60,9 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from slicelib.data.synthetic import validate_cohort_config, write_demo_cohort
+    from slicelib.io import atomic_directory
+
     if args.patients is not None and args.patients < 1:
         raise SlicelibError(f"--patients must be >= 1 (got {args.patients})")
     changes: dict[str, Any] = {}

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from slicelib.config import EvalConfig, get_preset, replace_checked
+from slicelib.config import DEFAULT_PRESET, EvalConfig, get_preset, replace_checked
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -42,8 +42,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
     )
     parser.add_argument(
         "--preset",
-        help="take the evaluation defaults from this preset (demo, paper, smoke); "
-        "default: EvalConfig's",
+        default=DEFAULT_PRESET,
+        help=f"take the evaluation defaults from this preset (demo, paper, smoke; "
+        f"default {DEFAULT_PRESET})",
     )
     parser.add_argument(
         "--common",
@@ -71,8 +72,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
 
 
 def eval_config(args: argparse.Namespace) -> EvalConfig:
-    """The preset's (or default) EvalConfig with the options given on the command line."""
-    base = get_preset(args.preset).eval if args.preset else EvalConfig()
+    """The preset's EvalConfig with the options given on the command line."""
+    base = get_preset(args.preset).eval
     overrides: dict[str, Any] = {
         name: value
         for name, value in (

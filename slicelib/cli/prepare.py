@@ -7,8 +7,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from slicelib.config import ORIGINAL_CLIP_PERCENTILES, PrepareConfig, ScanConfig, get_preset
-from slicelib.data.prepare import prepare
+from slicelib.config import (
+    DEFAULT_PRESET,
+    ORIGINAL_CLIP_PERCENTILES,
+    PrepareConfig,
+    ScanConfig,
+    get_preset,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -16,12 +21,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "prepare",
         help="scan, filter, normalise and resize a cohort into a cache with a seeded split",
         description="Build the preprocessed cache from a DICOM tree (or a folder of NIfTI "
-        "volumes, one per patient). Unset options come from the preset (default: paper).",
+        "volumes, one per patient). Unset options come from the preset (default: demo).",
     )
     parser.add_argument("data_root", type=Path, metavar="DATA_ROOT")
     parser.add_argument("cache_dir", type=Path, metavar="CACHE_DIR")
     parser.add_argument(
-        "--preset", default="paper", help="settings to start from (demo, paper, smoke)"
+        "--preset",
+        default=DEFAULT_PRESET,
+        help=f"settings to start from (demo, paper, smoke; default {DEFAULT_PRESET})",
     )
     parser.add_argument(
         "--size",
@@ -56,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from slicelib.data.prepare import prepare
+
     preset = get_preset(args.preset)
     changes: dict[str, Any] = {}
     if args.size is not None:

@@ -7,7 +7,6 @@ import dataclasses
 from pathlib import Path
 
 from slicelib.config import ScanConfig
-from slicelib.data.scan import scan
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from slicelib.data.scan import scan
+
     cfg = ScanConfig()
     if args.workers is not None:
         cfg = dataclasses.replace(cfg, workers=args.workers)

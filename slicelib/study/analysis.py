@@ -15,7 +15,8 @@ import pandas as pd
 
 from slicelib import original
 from slicelib.errors import SlicelibError
-from slicelib.study.labels import fmt, method_label
+from slicelib.methods import family_of, is_ddim, method_label
+from slicelib.study.labels import fmt
 
 if TYPE_CHECKING:
     from slicelib.config import EvalConfig
@@ -246,7 +247,7 @@ def sampler_table(res: Results) -> pd.DataFrame:
     """The DDPM's sampling variants beside linear and the U-Net: PSNR, SSIM, time."""
     from slicelib.study.labels import fmt_pm, fmt_signed
 
-    names = [m for m in res.methods if m.startswith("ddpm")]
+    names = [m for m in res.methods if family_of(m) == "ddpm"]
     names += [m for m in ("linear", "unet") if m in res.methods]
     rows = []
     for name in names:
@@ -385,7 +386,7 @@ def variability_numbers(drawn: Samples) -> dict[str, Any]:
 def sampler_numbers(res: Results) -> dict[str, Any]:
     """The DDPM's samplers for the prose: ancestral and the best DDIM variant."""
     values: dict[str, Any] = {}
-    ddim = [m for m in res.methods if m.startswith("ddpm_ddim")]
+    ddim = [m for m in res.methods if is_ddim(m)]
     if "ddpm_ancestral" in res.methods:
         anc = res.row("ddpm_ancestral")
         values.update(
@@ -414,7 +415,7 @@ def timing_table(res: Results) -> pd.DataFrame:
     original's 300 ms against 3-5 ms."""
     from slicelib.study.labels import DETERMINISTIC_MODELS
 
-    names = [m for m in res.methods if m.startswith("ddpm") or m in DETERMINISTIC_MODELS]
+    names = [m for m in res.methods if family_of(m) == "ddpm" or m in DETERMINISTIC_MODELS]
     low, high = original.DETERMINISTIC_MS_PER_SLICE
     rows = []
     for name in names:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from slicelib.study.labels import method_label
+from slicelib.methods import method_label
 
 if TYPE_CHECKING:
     from slicelib.data.cache import Cache

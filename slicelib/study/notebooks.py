@@ -20,6 +20,7 @@ from typing import Any
 
 from slicelib.errors import SlicelibError
 from slicelib.io import write_json
+from slicelib.methods import method_label
 from slicelib.study.lock import file_lock
 from slicelib.study.parameters import RUNNER_PARAMETERS, TRAIN_PARAMETERS, check_parameter
 from slicelib.study.stamps import digest
@@ -45,14 +46,6 @@ STUDY_NOTEBOOKS: tuple[str, ...] = (
     "diffusion_refine",
 )
 REQUIRED_NOTEBOOKS: tuple[str, ...] = STUDY_NOTEBOOKS[:6]
-
-MODEL_TITLES: dict[str, str] = {
-    "cnn": "CNN (EDSR-style)",
-    "unet": "U-Net",
-    "gan": "GAN (basic)",
-    "gan_improved": "GAN (improved)",
-    "ddpm": "DDPM",
-}
 
 
 class StudyError(SlicelibError):
@@ -173,7 +166,7 @@ def plan_jobs(
                         name=f"train_{run_name(model, k)}",
                         source=source,
                         parameters={**params, "model": model, "k": k},
-                        title=f"{MODEL_TITLES[model]}, k={k}",
+                        title=f"{method_label(model)}, k={k}",
                     )
                 )
         else:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from slicelib.config import PAPER, ModelConfig
 from slicelib.original import APPROXIMATE_TOLERANCE, REPORTED_COHORT, reported_model
+from slicelib.methods import method_label
 from slicelib.study.labels import (
     fmt,
     fmt_ci,
@@ -18,7 +19,6 @@ from slicelib.study.labels import (
     fmt_p,
     fmt_pm,
     fmt_signed,
-    method_label,
 )
 
 if TYPE_CHECKING:

@@ -17,11 +17,12 @@ from typing import Any, Literal
 import nibabel as nib
 import numpy as np
 
+from slicelib.config import FACTOR
 from slicelib.data.nifti import RAS_TO_LPS
-from slicelib.dicom_writer import check_output_location
 from slicelib.errors import SlicelibError
 from slicelib.io import atomic_write
-from slicelib.upsample import FACTOR, Upsampled
+from slicelib.upsample.dicom_writer import check_output_location
+from slicelib.upsample.volume import Upsampled
 
 log = logging.getLogger(__name__)
 

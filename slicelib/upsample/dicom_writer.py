@@ -43,7 +43,7 @@ from slicelib import __version__
 from slicelib.data.dicom import normal
 from slicelib.errors import SlicelibError
 from slicelib.io import atomic_directory
-from slicelib.upsample import Upsampled
+from slicelib.upsample.volume import Upsampled
 
 log = logging.getLogger(__name__)
 
