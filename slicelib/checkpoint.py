@@ -305,27 +305,3 @@ class Predictor:
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.stack(inputs).mean(dim=0)
-
-
-def predictor(
-    run: LoadedRun,
-    *,
-    sampler: Sampler = "ancestral",
-    steps: int | None = None,
-    seed: int = 0,
-    samples: int = 1,
-    eta: float = 0.0,
-    precision: str = "fp32",
-) -> Predictor:
-    """``run`` as a callable (see :class:`Predictor`). For the DDPM: ``sampler`` ancestral
-    (all T steps, as the study sampled) or ddim (``steps`` of them, deterministic at
-    ``eta=0``); ``steps=None`` means all T. ``precision`` fp16/bf16 applies on CUDA only."""
-    return Predictor(
-        run,
-        sampler=sampler,
-        steps=steps,
-        seed=seed,
-        samples=samples,
-        eta=eta,
-        precision=precision,
-    )

@@ -40,7 +40,7 @@ from slicelib.baselines import (
     get_baseline,
     neighbours,
 )
-from slicelib.checkpoint import LoadedRun, Predictor, load_run, predictor
+from slicelib.checkpoint import LoadedRun, Predictor, load_run
 from slicelib.config import EvalConfig, to_dict
 from slicelib.data.cache import Cache
 from slicelib.data.dataset import evaluable_indices
@@ -261,13 +261,13 @@ def run_methods(
     run = load_run(run_dir, which="best", device=device, k=k, image_size=image_size)
     model = run.config.model
     if model != "ddpm":
-        return [RunMethod(model, run, predictor(run, seed=cfg.seed))]
+        return [RunMethod(model, run, Predictor(run, seed=cfg.seed))]
     limit = cfg.ddpm_max_slices
     methods: list[Method] = [
         RunMethod(
             MethodSpec("ddpm", "ancestral").name,
             run,
-            predictor(run, sampler="ancestral", seed=cfg.seed),
+            Predictor(run, sampler="ancestral", seed=cfg.seed),
             max_slices=limit,
         )
     ]
@@ -276,7 +276,7 @@ def run_methods(
             RunMethod(
                 MethodSpec("ddpm", "ddim", steps=steps).name,
                 run,
-                predictor(run, sampler="ddim", steps=steps, seed=cfg.seed),
+                Predictor(run, sampler="ddim", steps=steps, seed=cfg.seed),
                 max_slices=limit,
             )
         )
@@ -284,7 +284,7 @@ def run_methods(
         RunMethod(
             MethodSpec("ddpm", "ancestral", samples=cfg.ddpm_samples).name,
             run,
-            predictor(run, sampler="ancestral", samples=cfg.ddpm_samples, seed=cfg.seed),
+            Predictor(run, sampler="ancestral", samples=cfg.ddpm_samples, seed=cfg.seed),
             keep_std=True,
             max_slices=limit,
         )

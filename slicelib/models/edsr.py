@@ -28,9 +28,9 @@ class EDSRGenerator(nn.Module):
         self,
         *,
         in_channels: int = 2,
-        features: int = 64,
-        blocks: int = 8,
-        convs_per_block: int = 1,
+        features: int,
+        blocks: int,
+        convs_per_block: int,
     ) -> None:
         super().__init__()
         self.head = conv3x3(in_channels, features)

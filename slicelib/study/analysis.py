@@ -224,14 +224,14 @@ def ddpm_samples(
     import torch
 
     from slicelib.baselines import linear, neighbours
-    from slicelib.checkpoint import load_run, predictor
+    from slicelib.checkpoint import load_run, Predictor
     from slicelib.metrics import psnr, ssim
 
     run = load_run(run_dir, device=device, k=k, image_size=int(cache.config.size))
     volume = np.asarray(cache.volume(slice_[0]), dtype=np.float32)
     nb = neighbours(volume, slice_[1], k)
     inputs = torch.from_numpy(np.stack([nb.before, nb.after])[None])
-    stack = predictor(run, sampler="ancestral", samples=n, seed=seed).stack(inputs)
+    stack = Predictor(run, sampler="ancestral", samples=n, seed=seed).stack(inputs)
     samples = stack[:, 0, 0].cpu().numpy().astype(np.float32)
     target = volume[slice_[1]]
     return Samples(

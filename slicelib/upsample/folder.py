@@ -124,7 +124,7 @@ def upsample_to_folder(
     neither inside nor around the input and does not exist (unless ``force``), the
     checkpoints, the series (at least 2 uniformly spaced slices).
     """
-    from slicelib.checkpoint import predictor
+    from slicelib.checkpoint import Predictor
     from slicelib.io import atomic_directory
     from slicelib.upsample.dicom_writer import (
         Derivation,
@@ -156,7 +156,7 @@ def upsample_to_folder(
 
     def make(r: Any) -> Any:
         steps = min(cfg.ddim_steps, r.config.diffusion.timesteps)
-        return predictor(r, sampler="ddim", steps=steps, seed=cfg.seed)
+        return Predictor(r, sampler="ddim", steps=steps, seed=cfg.seed)
 
     std_method, std_name = (None, "")
     if uncertainty:
