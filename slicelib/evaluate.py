@@ -43,7 +43,7 @@ from slicelib.baselines import (
 from slicelib.checkpoint import LoadedRun, Predictor, load_run
 from slicelib.config import EvalConfig, to_dict
 from slicelib.data.cache import Cache
-from slicelib.data.dataset import evaluable_indices
+from slicelib.data.triplets import evaluable_indices, evenly_spaced
 from slicelib.device import resolve_device
 from slicelib.environment import cpu_model, device_label, record_environment
 from slicelib.errors import SlicelibError
@@ -331,10 +331,7 @@ def select_slices(cache: Cache, k: int, *, common: bool = False) -> list[SliceRe
 
 
 def _evenly_spaced(refs: list[SliceRef], limit: int | None) -> set[SliceRef]:
-    if limit is None or limit >= len(refs):
-        return set(refs)
-    picks = np.unique(np.linspace(0, len(refs) - 1, limit).round().astype(int))
-    return {refs[i] for i in picks}
+    return {refs[int(i)] for i in evenly_spaced(len(refs), limit)}
 
 
 def _batches(volume: np.ndarray, refs: list[SliceRef], k: int, size: int) -> Iterator[Batch]:

@@ -224,7 +224,7 @@ def ddpm_samples(
     import torch
 
     from slicelib.baselines import linear, neighbours
-    from slicelib.checkpoint import load_run, Predictor
+    from slicelib.checkpoint import Predictor, load_run
     from slicelib.metrics import psnr, ssim
 
     run = load_run(run_dir, device=device, k=k, image_size=int(cache.config.size))

@@ -517,9 +517,15 @@ class Study:
         from slicelib.stats import summarize
 
         rows = pd.read_csv(full_csv, dtype={"patient_id": str})
-        n_slices = {e.patient_id: int(e.n_slices) for e in self.cache().entries("test")}
-        last = rows["patient_id"].map(n_slices) - 3
-        rows = rows[(rows["slice_index"] >= 2) & (rows["slice_index"] <= last)]
+        from slicelib.data.triplets import evaluable_indices
+
+        common = {
+            (e.patient_id, int(i))
+            for e in self.cache().entries("test")
+            for i in evaluable_indices(int(e.n_slices), k, common=True)
+        }
+        keys = zip(rows["patient_id"], rows["slice_index"])
+        rows = rows[[(str(p), int(i)) in common for p, i in keys]]
         if rows.empty:
             raise SlicelibError(f"no test slice is evaluable at both k=1 and k=2 ({full_csv})")
         summary = summarize(
