@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         help="a run folder (its best.pt) or a checkpoint file",
     )  # fmt: skip
     parser.add_argument(
-        "--factor", type=int, default=FACTOR, choices=[FACTOR], help="through-plane factor"
+        "--factor", type=int, default=FACTOR, help=f"through-plane factor ({FACTOR})"
     )
     parser.add_argument("--force", action="store_true", help="replace an existing OUTPUT_DIR")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
