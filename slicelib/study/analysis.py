@@ -24,13 +24,13 @@ if TYPE_CHECKING:
     from slicelib.study.workspace import Results
 
 # The synthetic cohort's calibration targets (linear at k=1 and k=2, 256x256).
-CALIBRATION_TARGETS: dict[int, dict[str, tuple[float, float]]] = {
+DIFFICULTY_TARGETS: dict[int, dict[str, tuple[float, float]]] = {
     1: {"ssim": (0.78, 0.88), "psnr": (25.0, 30.0)},
     2: {"ssim": (0.50, 0.70)},
 }
 
 
-def linear_calibration(cache: Cache, cfg: EvalConfig, ks: Sequence[int] = (1, 2)) -> pd.DataFrame:
+def linear_difficulty(cache: Cache, cfg: EvalConfig, ks: Sequence[int] = (1, 2)) -> pd.DataFrame:
     """Linear interpolation on the test split at each k (numbers) beside the original's
     linear baseline and the synthetic cohort's calibration targets (text)."""
     from slicelib.evaluate import evaluate
@@ -41,7 +41,7 @@ def linear_calibration(cache: Cache, cfg: EvalConfig, ks: Sequence[int] = (1, 2)
                       progress=False)  # fmt: skip
         r = ev.summary[ev.summary["method"] == "linear"].to_dict("records")[0]
         claimed = original.reported("linear", k)
-        target = CALIBRATION_TARGETS.get(k, {})
+        target = DIFFICULTY_TARGETS.get(k, {})
         rows.append(
             {
                 "k": k,
@@ -289,12 +289,12 @@ def cohort_numbers(
     return values
 
 
-def calibration_numbers(calibration: pd.DataFrame) -> dict[str, Any]:
+def difficulty_numbers(difficulty: pd.DataFrame) -> dict[str, Any]:
     """The linear baseline of this cohort for the prose: ``linear_k<k>_{psnr,ssim}``."""
     values: dict[str, Any] = {}
-    for k in calibration.index:
-        values[f"linear_k{k}_psnr"] = float(calibration.loc[k, "PSNR (dB)"])
-        values[f"linear_k{k}_ssim"] = float(calibration.loc[k, "SSIM"])
+    for k in difficulty.index:
+        values[f"linear_k{k}_psnr"] = float(difficulty.loc[k, "PSNR (dB)"])
+        values[f"linear_k{k}_ssim"] = float(difficulty.loc[k, "SSIM"])
     return values
 
 
