@@ -47,16 +47,15 @@ from slicelib.data.triplets import evaluable_indices, evenly_spaced
 from slicelib.device import resolve_device
 from slicelib.environment import cpu_model, device_label, record_environment
 from slicelib.errors import SlicelibError
-from slicelib.io import atomic_write, write_json
 from slicelib.methods import MethodSpec
 from slicelib.metrics import clip01, slice_metrics
+from slicelib.results import Results
 from slicelib.stats import summarize
 
 __all__ = [
     "ROW_COLUMNS",
     "Batch",
     "ClassicalMethod",
-    "Evaluation",
     "Method",
     "Prediction",
     "RunMethod",
@@ -65,11 +64,9 @@ __all__ = [
     "build_methods",
     "evaluate",
     "format_summary",
-    "output_paths",
     "predict_slices",
     "run_methods",
     "select_slices",
-    "write_evaluation",
 ]
 
 log = logging.getLogger(__name__)
@@ -340,23 +337,6 @@ def _batches(volume: np.ndarray, refs: list[SliceRef], k: int, size: int) -> Ite
         yield Batch(chunk, [neighbours(volume, r.slice_index, k) for r in chunk])
 
 
-@dataclass
-class Evaluation:
-    """Results of :func:`evaluate`: per-slice rows, the summary, and what produced them.
-
-    ``ddpm_std`` holds arrays for the uncertainty analysis (empty without a DDPM):
-    per method ``<m>/patient_id``, ``<m>/slice_index``, ``<m>/std_mean`` (mean
-    per-pixel std of each slice), ``<m>/abs_err_mean`` (MAE of the mean), and for
-    the first few slices ``<m>/example_mean``, ``<m>/example_std``,
-    ``<m>/example_target`` (n, H, W) with ``<m>/example_slice``.
-    """
-
-    rows: pd.DataFrame
-    summary: pd.DataFrame
-    info: dict[str, Any]
-    ddpm_std: dict[str, np.ndarray] = field(default_factory=dict)
-
-
 class _StdCollector:
     def __init__(self, examples: int) -> None:
         self.examples = examples
@@ -463,7 +443,7 @@ def evaluate(
     *,
     methods: Sequence[str] | None = None,
     progress: bool = True,
-) -> Evaluation:
+) -> Results:
     """Score the classical ``methods`` (default ``cfg.methods``) and every run in ``runs``
     on the test split of ``cache`` at neighbour distance ``k``.
 
@@ -549,51 +529,7 @@ def evaluate(
     ddpm_std: dict[str, np.ndarray] = {}
     for name, collector in collectors.items():
         ddpm_std.update(collector.arrays(name))
-    return Evaluation(rows=rows, summary=summary, info=info, ddpm_std=ddpm_std)
-
-
-def output_paths(out_csv: str | Path) -> dict[str, Path]:
-    """Files written for ``RESULTS.csv``: rows, ``RESULTS_summary.csv``, ``RESULTS.json``
-    (config and environment) and ``RESULTS.ddpm_std.npz`` (only with a DDPM)."""
-    out = Path(out_csv)
-    return {
-        "rows": out,
-        "summary": out.with_name(f"{out.stem}_summary.csv"),
-        "info": out.with_name(f"{out.stem}.json"),
-        "ddpm_std": out.with_name(f"{out.stem}.ddpm_std.npz"),
-    }
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
-
-def write_evaluation(evaluation: Evaluation, out_csv: str | Path) -> dict[str, Path]:
-    """Write the files of :func:`output_paths` atomically; returns those written."""
-    paths = output_paths(out_csv)
-    if paths["rows"].suffix.lower() != ".csv":
-        raise SlicelibError(f"results file {paths['rows']} must end in .csv")
-
-    def write_npz(tmp: Path) -> None:
-        with tmp.open("wb") as handle:
-            np.savez_compressed(handle, **cast(dict[str, Any], evaluation.ddpm_std))
-
-    atomic_write(paths["rows"], lambda p: evaluation.rows.to_csv(p, index=False), private=True)
-    atomic_write(
-        paths["summary"], lambda p: evaluation.summary.to_csv(p, index=False), private=True
-    )
-    write_json(paths["info"], _json_safe(evaluation.info), private=True)
-    written = {key: paths[key] for key in ("rows", "summary", "info")}
-    if evaluation.ddpm_std:
-        atomic_write(paths["ddpm_std"], write_npz, private=True)
-        written["ddpm_std"] = paths["ddpm_std"]
-    return written
+    return Results(rows=rows, summary=summary, info=info, ddpm_std=ddpm_std, k=k)
 
 
 def format_summary(summary: pd.DataFrame) -> str:

@@ -64,11 +64,12 @@ from slicelib.config import (
 from slicelib.device import resolve_device
 from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError
-from slicelib.evaluate import Batch, Evaluation, Method, Prediction
+from slicelib.evaluate import Batch, Method, Prediction
 from slicelib.io import atomic_write
 from slicelib.methods import MethodSpec, family_of
 from slicelib.metrics import batch_psnr, batch_ssim
 from slicelib.models.ddpm_unet import ConditionalUNet
+from slicelib.results import Results
 
 log = logging.getLogger(__name__)
 
@@ -642,7 +643,7 @@ def evaluate_refinement(
     runs: list[str | Path] | tuple[str | Path, ...] = (),
     *,
     progress: bool = False,
-) -> Evaluation:
+) -> Results:
     """Evaluate linear and every run in ``runs`` (which must include a DDPM) with
     :func:`slicelib.evaluate.evaluate`, then the refiner on the slices the DDPM methods
     were scored on: rows and summary of all of them."""
@@ -662,4 +663,4 @@ def evaluate_refinement(
         "methods": list(refined.attrs["devices"]),
     }
     rows = pd.concat([ev.rows, refined], ignore_index=True)
-    return Evaluation(rows=rows, summary=summary, info=info, ddpm_std=ev.ddpm_std)
+    return Results(rows=rows, summary=summary, info=info, ddpm_std=ev.ddpm_std, k=k)

@@ -93,11 +93,11 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from slicelib.evaluate import evaluate, format_summary, write_evaluation
+    from slicelib.evaluate import evaluate, format_summary
 
     cfg = eval_config(args)
     result = evaluate(args.cache, args.k, cfg, args.runs, progress=not args.no_progress)
-    written = write_evaluation(result, args.out)
+    written = result.save(args.out)
     print(format_summary(result.summary))
     print(f"devices: {', '.join(sorted(set(result.summary['device'])))}")
     for path in written.values():

@@ -21,7 +21,7 @@ from slicelib.study.labels import fmt
 if TYPE_CHECKING:
     from slicelib.config import EvalConfig
     from slicelib.data.cache import Cache
-    from slicelib.study.workspace import Results
+    from slicelib.results import Results
 
 # The synthetic cohort's calibration targets (linear at k=1 and k=2, 256x256).
 DIFFICULTY_TARGETS: dict[int, dict[str, tuple[float, float]]] = {

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from slicelib.data.cache import Cache
     from slicelib.evaluate import SlicePredictions
     from slicelib.study.analysis import Samples
-    from slicelib.study.workspace import Results
+    from slicelib.results import Results
 
 ERROR_CMAP = "inferno"
 DPI = 110

@@ -23,7 +23,8 @@ from slicelib.study.labels import (
 
 if TYPE_CHECKING:
     from slicelib.data.cache import Cache
-    from slicelib.study.workspace import Results, Study
+    from slicelib.results import Results
+    from slicelib.study.workspace import Study
 
 LOSSES: dict[str, str] = {
     "cnn": "L1",

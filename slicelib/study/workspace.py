@@ -43,6 +43,7 @@ from slicelib.config import (
 )
 from slicelib.errors import SlicelibError
 from slicelib.io import atomic_write, write_json
+from slicelib.results import Results, output_paths
 from slicelib.study.parameters import check_parameters
 from slicelib.study.stamps import Stamp, digest, tree_fingerprint
 from slicelib.study.step import Step, ensure
@@ -74,56 +75,6 @@ def resolve_out_dir(preset: str, out_dir: str | Path | None) -> Path:
 def run_name(model: str, k: int) -> str:
     """The run folder's name, e.g. ``unet_k1``."""
     return f"{model}_k{k}"
-
-
-@dataclass
-class Results:
-    """One evaluation: per-slice ``rows`` (method, patient_id, slice_index, position,
-    k, psnr, ssim, ssim_gauss, mae, ms_per_slice, fallback), the per-method
-    ``summary`` (see :func:`slicelib.stats.summarize`), and ``info`` (configs,
-    devices, environment)."""
-
-    k: int
-    common: bool
-    rows: pd.DataFrame
-    summary: pd.DataFrame
-    info: dict[str, Any]
-    ddpm_std_file: Path | None = None
-
-    @classmethod
-    def load(cls, csv: Path, *, k: int, common: bool) -> Results:
-        from slicelib.evaluate import output_paths
-
-        paths = output_paths(csv)
-        full = output_paths(csv.with_name(f"k{k}.csv"))
-        std = full["ddpm_std"]
-        return cls(
-            k=k,
-            common=common,
-            rows=pd.read_csv(paths["rows"], dtype={"patient_id": str}),
-            summary=pd.read_csv(paths["summary"]),
-            info=json.loads(paths["info"].read_text()),
-            ddpm_std_file=std if std.is_file() else None,
-        )
-
-    @property
-    def methods(self) -> list[str]:
-        """The methods evaluated, in the summary's order."""
-        return [str(m) for m in self.summary["method"]]
-
-    def row(self, method: str) -> dict[str, Any]:
-        """The summary row of ``method`` (KeyError when it was not evaluated)."""
-        match = self.summary[self.summary["method"] == method]
-        if match.empty:
-            raise KeyError(method)
-        return {str(key): value for key, value in match.iloc[0].items()}
-
-    def ddpm_std(self) -> dict[str, np.ndarray]:
-        """The DDPM sample statistics kept by the evaluation (empty without a DDPM)."""
-        if self.ddpm_std_file is None:
-            return {}
-        with np.load(self.ddpm_std_file, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
 
 
 @dataclass(frozen=True)
@@ -484,7 +435,7 @@ class Study:
         and k=2 are both evaluable (2 <= i <= S-3), with the summary computed on
         them, for every k=1 against k=2 comparison.
         """
-        from slicelib.evaluate import evaluate, output_paths, write_evaluation
+        from slicelib.evaluate import evaluate
 
         hash_ = self.results_hash(k)
         csv = self.results_dir / f"k{k}.csv"
@@ -496,7 +447,7 @@ class Study:
             evaluation = evaluate(self.cache(), k, cfg, runs, progress=self.progress)
             for stale in output_paths(common_csv).values():
                 stale.unlink(missing_ok=True)
-            write_evaluation(evaluation, csv)
+            evaluation.save(csv)
 
         inputs = {"k": k, "eval": to_dict(cfg)}
         what = f"evaluating every method at k={k}"
@@ -509,11 +460,11 @@ class Study:
             step = Step(f"results_k{k}", common_csv, hash_, inputs, make_common, resumable=True)
             ensure(step, self.lock_dir)
             csv = common_csv
-        return Results.load(csv, k=k, common=common)
+        return Results.load(csv, k=k, common=common, std_from=self.results_dir / f"k{k}.csv")
 
     def _common_results(self, k: int, full_csv: Path, csv: Path) -> None:
         """Restrict ``full_csv`` to the common slices and summarise them again."""
-        from slicelib.evaluate import REFERENCE, output_paths
+        from slicelib.evaluate import REFERENCE
         from slicelib.stats import summarize
 
         rows = pd.read_csv(full_csv, dtype={"patient_id": str})
