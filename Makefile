@@ -21,7 +21,7 @@ STUDY ?= $(OUT)
 NOTEBOOKS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools study test lint bench book clean lock verify
+.PHONY: install tools study test test-fast lint bench book clean lock verify
 
 $(STAMP): pyproject.toml $(wildcard $(LOCK))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,10 @@ test: lint tools
 # seeds) and compare every output with nbval; fails naming the cell that differs.
 verify: install
 	$(VENV)/bin/slicelib verify $(STUDY) $(addprefix --only ,$(NOTEBOOKS))
+
+# Everything but the smoke study and the notebooks (marked slow in conftest.py).
+test-fast: lint tools
+	$(PY) -m pytest tests -m "not slow"
 
 bench: install
 	$(PY) -m benchmarks

@@ -17,3 +17,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if "SLICELIB_HOME" not in os.environ:
         os.environ["SLICELIB_HOME"] = tempfile.mkdtemp(prefix="slicelib-test-home-")
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark as slow what runs the smoke study or executes a notebook (nbval), so that
+    ``make test-fast`` (``pytest -m "not slow"``) leaves them out."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "smoke_study" in fixtures or item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)

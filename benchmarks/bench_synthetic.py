@@ -19,7 +19,7 @@ import numpy as np
 from slicelib.config import DEMO
 from slicelib.data.dicom import load_series
 from slicelib.data.preprocess import preprocess_volume
-from slicelib.data.synthetic import calibration, write_demo_cohort
+from slicelib.data.synthetic import cohort_difficulty, write_demo_cohort
 
 PATIENTS = 4
 
@@ -41,14 +41,14 @@ def main() -> None:
     for size in (256, 128):
         prepared = [preprocess_volume(v.pixels, v.pixel_spacing, size)[0] for v in volumes]
         start = time.perf_counter()
-        result = calibration(prepared)
+        result = cohort_difficulty(prepared)
         print(
             f"linear interpolation at {size}: k=1 PSNR {result['k1_psnr']:.2f} dB, "
             f"SSIM {result['k1_ssim']:.3f}; k=2 PSNR {result['k2_psnr']:.2f} dB, "
             f"SSIM {result['k2_ssim']:.3f} ({int(result['slices'])} slices, "
             f"{time.perf_counter() - start:.1f} s)"
         )
-    per_patient = [calibration([p])["k1_ssim"] for p in prepared]
+    per_patient = [cohort_difficulty([p])["k1_ssim"] for p in prepared]
     print(f"k=1 SSIM per patient at 128: {np.round(per_patient, 3).tolist()}")
 
 

@@ -36,7 +36,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from slicelib.config import ModelConfig, UpsampleConfig
 from slicelib.data.dicom import Volume, load_series
-from slicelib.dicom_writer import Derivation, write_dicom_series
 from slicelib.inference import (
     as_model_input,
     inference_autocast,
@@ -46,7 +45,8 @@ from slicelib.inference import (
 )
 from slicelib.models import build_generator
 from slicelib.uncertainty import DeepEnsemble, MCDropout
-from slicelib.upsample import Upsampled, decimate, upsample_volume
+from slicelib.upsample.dicom_writer import Derivation, write_dicom_series
+from slicelib.upsample.volume import Upsampled, decimate, upsample_volume
 
 SLICES = 60
 SIZE = 256

@@ -18,10 +18,8 @@ residual blocks this way).
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from slicelib.device import check_precision, resolve_device
 from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError
 from slicelib.inference import inference_autocast, prepare_for_inference, use_cpu_bf16
+from slicelib.io import atomic_write
 from slicelib.models import build_generator
 
 log = logging.getLogger(__name__)
@@ -77,19 +76,9 @@ def generator_role(model: str) -> str:
 
 
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then
-    ``os.replace``, so a crash never leaves a truncated checkpoint behind."""
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(dict(state), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Write ``state`` to ``path`` atomically and durably, so a crash never leaves a
+    truncated checkpoint behind."""
+    atomic_write(path, lambda tmp: torch.save(dict(state), tmp), private=True, durable=True)
 
 
 def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -324,30 +313,3 @@ class Predictor:
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.stack(inputs).mean(dim=0)
-
-
-def predictor(
-    run: LoadedRun,
-    *,
-    sampler: Sampler = "ancestral",
-    steps: int | None = None,
-    seed: int = 0,
-    samples: int = 1,
-    eta: float = 0.0,
-    precision: str = "fp32",
-    cpu_precision: str = "fp32",
-) -> Predictor:
-    """``run`` as a callable (see :class:`Predictor`). For the DDPM: ``sampler`` ancestral
-    (all T steps, as the study sampled) or ddim (``steps`` of them, deterministic at
-    ``eta=0``); ``steps=None`` means all T. ``precision`` fp16/bf16 applies on CUDA only;
-    ``cpu_precision`` (auto, bf16, fp32) on the CPU (see :mod:`slicelib.inference`)."""
-    return Predictor(
-        run,
-        sampler=sampler,
-        steps=steps,
-        seed=seed,
-        samples=samples,
-        eta=eta,
-        precision=precision,
-        cpu_precision=cpu_precision,
-    )

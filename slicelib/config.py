@@ -26,6 +26,7 @@ from slicelib.errors import SlicelibError
 ModelName = Literal["cnn", "unet", "gan", "gan_improved", "ddpm"]
 MODEL_NAMES: tuple[ModelName, ...] = ("cnn", "unet", "gan", "gan_improved", "ddpm")
 PresetName = Literal["demo", "paper", "real", "smoke"]
+DEFAULT_PRESET: PresetName = "demo"  # every command's --preset, so they fit together
 Precision = Literal["fp16", "bf16", "fp32"]
 # Training triplets in the device's memory (slicelib.data.resident): "auto" on CUDA when
 # the training split fits, "always", or "never" (the DataLoader).
@@ -152,6 +153,37 @@ class TrainConfig:
     data_on_device: DataOnDevice = "auto"
     model_cfg: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+
+FACTOR = 2  # the one supported through-plane upsampling factor
+
+# Settings that change where or how fast a run goes, not what it is: a run may be
+# resumed, reused or adopted under other values of these (and with more epochs).
+# What a `prepare` input folder holds (DICOM tree or NIfTI files) and how it is told.
+INPUT_KINDS: tuple[str, ...] = ("auto", "dicom", "nifti")
+DEFAULT_INPUT_KIND = "auto"
+INPUT_KIND_RULE = (
+    "auto: a folder with .nii/.nii.gz files and no file named like DICOM (.dcm, .ima, "
+    ".dicom, .img or no suffix) is a NIfTI folder; one without NIfTI files is a DICOM tree; "
+    "both is an error that lists what was found. dicom: NIfTI files are ignored; nifti: "
+    "only .nii/.nii.gz files are read"
+)
+
+
+RUN_INVARIANT_FIELDS: tuple[str, ...] = (
+    "device",
+    "precision",
+    "num_workers",
+    "compile",
+    "data_on_device",
+)
+
+
+def run_defining(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings of ``cfg`` that define a run: all but :data:`RUN_INVARIANT_FIELDS`
+    and ``epochs`` (JSON-ready)."""
+    skip = (*RUN_INVARIANT_FIELDS, "epochs")
+    return {name: value for name, value in to_dict(cfg).items() if name not in skip}
 
 
 # Training data loader workers on CUDA when TrainConfig.num_workers is None: they load the

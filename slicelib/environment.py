@@ -4,7 +4,6 @@ chapter shows and what ``slicelib study`` writes to ``<out>/environment.json``."
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import platform
@@ -14,6 +13,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from slicelib.io import write_json
 
 if TYPE_CHECKING:
     import torch
@@ -159,10 +160,7 @@ def record_environment() -> dict[str, Any]:
 def write_environment(path: Path, record: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``record`` (default: the environment now) as JSON to ``path``; returns it."""
     record = record_environment() if record is None else record
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    write_json(path, record)
     logger.info("environment recorded in %s", path)
     return record
 

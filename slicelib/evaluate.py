@@ -18,14 +18,11 @@ one warm-up call, and divided by the batch's slices.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -43,21 +40,22 @@ from slicelib.baselines import (
     get_baseline,
     neighbours,
 )
-from slicelib.checkpoint import LoadedRun, Predictor, load_run, predictor
+from slicelib.checkpoint import LoadedRun, Predictor, load_run
 from slicelib.config import EvalConfig, to_dict
 from slicelib.data.cache import Cache
-from slicelib.data.dataset import evaluable_indices
+from slicelib.data.triplets import evaluable_indices, evenly_spaced
 from slicelib.device import resolve_device
 from slicelib.environment import cpu_model, device_label, record_environment
 from slicelib.errors import SlicelibError
+from slicelib.methods import MethodSpec
 from slicelib.metrics import clip01, slice_metrics
+from slicelib.results import Results
 from slicelib.stats import MIN_TEST_PATIENTS, summarize
 
 __all__ = [
     "ROW_COLUMNS",
     "Batch",
     "ClassicalMethod",
-    "Evaluation",
     "Method",
     "Prediction",
     "RunMethod",
@@ -66,11 +64,9 @@ __all__ = [
     "build_methods",
     "evaluate",
     "format_summary",
-    "output_paths",
     "predict_slices",
     "run_methods",
     "select_slices",
-    "write_evaluation",
 ]
 
 log = logging.getLogger(__name__)
@@ -262,30 +258,30 @@ def run_methods(
     run = load_run(run_dir, which="best", device=device, k=k, image_size=image_size)
     model = run.config.model
     if model != "ddpm":
-        return [RunMethod(model, run, predictor(run, seed=cfg.seed))]
+        return [RunMethod(model, run, Predictor(run, seed=cfg.seed))]
     limit = cfg.ddpm_max_slices
     methods: list[Method] = [
         RunMethod(
-            "ddpm_ancestral",
+            MethodSpec("ddpm", "ancestral").name,
             run,
-            predictor(run, sampler="ancestral", seed=cfg.seed),
+            Predictor(run, sampler="ancestral", seed=cfg.seed),
             max_slices=limit,
         )
     ]
     for steps in cfg.ddim_steps:
         methods.append(
             RunMethod(
-                f"ddpm_ddim{steps}",
+                MethodSpec("ddpm", "ddim", steps=steps).name,
                 run,
-                predictor(run, sampler="ddim", steps=steps, seed=cfg.seed),
+                Predictor(run, sampler="ddim", steps=steps, seed=cfg.seed),
                 max_slices=limit,
             )
         )
     methods.append(
         RunMethod(
-            f"ddpm_mean{cfg.ddpm_samples}",
+            MethodSpec("ddpm", "ancestral", samples=cfg.ddpm_samples).name,
             run,
-            predictor(run, sampler="ancestral", samples=cfg.ddpm_samples, seed=cfg.seed),
+            Predictor(run, sampler="ancestral", samples=cfg.ddpm_samples, seed=cfg.seed),
             keep_std=True,
             max_slices=limit,
         )
@@ -332,33 +328,13 @@ def select_slices(cache: Cache, k: int, *, common: bool = False) -> list[SliceRe
 
 
 def _evenly_spaced(refs: list[SliceRef], limit: int | None) -> set[SliceRef]:
-    if limit is None or limit >= len(refs):
-        return set(refs)
-    picks = np.unique(np.linspace(0, len(refs) - 1, limit).round().astype(int))
-    return {refs[i] for i in picks}
+    return {refs[int(i)] for i in evenly_spaced(len(refs), limit)}
 
 
 def _batches(volume: np.ndarray, refs: list[SliceRef], k: int, size: int) -> Iterator[Batch]:
     for start in range(0, len(refs), size):
         chunk = refs[start : start + size]
         yield Batch(chunk, [neighbours(volume, r.slice_index, k) for r in chunk])
-
-
-@dataclass
-class Evaluation:
-    """Results of :func:`evaluate`: per-slice rows, the summary, and what produced them.
-
-    ``ddpm_std`` holds arrays for the uncertainty analysis (empty without a DDPM):
-    per method ``<m>/patient_id``, ``<m>/slice_index``, ``<m>/std_mean`` (mean
-    per-pixel std of each slice), ``<m>/abs_err_mean`` (MAE of the mean), and for
-    the first few slices ``<m>/example_mean``, ``<m>/example_std``,
-    ``<m>/example_target`` (n, H, W) with ``<m>/example_slice``.
-    """
-
-    rows: pd.DataFrame
-    summary: pd.DataFrame
-    info: dict[str, Any]
-    ddpm_std: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class _StdCollector:
@@ -467,7 +443,7 @@ def evaluate(
     *,
     methods: Sequence[str] | None = None,
     progress: bool = True,
-) -> Evaluation:
+) -> Results:
     """Score the classical ``methods`` (default ``cfg.methods``) and every run in ``runs``
     on the test split of ``cache`` at neighbour distance ``k``.
 
@@ -553,64 +529,7 @@ def evaluate(
     ddpm_std: dict[str, np.ndarray] = {}
     for name, collector in collectors.items():
         ddpm_std.update(collector.arrays(name))
-    return Evaluation(rows=rows, summary=summary, info=info, ddpm_std=ddpm_std)
-
-
-def output_paths(out_csv: str | Path) -> dict[str, Path]:
-    """Files written for ``RESULTS.csv``: rows, ``RESULTS_summary.csv``, ``RESULTS.json``
-    (config and environment) and ``RESULTS.ddpm_std.npz`` (only with a DDPM)."""
-    out = Path(out_csv)
-    return {
-        "rows": out,
-        "summary": out.with_name(f"{out.stem}_summary.csv"),
-        "info": out.with_name(f"{out.stem}.json"),
-        "ddpm_std": out.with_name(f"{out.stem}.ddpm_std.npz"),
-    }
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
-
-def write_evaluation(evaluation: Evaluation, out_csv: str | Path) -> dict[str, Path]:
-    """Write the files of :func:`output_paths` atomically; returns those written."""
-    paths = output_paths(out_csv)
-    if paths["rows"].suffix.lower() != ".csv":
-        raise SlicelibError(f"results file {paths['rows']} must end in .csv")
-
-    def write_npz(tmp: Path) -> None:
-        with tmp.open("wb") as handle:
-            np.savez_compressed(handle, **cast(dict[str, Any], evaluation.ddpm_std))
-
-    _atomic_write(paths["rows"], lambda p: evaluation.rows.to_csv(p, index=False))
-    _atomic_write(paths["summary"], lambda p: evaluation.summary.to_csv(p, index=False))
-    _atomic_write(
-        paths["info"],
-        lambda p: p.write_text(json.dumps(_json_safe(evaluation.info), indent=2) + "\n"),
-    )
-    written = {key: paths[key] for key in ("rows", "summary", "info")}
-    if evaluation.ddpm_std:
-        _atomic_write(paths["ddpm_std"], write_npz)
-        written["ddpm_std"] = paths["ddpm_std"]
-    return written
+    return Results(rows=rows, summary=summary, info=info, ddpm_std=ddpm_std, k=k)
 
 
 def format_summary(summary: pd.DataFrame) -> str:

@@ -68,8 +68,6 @@ REPORTED_COHORT: dict[str, int] = {
     "val triplets": 6_842,
     "test triplets": 6_963,
 }
-# The original's k=2 test set (its code), for the k comparison.
-REPORTED_TEST_TRIPLETS_K2 = 6_711
 
 
 @dataclass(frozen=True)

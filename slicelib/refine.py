@@ -32,11 +32,10 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -65,12 +64,12 @@ from slicelib.config import (
 from slicelib.device import resolve_device
 from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError
-from slicelib.evaluate import Batch, Evaluation, Method, Prediction
+from slicelib.evaluate import Batch, Method, Prediction
+from slicelib.io import atomic_write
+from slicelib.methods import MethodSpec, family_of
 from slicelib.metrics import batch_psnr, batch_ssim
 from slicelib.models.ddpm_unet import ConditionalUNet
-
-if TYPE_CHECKING:
-    from slicelib.study.workspace import Study
+from slicelib.results import Results
 
 log = logging.getLogger(__name__)
 
@@ -419,12 +418,13 @@ def _validate(
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    tmp.replace(path)
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+
+    atomic_write(path, write)
 
 
 @dataclass
@@ -531,39 +531,37 @@ class RefineMethod(Method):
         self.synchronize()
 
 
-def refiner_for(loaded: LoadedRefiner, method: str, seed: int = 0) -> Refiner:
-    """The refiner a method name denotes: ``refine_ddim<steps>`` (steps capped at T),
-    ``refine_ancestral`` or ``refine_mean<n>`` (the mean of n ancestral samples)."""
-    import re
+def refiner_for(loaded: LoadedRefiner, spec: MethodSpec, seed: int = 0) -> Refiner:
+    """The refiner sampling as ``spec`` says: DDIM (steps capped at T), ancestral, or
+    the mean of ``spec.samples`` ancestral samples."""
+    if spec.sampler == "ddim":
+        steps = min(int(spec.steps or 0), loaded.diffusion.timesteps)
+        return loaded.refiner(sampler="ddim", steps=steps, seed=seed)
+    return loaded.refiner(sampler="ancestral", samples=spec.samples, seed=seed)
 
-    if method == "refine_ancestral":
-        return loaded.refiner(sampler="ancestral", seed=seed)
-    match = re.fullmatch(r"refine_(ddim|mean)(\d+)", method)
-    if match is None or int(match.group(2)) < 1:
-        raise SlicelibError(
-            f"unknown refinement method {method!r} (refine_ddim<N>, refine_ancestral, "
-            "refine_mean<N>)"
-        )
-    n = int(match.group(2))
-    if match.group(1) == "ddim":
-        return loaded.refiner(sampler="ddim", steps=min(n, loaded.diffusion.timesteps), seed=seed)
-    return loaded.refiner(sampler="ancestral", samples=n, seed=seed)
+
+def refine_specs(cfg: EvalConfig) -> list[MethodSpec]:
+    """The refiner's methods, sampled as the DDPM is evaluated: DDIM at each of
+    ``cfg.ddim_steps``, ancestral, and the mean of ``cfg.ddpm_samples`` samples."""
+    specs = [MethodSpec("refine", "ddim", steps=s) for s in cfg.ddim_steps]
+    return [
+        *specs,
+        MethodSpec("refine", "ancestral"),
+        MethodSpec("refine", "ancestral", samples=cfg.ddpm_samples),
+    ]
 
 
 def refine_methods(loaded: LoadedRefiner, cfg: EvalConfig) -> list[Method]:
-    """The refiner sampled as the DDPM is evaluated: DDIM at each of ``cfg.ddim_steps``,
-    ancestral, and the mean of ``cfg.ddpm_samples`` ancestral samples; seeded."""
-    names = [f"refine_ddim{s}" for s in cfg.ddim_steps]
-    names += ["refine_ancestral", f"refine_mean{cfg.ddpm_samples}"]
+    """The refiner's methods (:func:`refine_specs`) for the evaluation; seeded."""
     return [
-        RefineMethod(name, refiner_for(loaded, name, cfg.seed), max_slices=cfg.ddpm_max_slices)
-        for name in names
+        RefineMethod(spec.name, refiner_for(loaded, spec, cfg.seed), max_slices=cfg.ddpm_max_slices)
+        for spec in refine_specs(cfg)
     ]
 
 
 def ddpm_slices(rows: pd.DataFrame) -> list[tuple[str, int]]:
     """The (patient_id, slice_index) pairs the first DDPM method of ``rows`` was scored on."""
-    ddpm = rows[rows["method"].astype(str).str.startswith("ddpm_")]
+    ddpm = rows[[family_of(str(m)) == "ddpm" for m in rows["method"]]]
     if not len(ddpm):
         raise SlicelibError("the evaluation has no DDPM method to take the slices from")
     chosen = ddpm[ddpm["method"] == ddpm["method"].iloc[0]]
@@ -637,35 +635,6 @@ def combine(
     return summarize(both, reference="linear", n_boot=cfg.bootstrap, seed=cfg.seed)
 
 
-def method_title(method: str) -> str:
-    """A readable name: ``refine_ddim10`` -> "refiner, DDIM 10 steps"; other methods as
-    the book names them."""
-    from slicelib.study.labels import method_label
-
-    return method_label(method)
-
-
-def network_passes(method: str, timesteps: int) -> int | None:
-    """Forward passes per slice of a method's networks (None for classical methods):
-    the U-Net 1, DDPM ancestral T, DDIM s, mean of n n*T, refinement 1 + its sampler's."""
-    import re
-
-    if method in ("cnn", "unet", "gan", "gan_improved"):
-        return 1
-    for pattern, passes in (
-        (r"ddpm_ancestral", lambda m: timesteps),
-        (r"ddpm_ddim(\d+)", lambda m: min(int(m.group(1)), timesteps)),
-        (r"ddpm_mean(\d+)", lambda m: int(m.group(1)) * timesteps),
-        (r"refine_ancestral", lambda m: 1 + timesteps),
-        (r"refine_ddim(\d+)", lambda m: 1 + min(int(m.group(1)), timesteps)),
-        (r"refine_mean(\d+)", lambda m: 1 + int(m.group(1)) * timesteps),
-    ):
-        match = re.fullmatch(pattern, method)
-        if match:
-            return int(passes(match))
-    return None
-
-
 def evaluate_refinement(
     cache: str | Path,
     k: int,
@@ -674,7 +643,7 @@ def evaluate_refinement(
     runs: list[str | Path] | tuple[str | Path, ...] = (),
     *,
     progress: bool = False,
-) -> Evaluation:
+) -> Results:
     """Evaluate linear and every run in ``runs`` (which must include a DDPM) with
     :func:`slicelib.evaluate.evaluate`, then the refiner on the slices the DDPM methods
     were scored on: rows and summary of all of them."""
@@ -694,81 +663,4 @@ def evaluate_refinement(
         "methods": list(refined.attrs["devices"]),
     }
     rows = pd.concat([ev.rows, refined], ignore_index=True)
-    return Evaluation(rows=rows, summary=summary, info=info, ddpm_std=ev.ddpm_std)
-
-
-# Study step ---------------------------------------------------------------------------
-
-
-def study_refine_config(study: Study) -> RefineConfig:
-    """The preset's refinement settings with its DDPM architecture and schedule
-    (diffusing in [-1, 1])."""
-    preset = study.preset
-    return dataclasses.replace(
-        preset.refine,
-        model_cfg=preset.model,
-        diffusion=dataclasses.replace(preset.diffusion, rescale=True),
-        device=study.device,
-    )
-
-
-def refine_hash(study: Study) -> str:
-    """The input hash of the study's refinement run: cache, U-Net run, settings, version."""
-    from slicelib.study.stamps import digest
-
-    cfg = study_refine_config(study)
-    hashed = to_dict(cfg)
-    hashed.pop("device", None)
-    return digest(
-        {
-            "cache": study.cache_hash(),
-            "unet": study.run_hash("unet", cfg.k),
-            "refine": hashed,
-            "version": __version__,
-        }
-    )
-
-
-def refine_run(study: Study) -> Path:
-    """``runs/refine_k<k>``: the refiner on top of the study's U-Net, trained when needed."""
-    from slicelib.study.stamps import is_current, write_stamp
-
-    cfg = study_refine_config(study)
-    unet = study.run("unet", cfg.k)
-    hash_ = refine_hash(study)
-    run_dir = study.runs_dir / f"refine_k{cfg.k}"
-    if not is_current(run_dir, hash_):
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        inputs = {"cache": study.cache_hash(), "unet": str(unet), "refine": to_dict(cfg)}
-        write_stamp(run_dir, hash_, inputs, complete=False)
-        train_refiner(cfg, study.cache_dir, unet, run_dir, progress=study.progress)
-        write_stamp(run_dir, hash_, inputs, complete=True)
-    return run_dir
-
-
-def refine_results(study: Study) -> pd.DataFrame:
-    """The refiner's per-slice rows on the slices the study's DDPM was scored on
-    (``results/refine_k<k>.csv``), computed when missing or made from other inputs."""
-    from slicelib.study.stamps import digest, is_current, write_stamp
-
-    k = study.preset.refine.k
-    run_dir = refine_run(study)
-    res = study.results(k)
-    hash_ = digest(
-        {
-            "results": study.results_hash(k),
-            "refine": refine_hash(study),
-            "version": __version__,
-        }
-    )
-    csv_path = study.results_dir / f"refine_k{k}.csv"
-    if not is_current(csv_path, hash_):
-        cfg = dataclasses.replace(study.preset.eval, device=study.device)
-        rows = score_refinement(study.cache_dir, k, run_dir, ddpm_slices(res.rows), cfg)
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = csv_path.with_name(csv_path.name + ".tmp")
-        rows.to_csv(tmp, index=False)
-        tmp.replace(csv_path)
-        write_stamp(csv_path, hash_, {"results": study.results_hash(k)}, complete=True)
-    return pd.read_csv(csv_path, dtype={"patient_id": str})
+    return Results(rows=rows, summary=summary, info=info, ddpm_std=ev.ddpm_std, k=k)

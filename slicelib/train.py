@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
@@ -48,6 +46,7 @@ from slicelib.config import (
     DataOnDevice,
     Precision,
     TrainConfig,
+    run_defining,
     to_dict,
 )
 from slicelib.data.cache import Cache
@@ -56,6 +55,7 @@ from slicelib.data.resident import ResidentTriplets, use_resident
 from slicelib.device import autocast, grad_scaler, prepare_module, to_device
 from slicelib.distributed import DistInfo
 from slicelib.errors import SlicelibError
+from slicelib.io import write_json, write_text
 from slicelib.metrics import batch_psnr, batch_ssim
 from slicelib.models import build_discriminator, build_generator
 from slicelib.objectives import Learner, Objective, objective_class
@@ -65,10 +65,6 @@ log = logging.getLogger(__name__)
 HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch", "train_loss", "val_loss", "val_psnr", "val_ssim", "seconds", "samples_per_s",
 )  # fmt: skip
-# Settings a resumed run may change; any other difference is a different experiment.
-RESUMABLE_FIELDS: frozenset[str] = frozenset(
-    {"epochs", "device", "precision", "num_workers", "compile", "data_on_device"}
-)
 _SYNC_EVERY_CUDA = 16  # steps between host syncs (loss check) on CUDA; every step on the CPU
 
 EpochCallback = Callable[[dict[str, float]], bool | None]
@@ -166,7 +162,9 @@ def train(
             _resume(cfg, run_dir, learners, meta, device, info) if resume else (0, [], None)
         )
         if info.is_main:
-            _write_json(run_dir / "config.json", _run_config(cfg, cache_dir, meta, device))
+            write_json(
+                run_dir / "config.json", _run_config(cfg, cache_dir, meta, device), private=True
+            )
         sampler: DistributedSampler[Any] = DistributedSampler(
             train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
         )
@@ -361,11 +359,12 @@ def _resume(
     state = read_checkpoint(path, device)
     check_compatible(state, path, model=cfg.model, k=cfg.k, image_size=meta["size"])
     saved = state["train_config"]
-    for f in fields(TrainConfig):
-        if f.name not in RESUMABLE_FIELDS and saved.get(f.name) != to_dict(cfg)[f.name]:
+    # A resumed run may change only what does not define it; else it is another experiment.
+    for name, value in run_defining(cfg).items():
+        if saved.get(name) != value:
             raise SlicelibError(
-                f"run {run_dir} was trained with {f.name}={saved.get(f.name)!r}, not "
-                f"{getattr(cfg, f.name)!r}; choose another run directory or do not resume"
+                f"run {run_dir} was trained with {name}={saved.get(name)!r}, not "
+                f"{getattr(cfg, name)!r}; choose another run directory or do not resume"
             )
     for role, learner in learners.items():
         load_state(learner.raw, state["models"][role], path=path, role=role)
@@ -439,21 +438,6 @@ def _run_config(
     }
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    _atomic_write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
-
-
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
     columns = list(HISTORY_COLUMNS) + [c for c in history[0] if c not in HISTORY_COLUMNS]
     buffer = io.StringIO()
@@ -461,7 +445,7 @@ def _write_history(path: Path, history: list[dict[str, float]]) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({c: _fmt(row.get(c, math.nan)) for c in columns})
-    _atomic_write_text(path, buffer.getvalue())
+    write_text(path, buffer.getvalue(), private=True)
 
 
 def _fmt(value: float) -> str:

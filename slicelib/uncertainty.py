@@ -22,12 +22,9 @@ the expected normalised calibration error (ENCE, Levi et al. 2022).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -37,13 +34,12 @@ from scipy import stats
 from torch import nn
 from tqdm import tqdm
 
-from slicelib.config import TrainConfig, UncertaintyConfig, to_dict
+from slicelib.config import UncertaintyConfig
 from slicelib.errors import SlicelibError
 from slicelib.metrics import clip01, psnr
 
 if TYPE_CHECKING:
     from slicelib.checkpoint import LoadedRun
-    from slicelib.study.workspace import Study
 
 log = logging.getLogger(__name__)
 
@@ -351,59 +347,3 @@ def evaluate_uncertainty(
     arrays = {name: {key: np.stack(v) for key, v in maps.items()} for name, maps in shown.items()}
     arrays["target"] = {"target": np.stack(targets)}
     return UncertaintyResult(calibration=result, slices=pd.DataFrame(rows), examples=arrays)
-
-
-# Study steps ------------------------------------------------------------------------
-
-
-def member_config(study: Study, cfg: UncertaintyConfig, seed: int) -> TrainConfig:
-    """The U-Net of the study's preset at ``cfg.k``, trained with ``seed``."""
-    return dataclasses.replace(study.train_config("unet", cfg.k), seed=seed)
-
-
-def dropout_config(study: Study, cfg: UncertaintyConfig) -> TrainConfig:
-    """The preset's U-Net with Dropout2d at ``cfg.dropout`` in its decoder."""
-    base = study.train_config("unet", cfg.k)
-    return dataclasses.replace(
-        base, seed=cfg.seed, model_cfg=dataclasses.replace(base.model_cfg, dropout=cfg.dropout)
-    )
-
-
-def trained_run(study: Study, name: str, cfg: TrainConfig) -> Path:
-    """``study.runs_dir / name`` trained with ``cfg``, reused when its stamp is current."""
-    from slicelib import __version__
-    from slicelib.study.stamps import digest, is_current, read_stamp, write_stamp
-    from slicelib.train import train
-
-    study.cache()
-    hashed = to_dict(cfg)
-    for unhashed in ("device", "num_workers", "compile"):
-        hashed.pop(unhashed, None)
-    hash_ = digest({"cache": study.cache_hash(), "train": hashed, "version": __version__})
-    run_dir = study.runs_dir / name
-    if not is_current(run_dir, hash_):
-        stamp = read_stamp(run_dir)
-        if run_dir.exists() and (stamp is None or stamp.hash != hash_):
-            shutil.rmtree(run_dir)
-        inputs = {"cache": study.cache_hash(), "train": to_dict(cfg)}
-        write_stamp(run_dir, hash_, inputs, complete=False)
-        log.info("training %s", name)
-        train(cfg, study.cache_dir, run_dir, resume=True, progress=study.progress)
-        write_stamp(run_dir, hash_, inputs, complete=True)
-    return run_dir
-
-
-def uncertainty_runs(study: Study, cfg: UncertaintyConfig | None = None) -> dict[str, Any]:
-    """The ensemble's run folders (member 0 is the study's own U-Net when the seeds
-    agree) and the MC-dropout run folder, trained when needed."""
-    cfg = cfg or study.preset.uncertainty
-    members: list[Path] = []
-    for i in range(cfg.members):
-        seed = cfg.seed + i
-        member = member_config(study, cfg, seed)
-        if member == study.train_config("unet", cfg.k):
-            members.append(study.run("unet", cfg.k))
-        else:
-            members.append(trained_run(study, f"unet_k{cfg.k}_seed{seed}", member))
-    dropout = trained_run(study, f"unet_k{cfg.k}_dropout", dropout_config(study, cfg))
-    return {"ensemble": members, "dropout": dropout}

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from slicelib.checkpoint import (
+    Predictor,
     load_run,
-    predictor,
     read_checkpoint,
     save_checkpoint,
 )
@@ -69,13 +69,13 @@ def test_load_run_rebuilds_the_trained_generator(cnn_run: Path) -> None:
         assert torch.equal(value, saved[key])
 
     x = inputs()
-    pred = predictor(run)(x)
+    pred = Predictor(run)(x)
     assert pred.shape == (3, 1, 32, 32)
     assert float(pred.min()) >= 0.0 and float(pred.max()) <= 1.0
     with torch.no_grad():
         assert torch.allclose(pred, run.model(x).clamp(0, 1))
     # any slice size works, not only the training size
-    assert predictor(run)(inputs(2, 20)).shape == (2, 1, 20, 20)
+    assert Predictor(run)(inputs(2, 20)).shape == (2, 1, 20, 20)
 
 
 def test_a_renamed_key_fails_naming_file_and_key(cnn_run: Path, tmp_path: Path) -> None:
@@ -160,29 +160,29 @@ def test_ddpm_predictor_samplers(ddpm_run: Path) -> None:
     assert run.config.model == "ddpm" and run.config.diffusion.timesteps == 10
     x = inputs(2)
 
-    ddim = predictor(run, sampler="ddim", steps=3, seed=5)(x)
+    ddim = Predictor(run, sampler="ddim", steps=3, seed=5)(x)
     assert ddim.shape == (2, 1, 32, 32)
     assert float(ddim.min()) >= 0.0 and float(ddim.max()) <= 1.0
-    assert torch.equal(ddim, predictor(run, sampler="ddim", steps=3, seed=5)(x))
-    assert not torch.equal(ddim, predictor(run, sampler="ddim", steps=3, seed=6)(x))
+    assert torch.equal(ddim, Predictor(run, sampler="ddim", steps=3, seed=5)(x))
+    assert not torch.equal(ddim, Predictor(run, sampler="ddim", steps=3, seed=6)(x))
 
-    several = predictor(run, sampler="ancestral", seed=1, samples=3)
+    several = Predictor(run, sampler="ancestral", seed=1, samples=3)
     stack = several.stack(x)
     assert stack.shape == (3, 2, 1, 32, 32)
     assert float(stack.std(dim=0).mean()) > 0  # ancestral samples differ
-    again = predictor(run, sampler="ancestral", seed=1, samples=3)(x)
+    again = Predictor(run, sampler="ancestral", seed=1, samples=3)(x)
     assert torch.allclose(again, stack.mean(dim=0))
 
 
 def test_predictor_bad_settings(cnn_run: Path, ddpm_run: Path) -> None:
     cnn, ddpm = load_run(cnn_run), load_run(ddpm_run)
     with pytest.raises(SlicelibError, match="deterministic: samples must be 1"):
-        predictor(cnn, samples=2)
+        Predictor(cnn, samples=2)
     with pytest.raises(SlicelibError, match="ancestral sampling runs all T=10 steps"):
-        predictor(ddpm, sampler="ancestral", steps=5)
+        Predictor(ddpm, sampler="ancestral", steps=5)
     with pytest.raises(SlicelibError, match="steps must be in 1..10"):
-        predictor(ddpm, sampler="ddim", steps=11)
+        Predictor(ddpm, sampler="ddim", steps=11)
     with pytest.raises(SlicelibError, match="unknown sampler 'euler'"):
-        predictor(ddpm, sampler="euler")  # type: ignore[arg-type]
+        Predictor(ddpm, sampler="euler")  # type: ignore[arg-type]
     with pytest.raises(SlicelibError, match=r"shape \(N, 2, H, W\)"):
-        predictor(cnn)(torch.rand(1, 3, 8, 8))
+        Predictor(cnn)(torch.rand(1, 3, 8, 8))

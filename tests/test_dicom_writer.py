@@ -14,15 +14,15 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, RLELossless, generate_uid
 
 from slicelib.data.dicom import load_series, normal
-from slicelib.dicom_writer import (
+from slicelib.errors import SlicelibError
+from slicelib.io import atomic_directory
+from slicelib.upsample.dicom_writer import (
     ACQUIRED_COMMENT,
     SYNTHESIZED_COMMENT,
     Derivation,
-    atomic_directory,
     write_dicom_series,
 )
-from slicelib.errors import SlicelibError
-from slicelib.upsample import Upsampled, upsample_volume
+from slicelib.upsample.volume import Upsampled, upsample_volume
 
 DCIODVFY_PACKAGE = "dicom3tools"  # Debian package that provides dciodvfy
 

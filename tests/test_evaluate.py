@@ -18,6 +18,7 @@ from slicelib.config import SMOKE, EvalConfig, PrepareConfig
 from slicelib.data.cache import Cache, write_cache
 from slicelib.errors import SlicelibError
 from slicelib.metrics import psnr, ssim
+from slicelib.results import Results
 
 # Small and quick: the smoke preset's DDPM settings on 2 evenly spaced slices.
 CFG = dataclasses.replace(SMOKE.eval, device="cpu", ddpm_max_slices=2, bootstrap=100)
@@ -48,7 +49,7 @@ def runs(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
 
 @pytest.fixture(scope="module")
-def baseline_eval(tiny_cache: Path) -> ev.Evaluation:
+def baseline_eval(tiny_cache: Path) -> Results:
     return ev.evaluate(tiny_cache, 1, CFG, progress=False)
 
 
@@ -58,7 +59,7 @@ def _slices(rows: pd.DataFrame, method: str) -> list[tuple[str, int]]:
 
 
 def test_baselines_write_one_row_per_method_and_slice(
-    tiny_cache: Path, baseline_eval: ev.Evaluation
+    tiny_cache: Path, baseline_eval: Results
 ) -> None:
     rows = baseline_eval.rows
     assert list(rows.columns) == list(ev.ROW_COLUMNS)
@@ -80,14 +81,14 @@ def test_baselines_write_one_row_per_method_and_slice(
     assert (rows["ms_per_slice"] > 0).all()
 
 
-def test_summary_and_files(baseline_eval: ev.Evaluation, tmp_path: Path) -> None:
+def test_summary_and_files(baseline_eval: Results, tmp_path: Path) -> None:
     summary = baseline_eval.summary.set_index("method")
     assert summary.loc["linear", "psnr_gain_db"] == 0.0
     assert summary.loc["cubic", "fallback"] == 4
     assert (summary["n_slices"] == N_SLICES - 2).all()
     assert summary.loc["nearest", "psnr_mean"] < summary.loc["linear", "psnr_mean"]
     assert summary["device"].str.startswith("cpu").all()
-    written = ev.write_evaluation(baseline_eval, tmp_path / "res.csv")
+    written = baseline_eval.save(tmp_path / "res.csv")
     assert set(written) == {"rows", "summary", "info"}  # no DDPM, no npz
     back = pd.read_csv(written["rows"])
     assert len(back) == len(baseline_eval.rows)
@@ -128,7 +129,7 @@ def test_runs_are_scored_and_ddpm_expanded(
     std_mean = result.ddpm_std["ddpm_mean2/std_mean"]
     assert std_mean.shape == (2,) and (std_mean > 0).all()
     assert result.ddpm_std["ddpm_mean2/example_std"].shape == (2, 32, 32)
-    written = ev.write_evaluation(result, tmp_path / "with_runs.csv")
+    written = result.save(tmp_path / "with_runs.csv")
     with np.load(written["ddpm_std"]) as npz:
         np.testing.assert_allclose(npz["ddpm_mean2/std_mean"], std_mean)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from slicelib.checkpoint import LoadedRun, predictor
+from slicelib.checkpoint import LoadedRun, Predictor
 from slicelib.config import ModelConfig, TrainConfig
 from slicelib.errors import SlicelibError
 from slicelib.inference import BF16_TOLERANCE, cpu_has_fast_bf16, use_cpu_bf16
@@ -44,11 +44,11 @@ def test_bf16_predictions_stay_within_the_tolerance() -> None:
     smooth = (smooth - smooth.min()) / (smooth.max() - smooth.min())
     inputs = torch.stack([smooth[:2], smooth[1:]], dim=1).float()  # (2, 2, 64, 64)
     run = unet_run()
-    exact = predictor(run)  # evaluation's default: float32 on the CPU
+    exact = Predictor(run)  # evaluation's default: float32 on the CPU
     assert not exact.cpu_bf16
     reference = exact(inputs)
     assert float(reference.min()) > 0 and float(reference.max()) < 1
-    fast = predictor(run, cpu_precision="bf16")
+    fast = Predictor(run, cpu_precision="bf16")
     assert fast.cpu_bf16
     pred = fast(inputs)
     assert pred.dtype == torch.float32

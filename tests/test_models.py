@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -28,14 +27,12 @@ SMALL_DDPM = ModelConfig(ddpm_channels=8)
 IMAGE_GENERATORS = ("cnn", "unet", "gan", "gan_improved")
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True)
-def _seed_and_one_thread() -> Iterator[None]:
-    # one thread: small tensors run faster than with several threads competing
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seed() -> None:
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 # parameter counts
@@ -143,7 +140,7 @@ def test_parameter_counts_has_the_contract_form() -> None:
 
 
 def test_models_command_prints_the_counts_as_json(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["models", "--json"]) == 0
+    assert main(["models", "--json", "--preset", "paper"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == parameter_counts(ModelConfig(), variants=True)
 

@@ -13,6 +13,7 @@ from slicelib.checkpoint import read_checkpoint, save_checkpoint
 from slicelib.config import DiffusionConfig, EvalConfig, ModelConfig, RefineConfig, TrainConfig
 from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError
+from slicelib.methods import method_label, method_spec
 from slicelib.refine import (
     build_denoiser,
     combine,
@@ -22,8 +23,6 @@ from slicelib.refine import (
     evaluate_refinement,
     hybrid_loss,
     load_refiner,
-    method_title,
-    network_passes,
     train_refiner,
 )
 
@@ -166,17 +165,24 @@ def test_refinement_is_scored_on_the_ddpm_slices(
 
 
 def test_network_passes_and_titles() -> None:
-    assert network_passes("unet", 100) == 1
-    assert network_passes("ddpm_ancestral", 100) == 100
-    assert network_passes("ddpm_ddim20", 100) == 20
-    assert network_passes("ddpm_mean4", 100) == 400
-    assert network_passes("refine_ddim10", 100) == 11
-    assert network_passes("refine_ddim500", 100) == 101
-    assert network_passes("refine_mean4", 100) == 401
-    assert network_passes("linear", 100) is None
-    assert method_title("refine_ddim10") == "refiner, DDIM 10 steps"
-    assert method_title("refine_ancestral") == "refiner, ancestral"
-    assert method_title("refine_mean4") == "refiner, mean of 4 samples"
+    def passes(name: str) -> int | None:
+        spec = method_spec(name)
+        assert spec is not None and spec.name == name
+        return spec.network_passes(100)
+
+    assert passes("unet") == 1
+    assert passes("ddpm_ancestral") == 100
+    assert passes("ddpm_ddim20") == 20
+    assert passes("ddpm_mean4") == 400
+    assert passes("refine_ddim10") == 11
+    assert passes("refine_ddim500") == 101
+    assert passes("refine_mean4") == 401
+    assert passes("linear") is None
+    assert method_label("refine_ddim10") == "refiner, DDIM 10 steps"
+    assert method_label("refine_ancestral") == "refiner, ancestral"
+    assert method_label("refine_mean4") == "refiner, mean of 4 samples"
+    assert method_label("ddpm_ddim20") == "DDPM, DDIM 20 steps"
+    assert method_spec("ddpm_ddimx") is None and method_label("nosuch") == "nosuch"
 
 
 def test_combined_summary_compares_every_method_on_the_refined_slices() -> None:

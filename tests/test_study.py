@@ -165,7 +165,8 @@ def test_data_root_without_usable_series(
     code = main(["study", "--preset", "smoke", "--data-root", str(root),
                  "--out", str(tmp_path / "out")])  # fmt: skip
     assert code == 2
-    assert str(root) in one_line_error(capsys) or "series" in capsys.readouterr().err
+    line = one_line_error(capsys)
+    assert str(root) in line or "series" in line
 
 
 def test_workspace_of_another_preset_is_refused(smoke_study: SmokeStudy) -> None:

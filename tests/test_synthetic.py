@@ -30,7 +30,7 @@ from slicelib.data.synthetic import (
     DISTRACTORS,
     METADATA_COLUMNS,
     T2_DESCRIPTION,
-    calibration,
+    cohort_difficulty,
     write_demo_cohort,
 )
 from slicelib.errors import SlicelibError
@@ -276,12 +276,12 @@ def test_calibration_measures_linear_interpolation() -> None:
     ramp = np.linspace(0.2, 0.6, 12)[:, None, None] * np.ones((12, 24, 24))
     ramp[:, :, 12:] += 0.2  # some structure for SSIM
     vol = ramp + d * (-1.0) ** np.arange(12)[:, None, None]
-    result = calibration([vol], ks=(1,))
+    result = cohort_difficulty([vol], ks=(1,))
     assert result["slices"] == 10
     assert result["k1_psnr"] == pytest.approx(-20 * math.log10(2 * d), abs=1e-6)
     assert result["k1_ssim"] < 0.99
     with pytest.raises(SlicelibError):
-        calibration([vol[:4]], ks=(2,))
+        cohort_difficulty([vol[:4]], ks=(2,))
 
 
 def test_prepared_cohort_matches_the_original_difficulty(tmp_path: Path) -> None:
@@ -300,7 +300,7 @@ def test_prepared_cohort_matches_the_original_difficulty(tmp_path: Path) -> None
     )
     volumes = [np.asarray(cache.volume(e.patient_id)) for e in cache.entries()]
     assert len(volumes) == cfg.patients
-    result = calibration(volumes)
+    result = cohort_difficulty(volumes)
     assert 0.78 <= result["k1_ssim"] <= 0.88, result
     assert 25.0 <= result["k1_psnr"] <= 30.0, result
     assert 0.50 <= result["k2_ssim"] <= 0.70, result

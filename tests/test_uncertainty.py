@@ -71,7 +71,7 @@ def test_calibration_refuses_bad_input() -> None:
 
 def test_mc_dropout_gives_non_negative_std_maps_reproducibly() -> None:
     torch.manual_seed(0)
-    net = UNet(features=4, dropout=0.3)
+    net = UNet(features=4, dropout=0.3, from_linear=False)
     net.final.bias.data.fill_(0.5)  # predictions inside [0, 1], where clipping keeps variance
     net.eval()
     x = torch.rand(3, 2, 13, 18)
@@ -86,8 +86,8 @@ def test_mc_dropout_gives_non_negative_std_maps_reproducibly() -> None:
 
 
 def test_mc_dropout_needs_dropout() -> None:
-    net = UNet(features=4)
-    assert not has_dropout(net) and has_dropout(UNet(features=4, dropout=0.1))
+    net = UNet(features=4, dropout=0.0, from_linear=False)
+    assert not has_dropout(net) and has_dropout(UNet(features=4, dropout=0.1, from_linear=False))
     with pytest.raises(SlicelibError, match="dropout"):
         MCDropout(net, 4)
 
@@ -110,7 +110,7 @@ def test_ensemble_mean_and_population_std() -> None:
 
 def test_evaluation_on_a_cache_gives_maps_and_curves(tiny_cache: Path) -> None:
     torch.manual_seed(0)
-    nets = [UNet(features=4, dropout=0.2) for _ in range(2)]
+    nets = [UNet(features=4, dropout=0.2, from_linear=False) for _ in range(2)]
     for net in nets:
         net.final.bias.data.fill_(0.5)
         net.eval()

@@ -19,10 +19,10 @@ from slicelib.config import ModelConfig, TrainConfig
 from slicelib.data.dicom import Volume, load_series, normal
 from slicelib.data.nifti import load_nifti
 from slicelib.data.preprocess import square_crop
-from slicelib.dicom_writer import SYNTHESIZED_COMMENT
 from slicelib.errors import SlicelibError
-from slicelib.nifti_writer import write_nifti
-from slicelib.upsample import (
+from slicelib.upsample.dicom_writer import SYNTHESIZED_COMMENT
+from slicelib.upsample.nifti_writer import write_nifti
+from slicelib.upsample.volume import (
     check_factor,
     crop_box,
     interleaved_positions,

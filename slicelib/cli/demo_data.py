@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from slicelib.config import CohortConfig, get_preset, replace_checked
-from slicelib.data.synthetic import validate_cohort_config, write_demo_cohort
+from slicelib.config import DEFAULT_PRESET, CohortConfig, get_preset, replace_checked
 from slicelib.errors import SlicelibError
 
 log = logging.getLogger(__name__)
@@ -45,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help=f"random seed of the whole cohort (default: the preset's; demo {CohortConfig.seed})",
     )
     parser.add_argument(
-        "--preset", default="demo", help="cohort size settings to start from (demo, paper, smoke)"
+        "--preset",
+        default=DEFAULT_PRESET,
+        help=f"cohort size settings to start from (demo, paper, smoke; default {DEFAULT_PRESET})",
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty OUT")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -60,18 +59,10 @@ def _check_out(out: Path, force: bool) -> None:
         raise SlicelibError(f"{out} is not empty (use --force to replace it)")
 
 
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``, replacing what is there."""
-    if not out.exists():
-        tmp.rename(out)
-        return
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def handler(args: argparse.Namespace) -> int:
+    from slicelib.data.synthetic import validate_cohort_config, write_demo_cohort
+    from slicelib.io import atomic_directory
+
     if args.patients is not None and args.patients < 1:
         raise SlicelibError(f"--patients must be >= 1 (got {args.patients})")
     changes: dict[str, Any] = {}
@@ -84,17 +75,11 @@ def handler(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().absolute()
     _check_out(out, args.force)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     start = time.perf_counter()
-    try:
+    with atomic_directory(out) as tmp:
         write_demo_cohort(tmp, cfg, progress=not args.no_progress)
         files = sum(1 for _ in tmp.rglob("*.dcm"))
         series = len({p.parent for p in tmp.rglob("*.dcm")})
-        _replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info(
         "wrote %s: %d patients, %d series, %d DICOM files in %.1f s (seed %d, %dx%d, %d slices)",
         out,

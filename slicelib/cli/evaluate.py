@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from slicelib.config import EvalConfig, get_preset, replace_checked
+from slicelib.config import DEFAULT_PRESET, EvalConfig, get_preset, replace_checked
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -42,8 +42,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
     )
     parser.add_argument(
         "--preset",
-        help="take the evaluation defaults from this preset (demo, paper, smoke); "
-        "default: EvalConfig's",
+        default=DEFAULT_PRESET,
+        help=f"take the evaluation defaults from this preset (demo, paper, smoke; "
+        f"default {DEFAULT_PRESET})",
     )
     parser.add_argument(
         "--common",
@@ -71,8 +72,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
 
 
 def eval_config(args: argparse.Namespace) -> EvalConfig:
-    """The preset's (or default) EvalConfig with the options given on the command line."""
-    base = get_preset(args.preset).eval if args.preset else EvalConfig()
+    """The preset's EvalConfig with the options given on the command line."""
+    base = get_preset(args.preset).eval
     overrides: dict[str, Any] = {
         name: value
         for name, value in (
@@ -92,11 +93,11 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from slicelib.evaluate import evaluate, format_summary, write_evaluation
+    from slicelib.evaluate import evaluate, format_summary
 
     cfg = eval_config(args)
     result = evaluate(args.cache, args.k, cfg, args.runs, progress=not args.no_progress)
-    written = write_evaluation(result, args.out)
+    written = result.save(args.out)
     print(format_summary(result.summary))
     print(f"devices: {', '.join(sorted(set(result.summary['device'])))}")
     for path in written.values():

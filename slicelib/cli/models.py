@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from slicelib.config import ModelConfig, get_preset
+from slicelib.config import DEFAULT_PRESET, get_preset
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
         "--preset",
-        default=None,
-        help="use this preset's model settings (default: the paper's, i.e. ModelConfig())",
+        default=DEFAULT_PRESET,
+        help=f"use this preset's model settings (default {DEFAULT_PRESET})",
     )
     parser.set_defaults(func=handler)
     return parser
@@ -40,7 +40,7 @@ def format_table(counts: dict[str, dict[str, int]]) -> str:
 def handler(args: argparse.Namespace) -> int:
     from slicelib.models import parameter_counts
 
-    cfg = get_preset(args.preset).model if args.preset else ModelConfig()
+    cfg = get_preset(args.preset).model
     counts = parameter_counts(cfg, variants=True)
     print(json.dumps(counts, indent=2) if args.json else format_table(counts))
     return 0

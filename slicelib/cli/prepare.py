@@ -9,8 +9,15 @@ from typing import Any
 
 from slicelib.cli.scan import add_scan_options, scan_config
 from slicelib.cli.types import bounded_int, non_negative_int
-from slicelib.config import ORIGINAL_CLIP_PERCENTILES, PrepareConfig, get_preset
-from slicelib.data.prepare import DEFAULT_INPUT_KIND, INPUT_KIND_RULE, INPUT_KINDS, prepare
+from slicelib.config import (
+    DEFAULT_INPUT_KIND,
+    DEFAULT_PRESET,
+    INPUT_KIND_RULE,
+    INPUT_KINDS,
+    ORIGINAL_CLIP_PERCENTILES,
+    PrepareConfig,
+    get_preset,
+)
 
 # A slice of 4096 x 4096 float32 is 64 MB; beyond that a typo, not a study setting.
 MIN_SIZE, MAX_SIZE = 8, 4096
@@ -22,12 +29,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "prepare",
         help="scan, filter, normalise and resize a cohort into a cache with a seeded split",
         description="Build the preprocessed cache from a DICOM tree (or a folder of NIfTI "
-        "volumes, one per patient). Unset options come from the preset (default: paper).",
+        "volumes, one per patient). Unset options come from the preset (default: demo).",
     )
     parser.add_argument("data_root", type=Path, metavar="DATA_ROOT")
     parser.add_argument("cache_dir", type=Path, metavar="CACHE_DIR")
     parser.add_argument(
-        "--preset", default="paper", help="settings to start from (demo, paper, real, smoke)"
+        "--preset",
+        default=DEFAULT_PRESET,
+        help=f"settings to start from (demo, paper, real, smoke; default {DEFAULT_PRESET})",
     )
     parser.add_argument(
         "--size",
@@ -71,6 +80,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from slicelib.data.prepare import prepare
+
     preset = get_preset(args.preset)
     changes: dict[str, Any] = {}
     if args.size is not None:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from slicelib.cli.types import bounded_float, non_negative_int, output_file
 from slicelib.config import ScanConfig
-from slicelib.data.scan import scan
 
 # Bounds of the numeric options shared by scan and prepare.
 MAX_WORKERS = 1024
@@ -61,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from slicelib.data.scan import scan
+
     cfg = scan_config(ScanConfig(), args)
     result = scan(args.data_root, cfg, progress=not args.no_progress)
     result.log_summary()

@@ -7,7 +7,7 @@ import shlex
 import sys
 from typing import Any
 
-from slicelib.study.parameters import parse_assignment
+from slicelib.config import DEFAULT_PRESET
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--preset", default="demo", help="demo (2 CPU cores, minutes), paper (GPU) or smoke"
+        "--preset",
+        default=DEFAULT_PRESET,
+        help=f"demo (2 CPU cores, minutes), paper (GPU) or smoke (default {DEFAULT_PRESET})",
     )
     parser.add_argument(
         "--data-root",
@@ -73,6 +75,8 @@ def handler(args: argparse.Namespace) -> int:
 
     overrides: dict[str | None, dict[str, Any]] = {}
     for text in args.assignments:
+        from slicelib.study.parameters import parse_assignment
+
         notebook, name, value = parse_assignment(text)
         overrides.setdefault(notebook, {})[name] = value
     run_study(

@@ -10,9 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from slicelib.config import MODEL_NAMES, get_preset
-from slicelib.device import check_precision, resolve_device
-from slicelib.distributed import env_info
+from slicelib.config import DEFAULT_PRESET, MODEL_NAMES, get_preset
 from slicelib.errors import SlicelibError
 
 
@@ -30,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
     parser.add_argument("--k", type=int, required=True, help="neighbour distance (>= 1)")
     parser.add_argument("--cache", type=Path, required=True, help="prepared cache directory")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
-    parser.add_argument("--preset", default="demo", help="demo, paper or smoke (default demo)")
+    parser.add_argument(
+        "--preset", default=DEFAULT_PRESET, help=f"demo, paper or smoke (default {DEFAULT_PRESET})"
+    )
     parser.add_argument("--epochs", type=int, help="override the preset's epochs")
     parser.add_argument("--batch-size", type=int, help="override the preset's batch size")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
 
 
 def handler(args: argparse.Namespace) -> int:
+    from slicelib.device import check_precision, resolve_device
+    from slicelib.distributed import env_info
     from slicelib.train import train
 
     overrides: dict[str, Any] = {

@@ -14,14 +14,13 @@ target and renamed into place, so a failure never leaves a half-written cache.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from slicelib import __version__
 from slicelib.config import PrepareConfig, from_dict, to_dict
 from slicelib.data.triplets import SPLITS, cohort_statistics, format_statistics
 from slicelib.errors import SlicelibError
+from slicelib.io import publish_directory, staged_directory
 
 log = logging.getLogger(__name__)
 
@@ -245,16 +245,13 @@ class CacheWriter:
         self.target = Path(cache_dir).expanduser().absolute()
         self.config = config
         self.tmp: Path | None = None
+        self._stage: contextlib.ExitStack | None = None
         self.records: dict[str, dict[str, Any]] = {}
         self._taken: set[str] = set()
 
     def __enter__(self) -> CacheWriter:
-        self.tmp = Path(
-            tempfile.mkdtemp(prefix=f".{self.target.name}.tmp-", dir=self.target.parent)
-        )
-        umask = os.umask(0)
-        os.umask(umask)
-        self.tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a cache is ordinary data
+        self._stage = contextlib.ExitStack()
+        self.tmp = self._stage.enter_context(staged_directory(self.target))
         (self.tmp / VOLUME_DIR).mkdir()
         return self
 
@@ -264,8 +261,9 @@ class CacheWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.tmp is not None and self.tmp.exists():
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        if self._stage is not None:
+            self._stage.close()
+        self._stage = None
         self.tmp = None
 
     def add(self, patient_id: str, volume: np.ndarray, meta: Mapping[str, Any]) -> None:
@@ -332,7 +330,10 @@ class CacheWriter:
         }
         manifest.update(extra or {})
         (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))
-        _replace_dir(self.tmp, self.target, force)
+        if (self.target / MANIFEST).exists() and not force:
+            # Another writer finished first: keep its cache rather than clobber it.
+            raise SlicelibError(f"cache {self.target} appeared while writing; not replaced")
+        publish_directory(self.tmp, self.target)
         self.tmp = None
         cache = Cache(self.target)
         for line in format_statistics(cache.statistics()):
@@ -356,25 +357,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _replace_dir(tmp: Path, target: Path, force: bool) -> None:
-    """Rename ``tmp`` to ``target``; an existing target is moved aside first, then removed."""
-    old: Path | None = None
-    if target.exists():
-        if (target / MANIFEST).exists() and not force:
-            # Another writer finished first: keep its cache rather than clobber it.
-            raise SlicelibError(f"cache {target} appeared while writing; not replaced")
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except OSError:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def content_fingerprint(

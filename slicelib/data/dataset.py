@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from slicelib.data.cache import Cache
-from slicelib.data.triplets import evaluable_indices
+from slicelib.data.triplets import evaluable_indices, evenly_spaced
 from slicelib.errors import SlicelibError
 
 __all__ = ["Triplet", "TripletDataset", "evaluable_indices"]
@@ -96,8 +96,7 @@ class TripletDataset(Dataset[Triplet]):
         ]
         index = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         if max_slices is not None and len(index) > max_slices:
-            keep = np.unique(np.linspace(0, len(index) - 1, max_slices).round().astype(np.int64))
-            index = index[keep]
+            index = index[evenly_spaced(len(index), max_slices)]
         self.index = index
 
     def __len__(self) -> int:

@@ -19,7 +19,7 @@ slice. That makes predicting a slice from neighbours 3 mm apart (k=1)
 moderately hard and from 6 mm apart (k=2) hard, while the noise stays
 independent from slice to slice. The amplitudes are calibrated so that linear
 interpolation scores as on the original data (see
-:func:`slicelib.data.synthetic.calibration`).
+:func:`slicelib.data.synthetic.cohort_difficulty`).
 
 :func:`acquire` turns a subject into an image volume: each slice integrates the
 anatomy over its slice profile (a box of the slice thickness, sampled at

@@ -30,7 +30,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from slicelib.config import PrepareConfig, ScanConfig, to_dict
+from slicelib.config import (
+    DEFAULT_INPUT_KIND,
+    INPUT_KINDS,
+    PrepareConfig,
+    ScanConfig,
+    to_dict,
+)
 from slicelib.data.cache import Cache, CacheWriter, check_target
 from slicelib.data.dicom import Volume, load_series
 from slicelib.data.headers import looks_like_dicom_name
@@ -42,15 +48,6 @@ from slicelib.errors import SlicelibError
 from slicelib.locking import hold_lock
 
 log = logging.getLogger(__name__)
-
-INPUT_KINDS: tuple[str, ...] = ("auto", "dicom", "nifti")
-DEFAULT_INPUT_KIND = "auto"
-INPUT_KIND_RULE = (
-    "auto: a folder with .nii/.nii.gz files and no file named like DICOM (.dcm, .ima, "
-    ".dicom, .img or no suffix) is a NIfTI folder; one without NIfTI files is a DICOM tree; "
-    "both is an error that lists what was found. dicom: NIfTI files are ignored; nifti: "
-    "only .nii/.nii.gz files are read"
-)
 
 
 @dataclass

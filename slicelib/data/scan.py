@@ -33,6 +33,7 @@ from slicelib.config import ScanConfig, to_dict
 from slicelib.data.criteria import SeriesRow, evaluate, summarise_series
 from slicelib.data.headers import FileHeader, read_header
 from slicelib.errors import SlicelibError
+from slicelib.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +147,7 @@ class ScanResult:
         """Write :meth:`to_frame` to ``path`` atomically (temporary file, then rename)."""
         path = Path(path)
         check_csv_path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            self.to_frame().to_csv(tmp, index=False)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(path, lambda tmp: self.to_frame().to_csv(tmp, index=False))
         log.info("wrote %s (%d series)", path, len(self.series))
         return path
 

@@ -43,7 +43,7 @@ scout are cut from a 1.5 mm cube), so they cost little. Non-DICOM files are
 dropped too: ``README.txt`` in the collection folder and ``Thumbs.db`` in the
 first patient's T2 series folder.
 
-:func:`calibration` measures the difficulty the cohort is tuned to: linear
+:func:`cohort_difficulty` measures the difficulty the cohort is tuned to: linear
 interpolation (mean of the two neighbours) scored with scikit-image PSNR and
 SSIM (defaults, ``data_range=1``) on prepared volumes. The original's test set
 gave 27.31 dB / 0.838 at k=1; the demo preset's cohort prepared at 256 gives
@@ -135,7 +135,7 @@ GE_3T = Scanner("GE MEDICAL SYSTEMS", "DISCOVERY MR750", 3.0, "DV24.0_R01", 127.
 
 
 @dataclass
-class Study:
+class DicomStudy:
     """One imaging visit of a patient (one StudyInstanceUID, one study folder)."""
 
     patient_id: str
@@ -179,7 +179,7 @@ class Series:
 class WrittenSeries:
     """What :func:`write_series` wrote (one metadata.csv row)."""
 
-    study: Study
+    study: DicomStudy
     description: str
     uid: str
     folder: Path
@@ -249,7 +249,7 @@ def _stored(series: Series) -> tuple[np.ndarray, float, float]:
 
 
 def _series_dataset(
-    study: Study, series: Series, series_uid: str, shape: tuple[int, int]
+    study: DicomStudy, series: Series, series_uid: str, shape: tuple[int, int]
 ) -> Dataset:
     """The elements every file of ``series`` shares (per-slice ones: :func:`_set_slice`)."""
     meta = FileMetaDataset()
@@ -339,7 +339,7 @@ def _set_slice(ds: Dataset, series: Series, s: int, sop_uid: UID, pixels: np.nda
     ds.PixelData = pixels.tobytes()
 
 
-def write_series(study_dir: Path, study: Study, series: Series, seed: int) -> WrittenSeries:
+def write_series(study_dir: Path, study: DicomStudy, series: Series, seed: int) -> WrittenSeries:
     """Write ``series`` into its folder under ``study_dir``; returns what was written."""
     name = f"{series.number}.000000-{_folder_text(series.description)}-{series.digits:05d}"
     folder = study_dir / name
@@ -446,7 +446,7 @@ class _Patient:
 
     index: int
     subject: Subject
-    study: Study
+    study: DicomStudy
     t2: Series
     centre: np.ndarray
     orientation: np.ndarray
@@ -474,7 +474,7 @@ def _patient(cfg: CohortConfig, index: int) -> tuple[_Patient, np.random.Generat
     study_time = f"{seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}.000000"
     scanner = SIEMENS_3T[int(h.integers(len(SIEMENS_3T)))]
     study_uid = _uid(cfg.seed, pid, "study", 0)
-    study = Study(
+    study = DicomStudy(
         patient_id=pid,
         patient_age=int(h.integers(45, 80)),
         uid=study_uid,
@@ -511,11 +511,13 @@ def _patient(cfg: CohortConfig, index: int) -> tuple[_Patient, np.random.Generat
     return _Patient(index, subject, study, t2, centre, orientation, gain), extra_rng
 
 
-def _other_study(patient: _Patient, rng: np.random.Generator, scanner: Scanner, seed: int) -> Study:
+def _other_study(
+    patient: _Patient, rng: np.random.Generator, scanner: Scanner, seed: int
+) -> DicomStudy:
     """An earlier study of the same patient on another scanner."""
     first = patient.study
     uid = _uid(seed, first.patient_id, "study", scanner.model)
-    return Study(
+    return DicomStudy(
         patient_id=first.patient_id,
         patient_age=first.patient_age - 1,
         uid=uid,
@@ -529,7 +531,7 @@ def _other_study(patient: _Patient, rng: np.random.Generator, scanner: Scanner, 
 
 def _distractor(
     name: str, patient: _Patient, rng: np.random.Generator, seed: int
-) -> tuple[Study, Series]:
+) -> tuple[DicomStudy, Series]:
     """The distractor series ``name`` (a key of :data:`DISTRACTORS`) for ``patient``."""
     sub, centre, axial, gain = patient.subject, patient.centre, patient.orientation, patient.gain
     number = patient.t2.number + 1 + list(DISTRACTORS).index(name)
@@ -709,7 +711,9 @@ def write_demo_cohort(out: Path, cfg: CohortConfig, *, progress: bool = False) -
 # --------------------------------------------------------------------------- calibration
 
 
-def calibration(volumes: Iterable[np.ndarray], ks: Sequence[int] = (1, 2)) -> dict[str, float]:
+def cohort_difficulty(
+    volumes: Iterable[np.ndarray], ks: Sequence[int] = (1, 2)
+) -> dict[str, float]:
     """Linear interpolation baseline on prepared volumes, the difficulty the cohort targets.
 
     ``volumes``: arrays (S, H, W) with values in [0, 1] (normalised and resized as

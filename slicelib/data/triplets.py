@@ -24,6 +24,14 @@ def evaluable_indices(n_slices: int, k: int, common: bool = False) -> np.ndarray
     return np.arange(margin, n_slices - margin, dtype=np.int64)
 
 
+def evenly_spaced(n: int, limit: int | None) -> np.ndarray:
+    """Positions (int64, ascending, distinct) of at most ``limit`` evenly spaced items
+    among ``n``, first and last included; all ``n`` when ``limit`` is None or larger."""
+    if limit is None or limit >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
+
+
 def cohort_statistics(entries: Iterable[Any]) -> dict[str, dict[str, int]]:
     """Supplement 1.3 counts per split and in total.
 

@@ -39,8 +39,8 @@ class ConditionalUNet(nn.Module):
     def __init__(
         self,
         *,
-        channels: int = 64,
-        time_dim: int = 256,
+        channels: int,
+        time_dim: int,
         cond_channels: int = 2,
         heads: int = 4,
     ) -> None:

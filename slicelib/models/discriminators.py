@@ -104,13 +104,13 @@ class PatchDiscriminator(nn.Module):
         return self.forward(y, return_features=True)
 
 
-def basic_discriminator(*, features: int = 64) -> PatchDiscriminator:
+def basic_discriminator(*, features: int) -> PatchDiscriminator:
     """The basic GAN's PatchGAN (660,929 parameters at 64 features)."""
     f = features
     return PatchDiscriminator(widths=(f, 2 * f, 4 * f), strides=(2, 2, 2))
 
 
-def improved_discriminator(*, features: int = 64) -> PatchDiscriminator:
+def improved_discriminator(*, features: int) -> PatchDiscriminator:
     """The improved GAN's deeper PatchGAN with batch norm and a 512-channel layer."""
     f = features
     return PatchDiscriminator(

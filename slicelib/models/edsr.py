@@ -34,10 +34,10 @@ class EDSRGenerator(nn.Module):
         self,
         *,
         in_channels: int = 2,
-        features: int = 64,
-        blocks: int = 8,
-        convs_per_block: int = 1,
-        from_linear: bool = False,
+        features: int,
+        blocks: int,
+        convs_per_block: int,
+        from_linear: bool,
     ) -> None:
         super().__init__()
         self.head = conv3x3(in_channels, features)

@@ -26,9 +26,9 @@ class UNet(nn.Module):
         self,
         *,
         in_channels: int = 2,
-        features: int = 64,
-        dropout: float = 0.0,
-        from_linear: bool = False,
+        features: int,
+        dropout: float,
+        from_linear: bool,
     ) -> None:
         super().__init__()
         f = features

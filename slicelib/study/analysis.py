@@ -15,21 +15,22 @@ import pandas as pd
 
 from slicelib import original
 from slicelib.errors import SlicelibError
-from slicelib.study.labels import fmt, method_label
+from slicelib.methods import family_of, is_ddim, method_label
+from slicelib.study.labels import fmt
 
 if TYPE_CHECKING:
     from slicelib.config import EvalConfig
     from slicelib.data.cache import Cache
-    from slicelib.study.workspace import Results
+    from slicelib.results import Results
 
 # The synthetic cohort's calibration targets (linear at k=1 and k=2, 256x256).
-CALIBRATION_TARGETS: dict[int, dict[str, tuple[float, float]]] = {
+DIFFICULTY_TARGETS: dict[int, dict[str, tuple[float, float]]] = {
     1: {"ssim": (0.78, 0.88), "psnr": (25.0, 30.0)},
     2: {"ssim": (0.50, 0.70)},
 }
 
 
-def linear_calibration(cache: Cache, cfg: EvalConfig, ks: Sequence[int] = (1, 2)) -> pd.DataFrame:
+def linear_difficulty(cache: Cache, cfg: EvalConfig, ks: Sequence[int] = (1, 2)) -> pd.DataFrame:
     """Linear interpolation on the test split at each k (numbers) beside the original's
     linear baseline and the synthetic cohort's calibration targets (text)."""
     from slicelib.evaluate import evaluate
@@ -40,7 +41,7 @@ def linear_calibration(cache: Cache, cfg: EvalConfig, ks: Sequence[int] = (1, 2)
                       progress=False)  # fmt: skip
         r = ev.summary[ev.summary["method"] == "linear"].to_dict("records")[0]
         claimed = original.reported("linear", k)
-        target = CALIBRATION_TARGETS.get(k, {})
+        target = DIFFICULTY_TARGETS.get(k, {})
         rows.append(
             {
                 "k": k,
@@ -223,14 +224,14 @@ def ddpm_samples(
     import torch
 
     from slicelib.baselines import linear, neighbours
-    from slicelib.checkpoint import load_run, predictor
+    from slicelib.checkpoint import Predictor, load_run
     from slicelib.metrics import psnr, ssim
 
     run = load_run(run_dir, device=device, k=k, image_size=int(cache.config.size))
     volume = np.asarray(cache.volume(slice_[0]), dtype=np.float32)
     nb = neighbours(volume, slice_[1], k)
     inputs = torch.from_numpy(np.stack([nb.before, nb.after])[None])
-    stack = predictor(run, sampler="ancestral", samples=n, seed=seed).stack(inputs)
+    stack = Predictor(run, sampler="ancestral", samples=n, seed=seed).stack(inputs)
     samples = stack[:, 0, 0].cpu().numpy().astype(np.float32)
     target = volume[slice_[1]]
     return Samples(
@@ -246,7 +247,7 @@ def sampler_table(res: Results) -> pd.DataFrame:
     """The DDPM's sampling variants beside linear and the U-Net: PSNR, SSIM, time."""
     from slicelib.study.labels import fmt_ci, fmt_pm, fmt_signed
 
-    names = [m for m in res.methods if m.startswith("ddpm")]
+    names = [m for m in res.methods if family_of(m) == "ddpm"]
     names += [m for m in ("linear", "unet") if m in res.methods]
     rows = []
     for name in names:
@@ -292,12 +293,12 @@ def cohort_numbers(
     return values
 
 
-def calibration_numbers(calibration: pd.DataFrame) -> dict[str, Any]:
+def difficulty_numbers(difficulty: pd.DataFrame) -> dict[str, Any]:
     """The linear baseline of this cohort for the prose: ``linear_k<k>_{psnr,ssim}``."""
     values: dict[str, Any] = {}
-    for k in calibration.index:
-        values[f"linear_k{k}_psnr"] = float(calibration.loc[k, "PSNR (dB)"])
-        values[f"linear_k{k}_ssim"] = float(calibration.loc[k, "SSIM"])
+    for k in difficulty.index:
+        values[f"linear_k{k}_psnr"] = float(difficulty.loc[k, "PSNR (dB)"])
+        values[f"linear_k{k}_ssim"] = float(difficulty.loc[k, "SSIM"])
     return values
 
 
@@ -389,7 +390,7 @@ def variability_numbers(drawn: Samples) -> dict[str, Any]:
 def sampler_numbers(res: Results) -> dict[str, Any]:
     """The DDPM's samplers for the prose: ancestral and the best DDIM variant."""
     values: dict[str, Any] = {}
-    ddim = [m for m in res.methods if m.startswith("ddpm_ddim")]
+    ddim = [m for m in res.methods if is_ddim(m)]
     if "ddpm_ancestral" in res.methods:
         anc = res.row("ddpm_ancestral")
         values.update(
@@ -418,7 +419,7 @@ def timing_table(res: Results) -> pd.DataFrame:
     original's 300 ms against 3-5 ms."""
     from slicelib.study.labels import DETERMINISTIC_MODELS
 
-    names = [m for m in res.methods if m.startswith("ddpm") or m in DETERMINISTIC_MODELS]
+    names = [m for m in res.methods if family_of(m) == "ddpm" or m in DETERMINISTIC_MODELS]
     low, high = original.DETERMINISTIC_MS_PER_SLICE
     rows = []
     for name in names:

@@ -167,7 +167,7 @@ def _setting_name(key: str) -> str:
     head, _, tail = key.rpartition(".")
     label = tail.replace("_", " ")
     if head.startswith("epochs"):
-        from slicelib.study.labels import method_label
+        from slicelib.methods import method_label
 
         return f"epochs, {method_label(tail)}"
     return f"{head.replace('.', ' ').replace('_', ' ')} {label}".strip()

@@ -45,7 +45,8 @@ from slicelib.stats import (
     compare,
     infer_mean,
 )
-from slicelib.study.labels import CLASSICAL, DETERMINISTIC_MODELS, fmt, fmt_p, method_label
+from slicelib.methods import CLASSICAL, method_label
+from slicelib.study.labels import DETERMINISTIC_MODELS, fmt, fmt_p
 
 if TYPE_CHECKING:
     from slicelib.study.workspace import Results, Study

@@ -16,13 +16,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from slicelib.study.labels import CLASSICAL, DETERMINISTIC_MODELS, is_ddpm, method_label
+from slicelib.methods import CLASSICAL, family_of, method_label
+from slicelib.study.labels import DETERMINISTIC_MODELS
 
 if TYPE_CHECKING:
     from slicelib.data.cache import Cache
     from slicelib.evaluate import SlicePredictions
     from slicelib.study.analysis import Samples
-    from slicelib.study.workspace import Results
+    from slicelib.results import Results
 
 ERROR_CMAP = "inferno"
 DPI = 110
@@ -32,7 +33,7 @@ PAGE_WIDTH = 7.5
 FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("classical interpolation", CLASSICAL),
     ("deterministic networks", DETERMINISTIC_MODELS),
-    ("diffusion (DDPM)", ()),  # every method whose name starts with "ddpm"
+    ("diffusion (DDPM)", ()),  # every method of the DDPM family
 )
 
 
@@ -131,7 +132,7 @@ def method_families(methods: Sequence[str]) -> list[tuple[str, list[str]]]:
     groups: list[tuple[str, list[str]]] = []
     placed: set[str] = set()
     for name, members in FAMILIES:
-        chosen = [m for m in methods if (is_ddpm(m) if not members else m in members)]
+        chosen = [m for m in methods if (family_of(m) == "ddpm" if not members else m in members)]
         placed |= set(chosen)
         if chosen:
             groups.append((name, chosen))

@@ -3,49 +3,12 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from slicelib.config import ModelName
+from slicelib.methods import CLASSICAL, is_ddim, method_spec
 
-METHOD_LABELS: dict[str, str] = {
-    "nearest": "nearest",
-    "linear": "linear",
-    "cubic": "cubic",
-    "flow": "optical flow",
-    "cnn": "CNN (EDSR)",
-    "unet": "U-Net",
-    "gan": "GAN",
-    "gan_improved": "improved GAN",
-    "ddpm": "DDPM",
-    "ddpm_ancestral": "DDPM, ancestral",
-}
-CLASSICAL: tuple[str, ...] = ("nearest", "linear", "cubic", "flow")
 DETERMINISTIC_MODELS: tuple[ModelName, ...] = ("cnn", "unet", "gan", "gan_improved")
-
-
-def method_label(name: str) -> str:
-    """A readable name: ``ddpm_ddim20`` -> "DDPM, DDIM 20 steps"."""
-    if name in METHOD_LABELS:
-        return METHOD_LABELS[name]
-    match = re.fullmatch(r"ddpm_ddim(\d+)", name)
-    if match:
-        return f"DDPM, DDIM {match.group(1)} steps"
-    match = re.fullmatch(r"ddpm_mean(\d+)", name)
-    if match:
-        return f"DDPM, mean of {match.group(1)} samples"
-    # The diffusion refiner of the U-Net (slicelib.refine) and its samplers.
-    if name == "refine_ancestral":
-        return "refiner, ancestral"
-    match = re.fullmatch(r"refine_(ddim|mean)(\d+)", name)
-    if match:
-        kind, n = match.groups()
-        return f"refiner, DDIM {n} steps" if kind == "ddim" else f"refiner, mean of {n} samples"
-    return name
-
-
-def is_ddpm(name: str) -> bool:
-    return name.startswith("ddpm")
 
 
 def missing(value: Any) -> bool:
@@ -99,7 +62,7 @@ def figure_methods(available: Any, short: bool = False) -> list[str]:
     wanted = list(SHORT_FIGURE_METHODS if short else FIGURE_METHODS)
     if not short:
         ddim = sorted(
-            (m for m in names if re.fullmatch(r"ddpm_ddim\d+", m)), key=lambda m: int(m[9:])
+            (m for m in names if is_ddim(m)), key=lambda m: int(getattr(method_spec(m), "steps", 0) or 0)
         )
         wanted += ddim[-1:]
     return [m for m in wanted if m in names]

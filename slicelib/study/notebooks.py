@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from slicelib.errors import SlicelibError
+from slicelib.io import write_json
+from slicelib.methods import method_label
 from slicelib.study.lock import file_lock
 from slicelib.study.parameters import (
     RUNNER_PARAMETERS,
@@ -49,14 +51,6 @@ STUDY_NOTEBOOKS: tuple[str, ...] = (
     "diffusion_refine",
 )
 REQUIRED_NOTEBOOKS: tuple[str, ...] = STUDY_NOTEBOOKS[:6]
-
-MODEL_TITLES: dict[str, str] = {
-    "cnn": "CNN (EDSR-style)",
-    "unet": "U-Net",
-    "gan": "GAN (basic)",
-    "gan_improved": "GAN (improved)",
-    "ddpm": "DDPM",
-}
 
 
 class StudyError(SlicelibError):
@@ -152,7 +146,7 @@ def plan_jobs(
                         name=f"train_{run_name(model, k)}",
                         source=source,
                         parameters={**params, "model": model, "k": k},
-                        title=f"{MODEL_TITLES[model]}, k={k}",
+                        title=f"{method_label(model)}, k={k}",
                     )
                 )
         else:
@@ -207,9 +201,7 @@ class NotebookRunner:
                 current.pop(name, None)
             else:
                 current[name] = entry
-            tmp = self.state_path.with_name(self.state_path.name + f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
-            tmp.replace(self.state_path)
+            write_json(self.state_path, current, sort_keys=True)
             self.state = current
 
     def execute(self, job: NotebookJob) -> float:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from slicelib.study.labels import method_label
+from slicelib.methods import method_label
 
 
 def _finite(value: float) -> bool:

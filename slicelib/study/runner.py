@@ -25,6 +25,7 @@ from typing import Any
 from slicelib.config import get_preset
 from slicelib.environment import installed_distributions, record_environment, write_environment
 from slicelib.errors import SlicelibError
+from slicelib.io import write_json
 from slicelib.study.book import build_book, find_source_root, publish, stage_book, tree_hash
 from slicelib.study.notebooks import NotebookRunner, plan_jobs
 from slicelib.study.workspace import Study, resolve_out_dir
@@ -74,10 +75,7 @@ def _check_workspace(out_dir: Path, preset: str) -> dict[str, Any]:
 
 
 def _write_record(out_dir: Path, record: Mapping[str, Any]) -> None:
-    path = out_dir / RECORD_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    write_json(out_dir / RECORD_FILE, record, default=str)
 
 
 def _environment(path: Path) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from slicelib.io import write_json
+
 
 def digest(obj: Any) -> str:
     """A short, stable hash of a JSON-ready object (dict keys sorted)."""
@@ -48,17 +50,13 @@ def read_stamp(output: Path) -> Stamp | None:
 
 def write_stamp(output: Path, hash_: str, inputs: dict[str, Any], *, complete: bool) -> None:
     """Write the stamp beside ``output`` atomically."""
-    path = stamp_path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "hash": hash_,
         "complete": complete,
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "inputs": inputs,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(path)
+    write_json(stamp_path(output), record, sort_keys=True, default=str)
 
 
 def is_current(output: Path, hash_: str) -> bool:

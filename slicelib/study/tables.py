@@ -11,6 +11,7 @@ import pandas as pd
 
 from slicelib.config import PAPER, ModelConfig
 from slicelib.original import APPROXIMATE_TOLERANCE, REPORTED_COHORT, reported_model
+from slicelib.methods import method_label
 from slicelib.study.labels import (
     fmt,
     fmt_ci,
@@ -18,13 +19,13 @@ from slicelib.study.labels import (
     fmt_p,
     fmt_pm,
     fmt_signed,
-    method_label,
     missing,
 )
 
 if TYPE_CHECKING:
     from slicelib.data.cache import Cache
-    from slicelib.study.workspace import Results, Study
+    from slicelib.results import Results
+    from slicelib.study.workspace import Study
 
 LOSSES: dict[str, str] = {
     "cnn": "L1",

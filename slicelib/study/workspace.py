@@ -24,9 +24,6 @@ import json
 import logging
 import os
 import shutil
-import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,12 +38,15 @@ from slicelib.config import (
     Preset,
     TrainConfig,
     get_preset,
+    run_defining,
     to_dict,
 )
 from slicelib.errors import SlicelibError
-from slicelib.study.lock import file_lock
+from slicelib.io import atomic_write, write_json
+from slicelib.results import Results, output_paths
 from slicelib.study.parameters import check_parameters
-from slicelib.study.stamps import digest, is_current, read_stamp, tree_fingerprint, write_stamp
+from slicelib.study.stamps import Stamp, digest, tree_fingerprint
+from slicelib.study.step import Step, ensure
 
 if TYPE_CHECKING:
     from slicelib.data.cache import Cache
@@ -59,9 +59,6 @@ logger = logging.getLogger(__name__)
 HOME_ENV = "SLICELIB_HOME"
 READS_ENV = "SLICELIB_STUDY_READS"
 DEFAULT_HOME = Path("~/.cache/slicelib")
-
-# Settings that change where or how fast a step runs, not what it produces.
-_UNHASHED_TRAIN_FIELDS = ("device", "num_workers", "compile", "data_on_device")
 
 
 def slicelib_home() -> Path:
@@ -78,56 +75,6 @@ def resolve_out_dir(preset: str, out_dir: str | Path | None) -> Path:
 def run_name(model: str, k: int) -> str:
     """The run folder's name, e.g. ``unet_k1``."""
     return f"{model}_k{k}"
-
-
-@dataclass
-class Results:
-    """One evaluation: per-slice ``rows`` (method, patient_id, slice_index, position,
-    k, psnr, ssim, ssim_gauss, mae, ms_per_slice, fallback), the per-method
-    ``summary`` (see :func:`slicelib.stats.summarize`), and ``info`` (configs,
-    devices, environment)."""
-
-    k: int
-    common: bool
-    rows: pd.DataFrame
-    summary: pd.DataFrame
-    info: dict[str, Any]
-    ddpm_std_file: Path | None = None
-
-    @classmethod
-    def load(cls, csv: Path, *, k: int, common: bool) -> Results:
-        from slicelib.evaluate import output_paths
-
-        paths = output_paths(csv)
-        full = output_paths(csv.with_name(f"k{k}.csv"))
-        std = full["ddpm_std"]
-        return cls(
-            k=k,
-            common=common,
-            rows=pd.read_csv(paths["rows"], dtype={"patient_id": str}),
-            summary=pd.read_csv(paths["summary"]),
-            info=json.loads(paths["info"].read_text()),
-            ddpm_std_file=std if std.is_file() else None,
-        )
-
-    @property
-    def methods(self) -> list[str]:
-        """The methods evaluated, in the summary's order."""
-        return [str(m) for m in self.summary["method"]]
-
-    def row(self, method: str) -> dict[str, Any]:
-        """The summary row of ``method`` (KeyError when it was not evaluated)."""
-        match = self.summary[self.summary["method"] == method]
-        if match.empty:
-            raise KeyError(method)
-        return {str(key): value for key, value in match.iloc[0].items()}
-
-    def ddpm_std(self) -> dict[str, np.ndarray]:
-        """The DDPM sample statistics kept by the evaluation (empty without a DDPM)."""
-        if self.ddpm_std_file is None:
-            return {}
-        with np.load(self.ddpm_std_file, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
 
 
 @dataclass(frozen=True)
@@ -320,14 +267,18 @@ class Study:
     def run_identity(self, model: ModelName, k: int) -> str:
         """Hash of what a run is, except its number of epochs: a run with the same
         identity and fewer epochs is resumed rather than trained again."""
-        cfg = to_dict(self.train_config(model, k))
-        for name in (*_UNHASHED_TRAIN_FIELDS, "epochs"):
-            cfg.pop(name, None)
-        return digest({"cache": self.cache_hash(), "train": cfg, "version": __version__})
+        return self._identity(self.train_config(model, k))
 
     def run_hash(self, model: ModelName, k: int) -> str:
-        epochs = self.train_config(model, k).epochs
-        return digest({"identity": self.run_identity(model, k), "epochs": epochs})
+        return self._run_hash(self.train_config(model, k))
+
+    def _identity(self, cfg: TrainConfig) -> str:
+        return digest(
+            {"cache": self.cache_hash(), "train": run_defining(cfg), "version": __version__}
+        )
+
+    def _run_hash(self, cfg: TrainConfig) -> str:
+        return digest({"identity": self._identity(cfg), "epochs": cfg.epochs})
 
     def results_hash(self, k: int) -> str:
         cfg = to_dict(self.preset.eval)
@@ -361,95 +312,76 @@ class Study:
             with open(path, "a") as fh:
                 fh.write(json.dumps({"step": step, "hash": hash_}) + "\n")
 
-    def _lock(self, name: str) -> AbstractContextManager[None]:
-        """An exclusive lock for making one output of this workspace."""
-        return file_lock(self.out_dir / ".locks" / f"{name}.lock")
-
-    @contextmanager
-    def _timed(self, what: str) -> Iterator[None]:
-        start = time.perf_counter()
-        logger.info("%s ...", what)
-        yield
-        logger.info("%s: done in %.1f s", what, time.perf_counter() - start)
+    @property
+    def lock_dir(self) -> Path:
+        """Where the locks of the workspace's steps live."""
+        return self.out_dir / ".locks"
 
     # Steps ------------------------------------------------------------------------------
 
     def cohort(self) -> Path:
         """The data root; generates the synthetic cohort first when there is no user's."""
         hash_ = self.data_hash()
-        if self.synthetic and not is_current(self.data_root, hash_):
-            with self._lock("cohort"):
-                self._make_cohort(hash_)
-        self._read("cohort", hash_)
-        return self.data_root
-
-    def _make_cohort(self, hash_: str) -> None:
-        if not is_current(self.data_root, hash_):
+        if self.synthetic:
             from slicelib.data.synthetic import write_demo_cohort
 
-            if self.data_root.exists():
-                shutil.rmtree(self.data_root)
-            write_stamp(
-                self.data_root, hash_, {"cohort": to_dict(self.preset.cohort)}, complete=False
-            )
-            with self._timed(f"generating the synthetic cohort in {self.data_root}"):
-                write_demo_cohort(self.data_root, self.preset.cohort)
-            write_stamp(
-                self.data_root, hash_, {"cohort": to_dict(self.preset.cohort)}, complete=True
-            )
+            cohort = {"cohort": to_dict(self.preset.cohort)}
+            make = lambda: write_demo_cohort(self.data_root, self.preset.cohort)  # noqa: E731
+            what = f"generating the synthetic cohort in {self.data_root}"
+            ensure(Step("cohort", self.data_root, hash_, cohort, make, what=what), self.lock_dir)
+        self._read("cohort", hash_)
+        return self.data_root
 
     def scan(self) -> ScanRecord:
         """The scan table of the data root (``scan.csv``) and its summary (``scan.json``)."""
         hash_ = self.scan_hash()
         summary_path = self.scan_csv.with_suffix(".json")
-        with self._lock("scan"):
-            self._make_scan(hash_, summary_path)
-        self._read("scan", hash_)
-        frame = pd.read_csv(self.scan_csv, keep_default_na=False, na_values=[""])
-        return ScanRecord(frame=frame, summary=json.loads(summary_path.read_text()))
 
-    def _make_scan(self, hash_: str, summary_path: Path) -> None:
-        if not (is_current(self.scan_csv, hash_) and summary_path.is_file()):
+        def make() -> None:
             from slicelib.data.prepare import find_nifti
             from slicelib.data.scan import scan
 
             root = self.cohort()
             nifti = find_nifti(root)
-            with self._timed(f"scanning {root}"):
-                if nifti:  # prepare reads the NIfTI volumes then, one per patient
-                    frame, summary = _nifti_scan(root, nifti)
-                    frame.to_csv(self.scan_csv, index=False)
-                else:
-                    result = scan(root, self.preset.scan, progress=self.progress)
-                    result.write_csv(self.scan_csv)
-                    summary = result.summary()
-            summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-            write_stamp(self.scan_csv, hash_, {"data": self.data_hash()}, complete=True)
+            if nifti:  # prepare reads the NIfTI volumes then, one per patient
+                frame, summary = _nifti_scan(root, nifti)
+                atomic_write(self.scan_csv, lambda tmp: frame.to_csv(tmp, index=False))
+            else:
+                result = scan(root, self.preset.scan, progress=self.progress)
+                result.write_csv(self.scan_csv)
+                summary = result.summary()
+            write_json(summary_path, summary, default=str)
+
+        step = Step(
+            "scan", self.scan_csv, hash_, {"data": self.data_hash()}, make,
+            resumable=True, also=(summary_path,), what=f"scanning {self.data_root}",
+        )  # fmt: skip
+        ensure(step, self.lock_dir)
+        self._read("scan", hash_)
+        frame = pd.read_csv(self.scan_csv, keep_default_na=False, na_values=[""])
+        return ScanRecord(frame=frame, summary=json.loads(summary_path.read_text()))
 
     def cache(self) -> Cache:
         """The prepared cache (``cache/``), made from the data root when needed."""
         from slicelib.data.cache import Cache
 
         hash_ = self.cache_hash()
-        if not is_current(self.cache_dir, hash_):
-            root = self.cohort()
-            with self._lock("cache"):
-                self._make_cache(root, hash_)
+
+        def make() -> None:
+            from slicelib.data.prepare import prepare
+
+            prepare(
+                self.cohort(), self.cache_dir, self.preset.prepare, self.preset.scan, force=True,
+                progress=self.progress,
+            )  # fmt: skip
+
+        inputs = {"data": self.data_hash(), "prepare": to_dict(self.preset.prepare)}
+        what = f"preparing the cache in {self.cache_dir}"
+        # prepare replaces the cache whole, so an old one stays readable until then
+        step = Step("cache", self.cache_dir, hash_, inputs, make, resumable=True, what=what)
+        ensure(step, self.lock_dir)
         self._read("cache", hash_)
         return Cache(self.cache_dir)
-
-    def _make_cache(self, root: Path, hash_: str) -> None:
-        from slicelib.data.prepare import prepare
-
-        if not is_current(self.cache_dir, hash_):
-            inputs = {"data": self.data_hash(), "prepare": to_dict(self.preset.prepare)}
-            write_stamp(self.cache_dir, hash_, inputs, complete=False)
-            with self._timed(f"preparing the cache in {self.cache_dir}"):
-                prepare(
-                    root, self.cache_dir, self.preset.prepare, self.preset.scan, force=True,
-                    progress=self.progress,
-                )  # fmt: skip
-            write_stamp(self.cache_dir, hash_, inputs, complete=True)
 
     def run(self, model: ModelName, k: int) -> Path:
         """The run folder of ``model`` at ``k``, trained (or resumed) when needed.
@@ -462,39 +394,38 @@ class Study:
                 f"the {self.preset.name} preset does not train {model!r} at k={k} "
                 f"(DDPM only at k in {list(self.preset.ddpm_ks)})"
             )
-        hash_ = self.run_hash(model, k)
-        run_dir = self.run_dir(model, k)
-        if not is_current(run_dir, hash_):
-            self.cache()
-            with self._lock(run_name(model, k)):
-                self._make_run(model, k, hash_)
-        self._read(f"run/{model}/{k}", hash_)
+        run_dir = self.trained_run(run_name(model, k), self.train_config(model, k))
+        self._read(f"run/{model}/{k}", self.run_hash(model, k))
         return run_dir
 
-    def _make_run(self, model: ModelName, k: int, hash_: str) -> None:
+    def trained_run(self, name: str, cfg: TrainConfig) -> Path:
+        """``runs/<name>`` trained on the study's cache with ``cfg``, when needed.
+
+        A run with the same identity and no more epochs than ``cfg`` (or one that
+        ``slicelib train`` made with these settings) is resumed; any other is removed
+        and trained again.
+        """
         from slicelib.train import train
 
-        run_dir = self.run_dir(model, k)
-        if not is_current(run_dir, hash_):
-            cfg = self.train_config(model, k)
-            identity = self.run_identity(model, k)
-            stamp = read_stamp(run_dir)
-            if stamp is not None:
-                resumable = (
-                    stamp.inputs.get("identity") == identity
-                    and int(stamp.inputs.get("epochs", 0)) <= cfg.epochs
-                )
-            else:
-                resumable = self._adoptable(run_dir, cfg)
-            if run_dir.exists() and not resumable:
-                # Made from other settings: resuming would mix two experiments.
-                shutil.rmtree(run_dir)
-            inputs = {"identity": identity, "epochs": cfg.epochs, "train": to_dict(cfg)}
-            write_stamp(run_dir, hash_, inputs, complete=False)
+        run_dir = self.runs_dir / name
+        identity = self._identity(cfg)
+
+        def resumable(stamp: Stamp | None) -> bool:
+            if stamp is None:
+                return self._adoptable(run_dir, cfg)
+            same = stamp.inputs.get("identity") == identity
+            return same and int(stamp.inputs.get("epochs", 0)) <= cfg.epochs
+
+        def make() -> None:
+            self.cache()
             run_dir.mkdir(parents=True, exist_ok=True)
-            with self._timed(f"training {run_name(model, k)}"):
-                train(cfg, self.cache_dir, run_dir, resume=True, progress=self.progress)
-            write_stamp(run_dir, hash_, inputs, complete=True)
+            train(cfg, self.cache_dir, run_dir, resume=True, progress=self.progress)
+
+        inputs = {"identity": identity, "epochs": cfg.epochs, "train": to_dict(cfg)}
+        step = Step(
+            name, run_dir, self._run_hash(cfg), inputs, make, resumable, what=f"training {name}"
+        )
+        return ensure(step, self.lock_dir)
 
     def results(self, k: int, common: bool = False) -> Results:
         """Every method evaluated on the test split at ``k`` (``results/k<k>.csv``).
@@ -504,55 +435,60 @@ class Study:
         and k=2 are both evaluable (2 <= i <= S-3), with the summary computed on
         them, for every k=1 against k=2 comparison.
         """
+        from slicelib.evaluate import evaluate
+
         hash_ = self.results_hash(k)
         csv = self.results_dir / f"k{k}.csv"
-        if not is_current(csv, hash_):
+        common_csv = self.results_dir / f"k{k}_common.csv"
+        cfg = dataclasses.replace(self.preset.eval, device=self.device, common=False)
+
+        def make() -> None:
             runs = [self.run(m, k) for m in self.models_at(k)]
-            with self._lock(f"results_k{k}"):
-                self._evaluate(k, csv, hash_, runs)
+            evaluation = evaluate(self.cache(), k, cfg, runs, progress=self.progress)
+            for stale in output_paths(common_csv).values():
+                stale.unlink(missing_ok=True)
+            evaluation.save(csv)
+
+        inputs = {"k": k, "eval": to_dict(cfg)}
+        what = f"evaluating every method at k={k}"
+        step = Step(f"results_k{k}", csv, hash_, inputs, make, resumable=True, what=what)
+        ensure(step, self.lock_dir)
         self._read(f"results/{k}", hash_)
         if common:
-            with self._lock(f"results_k{k}"):
-                csv = self._common_results(k, csv, hash_)
-        return Results.load(csv, k=k, common=common)
+            make_common = lambda: self._common_results(k, csv, common_csv)  # noqa: E731
+            inputs = {"k": k, "common": True}
+            step = Step(f"results_k{k}", common_csv, hash_, inputs, make_common, resumable=True)
+            ensure(step, self.lock_dir)
+            csv = common_csv
+        return Results.load(csv, k=k, common=common, std_from=self.results_dir / f"k{k}.csv")
 
-    def _evaluate(self, k: int, csv: Path, hash_: str, runs: list[Path]) -> None:
-        from slicelib.evaluate import evaluate, output_paths, write_evaluation
-
-        if not is_current(csv, hash_):
-            cache = self.cache()
-            cfg = dataclasses.replace(self.preset.eval, device=self.device, common=False)
-            write_stamp(csv, hash_, {"k": k, "eval": to_dict(cfg)}, complete=False)
-            with self._timed(f"evaluating every method at k={k}"):
-                evaluation = evaluate(cache, k, cfg, runs, progress=self.progress)
-            for stale in output_paths(self.results_dir / f"k{k}_common.csv").values():
-                stale.unlink(missing_ok=True)
-            write_evaluation(evaluation, csv)
-            write_stamp(csv, hash_, {"k": k, "eval": to_dict(cfg)}, complete=True)
-
-    def _common_results(self, k: int, full_csv: Path, hash_: str) -> Path:
+    def _common_results(self, k: int, full_csv: Path, csv: Path) -> None:
         """Restrict ``full_csv`` to the common slices and summarise them again."""
-        from slicelib.evaluate import REFERENCE, output_paths
+        from slicelib.evaluate import REFERENCE
         from slicelib.stats import summarize
 
-        csv = self.results_dir / f"k{k}_common.csv"
-        if not is_current(csv, hash_):
-            rows = pd.read_csv(full_csv, dtype={"patient_id": str})
-            n_slices = {e.patient_id: int(e.n_slices) for e in self.cache().entries("test")}
-            last = rows["patient_id"].map(n_slices) - 3
-            rows = rows[(rows["slice_index"] >= 2) & (rows["slice_index"] <= last)]
-            if rows.empty:
-                raise SlicelibError(f"no test slice is evaluable at both k=1 and k=2 ({full_csv})")
-            summary = summarize(
-                rows, reference=REFERENCE, n_boot=self.preset.eval.bootstrap,
-                seed=self.preset.eval.seed,
-            )  # fmt: skip
-            paths = output_paths(csv)
-            rows.to_csv(paths["rows"], index=False)
-            summary.to_csv(paths["summary"], index=False)
-            shutil.copyfile(output_paths(full_csv)["info"], paths["info"])
-            write_stamp(csv, hash_, {"k": k, "common": True}, complete=True)
-        return csv
+        rows = pd.read_csv(full_csv, dtype={"patient_id": str})
+        from slicelib.data.triplets import evaluable_indices
+
+        common = {
+            (e.patient_id, int(i))
+            for e in self.cache().entries("test")
+            for i in evaluable_indices(int(e.n_slices), k, common=True)
+        }
+        keys = zip(rows["patient_id"], rows["slice_index"])
+        rows = rows[[(str(p), int(i)) in common for p, i in keys]]
+        if rows.empty:
+            raise SlicelibError(f"no test slice is evaluable at both k=1 and k=2 ({full_csv})")
+        summary = summarize(
+            rows, reference=REFERENCE, n_boot=self.preset.eval.bootstrap,
+            seed=self.preset.eval.seed,
+        )  # fmt: skip
+        paths = output_paths(csv)
+        atomic_write(paths["rows"], lambda tmp: rows.to_csv(tmp, index=False))
+        atomic_write(paths["summary"], lambda tmp: summary.to_csv(tmp, index=False))
+        atomic_write(
+            paths["info"], lambda tmp: shutil.copyfile(output_paths(full_csv)["info"], tmp)
+        )
 
     def predictions(
         self,
@@ -580,9 +516,8 @@ class Study:
             saved = json.loads((run_dir / "config.json").read_text())
         except (OSError, ValueError):
             return False
-        ignored = (*_UNHASHED_TRAIN_FIELDS, "epochs")
-        ours = {k: v for k, v in to_dict(cfg).items() if k not in ignored}
-        theirs = {k: v for k, v in dict(saved.get("train", {})).items() if k not in ignored}
+        ours = run_defining(cfg)
+        theirs = {k: v for k, v in dict(saved.get("train", {})).items() if k in ours}
         same_cache = Path(str(saved.get("cache", {}).get("dir", ""))) == self.cache_dir.resolve()
         epochs = int(saved.get("train", {}).get("epochs", cfg.epochs + 1))
         adopt = (

@@ -32,13 +32,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from slicelib.config import FACTOR
 from slicelib.data.dicom import Volume, normal
 from slicelib.data.preprocess import normalise, resize_slices, square_crop
 from slicelib.errors import SlicelibError
 
 log = logging.getLogger(__name__)
 
-FACTOR = 2  # the one supported through-plane factor
 SPACING_REL_TOL = 0.05  # same tolerance as the series scan (ScanConfig.spacing_rel_tol)
 
 # (N, 2, s, s) in [0, 1] -> (N, 1, s, s) in [0, 1]

@@ -11,18 +11,18 @@ the source's ``[:, :, k]`` did.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
 
+from slicelib.config import FACTOR
 from slicelib.data.nifti import RAS_TO_LPS
-from slicelib.dicom_writer import check_output_location
 from slicelib.errors import SlicelibError
-from slicelib.upsample import FACTOR, Upsampled
+from slicelib.io import atomic_write
+from slicelib.upsample.dicom_writer import check_output_location
+from slicelib.upsample.volume import Upsampled
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +107,6 @@ def write_nifti(
         else b"slicelib x2 through-plane: predicted std map"
     )
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if out.name.lower().endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
-    os.close(fd)
-    try:
-        nib.save(result, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out, lambda tmp: nib.save(result, tmp), private=True)
     log.info("wrote %s (%d slices, %s)", out, 2 * n - 1, kind)
     return out

@@ -23,14 +23,10 @@ written to a temporary folder beside the output and renamed into place.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime as dt
 import logging
-import shutil
-import tempfile
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -46,7 +42,8 @@ from pydicom.valuerep import format_number_as_ds
 from slicelib import __version__
 from slicelib.data.dicom import normal
 from slicelib.errors import SlicelibError
-from slicelib.upsample import Upsampled
+from slicelib.io import atomic_directory
+from slicelib.upsample.volume import Upsampled
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +96,8 @@ def check_output_location(out: Path, inputs: Iterable[Path]) -> None:
             raise SlicelibError(f"output {out} contains the input {item}; choose another folder")
 
 
-@contextlib.contextmanager
-def atomic_directory(out: Path, *, force: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside ``out`` that replaces ``out`` on success.
-
-    Refuses an existing ``out`` unless ``force``. On error the temporary folder is
-    removed and ``out`` is left as it was.
-    """
+def check_new_output(out: Path, *, force: bool = False) -> None:
+    """Refuse an existing ``out`` unless ``force``; make sure its parent can be created."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SlicelibError(f"output {out} exists and is not a folder")
@@ -113,21 +105,8 @@ def atomic_directory(out: Path, *, force: bool = False) -> Iterator[Path]:
         raise SlicelibError(f"output {out} already exists (use --force to overwrite)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as exc:
         raise SlicelibError(f"output {out}: cannot create ({exc.strerror})") from None
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
 
 
 def _ds(value: float) -> str:
@@ -309,7 +288,8 @@ def write_dicom_series(
     locations = slice_locations(sources, up)
     std = up.std
     names: list[Path] = []
-    with atomic_directory(out, force=force) as tmp:
+    check_new_output(out, force=force)
+    with atomic_directory(out, private=True) as tmp:
         for j in range(up.n_slices):
             refs = [sources[i] for i in up.sources(j)]
             if kind == "image" and up.acquired[j]:

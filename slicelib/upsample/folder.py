@@ -1,0 +1,241 @@
+"""The folder-level upsampling API: one DICOM series or NIfTI volume in, a folder out.
+
+``upsample_to_folder`` checks everything it can before the slow work, predicts the
+missing slices with a trained run (and, on request, their per-pixel std), and
+writes the result atomically: a labelled DERIVED DICOM series (or a NIfTI file),
+the std series beside it, and ``upsample.json`` recording what was done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from slicelib import __version__
+from slicelib.config import FACTOR, UpsampleConfig, to_dict
+from slicelib.errors import SlicelibError
+from slicelib.io import write_json
+
+if TYPE_CHECKING:
+    from slicelib.upsample.volume import PredictWithStd, Upsampled
+
+log = logging.getLogger(__name__)
+
+IMAGE_FOLDER = "interpolated"
+STD_FOLDER = "uncertainty"
+RECORD = "upsample.json"
+
+
+@dataclass
+class UpsampleReport:
+    """What :func:`upsample_to_folder` wrote and measured."""
+
+    output: Path
+    files: dict[str, list[Path]]
+    slices_in: int
+    slices_out: int
+    seconds_predict: float
+    seconds_total: float
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_nifti(path: Path) -> bool:
+    from slicelib.data.nifti import is_nifti
+
+    return path.is_file() and is_nifti(path)
+
+
+def _load_input(path: Path) -> Any:
+    """The input as a :class:`~slicelib.data.dicom.Volume`; one-line errors otherwise."""
+    from slicelib.data.dicom import has_dicom_preamble, load_series
+    from slicelib.data.nifti import load_nifti
+
+    if not path.exists():
+        raise SlicelibError(f"input {path} does not exist")
+    if _is_nifti(path):
+        return load_nifti(path)
+    if path.is_dir() or has_dicom_preamble(path):
+        return load_series(path)
+    raise SlicelibError(f"input {path}: unreadable (not a DICOM series folder or a NIfTI file)")
+
+
+def _load_runs(checkpoint: Path, ensemble: Sequence[Path], device: str) -> list[Any]:
+    from slicelib.checkpoint import load_run
+
+    runs = [load_run(path, device=device) for path in [checkpoint, *ensemble]]
+    for run in runs:
+        cache = run.cache_config
+        if cache is not None and int(cache.size) != int(run.image_size):
+            raise SlicelibError(
+                f"checkpoint {run.path}: trained at {run.image_size} px but its cache was "
+                f"{cache.size} px; the checkpoint is inconsistent"
+            )
+    if len(runs) > 1:
+        from slicelib.uncertainty import check_ensemble
+
+        check_ensemble(runs)
+    return runs
+
+
+def _method_name(run: Any, ddim_steps: int, seed: int) -> str:
+    name = f"{run.config.model} (k={run.config.k})"
+    if run.config.model == "ddpm":
+        name += f", DDIM {ddim_steps} steps, seed {seed}"
+    return name
+
+
+def _uncertainty(
+    runs: Sequence[Any], mc_samples: int, seed: int, make: Callable[[Any], Any]
+) -> tuple[PredictWithStd, str]:
+    from slicelib.uncertainty import DeepEnsemble, MCDropout, has_dropout
+
+    if len(runs) > 1:
+        return DeepEnsemble([make(r) for r in runs]), f"deep ensemble of {len(runs)} models"
+    run = runs[0]
+    if run.config.model == "ddpm" or not has_dropout(run.model):
+        raise SlicelibError(
+            f"checkpoint {run.path} has no dropout (ModelConfig.dropout = 0): --uncertainty "
+            "needs a checkpoint trained with dropout or --ensemble CKPT ..."
+        )
+    return MCDropout(run.model, mc_samples, seed=seed), f"MC dropout, {mc_samples} passes"
+
+
+def upsample_to_folder(
+    input_path: str | Path,
+    output: str | Path,
+    checkpoint: str | Path,
+    *,
+    factor: int = FACTOR,
+    force: bool = False,
+    device: str = "auto",
+    uncertainty: bool = False,
+    mc_samples: int | None = None,
+    ensemble: Sequence[str | Path] = (),
+    cfg: UpsampleConfig | None = None,
+    progress: bool = False,
+) -> UpsampleReport:
+    """Upsample the series or NIfTI at ``input_path`` into the new folder ``output``.
+
+    Checks everything it can before the slow work: the factor, that ``output`` is
+    neither inside nor around the input and does not exist (unless ``force``), the
+    checkpoints, the series (at least 2 uniformly spaced slices).
+    """
+    from slicelib.checkpoint import Predictor
+    from slicelib.io import atomic_directory
+    from slicelib.upsample.dicom_writer import (
+        Derivation,
+        check_output_location,
+        write_dicom_series,
+    )
+    from slicelib.upsample.nifti_writer import write_nifti
+    from slicelib.upsample.volume import check_factor, check_upsamplable, upsample_volume
+
+    started = time.perf_counter()
+    cfg = cfg or UpsampleConfig()
+    input_path, output, checkpoint = Path(input_path), Path(output), Path(checkpoint)
+    check_factor(factor)
+    if cfg.batch_size < 1:
+        raise SlicelibError(f"--batch-size must be >= 1 (got {cfg.batch_size})")
+    if mc_samples is not None and not uncertainty:
+        raise SlicelibError("--mc-samples needs --uncertainty")
+    if ensemble and not uncertainty:
+        raise SlicelibError("--ensemble needs --uncertainty")
+    samples = cfg.mc_samples if mc_samples is None else mc_samples
+    if not input_path.exists():
+        raise SlicelibError(f"input {input_path} does not exist")
+    check_output_location(output, [input_path])
+    if output.exists() and not force:
+        raise SlicelibError(f"output {output} already exists (use --force to overwrite)")
+
+    runs = _load_runs(checkpoint, [Path(p) for p in ensemble], device)
+    run = runs[0]
+
+    def make(r: Any) -> Any:
+        steps = min(cfg.ddim_steps, r.config.diffusion.timesteps)
+        return Predictor(
+            r, sampler="ddim", steps=steps, seed=cfg.seed, cpu_precision=cfg.cpu_precision
+        )
+
+    std_method, std_name = (None, "")
+    if uncertainty:
+        std_method, std_name = _uncertainty(runs, samples, cfg.seed, make)
+    volume = _load_input(input_path)
+    where = f"input {input_path}"
+    check_upsamplable(volume, where)
+    clip = run.cache_config.clip_percentiles if run.cache_config is not None else None
+    method = _method_name(run, min(cfg.ddim_steps, run.config.diffusion.timesteps), cfg.seed)
+
+    predict_start = time.perf_counter()
+    up: Upsampled = upsample_volume(
+        volume,
+        make(run),
+        run.image_size,
+        uncertainty=std_method,
+        method=method,
+        batch_size=cfg.batch_size,
+        clip_percentiles=clip,
+        progress=progress,
+        where=where,
+    )
+    seconds_predict = time.perf_counter() - predict_start
+    derivation = Derivation(
+        method=method,
+        checkpoint=str(run.path),
+        detail=f"epoch {run.epoch}, model input {run.image_size}x{run.image_size}"
+        + (f"; uncertainty: {std_name}" if std_name else ""),
+    )
+    files: dict[str, list[Path]] = {}
+    with atomic_directory(output, private=True) as tmp:
+        if volume.files:
+            written = write_dicom_series(up, tmp / IMAGE_FOLDER, derivation)
+            files["image"] = [output / IMAGE_FOLDER / p.name for p in written]
+            if uncertainty:
+                written = write_dicom_series(up, tmp / STD_FOLDER, derivation, kind="std")
+                files["std"] = [output / STD_FOLDER / p.name for p in written]
+        else:
+            from slicelib.data.nifti import nifti_stem
+
+            suffix = ".nii.gz" if input_path.name.lower().endswith(".gz") else ".nii"
+            stem = nifti_stem(input_path)
+            name = write_nifti(up, input_path, tmp / f"{stem}_x2{suffix}").name
+            files["image"] = [output / name]
+            if uncertainty:
+                name = write_nifti(up, input_path, tmp / f"{stem}_x2_std{suffix}", kind="std").name
+                files["std"] = [output / name]
+        record = {
+            "slicelib_version": __version__,
+            "input": str(input_path.resolve()),
+            "output": {k: [p.name for p in v] for k, v in files.items()},
+            "checkpoint": str(run.path),
+            "model": run.config.model,
+            "k": run.config.k,
+            "epoch": run.epoch,
+            "image_size": run.image_size,
+            "method": method,
+            "uncertainty": std_name or None,
+            "ensemble": [str(r.path) for r in runs[1:]],
+            "slices_in": volume.n_slices,
+            "slices_out": up.n_slices,
+            "spacing_in_mm": volume.slice_spacing,
+            "spacing_out_mm": up.slice_spacing,
+            "synthesized_instances": [j + 1 for j in range(up.n_slices) if not up.acquired[j]],
+            "device": str(run.device),
+            "seconds_predict": round(seconds_predict, 3),
+            "config": to_dict(cfg),
+        }
+        write_json(tmp / RECORD, record)
+    total = time.perf_counter() - started
+    log.info("%d -> %d slices in %.1f s (%s)", volume.n_slices, up.n_slices, total, output)
+    return UpsampleReport(
+        output=output,
+        files=files,
+        slices_in=volume.n_slices,
+        slices_out=up.n_slices,
+        seconds_predict=seconds_predict,
+        seconds_total=total,
+        record=record,
+    )
