@@ -7,7 +7,9 @@ with ``torch.load(..., weights_only=True)``:
 ``train_config`` and ``cache_config`` (dicts), ``epoch`` (epochs completed),
 ``history`` (list of dicts), ``best_epoch``, ``best_value``, ``world_size``,
 ``models`` / ``optimizers`` / ``scalers`` (dicts by role: ``generator``,
-``discriminator``, ``denoiser``).
+``discriminator``, ``denoiser``), ``objective`` (the objective's plain values).
+A refinement run (``model`` ``"refine"``) adds ``refine_config``; its ``models`` hold
+the denoiser and the frozen U-Net (``generator``), its ``objective`` the residual scale.
 
 Loading is strict everywhere: a key missing from or unexpected in a checkpoint,
 or a tensor of another shape, is a one-line :class:`SlicelibError` naming the
@@ -29,7 +31,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from slicelib.config import ModelName, PrepareConfig, TrainConfig, from_dict
+from slicelib import refine
+from slicelib.config import PrepareConfig, RefineConfig, TrainConfig, from_dict
 from slicelib.device import check_precision, resolve_device
 from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError
@@ -158,11 +161,15 @@ def check_compatible(
 
 @dataclass
 class LoadedRun:
-    """A trained network ready to predict."""
+    """A trained network ready to predict (through :class:`Predictor`).
+
+    A refinement run also has ``refine`` (its settings; ``config`` is ``refine.train``),
+    ``base`` (the U-Net it refines, eval mode) and ``residual_scale``.
+    """
 
     config: TrainConfig
     image_size: int  # side of the cache images it was trained on
-    model: nn.Module  # eval mode: the generator, or the DDPM denoiser
+    model: nn.Module  # eval mode: the generator, or the DDPM's (or refiner's) denoiser
     epoch: int  # epochs completed when the checkpoint was written
     history: list[dict[str, float]]
     path: Path  # the checkpoint file
@@ -170,10 +177,19 @@ class LoadedRun:
     best_epoch: int
     cache_config: PrepareConfig | None = None
     slicelib_version: str = ""
+    refine: RefineConfig | None = None
+    base: nn.Module | None = None
+    residual_scale: float | None = None
 
     @property
-    def name(self) -> ModelName:
-        return self.config.model
+    def name(self) -> str:
+        """The model's name, or ``"refine"`` for a refinement run (its methods' family)."""
+        return refine.KIND if self.refine is not None else self.config.model
+
+    @property
+    def samples_noise(self) -> bool:
+        """True when predictions are sampled (the DDPM, the refiner)."""
+        return self.refine is not None or self.config.model == "ddpm"
 
 
 def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
@@ -204,20 +220,33 @@ def load_run(
     torch_device = resolve_device(device) if isinstance(device, str) else device
     state = read_checkpoint(path, torch_device)
     check_compatible(state, path, model=model, k=k, image_size=image_size)
+    is_refine = state.get("model") == refine.KIND
     try:
         config = from_dict(TrainConfig, state["train_config"])
         cache_config = (
             from_dict(PrepareConfig, state["cache_config"]) if state.get("cache_config") else None
         )
-        role = generator_role(config.model)
+        role = "denoiser" if is_refine else generator_role(config.model)
         weights = state["models"][role]
+        extra: dict[str, Any] = {}
+        if is_refine:
+            extra["refine"] = from_dict(RefineConfig, state["refine_config"])
+            unet_config = from_dict(TrainConfig, state["objective"]["unet_config"])
+            base = build_generator(unet_config.model, unet_config.model_cfg)
+            load_state(base, state["models"]["generator"], path=path, role="generator")
+            extra["base"] = base.to(torch_device).eval()
+            extra["residual_scale"] = float(state["objective"]["residual_scale"])
     except (KeyError, TypeError) as exc:
         raise SlicelibError(f"checkpoint {path} lacks its {exc} entry") from None
-    network = build_generator(config.model, config.model_cfg)
+    if is_refine:
+        network: nn.Module = refine.build_denoiser(config.model_cfg)
+    else:
+        network = build_generator(config.model, config.model_cfg)
     load_state(network, weights, path=path, role=role)
     network.to(torch_device).eval()
-    log.info("loaded %s (epoch %d) from %s", config.model, state["epoch"], path)
+    log.info("loaded %s (epoch %d) from %s", state["model"], state["epoch"], path)
     return LoadedRun(
+        **extra,
         config=config,
         image_size=int(state["image_size"]),
         model=network,
@@ -235,9 +264,9 @@ class Predictor:
     """A trained run as a function: inputs (N, 2, H, W) in [0, 1] -> predictions
     (N, 1, H, W) clipped to [0, 1], on the inputs' device.
 
-    For the DDPM every call draws fresh noise from one generator seeded once, so a
-    sequence of calls is reproducible; ``samples > 1`` returns the mean of that many
-    samples and :meth:`stack` returns them all (for standard-deviation maps).
+    For the DDPM and the refiner every call draws fresh noise from one generator seeded
+    once, so a sequence of calls is reproducible; ``samples > 1`` returns the mean of that
+    many samples and :meth:`stack` returns them all (for standard-deviation maps).
     Deterministic models ignore the sampler settings.
     """
 
@@ -258,7 +287,7 @@ class Predictor:
         self.cpu_bf16 = use_cpu_bf16(run.device, cpu_precision)
         if self.cpu_bf16:
             prepare_for_inference(run.model, run.device, cpu_bf16=True)
-        self.is_diffusion = run.config.model == "ddpm"
+        self.is_diffusion = run.samples_noise
         if samples < 1:
             raise SlicelibError(f"samples must be >= 1 (got {samples})")
         if samples > 1 and not self.is_diffusion:
@@ -283,6 +312,14 @@ class Predictor:
         self.generator = torch.Generator(device=run.device).manual_seed(seed)
         check_precision(precision)
         self.diffusion = GaussianDiffusion(run.config.diffusion) if self.is_diffusion else None
+        self.refiner: refine.Refiner | None = None
+        if run.refine is not None:
+            assert self.diffusion is not None and run.base is not None
+            self.refiner = refine.Refiner(
+                run.base, run.model, self.diffusion, float(run.residual_scale or 0.0),
+                sampler=sampler, steps=self.steps, eta=eta, samples=samples,
+                generator=self.generator,
+            )  # fmt: skip
 
     def _one(self, cond: torch.Tensor) -> torch.Tensor:
         model = self.run.model
@@ -307,9 +344,26 @@ class Predictor:
             cond = cond.contiguous(memory_format=torch.channels_last)
         outs = []
         with inference_autocast(self.run.device, self.precision, self.cpu_bf16):
+            if self.refiner is not None:
+                return self.refiner.stack(cond).to(inputs.device)
             for _ in range(self.samples):
                 outs.append(self._one(cond).float().clamp(0.0, 1.0))
         return torch.stack(outs).to(inputs.device)
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.stack(inputs).mean(dim=0)
+
+    @torch.no_grad()
+    def warm_up(self, inputs: torch.Tensor) -> None:
+        """One forward pass of each network on ``inputs[:1]`` (N, 2, H, W) (first-call
+        allocations, kernel selection); the sampler's seeded generator stays untouched,
+        so results do not depend on warm-up."""
+        x = inputs[:1].to(self.run.device, dtype=torch.float32)
+        with inference_autocast(self.run.device, self.precision, self.cpu_bf16):
+            if self.refiner is not None:
+                self.refiner.warm_up(x)
+            elif self.is_diffusion:
+                t = torch.zeros(1, dtype=torch.long, device=self.run.device)
+                self.run.model(x[:, :1], t, x)
+            else:
+                self.run.model(x)

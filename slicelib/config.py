@@ -233,26 +233,50 @@ class UncertaintyConfig:
     seed: int = 0
 
 
+def _refine_train() -> TrainConfig:
+    # The refiner's denoiser is the DDPM's network: its budget (20 epochs of batch 8 in
+    # the paper preset), its DDIM validation and its diffusion, in [-1, 1].
+    return TrainConfig(
+        model="ddpm", epochs=20, batch_size=8, diffusion=DiffusionConfig(rescale=True)
+    )
+
+
 @dataclass(frozen=True)
 class RefineConfig:
-    """Residual diffusion refining the U-Net (supplement 4.3); model_cfg and diffusion
-    come from the preset (``ddpm_channels``, the DDPM's schedule, diffusing in [-1, 1])."""
+    """Residual diffusion refining a trained U-Net (supplement 4.3).
 
-    k: int = 1
-    epochs: int = 20
-    batch_size: int = 8
-    lr: float = TrainConfig.lr
-    crop: int | None = None
-    augment: bool = TrainConfig.augment
-    steps_per_epoch: int | None = None
-    val_max_slices: int | None = None
-    val_ddim_steps: int = TrainConfig.val_ddim_steps
+    It composes :class:`TrainConfig` rather than copying its fields: ``train`` says how
+    the refiner's denoiser is optimised, validated and where it runs, exactly as for any
+    run (epochs, batch, lr, crop, steps, precision, device, seed, ``model_cfg`` with the
+    DDPM's ``ddpm_channels``, ``diffusion``), and :func:`slicelib.train.train` reads it
+    as it reads any run's. ``train.model`` is ``"ddpm"``: the denoiser is the DDPM's
+    conditional U-Net (with one more conditioning channel). Only what refinement alone
+    has is written here. ``unet_run``: the trained run whose predictions are refined
+    (filled in by whoever trains; the presets leave it empty).
+    """
+
+    train: TrainConfig = field(default_factory=_refine_train)
     recon_weight: float = 1.0  # loss = noise MSE + recon_weight * L1(refined, target)
     residual_quantile: float = 0.95  # this |residual| quantile maps to the edge of [0, 1]
-    seed: int = 0
-    device: str = "auto"
-    model_cfg: ModelConfig = field(default_factory=ModelConfig)
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    unet_run: str | None = None
+
+    @property
+    def k(self) -> int:
+        return self.train.k
+
+
+# What slicelib.train.train trains: one model, or the refinement of a trained U-Net.
+RunConfig = TrainConfig | RefineConfig
+
+
+def train_part(cfg: RunConfig) -> TrainConfig:
+    """How ``cfg`` is optimised: the :class:`TrainConfig` itself, or a refinement's."""
+    return cfg.train if isinstance(cfg, RefineConfig) else cfg
+
+
+def run_kind(cfg: RunConfig) -> str:
+    """The ``model`` a run's checkpoint records: the model's name, or ``"refine"``."""
+    return "refine" if isinstance(cfg, RefineConfig) else cfg.model
 
 
 # Per-model settings from the supplement (section 2).
@@ -370,7 +394,11 @@ DEMO = Preset(
     val_max_slices=16,
     eval=EvalConfig(ddpm_max_slices=6, ddim_steps=(10, 25), ddpm_samples=2, bootstrap=1000),
     uncertainty=UncertaintyConfig(members=2, mc_samples=8),
-    refine=RefineConfig(epochs=2, crop=40, steps_per_epoch=50, val_max_slices=8, lr=1e-3),
+    refine=RefineConfig(
+        dataclasses.replace(
+            _refine_train(), epochs=2, crop=40, steps_per_epoch=50, val_max_slices=8, lr=1e-3
+        )
+    ),
     lr=1e-3,
     ddpm_ablation=DDPM_SCHEDULE_ABLATION,
 )
@@ -390,7 +418,11 @@ SMOKE = Preset(
     eval=EvalConfig(ddpm_max_slices=2, ddim_steps=(2,), ddpm_samples=2, bootstrap=100),
     upsample=UpsampleConfig(batch_size=4, mc_samples=3, ddim_steps=2),
     uncertainty=UncertaintyConfig(members=2, mc_samples=3, bins=4, max_slices=4),
-    refine=RefineConfig(epochs=1, batch_size=4, steps_per_epoch=2, val_max_slices=2),
+    refine=RefineConfig(
+        dataclasses.replace(
+            _refine_train(), epochs=1, batch_size=4, steps_per_epoch=2, val_max_slices=2
+        )
+    ),
 )
 
 # The real-anatomy arm on the repository's IXI T1 subset (data/ixi-t1-2mm, 70 subjects):
@@ -414,7 +446,11 @@ REAL = Preset(
     val_max_slices=48,
     eval=EvalConfig(ddpm_max_slices=6, ddim_steps=(10, 25), ddpm_samples=2, bootstrap=1000),
     uncertainty=UncertaintyConfig(members=2, mc_samples=8),
-    refine=RefineConfig(epochs=2, crop=64, steps_per_epoch=50, val_max_slices=8, lr=1e-3),
+    refine=RefineConfig(
+        dataclasses.replace(
+            _refine_train(), epochs=2, crop=64, steps_per_epoch=50, val_max_slices=8, lr=1e-3
+        )
+    ),
     lr=1e-3,
 )
 

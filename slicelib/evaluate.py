@@ -65,8 +65,11 @@ __all__ = [
     "evaluate",
     "format_summary",
     "predict_slices",
+    "predictor_for",
     "run_methods",
+    "sampling_specs",
     "select_slices",
+    "summarize_on_slices",
 ]
 
 log = logging.getLogger(__name__)
@@ -199,17 +202,8 @@ class RunMethod(Method):
             std=std,
         )
 
-    @torch.no_grad()
     def warm_up(self, batch: Batch) -> None:
-        # One forward pass of the network; the sampler's seeded generator stays untouched
-        # so that results do not depend on warm-up.
-        x = torch.from_numpy(batch.inputs()[:1]).to(self.torch_device)
-        model = self.run.model
-        if self.run.config.model == "ddpm":
-            t = torch.zeros(1, dtype=torch.long, device=self.torch_device)
-            model(x[:, :1], t, x)
-        else:
-            model(x)
+        self.predict_fn.warm_up(torch.from_numpy(batch.inputs()[:1]))
         self.synchronize()
 
 
@@ -248,7 +242,8 @@ def run_methods(
 
     A deterministic model gives one method named after it (``unet``); the DDPM
     gives ``ddpm_ancestral``, ``ddpm_ddim<steps>`` per DDIM step count and
-    ``ddpm_mean<n>``. A run trained at another k or image size is an error.
+    ``ddpm_mean<n>``, and a refinement run the same as ``refine_...``. A run trained at
+    another k or image size is an error.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -256,37 +251,37 @@ def run_methods(
     if not (run_dir / "best.pt").is_file():
         raise SlicelibError(f"run folder {run_dir} has no checkpoint best.pt (train it first)")
     run = load_run(run_dir, which="best", device=device, k=k, image_size=image_size)
-    model = run.config.model
-    if model != "ddpm":
-        return [RunMethod(model, run, Predictor(run, seed=cfg.seed))]
-    limit = cfg.ddpm_max_slices
-    methods: list[Method] = [
+    if not run.samples_noise:
+        return [RunMethod(run.name, run, Predictor(run, seed=cfg.seed))]
+    return [
         RunMethod(
-            MethodSpec("ddpm", "ancestral").name,
+            spec.name,
             run,
-            Predictor(run, sampler="ancestral", seed=cfg.seed),
-            max_slices=limit,
+            predictor_for(run, spec, cfg.seed),
+            keep_std=spec.samples > 1,
+            max_slices=cfg.ddpm_max_slices,
         )
+        for spec in sampling_specs(run.name, cfg)
     ]
-    for steps in cfg.ddim_steps:
-        methods.append(
-            RunMethod(
-                MethodSpec("ddpm", "ddim", steps=steps).name,
-                run,
-                Predictor(run, sampler="ddim", steps=steps, seed=cfg.seed),
-                max_slices=limit,
-            )
-        )
-    methods.append(
-        RunMethod(
-            MethodSpec("ddpm", "ancestral", samples=cfg.ddpm_samples).name,
-            run,
-            Predictor(run, sampler="ancestral", samples=cfg.ddpm_samples, seed=cfg.seed),
-            keep_std=True,
-            max_slices=limit,
-        )
-    )
-    return methods
+
+
+def sampling_specs(family: str, cfg: EvalConfig) -> list[MethodSpec]:
+    """How a sampling ``family`` (the DDPM, the refiner) is evaluated: ancestral with
+    all T steps, DDIM with each of ``cfg.ddim_steps`` steps, and the mean of
+    ``cfg.ddpm_samples`` ancestral samples."""
+    return [
+        MethodSpec(family, "ancestral"),
+        *(MethodSpec(family, "ddim", steps=steps) for steps in cfg.ddim_steps),
+        MethodSpec(family, "ancestral", samples=cfg.ddpm_samples),
+    ]
+
+
+def predictor_for(run: LoadedRun, spec: MethodSpec, seed: int = 0) -> Predictor:
+    """The predictor of ``run`` sampling as ``spec`` says (seeded)."""
+    if spec.sampler is None:
+        return Predictor(run, seed=seed)
+    steps = spec.steps if spec.sampler == "ddim" else None
+    return Predictor(run, sampler=spec.sampler, steps=steps, samples=spec.samples, seed=seed)
 
 
 def _unique_names(methods: list[Method], run_dirs: list[Path | None]) -> None:
@@ -530,6 +525,20 @@ def evaluate(
     for name, collector in collectors.items():
         ddpm_std.update(collector.arrays(name))
     return Results(rows=rows, summary=summary, info=info, ddpm_std=ddpm_std, k=k)
+
+
+def summarize_on_slices(
+    rows: pd.DataFrame, subset: pd.DataFrame, cfg: EvalConfig | None = None
+) -> pd.DataFrame:
+    """The summary of ``rows`` and ``subset`` (rows in the :data:`ROW_COLUMNS` format)
+    restricted to the slices ``subset`` was scored on, so that every method is compared
+    on the same slices (e.g. the refiner's, on the DDPM's); gains and tests are against
+    linear."""
+    cfg = cfg or EvalConfig()
+    keys = set(zip(subset["patient_id"].astype(str), subset["slice_index"].astype(int)))
+    mine = [(str(p), int(i)) in keys for p, i in zip(rows["patient_id"], rows["slice_index"])]
+    both = pd.concat([rows[mine], subset], ignore_index=True)
+    return summarize(both, reference=REFERENCE, n_boot=cfg.bootstrap, seed=cfg.seed)
 
 
 def format_summary(summary: pd.DataFrame) -> str:

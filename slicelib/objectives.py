@@ -11,6 +11,12 @@
   feature-matching term).
 - :class:`DiffusionObjective` (ddpm): the diffusion process's noise-prediction MSE
   at timesteps drawn uniformly.
+- :class:`RefinementObjective` (a :class:`~slicelib.config.RefineConfig`): a diffusion
+  model of the residual of a frozen, trained U-Net; noise MSE plus ``recon_weight``
+  times the L1 error of the refined slice (:func:`slicelib.refine.hybrid_loss`).
+
+:func:`build_networks` gives the networks a run trains, :func:`build_objective` its
+objective; :func:`slicelib.train.train` trains every one of them.
 
 All tensors are (N, C, H, W); inputs are the two neighbours (N, 2, H, W) and the
 target the middle slice (N, 1, H, W), values in [0, 1].
@@ -18,8 +24,9 @@ target the middle slice (N, 1, H, W), values in [0, 1].
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -28,9 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slicelib.config import TrainConfig
+from slicelib import refine
+from slicelib.config import RefineConfig, RunConfig, TrainConfig, to_dict, train_part
 from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError
+from slicelib.models import build_discriminator, build_generator
+
+log = logging.getLogger(__name__)
 
 Amp = Callable[[], AbstractContextManager[Any]]
 
@@ -62,6 +73,8 @@ class Objective(ABC):
 
     roles: tuple[str, ...]  # the networks it trains, by checkpoint role
     higher_is_better: bool = True  # best checkpoint: max val SSIM, or min val loss
+    # A prediction validated beside the model's (history column ``val_<name>_psnr``).
+    reference_name: str | None = None
 
     def __init__(self, cfg: TrainConfig, learners: Mapping[str, Learner], amp: Amp) -> None:
         missing = [role for role in self.roles if role not in learners]
@@ -85,6 +98,28 @@ class Objective(ABC):
     @abstractmethod
     def predict(self, inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Predicted middle slices (N, 1, H, W), unclipped, for validation PSNR/SSIM."""
+
+    @property
+    def frozen(self) -> dict[str, nn.Module]:
+        """Networks saved with the run that it does not train, by checkpoint role."""
+        return {}
+
+    def prepare(self, batches: Iterable[Any]) -> None:
+        """Measure what the objective needs from training batches, once, before the first
+        epoch of a new run (a resumed run restores it with :meth:`load_extra_state`)."""
+        return None
+
+    def extra_state(self) -> dict[str, Any]:
+        """Plain values the checkpoint keeps beside the networks."""
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`extra_state`."""
+        return None
+
+    def reference(self, inputs: torch.Tensor) -> torch.Tensor | None:
+        """The prediction named :attr:`reference_name` (N, 1, H, W), or None."""
+        return None
 
 
 class L1Objective(Objective):
@@ -204,6 +239,102 @@ class DiffusionObjective(Objective):
         )
 
 
+class RefinementObjective(Objective):
+    """Residual diffusion on top of a frozen U-Net: the hybrid loss at uniformly drawn
+    timesteps; validation refines with ``val_ddim_steps`` deterministic DDIM steps.
+
+    The residual's scale is measured on training batches before the first epoch
+    (:meth:`prepare`) and kept in the checkpoint; the U-Net's weights are kept too.
+    """
+
+    roles: tuple[str, ...] = ("denoiser",)
+    reference_name = "unet"
+
+    def __init__(
+        self,
+        cfg: RefineConfig,
+        learners: Mapping[str, Learner],
+        amp: Amp,
+        unet: nn.Module,
+        unet_config: TrainConfig,
+    ) -> None:
+        super().__init__(cfg.train, learners, amp)
+        self.refine_cfg = cfg
+        self.unet = unet.eval()
+        for p in self.unet.parameters():
+            p.requires_grad_(False)
+        self.unet_config = unet_config
+        self.diffusion = GaussianDiffusion(cfg.train.diffusion)
+        self.ddim_steps = min(cfg.train.val_ddim_steps, cfg.train.diffusion.timesteps)
+        self.scale: float | None = None
+
+    @property
+    def denoiser(self) -> Learner:
+        return self.learners["denoiser"]
+
+    @property
+    def frozen(self) -> dict[str, nn.Module]:
+        return {"generator": self.unet}
+
+    def prepare(self, batches: Iterable[Any]) -> None:
+        device = next(self.unet.parameters()).device
+        quantile = self.refine_cfg.residual_quantile
+        self.scale = refine.residual_scale(self.unet, batches, device, quantile)
+        log.info("residual scale (quantile %.3f of |target - unet|): %.4f", quantile, self.scale)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"residual_scale": self._scale(), "unet_config": to_dict(self.unet_config)}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        self.scale = float(state["residual_scale"])
+
+    def _scale(self) -> float:
+        if self.scale is None:
+            raise SlicelibError("the residual scale is measured before the first epoch")
+        return self.scale
+
+    def _base(self, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.unet(inputs).float().clamp(0.0, 1.0)
+
+    def _loss(
+        self, module: nn.Module, inputs: torch.Tensor, target: torch.Tensor, t: torch.Tensor,
+        noise: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
+        base = self._base(inputs)
+        return refine.hybrid_loss(
+            self.diffusion, module, inputs, base, target, self._scale(),
+            self.refine_cfg.recon_weight, t=t, noise=noise,
+        )  # fmt: skip
+
+    def train_step(self, inputs: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        t = self.diffusion.sample_timesteps(len(target), device=target.device)
+        with self.amp():
+            parts = self._loss(self.denoiser.module, inputs, target, t, torch.randn_like(target))
+        self.denoiser.step(parts["loss"])
+        return {name: value.detach().float() for name, value in parts.items()}
+
+    def val_loss(
+        self, inputs: torch.Tensor, target: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        t = self.diffusion.sample_timesteps(len(target), device=target.device, generator=generator)
+        noise = torch.randn(target.shape, generator=generator, device=generator.device)
+        return self._loss(self.denoiser.raw, inputs, target, t, noise.to(target.device))["loss"]
+
+    def refiner(self, generator: torch.Generator) -> refine.Refiner:
+        """The refiner as validation samples it: DDIM, ``val_ddim_steps`` steps."""
+        return refine.Refiner(
+            self.unet, self.denoiser.raw, self.diffusion, self._scale(),
+            steps=self.ddim_steps, generator=generator,
+        )  # fmt: skip
+
+    def predict(self, inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.refiner(generator)(inputs)
+
+    def reference(self, inputs: torch.Tensor) -> torch.Tensor | None:
+        return self._base(inputs)
+
+
 OBJECTIVES: dict[str, type[Objective]] = {
     "cnn": L1Objective,
     "unet": L1Objective,
@@ -221,3 +352,41 @@ def objective_class(model: str) -> type[Objective]:
         raise SlicelibError(
             f"unknown model {model!r} (choose from {', '.join(OBJECTIVES)})"
         ) from None
+
+
+def build_networks(cfg: RunConfig) -> dict[str, nn.Module]:
+    """The networks a run trains, by checkpoint role, freshly initialised."""
+    if isinstance(cfg, RefineConfig):
+        return {"denoiser": refine.build_denoiser(cfg.train.model_cfg)}
+    role = "denoiser" if cfg.model == "ddpm" else "generator"
+    nets = {role: build_generator(cfg.model, cfg.model_cfg)}
+    disc = build_discriminator(cfg.model, cfg.model_cfg)
+    if disc is not None:
+        nets["discriminator"] = disc
+    return nets
+
+
+def build_objective(
+    cfg: RunConfig,
+    learners: Mapping[str, Learner],
+    amp: Amp,
+    *,
+    device: torch.device,
+    image_size: int,
+) -> Objective:
+    """The objective of ``cfg``; a refinement loads its U-Net run (which must be a
+    deterministic model trained at the same k on images of ``image_size``)."""
+    if not isinstance(cfg, RefineConfig):
+        return objective_class(cfg.model)(cfg, learners, amp)
+    from slicelib.checkpoint import load_run  # checkpoint loads refinement runs too
+
+    if not cfg.unet_run:
+        raise SlicelibError("a refinement run needs the U-Net run it refines (unet_run)")
+    k = train_part(cfg).k
+    base = load_run(cfg.unet_run, device=device, k=k, image_size=image_size)
+    if base.config.model in ("ddpm", refine.KIND) or base.refine is not None:
+        raise SlicelibError(
+            f"run {cfg.unet_run}: the refined model must be deterministic, "
+            f"not {base.config.model!r}"
+        )
+    return RefinementObjective(cfg, learners, amp, base.model, base.config)

@@ -8,8 +8,13 @@ directory. Runs resume from ``last.pt``; every epoch reseeds from ``(seed,
 epoch, rank)``, so on the CPU an interrupted and resumed run ends with the same
 weights as an uninterrupted one.
 
+The same loop trains the refinement of a trained U-Net (a
+:class:`~slicelib.config.RefineConfig`, :class:`~slicelib.objectives.RefinementObjective`);
+its history adds the loss terms and the U-Net's validation PSNR (``val_unet_psnr``).
+
 Under ``torchrun`` the same function trains with DistributedDataParallel (see
-:mod:`slicelib.distributed`): the batch size is per process and rank 0 writes.
+:mod:`slicelib.distributed`): the batch size is per process and rank 0 writes. A run
+folder has one writer at a time (:func:`slicelib.locking.hold_lock`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -35,7 +40,6 @@ from slicelib import __version__, distributed
 from slicelib.checkpoint import (
     check_compatible,
     checkpoint_header,
-    generator_role,
     load_state,
     read_checkpoint,
     save_checkpoint,
@@ -45,9 +49,13 @@ from slicelib.config import (
     MODEL_NAMES,
     DataOnDevice,
     Precision,
+    RefineConfig,
+    RunConfig,
     TrainConfig,
     run_defining,
+    run_kind,
     to_dict,
+    train_part,
 )
 from slicelib.data.cache import Cache
 from slicelib.data.dataset import TripletDataset
@@ -56,9 +64,9 @@ from slicelib.device import autocast, grad_scaler, prepare_module, to_device
 from slicelib.distributed import DistInfo
 from slicelib.errors import SlicelibError
 from slicelib.io import write_json, write_text
+from slicelib.locking import hold_lock
 from slicelib.metrics import batch_psnr, batch_ssim
-from slicelib.models import build_discriminator, build_generator
-from slicelib.objectives import Learner, Objective, objective_class
+from slicelib.objectives import Learner, Objective, build_networks, build_objective
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +89,23 @@ class TrainResult:
     run_dir: Path
 
 
-def check_config(cfg: TrainConfig) -> None:
+def check_config(run_cfg: RunConfig) -> None:
     """One-line errors for settings no run can use."""
+    if isinstance(run_cfg, RefineConfig):
+        refine_checks = {
+            "recon_weight": run_cfg.recon_weight >= 0,
+            "residual_quantile": 0.5 < run_cfg.residual_quantile <= 1.0,
+        }
+        for name, ok in refine_checks.items():
+            if not ok:
+                raise SlicelibError(
+                    f"invalid refinement parameter {name}={getattr(run_cfg, name)!r}"
+                )
+        if not run_cfg.train.diffusion.rescale:
+            raise SlicelibError(
+                "a refinement diffuses its residual in [-1, 1]: set train.diffusion.rescale=True"
+            )
+    cfg = train_part(run_cfg)
     if cfg.model not in MODEL_NAMES:
         raise SlicelibError(f"unknown model {cfg.model!r} (choose from {', '.join(MODEL_NAMES)})")
     checks = {
@@ -118,7 +141,7 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 
 def train(
-    cfg: TrainConfig,
+    run_cfg: RunConfig,
     cache_dir: str | Path,
     run_dir: str | Path,
     *,
@@ -126,17 +149,25 @@ def train(
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train ``cfg.model`` at ``cfg.k`` on the cache in ``cache_dir``; write ``run_dir``.
+    """Train ``cfg.model`` at ``cfg.k`` (or a refinement) on the cache in ``cache_dir``;
+    write ``run_dir``.
 
     ``resume``: continue from ``run_dir/last.pt`` when it exists (a finished run
     returns its result at once). ``on_epoch_end(row)`` is called after each epoch's
-    checkpoint is written; returning True stops the run there.
+    checkpoint is written; returning True stops the run there. A second process training
+    into the same ``run_dir`` meanwhile is refused with a one-line error naming this one.
     """
-    check_config(cfg)
+    check_config(run_cfg)
+    cfg = train_part(run_cfg)
+    kind = run_kind(run_cfg)
     cache = Cache(cache_dir)
     size = cache.config.size
     run_dir = Path(run_dir)
-    with distributed.session(cfg.device) as (info, device), _deterministic(device):
+    with (
+        distributed.session(cfg.device) as (info, device),
+        _deterministic(device),
+        ExitStack() as lock,
+    ):
         train_set = TripletDataset(
             cache, "train", cfg.k, crop=cfg.crop, augment=cfg.augment, seed=cfg.seed
         )
@@ -148,23 +179,20 @@ def train(
                     f"cache {cache_dir}: no {split} triplets at k={cfg.k} (a volume needs "
                     f"at least {2 * cfg.k + 1} slices; its {split} volumes have at most {most})"
                 )
-        problem = _make_run_dir(run_dir) if info.is_main else None
+        problem = _make_run_dir(run_dir, lock) if info.is_main else None
         problem = distributed.from_main(problem, info)  # every rank stops, none waits
         if problem:
             raise SlicelibError(problem)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
-        learners = _build_learners(cfg, device, info)
-        objective = objective_class(cfg.model)(
-            cfg, learners, lambda: autocast(device, cfg.precision)
-        )
+        learners = _build_learners(run_cfg, device, info)
+        objective = build_objective(
+            run_cfg, learners, lambda: autocast(device, cfg.precision),
+            device=device, image_size=int(size),
+        )  # fmt: skip
         meta = {"size": size, "cache_config": to_dict(cache.config), "world_size": info.world_size}
         start, history, best = (
-            _resume(cfg, run_dir, learners, meta, device, info) if resume else (0, [], None)
+            _resume(run_cfg, run_dir, objective, meta, device, info) if resume else (0, [], None)
         )
-        if info.is_main:
-            write_json(
-                run_dir / "config.json", _run_config(cfg, cache_dir, meta, device), private=True
-            )
         sampler: DistributedSampler[Any] = DistributedSampler(
             train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
         )
@@ -180,6 +208,15 @@ def train(
             loader = ResidentTriplets(train_set, sampler, cfg.batch_size, device)
         val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False)
         steps = min(cfg.steps_per_epoch or len(loader), len(loader))
+        if start == 0:  # e.g. the refinement's residual scale, the same on every rank
+            objective.prepare(loader)
+            objective.load_extra_state(distributed.from_main(objective.extra_state(), info))
+        if info.is_main:
+            write_json(
+                run_dir / "config.json",
+                _run_config(run_cfg, cache_dir, meta, device, objective),
+                private=True,
+            )
 
         for epoch in range(start + 1, cfg.epochs + 1):
             started = time.perf_counter()
@@ -189,7 +226,7 @@ def train(
             sampler.set_epoch(epoch)  # the same shuffle on every rank, a new one per epoch
             train_set.set_epoch(epoch)  # new crops and flips, the same on every rank
             bar = tqdm(
-                total=steps, desc=f"{cfg.model} k={cfg.k} epoch {epoch}/{cfg.epochs}",
+                total=steps, desc=f"{kind} k={cfg.k} epoch {epoch}/{cfg.epochs}",
                 disable=not (progress and info.is_main), leave=False,
             )  # fmt: skip
             with bar:
@@ -203,9 +240,7 @@ def train(
             row: dict[str, float] = {
                 "epoch": epoch,
                 "train_loss": means.pop("loss"),
-                "val_loss": val[0],
-                "val_psnr": val[1],
-                "val_ssim": val[2],
+                **val,
                 "seconds": time.perf_counter() - started,
                 "samples_per_s": samples * info.world_size / train_seconds,
             }
@@ -219,14 +254,14 @@ def train(
                 best = (epoch, value)
             assert best is not None
             if info.is_main:
-                state = _state(cfg, learners, meta, epoch, history, best)
+                state = _state(run_cfg, objective, meta, epoch, history, best)
                 if improved:  # best before last: a crash in between redoes this epoch
                     save_checkpoint(run_dir / "best.pt", state)
                 save_checkpoint(run_dir / "last.pt", state)
                 _write_history(run_dir / "history.csv", history)
                 log.info(
                     "%s k=%d epoch %d/%d: train loss %.4f, val loss %.4f, PSNR %.2f dB, "
-                    "SSIM %.4f, %.1f samples/s%s", cfg.model, cfg.k, epoch, cfg.epochs,
+                    "SSIM %.4f, %.1f samples/s%s", kind, cfg.k, epoch, cfg.epochs,
                     row["train_loss"], row["val_loss"], row["val_psnr"], row["val_ssim"],
                     row["samples_per_s"], " (best)" if improved else "",
                 )  # fmt: skip
@@ -296,24 +331,25 @@ def _deterministic(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark = benchmark
 
 
-def _make_run_dir(run_dir: Path) -> str | None:
-    """Create ``run_dir`` and check it is writable; the problem in one line, or None."""
+def _make_run_dir(run_dir: Path, lock: ExitStack) -> str | None:
+    """Create ``run_dir``, check it is writable and take its lock for as long as ``lock``
+    lasts (one training process per run folder); the problem in one line, or None."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=run_dir):
             pass
+        lock.enter_context(hold_lock(run_dir, f"training run {run_dir}"))
     except OSError as exc:
         return f"cannot write to run directory {run_dir} ({exc.strerror or exc})"
+    except SlicelibError as exc:
+        return str(exc)
     return None
 
 
-def _build_learners(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict[str, Learner]:
-    nets = {generator_role(cfg.model): build_generator(cfg.model, cfg.model_cfg)}
-    disc = build_discriminator(cfg.model, cfg.model_cfg)
-    if disc is not None:
-        nets["discriminator"] = disc
+def _build_learners(run_cfg: RunConfig, device: torch.device, info: DistInfo) -> dict[str, Learner]:
+    cfg = train_part(run_cfg)
     learners = {}
-    for role, net in nets.items():
+    for role, net in build_networks(run_cfg).items():
         raw = distributed.sync_batchnorm(prepare_module(net, device), info, device)
         module = distributed.wrap(raw, info, device)
         if cfg.compile:
@@ -325,47 +361,69 @@ def _build_learners(cfg: TrainConfig, device: torch.device, info: DistInfo) -> d
 
 
 def _state(
-    cfg: TrainConfig,
-    learners: Mapping[str, Learner],
+    run_cfg: RunConfig,
+    objective: Objective,
     meta: Mapping[str, Any],
     epoch: int,
     history: list[dict[str, float]],
     best: tuple[int, float],
 ) -> dict[str, Any]:
     """The checkpoint: tensors and plain values only (see :mod:`slicelib.checkpoint`)."""
-    return {
-        **checkpoint_header(cfg.model, cfg.k, meta["size"], epoch, history, best),
+    cfg = train_part(run_cfg)
+    learners = objective.learners
+    state = {
+        **checkpoint_header(run_kind(run_cfg), cfg.k, meta["size"], epoch, history, best),
         "train_config": to_dict(cfg),
         "cache_config": meta["cache_config"],
         "world_size": meta["world_size"],
-        "models": {role: ln.raw.state_dict() for role, ln in learners.items()},
+        "models": {
+            **{role: ln.raw.state_dict() for role, ln in learners.items()},
+            **{role: net.state_dict() for role, net in objective.frozen.items()},
+        },
         "optimizers": {role: ln.optimizer.state_dict() for role, ln in learners.items()},
         "scalers": {role: ln.scaler.state_dict() for role, ln in learners.items()},
+        "objective": objective.extra_state(),
     }
+    if isinstance(run_cfg, RefineConfig):
+        state["refine_config"] = to_dict(run_cfg)
+    return state
 
 
 def _resume(
-    cfg: TrainConfig,
+    run_cfg: RunConfig,
     run_dir: Path,
-    learners: Mapping[str, Learner],
+    objective: Objective,
     meta: Mapping[str, Any],
     device: torch.device,
     info: DistInfo,
 ) -> tuple[int, list[dict[str, float]], tuple[int, float] | None]:
-    """Restore networks, optimisers and scalers from ``last.pt``; (epochs done, history, best)."""
+    """Restore networks, optimisers, scalers and the objective's state from ``last.pt``;
+    (epochs done, history, best)."""
     path = run_dir / "last.pt"
     if not path.exists():
         return 0, [], None
+    cfg = train_part(run_cfg)
     state = read_checkpoint(path, device)
-    check_compatible(state, path, model=cfg.model, k=cfg.k, image_size=meta["size"])
+    check_compatible(state, path, model=run_kind(run_cfg), k=cfg.k, image_size=meta["size"])
     saved = state["train_config"]
+    defining = run_defining(cfg)
+    if isinstance(run_cfg, RefineConfig):
+        saved = {**saved, **state.get("refine_config", {})}
+        defining.update(
+            (name, getattr(run_cfg, name))
+            for name in ("recon_weight", "residual_quantile", "unet_run")
+        )
     # A resumed run may change only what does not define it; else it is another experiment.
-    for name, value in run_defining(cfg).items():
+    for name, value in defining.items():
         if saved.get(name) != value:
             raise SlicelibError(
                 f"run {run_dir} was trained with {name}={saved.get(name)!r}, not "
-                f"{getattr(cfg, name)!r}; choose another run directory or do not resume"
+                f"{value!r}; choose another run directory or do not resume"
             )
+    learners = objective.learners
+    for role, net in objective.frozen.items():  # the networks it was trained with
+        load_state(net, state["models"][role], path=path, role=role)
+    objective.load_extra_state(state.get("objective", {}))
     for role, learner in learners.items():
         load_state(learner.raw, state["models"][role], path=path, role=role)
         learner.optimizer.load_state_dict(state["optimizers"][role])
@@ -374,7 +432,7 @@ def _resume(
             learner.scaler.load_state_dict(scaler_state)
     epoch = int(state["epoch"])
     if info.is_main:
-        log.info("resuming %s from %s after epoch %d", cfg.model, path, epoch)
+        log.info("resuming %s from %s after epoch %d", run_kind(run_cfg), path, epoch)
     return epoch, list(state["history"]), (int(state["best_epoch"]), float(state["best_value"]))
 
 
@@ -404,38 +462,57 @@ def _check_finite(
 @torch.no_grad()
 def _validate(
     objective: Objective, loader: DataLoader[Any], device: torch.device, cfg: TrainConfig
-) -> tuple[float, float, float]:
-    """Mean validation loss, PSNR and Gaussian-window SSIM over full-size slices (data range 1).
+) -> dict[str, float]:
+    """Mean validation loss, PSNR and Gaussian-window SSIM over full-size slices (data
+    range 1), and the PSNR of the objective's reference prediction when it has one
+    (``val_<name>_psnr``).
 
     Timesteps, noise and samples are seeded, so every epoch sees the same ones.
     """
     for learner in objective.learners.values():
         learner.raw.eval()
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    loss_sum, psnrs, ssims = 0.0, [], []
+    loss_sum, psnrs, ssims, reference_psnrs = 0.0, [], [], []
     for batch in loader:
         inputs, target = to_device(batch.inputs, device), to_device(batch.target, device)
         with autocast(device, cfg.precision):
             loss = objective.val_loss(inputs, target, generator)
             pred = objective.predict(inputs, generator)
+            reference = objective.reference(inputs)
         loss_sum += float(loss) * len(inputs)
         psnrs += batch_psnr(pred.float(), target, data_range=1.0)
         ssims += batch_ssim(pred.float(), target, data_range=1.0, gaussian=True)
-    count = len(psnrs)
-    return loss_sum / count, float(np.mean(psnrs)), float(np.mean(ssims))
+        if reference is not None:
+            reference_psnrs += batch_psnr(reference.float(), target, data_range=1.0)
+    row = {
+        "val_loss": loss_sum / len(psnrs),
+        "val_psnr": float(np.mean(psnrs)),
+        "val_ssim": float(np.mean(ssims)),
+    }
+    if objective.reference_name is not None:
+        row[f"val_{objective.reference_name}_psnr"] = float(np.mean(reference_psnrs))
+    return row
 
 
 def _run_config(
-    cfg: TrainConfig, cache_dir: str | Path, meta: Mapping[str, Any], device: torch.device
+    run_cfg: RunConfig,
+    cache_dir: str | Path,
+    meta: Mapping[str, Any],
+    device: torch.device,
+    objective: Objective,
 ) -> dict[str, Any]:
-    return {
+    config = {
         "slicelib_version": __version__,
-        "train": to_dict(cfg),
+        "train": to_dict(train_part(run_cfg)),
         "cache": {"dir": str(Path(cache_dir).resolve()), "config": meta["cache_config"]},
         "image_size": meta["size"],
         "world_size": meta["world_size"],
         "device": str(device),
     }
+    if isinstance(run_cfg, RefineConfig):
+        config["refine"] = to_dict(run_cfg)
+        config["objective"] = objective.extra_state()
+    return config
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:

@@ -161,6 +161,23 @@ def test_resuming_with_other_settings_is_refused(tiny_cache: Path, tmp_path: Pat
     assert result.best_epoch == 1
 
 
+def test_a_run_folder_has_one_training_process(tiny_cache: Path, tmp_path: Path) -> None:
+    import os
+
+    from slicelib.locking import hold_lock, lock_path
+
+    cfg = tiny_config("cnn", epochs=1, steps_per_epoch=1)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with hold_lock(run_dir, "training run"), pytest.raises(SlicelibError) as info:
+        train(cfg, tiny_cache, run_dir, progress=False)
+    message = str(info.value)
+    assert "\n" not in message and f"pid {os.getpid()}" in message and str(run_dir) in message
+    assert not (run_dir / "last.pt").exists()  # nothing was written
+    train(cfg, tiny_cache, run_dir, progress=False)  # the lock went with its holder
+    assert (run_dir / "last.pt").exists() and not lock_path(run_dir).exists()
+
+
 def test_non_finite_loss_stops_with_a_clear_error(tiny_cache: Path, tmp_path: Path) -> None:
     cfg = tiny_config("cnn", lr=1e30, epochs=1)  # one Adam step makes the weights ~1e30
     with pytest.raises(SlicelibError, match=r"loss is (nan|inf) for model 'cnn' at epoch 1, step"):

@@ -9,64 +9,88 @@ from pathlib import Path
 import pandas as pd
 
 from slicelib import __version__
-from slicelib.config import RUN_INVARIANT_FIELDS, RefineConfig, to_dict
+from slicelib.config import RefineConfig, run_defining, to_dict
 from slicelib.io import atomic_write
-from slicelib.study.stamps import digest
+from slicelib.methods import family_of
+from slicelib.study.stamps import Stamp, digest
 from slicelib.study.step import Step, ensure
 from slicelib.study.workspace import Study
 
 
 def study_refine_config(study: Study) -> RefineConfig:
     """The preset's refinement settings with its DDPM architecture and schedule
-    (diffusing in [-1, 1])."""
+    (diffusing in [-1, 1]) on the study's device."""
     preset = study.preset
-    return dataclasses.replace(
-        preset.refine,
+    train = dataclasses.replace(
+        preset.refine.train,
         model_cfg=preset.model,
         diffusion=dataclasses.replace(preset.diffusion, rescale=True),
         device=study.device,
     )
+    return dataclasses.replace(preset.refine, train=train)
 
 
-def refine_hash(study: Study) -> str:
-    """The input hash of the study's refinement run: cache, U-Net run, settings, version."""
+def refine_identity(study: Study) -> str:
+    """What defines the study's refinement run: cache, U-Net run, the settings that
+    define a run (not its epochs), version."""
     cfg = study_refine_config(study)
-    hashed = {k: v for k, v in to_dict(cfg).items() if k not in RUN_INVARIANT_FIELDS}
+    own = {"recon_weight": cfg.recon_weight, "residual_quantile": cfg.residual_quantile}
     return digest(
         {
             "cache": study.cache_hash(),
             "unet": study.run_hash("unet", cfg.k),
-            "refine": hashed,
+            "refine": {**own, "train": run_defining(cfg.train)},
             "version": __version__,
         }
     )
 
 
+def refine_hash(study: Study) -> str:
+    """The input hash of the study's refinement run: its identity and its epochs."""
+    epochs = study_refine_config(study).train.epochs
+    return digest({"identity": refine_identity(study), "epochs": epochs})
+
+
 def refine_run(study: Study) -> Path:
-    """``runs/refine_k<k>``: the refiner on top of the study's U-Net, trained when needed."""
-    from slicelib.refine import train_refiner
+    """``runs/refine_k<k>``: the refiner on top of the study's U-Net, trained (or resumed,
+    when it has the same identity and no more epochs) when needed."""
+    from slicelib.train import train
 
     cfg = study_refine_config(study)
     run_dir = study.runs_dir / f"refine_k{cfg.k}"
+    identity = refine_identity(study)
+
+    def resumable(stamp: Stamp | None) -> bool:
+        if stamp is None:
+            return False
+        same = stamp.inputs.get("identity") == identity
+        return same and int(stamp.inputs.get("epochs", 0)) <= cfg.train.epochs
 
     def make() -> None:
         unet = study.run("unet", cfg.k)
-        train_refiner(cfg, study.cache_dir, unet, run_dir, progress=study.progress)
+        train(
+            dataclasses.replace(cfg, unet_run=str(unet)), study.cache_dir, run_dir,
+            progress=study.progress,
+        )  # fmt: skip
 
     inputs = {
+        "identity": identity,
+        "epochs": cfg.train.epochs,
         "cache": study.cache_hash(),
         "unet": str(study.run_dir("unet", cfg.k)),
         "refine": to_dict(cfg),
     }
     name = run_dir.name
-    step = Step(name, run_dir, refine_hash(study), inputs, make, what=f"training {name}")
+    step = Step(
+        name, run_dir, refine_hash(study), inputs, make, resumable, what=f"training {name}"
+    )
     return ensure(step, study.lock_dir)
 
 
 def refine_results(study: Study) -> pd.DataFrame:
     """The refiner's per-slice rows on the slices the study's DDPM was scored on
     (``results/refine_k<k>.csv``), computed when missing or made from other inputs."""
-    from slicelib.refine import ddpm_slices, score_refinement
+    from slicelib.evaluate import evaluate
 
     k = study.preset.refine.k
     hash_ = digest(
@@ -76,11 +100,13 @@ def refine_results(study: Study) -> pd.DataFrame:
 
     def make() -> None:
         run_dir = refine_run(study)
-        res = study.results(k)
+        study.results(k)  # the DDPM's slices: the refiner's are the same evenly spaced ones
         cfg = dataclasses.replace(study.preset.eval, device=study.device)
-        rows = score_refinement(study.cache_dir, k, run_dir, ddpm_slices(res.rows), cfg)
+        res = evaluate(study.cache_dir, k, cfg, [run_dir], methods=[], progress=False)
+        rows = res.rows[[family_of(str(m)) == "refine" for m in res.rows["method"]]]
         atomic_write(csv_path, lambda tmp: rows.to_csv(tmp, index=False))
 
     inputs = {"results": study.results_hash(k)}
-    ensure(Step(f"results_{csv_path.stem}", csv_path, hash_, inputs, make, resumable=True), study.lock_dir)
+    step = Step(f"results_{csv_path.stem}", csv_path, hash_, inputs, make, resumable=True)
+    ensure(step, study.lock_dir)
     return pd.read_csv(csv_path, dtype={"patient_id": str})
