@@ -299,6 +299,33 @@ def test_lock_names_the_holder_and_stale_temp_is_removed(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data"]
 
 
+def test_waiting_lock_lets_one_holder_in_at_a_time(tmp_path: Path) -> None:
+    import threading
+
+    from slicelib.locking import hold_file_lock
+
+    path = tmp_path / "locks" / "step.lock"
+    order: list[str] = []
+    trying = threading.Event()
+
+    def second() -> None:
+        trying.set()
+        with hold_file_lock(path, "step", wait=True):
+            order.append("second")
+
+    with hold_file_lock(path, "step", wait=True):
+        thread = threading.Thread(target=second)
+        thread.start()
+        trying.wait()
+        time.sleep(0.1)  # let the second holder reach its flock
+        with pytest.raises(SlicelibError, match=f"step is in use by pid {os.getpid()}"):
+            with hold_file_lock(path, "step"):
+                pass
+        order.append("first")
+    thread.join()
+    assert order == ["first", "second"] and not path.exists()
+
+
 def _sleeping_worker(parent: int, pid_file: str) -> None:
     die_with_parent(parent)
     Path(pid_file).write_text(str(os.getpid()))

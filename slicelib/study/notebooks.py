@@ -21,7 +21,7 @@ from typing import Any
 from slicelib.errors import SlicelibError
 from slicelib.io import write_json
 from slicelib.methods import method_label
-from slicelib.study.lock import file_lock
+from slicelib.locking import hold_file_lock
 from slicelib.study.parameters import (
     RUNNER_PARAMETERS,
     TRAIN_PARAMETERS,
@@ -192,7 +192,7 @@ class NotebookRunner:
     def _update_state(self, name: str, entry: dict[str, Any] | None) -> None:
         """Set (or with None, drop) one notebook's entry in the state file, merging
         with what concurrent runners of the same study wrote meanwhile."""
-        with file_lock(self.dir / ".state.lock"):
+        with hold_file_lock(self.dir / ".state.lock", "notebook state", wait=True):
             try:
                 current: dict[str, Any] = json.loads(self.state_path.read_text())
             except (OSError, ValueError):

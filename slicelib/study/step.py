@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slicelib.study.lock import file_lock
+from slicelib.locking import hold_file_lock
 from slicelib.study.stamps import Stamp, is_current, read_stamp, write_stamp
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def ensure(step: Step, lock_dir: Path) -> Path:
     """Make ``step``'s output unless it is current; returns the output path."""
     if step.current():
         return step.output
-    with file_lock(lock_dir / f"{step.name}.lock"):
+    with hold_file_lock(lock_dir / f"{step.name}.lock", step.name, wait=True):
         if step.current():  # made by a concurrent job while this one waited
             return step.output
         keep = (
