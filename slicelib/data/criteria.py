@@ -298,7 +298,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
 )
 
 
-def evaluate(row: SeriesRow, cfg: ScanConfig) -> None:
+def apply_criteria(row: SeriesRow, cfg: ScanConfig) -> None:
     """Set ``row.included``, ``row.criterion`` and ``row.reason`` from :data:`CHECKS`."""
     for name, check in CHECKS:
         reason = check(row, cfg)

@@ -30,7 +30,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from slicelib.config import ScanConfig, to_dict
-from slicelib.data.criteria import SeriesRow, evaluate, summarise_series
+from slicelib.data.criteria import SeriesRow, apply_criteria, summarise_series
 from slicelib.data.headers import FileHeader, read_header
 from slicelib.errors import SlicelibError
 from slicelib.io import atomic_write
@@ -339,7 +339,7 @@ def scan(
     )
     _find_twins(rows)
     for r in rows:
-        evaluate(r, cfg)
+        apply_criteria(r, cfg)
     select_series(rows, cfg)
     rows.sort(key=lambda r: (r.patient_id, r.study_uid, r.series_number or 0, r.series_uid))
     result = ScanResult(
