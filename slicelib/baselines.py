@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from scipy.ndimage import map_coordinates
@@ -24,6 +24,7 @@ __all__ = [
     "BASELINE_NAMES",
     "CUBIC_WEIGHTS",
     "Baseline",
+    "BaselineInterpolator",
     "BaselineOutput",
     "FlowMethod",
     "Neighbours",
@@ -202,6 +203,25 @@ BASELINES: dict[str, Baseline] = {
     )
 }
 BASELINE_NAMES: tuple[str, ...] = tuple(BASELINES)
+
+
+class BaselineInterpolator:
+    """A baseline as an :class:`~slicelib.interpolator.Interpolator`: tensor (N, 2, H, W)
+    in [0, 1] -> (N, 1, H, W) clipped to [0, 1], computed with numpy on the CPU. It sees
+    the two neighbours only, so the cubic baseline falls back to linear; the evaluation
+    gives it its wider context through :class:`Neighbours`."""
+
+    def __init__(self, name: str, flow_method: FlowMethod = "tvl1") -> None:
+        self.baseline = get_baseline(name)
+        self.flow_method = flow_method
+
+    def __call__(self, inputs: Any) -> Any:
+        import torch
+
+        x = inputs.detach().float().cpu().numpy()
+        out = [self.baseline.predict(Neighbours(a, b), self.flow_method) for a, b in x[:, :2]]
+        pred = np.clip(np.stack([o.prediction for o in out]), 0.0, 1.0).astype(np.float32)
+        return torch.from_numpy(pred[:, None]).to(inputs.device)
 
 
 def get_baseline(name: str) -> Baseline:

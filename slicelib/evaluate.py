@@ -3,10 +3,12 @@
 Every method has one interface: a :class:`Batch` of slices' neighbours
 (S_{i-k}, S_{i+k}, plus the wider context the cubic baseline uses) in, a
 :class:`Prediction` (N, H, W) out. Classical methods come from
-:data:`slicelib.baselines.BASELINES` by name; each trained run (``best.pt``)
-adds one method, the DDPM several (ancestral sampling with all T steps, DDIM
-with each of ``EvalConfig.ddim_steps`` steps, the mean of
-``EvalConfig.ddpm_samples`` ancestral samples).
+:data:`slicelib.baselines.BASELINES` by name (:class:`ClassicalMethod`, which gives
+them their wider context and records where cubic fell back to linear); anything
+else is an :class:`~slicelib.interpolator.Interpolator` (:class:`InterpolatorMethod`).
+Each trained run (``best.pt``) adds one method, the DDPM and the refiner several
+(ancestral sampling with all T steps, DDIM with each of ``EvalConfig.ddim_steps``
+steps, the mean of ``EvalConfig.ddpm_samples`` ancestral samples).
 
 All methods are scored on the same slices, except that DDPM methods are
 restricted to ``EvalConfig.ddpm_max_slices`` evenly spaced ones when that is
@@ -47,6 +49,7 @@ from slicelib.data.triplets import evaluable_indices, evenly_spaced
 from slicelib.device import resolve_device
 from slicelib.environment import cpu_model, device_label, record_environment
 from slicelib.errors import SlicelibError
+from slicelib.interpolator import Interpolator, with_std
 from slicelib.methods import MethodSpec
 from slicelib.metrics import clip01, slice_metrics
 from slicelib.results import Results
@@ -56,9 +59,9 @@ __all__ = [
     "ROW_COLUMNS",
     "Batch",
     "ClassicalMethod",
+    "InterpolatorMethod",
     "Method",
     "Prediction",
-    "RunMethod",
     "SlicePredictions",
     "SliceRef",
     "build_methods",
@@ -163,47 +166,52 @@ class ClassicalMethod(Method):
         )
 
 
-class RunMethod(Method):
-    """A trained run through :func:`slicelib.checkpoint.predictor`.
+class InterpolatorMethod(Method):
+    """Any :class:`~slicelib.interpolator.Interpolator` (a trained run's
+    :class:`~slicelib.checkpoint.Predictor`, the refiner, an ensemble) as an evaluation
+    method on ``torch_device``; ``run``: the trained run it comes from, if any.
 
-    ``keep_std``: the predictor draws several samples, the prediction is their
+    ``keep_std``: the interpolator draws several samples, the prediction is their
     mean and the per-pixel std across them is kept.
     """
 
     def __init__(
         self,
         name: str,
-        run: LoadedRun,
-        predict_fn: Predictor,
+        interpolator: Interpolator,
+        torch_device: torch.device,
         *,
         keep_std: bool = False,
         max_slices: int | None = None,
+        run: LoadedRun | None = None,
     ) -> None:
         self.name = name
-        self.run = run
-        self.predict_fn = predict_fn
+        self.interpolator = interpolator
         self.keep_std = keep_std
         self.max_slices = max_slices
-        self.torch_device = run.device
-        self.device = device_label(run.device)
+        self.run = run
+        self.torch_device = torch_device
+        self.device = device_label(torch_device)
 
     def predict(self, batch: Batch) -> Prediction:
         x = torch.from_numpy(batch.inputs()).to(self.torch_device)
-        std = None
-        if self.keep_std:
-            samples = self.predict_fn.stack(x)  # (samples, N, 1, H, W)
-            images = samples.mean(dim=0)
-            std = samples.std(dim=0, unbiased=False)[:, 0].cpu().numpy().astype(np.float32)
-        else:
-            images = self.predict_fn(x)
+        images, std = (
+            with_std(self.interpolator, x) if self.keep_std else (self.interpolator(x), None)
+        )
         return Prediction(
             images=images[:, 0].float().cpu().numpy().astype(np.float32),
             fallback=np.zeros(len(batch), dtype=bool),
-            std=std,
+            std=None if std is None else std[:, 0].cpu().numpy().astype(np.float32),
         )
 
     def warm_up(self, batch: Batch) -> None:
-        self.predict_fn.warm_up(torch.from_numpy(batch.inputs()[:1]))
+        # One pass of the networks; a sampler's seeded generator stays untouched so that
+        # results do not depend on warm-up.
+        warm = getattr(self.interpolator, "warm_up", None)
+        if warm is None:
+            super().warm_up(batch)
+            return
+        warm(torch.from_numpy(batch.inputs()[:1]))
         self.synchronize()
 
 
@@ -252,14 +260,15 @@ def run_methods(
         raise SlicelibError(f"run folder {run_dir} has no checkpoint best.pt (train it first)")
     run = load_run(run_dir, which="best", device=device, k=k, image_size=image_size)
     if not run.samples_noise:
-        return [RunMethod(run.name, run, Predictor(run, seed=cfg.seed))]
+        return [InterpolatorMethod(run.name, Predictor(run, seed=cfg.seed), run.device, run=run)]
     return [
-        RunMethod(
+        InterpolatorMethod(
             spec.name,
-            run,
             predictor_for(run, spec, cfg.seed),
+            run.device,
             keep_std=spec.samples > 1,
             max_slices=cfg.ddpm_max_slices,
+            run=run,
         )
         for spec in sampling_specs(run.name, cfg)
     ]
@@ -387,7 +396,8 @@ def _prepare(
         )
         all_methods.extend(added)
         run_dirs.extend([Path(run_dir)] * len(added))
-        run = cast(RunMethod, added[0]).run
+        run = cast(InterpolatorMethod, added[0]).run
+        assert run is not None
         run_info[str(run_dir)] = {
             "methods": [m.name for m in added],
             "checkpoint": str(run.path),
@@ -479,7 +489,7 @@ def evaluate(
         volume = np.asarray(cache_obj.volume(pid), dtype=np.float32)
         for method in all_methods:
             chosen = [r for r in patient_refs if r in subsets[method.name]]
-            size = cfg.batch_size if isinstance(method, RunMethod) else 1
+            size = cfg.batch_size if isinstance(method, InterpolatorMethod) else 1
             for batch in _batches(volume, chosen, k, size):
                 scored, pred = score_batch(method, batch, volume, k)
                 records.extend(scored)

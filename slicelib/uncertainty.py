@@ -1,7 +1,8 @@
 """Per-pixel uncertainty of the interpolated slice (supplement 6.3) and its calibration.
 
-Two estimators, each a callable ``(N, 2, H, W) -> (mean, std)``, tensors
-(N, 1, H, W) in [0, 1]:
+Two estimators, each a :class:`~slicelib.interpolator.SamplingInterpolator`
+(N, 2, H, W) -> mean (N, 1, H, W) in [0, 1], whose samples give the per-pixel std
+(:func:`~slicelib.interpolator.with_std`):
 
 - :class:`DeepEnsemble`: U-Nets trained with different seeds; mean and standard
   deviation across their predictions.
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,6 +37,7 @@ from tqdm import tqdm
 
 from slicelib.config import UncertaintyConfig
 from slicelib.errors import SlicelibError
+from slicelib.interpolator import Interpolator, with_std
 from slicelib.metrics import clip01, psnr
 
 if TYPE_CHECKING:
@@ -66,11 +68,6 @@ def dropout_active(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
-def mean_std(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(M, N, 1, H, W) samples -> per-pixel mean and population std, each (N, 1, H, W)."""
-    return samples.mean(dim=0), samples.std(dim=0, correction=0)
-
-
 class MCDropout:
     """Monte Carlo dropout: ``samples`` passes with dropout on, seeded per call.
 
@@ -92,29 +89,35 @@ class MCDropout:
         self.device = next(model.parameters()).device
 
     @torch.no_grad()
-    def __call__(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def stack(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The ``samples`` passes, tensor (samples, N, 1, H, W) in [0, 1]."""
         x = inputs.to(self.device, dtype=torch.float32)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), dropout_active(self.model):
             torch.manual_seed(self.seed + self.calls)
             outs = torch.stack([self.model(x).float().clamp(0, 1) for _ in range(self.samples)])
         self.calls += 1
-        mean, std = mean_std(outs)
-        return mean.to(inputs.device), std.to(inputs.device)
+        return outs.to(inputs.device)
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.stack(inputs).mean(dim=0)
 
 
 class DeepEnsemble:
-    """A deep ensemble: ``members`` are predictors (N, 2, H, W) -> (N, 1, H, W) in [0, 1]."""
+    """A deep ensemble of ``members``, each an :class:`~slicelib.interpolator.Interpolator`."""
 
-    def __init__(self, members: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> None:
+    def __init__(self, members: Sequence[Interpolator]) -> None:
         if len(members) < 2:
             raise SlicelibError(f"a deep ensemble needs at least 2 members (got {len(members)})")
         self.members = list(members)
 
     @torch.no_grad()
-    def __call__(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        outs = torch.stack([m(inputs).float().clamp(0, 1).to(inputs.device) for m in self.members])
-        return mean_std(outs)
+    def stack(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Every member's prediction, tensor (members, N, 1, H, W) in [0, 1]."""
+        return torch.stack([m(inputs).float().clamp(0, 1).to(inputs.device) for m in self.members])
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.stack(inputs).mean(dim=0)
 
 
 def check_ensemble(runs: Sequence[LoadedRun]) -> None:
@@ -234,9 +237,6 @@ def calibration(
     )
 
 
-PredictWithStd = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
 @dataclass
 class UncertaintyResult:
     """What :func:`evaluate_uncertainty` measured.
@@ -280,7 +280,7 @@ class UncertaintyResult:
 
 def evaluate_uncertainty(
     cache: Any,
-    methods: Mapping[str, PredictWithStd],
+    methods: Mapping[str, Interpolator],
     *,
     k: int = UncertaintyConfig.k,
     bins: int = UncertaintyConfig.bins,
@@ -292,8 +292,9 @@ def evaluate_uncertainty(
 ) -> UncertaintyResult:
     """Run each method on the ``split`` triplets of ``cache`` at ``k``; calibrate its std.
 
-    Every method sees the same slices (``max_slices``: an evenly spaced subset).
-    Errors are those of the mean prediction clipped to [0, 1].
+    Every method sees the same slices (``max_slices``: an evenly spaced subset) and
+    must draw samples (a :class:`~slicelib.interpolator.SamplingInterpolator`). Errors
+    are those of the mean prediction clipped to [0, 1].
     """
     from torch.utils.data import DataLoader
 
@@ -315,7 +316,9 @@ def evaluate_uncertainty(
         if len(targets) < examples:
             targets.extend(target[: examples - len(targets)])
         for name, method in methods.items():
-            mean_t, std_t = method(batch.inputs)
+            mean_t, std_t = with_std(method, batch.inputs)
+            if std_t is None:
+                raise SlicelibError(f"uncertainty method {name!r} predicts no std")
             mean = clip01(mean_t[:, 0].float().cpu().numpy())
             std = std_t[:, 0].float().cpu().numpy()
             err = mean - target

@@ -103,3 +103,20 @@ def test_neighbours_out_of_range_and_unknown_names() -> None:
         baselines.get_baseline("spline")
     with pytest.raises(SlicelibError, match="optical flow method"):
         baselines.optical_flow(vol[0], vol[1], "farneback")  # type: ignore[arg-type]
+
+
+def test_baselines_are_interpolators_on_two_neighbours() -> None:
+    import torch
+
+    from slicelib.baselines import BaselineInterpolator
+    from slicelib.interpolator import Interpolator, SamplingInterpolator, with_std
+
+    x = torch.rand(3, 2, 9, 7)
+    interp = BaselineInterpolator("linear")
+    assert isinstance(interp, Interpolator) and not isinstance(interp, SamplingInterpolator)
+    mean, std = with_std(interp, x)
+    assert std is None and mean.shape == (3, 1, 9, 7)
+    assert torch.allclose(mean, x.mean(dim=1, keepdim=True), atol=1e-7)
+    # Without the wider context the cubic baseline is linear interpolation.
+    assert torch.equal(BaselineInterpolator("cubic")(x), mean)
+    assert torch.equal(BaselineInterpolator("nearest")(x), x[:, :1])

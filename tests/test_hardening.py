@@ -318,9 +318,9 @@ def test_waiting_lock_lets_one_holder_in_at_a_time(tmp_path: Path) -> None:
         thread.start()
         trying.wait()
         time.sleep(0.1)  # let the second holder reach its flock
-        with pytest.raises(SlicelibError, match=f"step is in use by pid {os.getpid()}"):
-            with hold_file_lock(path, "step"):
-                pass
+        busy = pytest.raises(SlicelibError, match=f"step is in use by pid {os.getpid()}")
+        with busy, hold_file_lock(path, "step"):
+            pass
         order.append("first")
     thread.join()
     assert order == ["first", "second"] and not path.exists()

@@ -16,6 +16,7 @@ from slicelib.config import DiffusionConfig, EvalConfig, ModelConfig, RefineConf
 from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError
 from slicelib.evaluate import evaluate, summarize_on_slices
+from slicelib.interpolator import SamplingInterpolator
 from slicelib.methods import method_label, method_spec
 from slicelib.refine import (
     build_denoiser,
@@ -132,6 +133,7 @@ def test_training_writes_a_run_and_sampling_gives_slices(trained: dict[str, Path
         out = Predictor(loaded, sampler=sampler, steps=steps, seed=1)(x)  # type: ignore[arg-type]
         assert out.shape == (3, 1, 32, 32)
         assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert isinstance(Predictor(loaded), SamplingInterpolator)  # the one interface
     several = Predictor(loaded, sampler="ancestral", samples=2, seed=1).stack(x)
     assert several.shape == (2, 3, 1, 32, 32) and not torch.equal(several[0], several[1])
     assert loaded.config.diffusion.rescale  # the residual diffuses around the origin

@@ -11,6 +11,7 @@ from scipy import stats
 from torch import nn
 
 from slicelib.errors import SlicelibError
+from slicelib.interpolator import SamplingInterpolator, with_std
 from slicelib.models.unet import UNet
 from slicelib.uncertainty import (
     DeepEnsemble,
@@ -75,11 +76,12 @@ def test_mc_dropout_gives_non_negative_std_maps_reproducibly() -> None:
     net.final.bias.data.fill_(0.5)  # predictions inside [0, 1], where clipping keeps variance
     net.eval()
     x = torch.rand(3, 2, 13, 18)
-    mean, std = MCDropout(net, 5, seed=3)(x)
-    assert mean.shape == std.shape == (3, 1, 13, 18)
+    mean, std = with_std(MCDropout(net, 5, seed=3), x)
+    assert std is not None and mean.shape == std.shape == (3, 1, 13, 18)
     assert float(std.min()) >= 0 and float(std.max()) > 0
-    again_mean, again_std = MCDropout(net, 5, seed=3)(x)
-    assert torch.equal(mean, again_mean) and torch.equal(std, again_std)
+    again_mean, again_std = with_std(MCDropout(net, 5, seed=3), x)
+    assert torch.equal(mean, again_mean) and again_std is not None and torch.equal(std, again_std)
+    assert torch.equal(MCDropout(net, 5, seed=3)(x), mean)  # the call is the samples' mean
     assert not net.training  # MC dropout leaves the model as it found it
     with dropout_active(net):
         assert net.dropout.training and not net.enc1.training
@@ -100,7 +102,9 @@ def test_ensemble_mean_and_population_std() -> None:
 
         return Constant()
 
-    mean, std = DeepEnsemble([constant(0.2), constant(0.6), constant(1.5)])(torch.rand(2, 2, 4, 4))
+    ensemble = DeepEnsemble([constant(0.2), constant(0.6), constant(1.5)])
+    mean, std = with_std(ensemble, torch.rand(2, 2, 4, 4))
+    assert std is not None and isinstance(ensemble, SamplingInterpolator)
     # 1.5 is clipped to 1.0 first: values 0.2, 0.6, 1.0.
     assert torch.allclose(mean, torch.full((2, 1, 4, 4), 0.6))
     assert torch.allclose(std, torch.full((2, 1, 4, 4), float(np.std([0.2, 0.6, 1.0]))))

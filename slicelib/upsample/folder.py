@@ -21,7 +21,8 @@ from slicelib.errors import SlicelibError
 from slicelib.io import write_json
 
 if TYPE_CHECKING:
-    from slicelib.upsample.volume import PredictWithStd, Upsampled
+    from slicelib.interpolator import Interpolator
+    from slicelib.upsample.volume import Upsampled
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def _method_name(run: Any, ddim_steps: int, seed: int) -> str:
 
 def _uncertainty(
     runs: Sequence[Any], mc_samples: int, seed: int, make: Callable[[Any], Any]
-) -> tuple[PredictWithStd, str]:
+) -> tuple[Interpolator, str]:
     from slicelib.uncertainty import DeepEnsemble, MCDropout, has_dropout
 
     if len(runs) > 1:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,15 +35,11 @@ from slicelib.config import FACTOR
 from slicelib.data.dicom import Volume, normal
 from slicelib.data.preprocess import normalise, resize_slices, square_crop
 from slicelib.errors import SlicelibError
+from slicelib.interpolator import Interpolator, predict_std
 
 log = logging.getLogger(__name__)
 
 SPACING_REL_TOL = 0.05  # same tolerance as the series scan (ScanConfig.spacing_rel_tol)
-
-# (N, 2, s, s) in [0, 1] -> (N, 1, s, s) in [0, 1]
-Predict = Callable[[torch.Tensor], torch.Tensor]
-# (N, 2, s, s) in [0, 1] -> per-pixel (mean, std), each (N, 1, s, s)
-PredictWithStd = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -173,10 +168,10 @@ def _from_model(pred: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
 
 def upsample_volume(
     volume: Volume,
-    predict: Predict,
+    predict: Interpolator,
     image_size: int,
     *,
-    uncertainty: PredictWithStd | None = None,
+    uncertainty: Interpolator | None = None,
     method: str = "model",
     batch_size: int = 8,
     clip_percentiles: tuple[float, float] | None = None,
@@ -187,7 +182,7 @@ def upsample_volume(
 
     ``volume``: n >= 2 slices (H, W) at uniform spacing. ``predict``: the model at
     its training size ``image_size``, (N, 2, s, s) in [0, 1] -> (N, 1, s, s) in
-    [0, 1]. ``uncertainty``: optional (N, 2, s, s) -> (mean, std); its std, scaled
+    [0, 1]. ``uncertainty``: optional, an interpolator that draws samples; their std, scaled
     to the volume's units, becomes :attr:`Upsampled.std`. ``clip_percentiles``:
     the cache's normalisation (None: plain min-max, the default of
     :class:`~slicelib.config.PrepareConfig`).
@@ -218,7 +213,7 @@ def upsample_volume(
             pred = np.clip(_from_model(predict(inputs), (ch, cw)), 0.0, 1.0)
             synth[start:stop][box] = pred * np.float32(scale) + np.float32(lo)
             if uncertainty is not None and std is not None:
-                spread = np.maximum(_from_model(uncertainty(inputs)[1], (ch, cw)), 0.0)
+                spread = np.maximum(_from_model(predict_std(uncertainty, inputs), (ch, cw)), 0.0)
                 std[start:stop][box] = spread * np.float32(scale)
 
     pixels = interleave(src, synth)
