@@ -17,7 +17,7 @@ import numpy as np
 from scipy.ndimage import map_coordinates
 from skimage.registration import optical_flow_ilk, optical_flow_tvl1
 
-from slicelib.errors import SlicelibError
+from slicelib.errors import SlicelibError, lookup
 
 __all__ = [
     "BASELINES",
@@ -226,9 +226,4 @@ class BaselineInterpolator:
 
 def get_baseline(name: str) -> Baseline:
     """The baseline called ``name``; :class:`SlicelibError` for an unknown one."""
-    try:
-        return BASELINES[name]
-    except KeyError:
-        raise SlicelibError(
-            f"unknown baseline {name!r} (choose from {', '.join(BASELINE_NAMES)})"
-        ) from None
+    return lookup(BASELINES, name, "baseline")

@@ -317,8 +317,7 @@ class Predictor:
             assert self.diffusion is not None and run.base is not None
             self.refiner = refine.Refiner(
                 run.base, run.model, self.diffusion, float(run.residual_scale or 0.0),
-                sampler=sampler, steps=self.steps, eta=eta, samples=samples,
-                generator=self.generator,
+                self.generator, sampler=sampler, steps=self.steps, eta=eta, samples=samples,
             )  # fmt: skip
 
     def _one(self, cond: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from slicelib.errors import SlicelibError
+from slicelib.errors import SlicelibError, lookup, unknown_choice
 
 ModelName = Literal["cnn", "unet", "gan", "gan_improved", "ddpm"]
 MODEL_NAMES: tuple[ModelName, ...] = ("cnn", "unet", "gan", "gan_improved", "ddpm")
@@ -312,7 +312,7 @@ class Preset:
     def train_config(self, model: ModelName, k: int, **overrides: Any) -> TrainConfig:
         """The training configuration of ``model`` at ``k`` under this preset."""
         if model not in MODEL_NAMES:
-            raise SlicelibError(f"unknown model {model!r} (choose from {', '.join(MODEL_NAMES)})")
+            raise unknown_choice("model", model, MODEL_NAMES)
         if k < 1:
             raise SlicelibError(f"k must be >= 1 (got {k})")
         cfg = TrainConfig(
@@ -444,13 +444,9 @@ REAL = Preset(
     crop=64,
     steps_per_epoch=50,
     val_max_slices=48,
-    eval=EvalConfig(ddpm_max_slices=6, ddim_steps=(10, 25), ddpm_samples=2, bootstrap=1000),
-    uncertainty=UncertaintyConfig(members=2, mc_samples=8),
-    refine=RefineConfig(
-        dataclasses.replace(
-            _refine_train(), epochs=2, crop=64, steps_per_epoch=50, val_max_slices=8, lr=1e-3
-        )
-    ),
+    eval=DEMO.eval,
+    uncertainty=DEMO.uncertainty,
+    refine=RefineConfig(dataclasses.replace(DEMO.refine.train, crop=64)),
     lr=1e-3,
 )
 
@@ -458,12 +454,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (DEMO, PAPER, REAL, SMOKE)}
 
 
 def get_preset(name: str) -> Preset:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise SlicelibError(
-            f"unknown preset {name!r} (choose from {', '.join(sorted(PRESETS))})"
-        ) from None
+    return lookup(PRESETS, name, "preset")
 
 
 T = TypeVar("T")

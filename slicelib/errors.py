@@ -1,5 +1,12 @@
 """Errors that are the user's to fix: the CLI prints them as one line and exits non-zero."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class SlicelibError(Exception):
     """A problem with the user's input (file, series, parameter), reported in one line.
@@ -9,3 +16,17 @@ class SlicelibError(Exception):
     """
 
     exit_code: int = 2
+
+
+def unknown_choice(what: str, name: object, choices: Iterable[str]) -> SlicelibError:
+    """The one-line error for a name that is none of ``choices``:
+    ``unknown model 'x' (choose from cnn, unet, ...)``."""
+    return SlicelibError(f"unknown {what} {name!r} (choose from {', '.join(choices)})")
+
+
+def lookup(table: Mapping[str, T], name: str, what: str) -> T:
+    """``table[name]``, or :func:`unknown_choice` naming ``what`` and the table's keys."""
+    try:
+        return table[name]
+    except KeyError:
+        raise unknown_choice(what, name, table) from None

@@ -38,7 +38,7 @@ from torch import nn
 from slicelib import refine
 from slicelib.config import RefineConfig, RunConfig, TrainConfig, to_dict, train_part
 from slicelib.diffusion import GaussianDiffusion
-from slicelib.errors import SlicelibError
+from slicelib.errors import SlicelibError, lookup
 from slicelib.models import build_discriminator, build_generator
 
 log = logging.getLogger(__name__)
@@ -324,8 +324,8 @@ class RefinementObjective(Objective):
     def refiner(self, generator: torch.Generator) -> refine.Refiner:
         """The refiner as validation samples it: DDIM, ``val_ddim_steps`` steps."""
         return refine.Refiner(
-            self.unet, self.denoiser.raw, self.diffusion, self._scale(),
-            steps=self.ddim_steps, generator=generator,
+            self.unet, self.denoiser.raw, self.diffusion, self._scale(), generator,
+            steps=self.ddim_steps,
         )  # fmt: skip
 
     def predict(self, inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -346,12 +346,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
 
 def objective_class(model: str) -> type[Objective]:
     """The objective that trains ``model``."""
-    try:
-        return OBJECTIVES[model]
-    except KeyError:
-        raise SlicelibError(
-            f"unknown model {model!r} (choose from {', '.join(OBJECTIVES)})"
-        ) from None
+    return lookup(OBJECTIVES, model, "model")
 
 
 def build_networks(cfg: RunConfig) -> dict[str, nn.Module]:

@@ -75,8 +75,9 @@ class Refiner:
 
     ``__call__``: inputs (N, 2, H, W) in [0, 1] -> refined (N, 1, H, W) in [0, 1]; with
     ``samples > 1`` the mean of that many refined samples (an estimate of the posterior
-    mean, which a single sample's PSNR cannot reach). Every call draws from one
-    generator, seeded once (or the ``generator`` given).
+    mean, which a single sample's PSNR cannot reach). Every call draws from
+    ``generator`` (on the denoiser's device), seeded once by its owner
+    (:class:`slicelib.checkpoint.Predictor`, the training's validation).
     """
 
     def __init__(
@@ -85,13 +86,12 @@ class Refiner:
         denoiser: nn.Module,
         diffusion: GaussianDiffusion,
         scale: float,
+        generator: torch.Generator,
         *,
         sampler: Sampler = "ddim",
         steps: int | None = None,
         eta: float = 0.0,
-        seed: int = 0,
         samples: int = 1,
-        generator: torch.Generator | None = None,
     ) -> None:
         if sampler not in ("ddim", "ancestral"):
             raise SlicelibError(f"unknown sampler {sampler!r} (choose ddim or ancestral)")
@@ -106,8 +106,6 @@ class Refiner:
         self.steps = steps or diffusion.timesteps
         self.eta = eta
         self.device = next(denoiser.parameters()).device
-        if generator is None:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
         self.generator = generator
 
     @torch.no_grad()

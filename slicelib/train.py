@@ -62,7 +62,7 @@ from slicelib.data.dataset import TripletDataset
 from slicelib.data.resident import ResidentTriplets, use_resident
 from slicelib.device import autocast, grad_scaler, prepare_module, to_device
 from slicelib.distributed import DistInfo
-from slicelib.errors import SlicelibError
+from slicelib.errors import SlicelibError, unknown_choice
 from slicelib.io import write_json, write_text
 from slicelib.locking import hold_lock
 from slicelib.metrics import batch_psnr, batch_ssim
@@ -107,7 +107,7 @@ def check_config(run_cfg: RunConfig) -> None:
             )
     cfg = train_part(run_cfg)
     if cfg.model not in MODEL_NAMES:
-        raise SlicelibError(f"unknown model {cfg.model!r} (choose from {', '.join(MODEL_NAMES)})")
+        raise unknown_choice("model", cfg.model, MODEL_NAMES)
     checks = {
         "k": (cfg.k >= 1, ">= 1"),
         "epochs": (cfg.epochs >= 1, ">= 1"),

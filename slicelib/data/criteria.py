@@ -123,11 +123,14 @@ def check_size(row: SeriesRow, cfg: ScanConfig) -> str | None:
     return None
 
 
+def _first_file(row: SeriesRow, bad: Callable[[FileHeader], object]) -> FileHeader | None:
+    """The first file of ``row`` for which ``bad`` holds, or None."""
+    return next((h for h in row.headers if bad(h)), None)
+
+
 def check_values(row: SeriesRow, cfg: ScanConfig) -> str | None:
-    for h in row.headers:
-        if h.problems:
-            return f"file {Path(h.path).name}: {h.problems[0]}"
-    return None
+    h = _first_file(row, lambda h: h.problems)
+    return None if h is None else f"file {Path(h.path).name}: {h.problems[0]}"
 
 
 def check_complete(row: SeriesRow, cfg: ScanConfig) -> str | None:
@@ -240,10 +243,8 @@ def check_metadata(row: SeriesRow, cfg: ScanConfig) -> str | None:
 
 
 def check_files(row: SeriesRow, cfg: ScanConfig) -> str | None:
-    for h in row.headers:
-        if h.truncated:
-            return f"truncated file {Path(h.path).name} ({h.truncated})"
-    return None
+    h = _first_file(row, lambda h: h.truncated)
+    return None if h is None else f"truncated file {Path(h.path).name} ({h.truncated})"
 
 
 def check_positions(row: SeriesRow, cfg: ScanConfig) -> str | None:

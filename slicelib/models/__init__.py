@@ -8,12 +8,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 from torch import nn
 
 from slicelib.config import MODEL_NAMES, ModelConfig
-from slicelib.errors import SlicelibError
+from slicelib.errors import SlicelibError, unknown_choice
 from slicelib.models.ddpm_unet import ConditionalUNet
 from slicelib.models.discriminators import (
     PatchDiscriminator,
@@ -39,19 +40,12 @@ __all__ = [
 ]
 
 
-def _cnn(cfg: ModelConfig) -> nn.Module:
-    return EDSRGenerator(
+def _residual_cnn(cfg: ModelConfig, *, improved: bool = False) -> nn.Module:
+    """The EDSR-style CNN (``cnn_blocks``), or the improved GAN's (``improved_blocks``)."""
+    cls = ImprovedGenerator if improved else EDSRGenerator
+    return cls(
         features=cfg.features,
-        blocks=cfg.cnn_blocks,
-        convs_per_block=cfg.cnn_convs_per_block,
-        from_linear=cfg.residual_from_linear,
-    )
-
-
-def _improved(cfg: ModelConfig) -> nn.Module:
-    return ImprovedGenerator(
-        features=cfg.features,
-        blocks=cfg.improved_blocks,
+        blocks=cfg.improved_blocks if improved else cfg.cnn_blocks,
         convs_per_block=cfg.cnn_convs_per_block,
         from_linear=cfg.residual_from_linear,
     )
@@ -67,10 +61,10 @@ def _ddpm(cfg: ModelConfig) -> nn.Module:
 
 # The basic GAN's generator is the CNN (supplement 2.3).
 GENERATORS: dict[str, Callable[[ModelConfig], nn.Module]] = {
-    "cnn": _cnn,
+    "cnn": _residual_cnn,
     "unet": _unet,
-    "gan": _cnn,
-    "gan_improved": _improved,
+    "gan": _residual_cnn,
+    "gan_improved": functools.partial(_residual_cnn, improved=True),
     "ddpm": _ddpm,
 }
 DISCRIMINATORS: dict[str, Callable[[ModelConfig], PatchDiscriminator]] = {
@@ -97,7 +91,7 @@ def check_model_config(cfg: ModelConfig) -> None:
 
 def _check_name(name: str) -> None:
     if name not in GENERATORS:
-        raise SlicelibError(f"unknown model {name!r} (choose from {', '.join(MODEL_NAMES)})")
+        raise unknown_choice("model", name, MODEL_NAMES)
 
 
 def build_generator(name: str, cfg: ModelConfig) -> nn.Module:
