@@ -138,8 +138,11 @@ def check_ensemble(runs: Sequence[LoadedRun]) -> None:
                     f"ensemble member {run.path} was trained with {what} {b}, "
                     f"but {first.path} with {a}"
                 )
-        if run.config.model == "ddpm":
-            raise SlicelibError(f"ensemble member {run.path} is a DDPM; use deterministic models")
+        if run.samples_noise:
+            raise SlicelibError(
+                f"ensemble member {run.path} is a sampling model ({run.name}); "
+                "use deterministic models"
+            )
 
 
 @dataclass(frozen=True)

@@ -83,8 +83,8 @@ def _load_runs(checkpoint: Path, ensemble: Sequence[Path], device: str) -> list[
 
 
 def _method_name(run: Any, ddim_steps: int, seed: int) -> str:
-    name = f"{run.config.model} (k={run.config.k})"
-    if run.config.model == "ddpm":
+    name = f"{run.name} (k={run.config.k})"
+    if run.samples_noise:
         name += f", DDIM {ddim_steps} steps, seed {seed}"
     return name
 
@@ -97,7 +97,7 @@ def _uncertainty(
     if len(runs) > 1:
         return DeepEnsemble([make(r) for r in runs]), f"deep ensemble of {len(runs)} models"
     run = runs[0]
-    if run.config.model == "ddpm" or not has_dropout(run.model):
+    if run.samples_noise or not has_dropout(run.model):
         raise SlicelibError(
             f"checkpoint {run.path} has no dropout (ModelConfig.dropout = 0): --uncertainty "
             "needs a checkpoint trained with dropout or --ensemble CKPT ..."
@@ -212,7 +212,7 @@ def upsample_to_folder(
             "input": str(input_path.resolve()),
             "output": {k: [p.name for p in v] for k, v in files.items()},
             "checkpoint": str(run.path),
-            "model": run.config.model,
+            "model": run.name,
             "k": run.config.k,
             "epoch": run.epoch,
             "image_size": run.image_size,
