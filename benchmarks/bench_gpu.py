@@ -42,7 +42,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from torch.utils.flop_counter import FlopCounterMode
 
-from slicelib.checkpoint import generator_role
 from slicelib.config import (
     CUDA_LOADER_WORKERS,
     MODEL_NAMES,
@@ -59,8 +58,8 @@ from slicelib.data.dataset import TripletDataset
 from slicelib.data.resident import ResidentTriplets
 from slicelib.device import autocast, grad_scaler, prepare_module, to_device
 from slicelib.diffusion import GaussianDiffusion
-from slicelib.models import build_discriminator, build_generator
-from slicelib.objectives import Learner, Objective, objective_class
+from slicelib.models import build_generator
+from slicelib.objectives import Learner, Objective, build_networks, objective_class
 from slicelib.train import train
 
 # Narrow networks for the CPU smoke run: the measurement code, not the figures, is tested.
@@ -163,12 +162,8 @@ def peak_flops(device: torch.device, precision: str) -> tuple[float, str]:
 
 def learners_for(cfg: TrainConfig, device: torch.device) -> dict[str, Learner]:
     """The networks of ``cfg.model`` ready to train, as :func:`slicelib.train.train` builds them."""
-    nets = {generator_role(cfg.model): build_generator(cfg.model, cfg.model_cfg)}
-    disc = build_discriminator(cfg.model, cfg.model_cfg)
-    if disc is not None:
-        nets["discriminator"] = disc
     out = {}
-    for role, net in nets.items():
+    for role, net in build_networks(cfg).items():
         raw = prepare_module(net, device)
         module = torch.compile(raw) if cfg.compile else raw
         optimizer = torch.optim.Adam(raw.parameters(), lr=cfg.lr, fused=device.type == "cuda")
