@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from slicelib import refine
-from slicelib.config import RefineConfig, RunConfig, TrainConfig, to_dict, train_part
+from slicelib.checkpoint import generator_role, load_run
+from slicelib.config import RefineConfig, RunConfig, TrainConfig, to_dict
 from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError, lookup
 from slicelib.models import build_discriminator, build_generator
@@ -353,8 +354,7 @@ def build_networks(cfg: RunConfig) -> dict[str, nn.Module]:
     """The networks a run trains, by checkpoint role, freshly initialised."""
     if isinstance(cfg, RefineConfig):
         return {"denoiser": refine.build_denoiser(cfg.train.model_cfg)}
-    role = "denoiser" if cfg.model == "ddpm" else "generator"
-    nets = {role: build_generator(cfg.model, cfg.model_cfg)}
+    nets = {generator_role(cfg.model): build_generator(cfg.model, cfg.model_cfg)}
     disc = build_discriminator(cfg.model, cfg.model_cfg)
     if disc is not None:
         nets["discriminator"] = disc
@@ -373,15 +373,11 @@ def build_objective(
     deterministic model trained at the same k on images of ``image_size``)."""
     if not isinstance(cfg, RefineConfig):
         return objective_class(cfg.model)(cfg, learners, amp)
-    from slicelib.checkpoint import load_run  # checkpoint loads refinement runs too
-
     if not cfg.unet_run:
         raise SlicelibError("a refinement run needs the U-Net run it refines (unet_run)")
-    k = train_part(cfg).k
-    base = load_run(cfg.unet_run, device=device, k=k, image_size=image_size)
-    if base.config.model in ("ddpm", refine.KIND) or base.refine is not None:
+    base = load_run(cfg.unet_run, device=device, k=cfg.k, image_size=image_size)
+    if base.samples_noise:
         raise SlicelibError(
-            f"run {cfg.unet_run}: the refined model must be deterministic, "
-            f"not {base.config.model!r}"
+            f"run {cfg.unet_run}: the refined model must be deterministic, not {base.name!r}"
         )
     return RefinementObjective(cfg, learners, amp, base.model, base.config)
