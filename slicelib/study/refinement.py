@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from slicelib import __version__
 from slicelib.config import RUN_INVARIANT_FIELDS, RefineConfig, to_dict
 from slicelib.io import atomic_write
+from slicelib.study.sources import code_hash
 from slicelib.study.stamps import digest
 from slicelib.study.step import Step, ensure
 from slicelib.study.workspace import Study
@@ -37,7 +37,7 @@ def refine_hash(study: Study) -> str:
             "cache": study.cache_hash(),
             "unet": study.run_hash("unet", cfg.k),
             "refine": hashed,
-            "version": __version__,
+            "code": code_hash("slicelib.refine"),
         }
     )
 
@@ -70,7 +70,11 @@ def refine_results(study: Study) -> pd.DataFrame:
 
     k = study.preset.refine.k
     hash_ = digest(
-        {"results": study.results_hash(k), "refine": refine_hash(study), "version": __version__}
+        {
+            "results": study.results_hash(k),
+            "refine": refine_hash(study),
+            "code": code_hash("slicelib.refine"),
+        }
     )
     csv_path = study.results_dir / f"refine_k{k}.csv"
 
@@ -82,5 +86,8 @@ def refine_results(study: Study) -> pd.DataFrame:
         atomic_write(csv_path, lambda tmp: rows.to_csv(tmp, index=False))
 
     inputs = {"results": study.results_hash(k)}
-    ensure(Step(f"results_{csv_path.stem}", csv_path, hash_, inputs, make, resumable=True), study.lock_dir)
+    ensure(
+        Step(f"results_{csv_path.stem}", csv_path, hash_, inputs, make, resumable=True),
+        study.lock_dir,
+    )
     return pd.read_csv(csv_path, dtype={"patient_id": str})
