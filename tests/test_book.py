@@ -232,6 +232,10 @@ def test_skeleton_builds_in_strict_mode(tmp_path: Path, monkeypatch: pytest.Monk
     html = build_book(tmp_path)
     assert (html / "book" / "intro.html").is_file()
     assert (html / "notebooks" / "train.html").is_file()
+    # no empty Index page, and no link to one
+    assert not (html / "genindex.html").exists()
     for page in html.rglob("*.html"):
-        sources = re.findall(r'<script[^>]*src="([^"]+)"', page.read_text())
+        text = page.read_text()
+        sources = re.findall(r'<script[^>]*src="([^"]+)"', text)
         assert not [src for src in sources if re.match(r"(https?:)?//", src)], page
+        assert 'href="genindex.html"' not in text and "/genindex.html" not in text, page

@@ -19,6 +19,7 @@ from slicelib.study.labels import (
     fmt_p,
     fmt_pm,
     fmt_signed,
+    fmt_tesla,
     missing,
 )
 
@@ -47,6 +48,12 @@ SCAN_COLUMNS: tuple[str, ...] = (
     "selected",
     "reason",
 )
+SCAN_HEADERS: dict[str, str] = {
+    "series_description": "series",
+    "field_strength": "field strength",
+    "slice_thickness": "slice thickness",
+    "n_slices": "slices",
+}
 
 
 def _p_or_reason(p: Any, test: Any) -> str:
@@ -302,6 +309,11 @@ def history_table(history: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _yes_no(value: Any) -> str:
+    """A flag of the scan table (a bool, or its text after a CSV round trip)."""
+    return "yes" if str(value).strip().lower() in ("true", "1", "yes") else "no"
+
+
 def scan_table(frame: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:
     """The scan, one row per series: what it is, whether it was included, and why not.
 
@@ -314,7 +326,17 @@ def scan_table(frame: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:
     if limit is not None and len(out) > limit:
         order = np.argsort(~out["selected"].astype(bool).to_numpy(), kind="stable")
         out = out.iloc[order[:limit]]
-    return out.set_index("patient_id")
+    formats = {
+        "field_strength": fmt_tesla,
+        "slice_thickness": lambda v: "-" if missing(v) else f"{float(v):g} mm",
+        "n_slices": fmt_int,
+        "included": _yes_no,
+        "selected": _yes_no,
+    }
+    for column, format_ in formats.items():
+        if column in out.columns:
+            out[column] = [format_(v) for v in out[column]]
+    return out.set_index("patient_id").rename(columns=SCAN_HEADERS).rename_axis("patient")
 
 
 def exclusion_table(frame: pd.DataFrame) -> pd.DataFrame:
