@@ -35,6 +35,7 @@ import pandas as pd
 from slicelib import original
 from slicelib.config import PAPER, EvalConfig
 from slicelib.errors import SlicelibError
+from slicelib.methods import CLASSICAL, method_label
 from slicelib.stats import (
     CONFIDENCE,
     KEY,
@@ -45,7 +46,6 @@ from slicelib.stats import (
     compare,
     infer_mean,
 )
-from slicelib.methods import CLASSICAL, method_label
 from slicelib.study.labels import DETERMINISTIC_MODELS, fmt, p_text
 
 if TYPE_CHECKING:

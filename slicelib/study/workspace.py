@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from slicelib.config import (
@@ -283,6 +282,10 @@ class Study:
 
     def run_hash(self, model: ModelName, k: int) -> str:
         return self._run_hash(self.train_config(model, k))
+
+    def config_hash(self, cfg: TrainConfig) -> str:
+        """The input hash of a run trained on this study's cache with ``cfg``."""
+        return self._run_hash(cfg)
 
     def _identity(self, cfg: TrainConfig) -> str:
         return digest(
