@@ -4,6 +4,7 @@ every table and figure of every notebook in its HTML; the skeleton builds too.""
 from __future__ import annotations
 
 import html
+import io
 import json
 import platform
 import re
@@ -239,3 +240,40 @@ def test_skeleton_builds_in_strict_mode(tmp_path: Path, monkeypatch: pytest.Monk
         sources = re.findall(r'<script[^>]*src="([^"]+)"', text)
         assert not [src for src in sources if re.match(r"(https?:)?//", src)], page
         assert 'href="genindex.html"' not in text and "/genindex.html" not in text, page
+
+
+def test_results_and_claims_pages_show_patient_level_inference(smoke_study: SmokeStudy) -> None:
+    """Every gain with its patient-level interval column, p-values formatted, and on the
+    synthetic cohort every verdict from data marked as an illustration; with the smoke
+    study's single test patient nothing is tested."""
+    from slicelib.stats import MIN_TEST_PATIENTS, TOO_FEW
+    from slicelib.study.claims import (
+        CODE_FACT,
+        ILLUSTRATION,
+        NOT_REPRODUCED,
+        NOTE_SEPARATOR,
+        REPRODUCED,
+    )
+
+    page = page_text(smoke_study.html / "notebooks" / "results.html")
+    for column in ("PSNR vs linear 95% CI", "SSIM vs linear 95% CI", "p vs linear (PSNR)"):
+        assert column in page
+    assert "<1e-10" not in page and "NaN" not in page
+    nb = json.loads((smoke_study.out / "notebooks" / "results.ipynb").read_text())
+    tables = [
+        "".join(o["data"]["text/html"])
+        for c in nb["cells"]
+        for o in c.get("outputs", [])
+        if "verdict" in "".join(o.get("data", {}).get("text/html", ""))
+    ]
+    claims = pd.read_html(io.StringIO(tables[-1]), index_col=0)[0]
+    patients = int(pd.read_csv(smoke_study.out / "results" / "k1_summary.csv")["n_patients"].max())
+    assert patients < MIN_TEST_PATIENTS and TOO_FEW in page
+    for this_run, verdict in zip(claims["this run"], claims["verdict"]):
+        outcome, _, note = str(verdict).partition(NOTE_SEPARATOR)
+        assert note in (ILLUSTRATION, CODE_FACT), verdict
+        if TOO_FEW in str(this_run):  # no verdict on a comparison of too few patients
+            assert outcome not in (REPRODUCED, NOT_REPRODUCED), (this_run, verdict)
+    ddpm = page_text(smoke_study.html / "book" / "ddpm.html")
+    assert "With the cosine schedule, ancestral sampling scores" in ddpm
+    assert (smoke_study.out / "results" / "ddpm_ablation_k1.csv").is_file()
