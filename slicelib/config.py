@@ -423,6 +423,7 @@ SMOKE = Preset(
             _refine_train(), epochs=1, batch_size=4, steps_per_epoch=2, val_max_slices=2
         )
     ),
+    ddpm_ablation=DDPM_SCHEDULE_ABLATION,  # two DDPMs of two steps each: seconds
 )
 
 # The real-anatomy arm on the repository's IXI T1 subset (data/ixi-t1-2mm, 70 subjects):

@@ -232,6 +232,49 @@ def test_skeleton_builds_in_strict_mode(tmp_path: Path, monkeypatch: pytest.Monk
     html = build_book(tmp_path)
     assert (html / "book" / "intro.html").is_file()
     assert (html / "notebooks" / "train.html").is_file()
+    # no empty Index page, and no link to one
+    assert not (html / "genindex.html").exists()
     for page in html.rglob("*.html"):
-        sources = re.findall(r'<script[^>]*src="([^"]+)"', page.read_text())
+        text = page.read_text()
+        sources = re.findall(r'<script[^>]*src="([^"]+)"', text)
         assert not [src for src in sources if re.match(r"(https?:)?//", src)], page
+        assert 'href="genindex.html"' not in text and "/genindex.html" not in text, page
+
+
+def test_results_and_claims_pages_show_patient_level_inference(smoke_study: SmokeStudy) -> None:
+    """Every gain with its patient-level interval column, p-values formatted, and on the
+    synthetic cohort every verdict from data marked as an illustration; with the smoke
+    study's single test patient nothing is tested."""
+    from slicelib.stats import MIN_TEST_PATIENTS, TOO_FEW
+    from slicelib.study.claims import (
+        CODE_FACT,
+        ILLUSTRATION,
+        NOT_REPRODUCED,
+        NOTE_SEPARATOR,
+        REPRODUCED,
+        Evidence,
+        claims_table,
+    )
+
+    page = page_text(smoke_study.html / "notebooks" / "results.html")
+    for column in ("PSNR vs linear 95% CI", "SSIM vs linear 95% CI", "p vs linear (PSNR)"):
+        assert column in page
+    assert "<1e-10" not in page and "NaN" not in page
+    study = Study("smoke", smoke_study.out)
+    k1, k2 = study.results(1), study.results(2)
+    evidence = Evidence.from_study(
+        study, k1, k2, study.results(1, common=True), study.results(2, common=True)
+    )
+    claims = claims_table(evidence)
+    for verdict in claims["verdict"]:  # the page shows the table the study computes
+        assert verdict in page
+    patients = int(pd.read_csv(smoke_study.out / "results" / "k1_summary.csv")["n_patients"].max())
+    assert patients < MIN_TEST_PATIENTS and TOO_FEW in page
+    for this_run, verdict in zip(claims["this run"], claims["verdict"]):
+        outcome, _, note = str(verdict).partition(NOTE_SEPARATOR)
+        assert note in (ILLUSTRATION, CODE_FACT), verdict
+        if TOO_FEW in str(this_run):  # no verdict on a comparison of too few patients
+            assert outcome not in (REPRODUCED, NOT_REPRODUCED), (this_run, verdict)
+    ddpm = page_text(smoke_study.html / "book" / "ddpm.html")
+    assert "With the cosine schedule, ancestral sampling scores" in ddpm
+    assert (smoke_study.out / "results" / "ddpm_ablation_k1.csv").is_file()

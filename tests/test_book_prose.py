@@ -117,3 +117,34 @@ def test_no_chapter_compares_glued_numbers_by_hand() -> None:
                 offenders.append(f"{page.name}: {COMPARATIVE.search(words).group(0)}: "
                                  f"{sentence[:120]}")  # fmt: skip
     assert not offenders, "\n".join(offenders)
+
+
+def _paired_rows(gains: list[float], base: float = 20.0) -> pd.DataFrame:
+    """Two methods, one slice per patient, ``b`` - ``a`` = gain per patient."""
+    rows = []
+    for i, gain in enumerate(gains):
+        rows.append({"method": "a", "patient_id": f"P{i}", "slice_index": 3, "psnr": base + i})
+        rows.append(
+            {"method": "b", "patient_id": f"P{i}", "slice_index": 3, "psnr": base + i + gain}
+        )
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    ("gains", "verdict"),
+    [
+        ([1.0, 1.2, 0.8, 1.1, 0.9, 1.3], "higher"),
+        ([-1.0, -1.2, -0.8, -1.1, -0.9, -1.3], "lower"),
+        ([1.0, -1.2, 0.8, -1.1, 0.9, -0.7], "no difference this run resolves"),
+        ([1.0, 1.2, 0.8], "too few patients to test"),
+    ],
+)
+def test_comparison_sentence_follows_the_interval(gains: list[float], verdict: str) -> None:
+    from slicelib.stats import compare
+
+    c = compare(_paired_rows(gains), "b", "a", "psnr", n_boot=200)
+    text = prose.comparison_sentence(c, "B", "A", " dB")
+    assert text.endswith(f"{verdict}.") or f"({len(gains)} patients: {verdict})" in text
+    assert f"{np.mean(gains):+.2f} dB" in text
+    if c.tested:
+        assert "p = " in text or "p < 0.001" in text

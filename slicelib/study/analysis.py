@@ -387,9 +387,16 @@ def variability_numbers(drawn: Samples) -> dict[str, Any]:
     }
 
 
-def sampler_numbers(res: Results) -> dict[str, Any]:
-    """The DDPM's samplers for the prose: ancestral and the best DDIM variant."""
-    values: dict[str, Any] = {}
+def sampler_numbers(res: Results, **kwargs: Any) -> dict[str, Any]:
+    """The DDPM's samplers for the prose: ancestral and the best DDIM variant, and
+    ``sampler_sentence``: which of the two scores higher PSNR, paired over patients
+    on the slices both scored (``kwargs`` go to :func:`slicelib.stats.compare`)."""
+    from slicelib.stats import compare
+    from slicelib.study.prose import comparison_sentence
+
+    values: dict[str, Any] = {
+        "sampler_sentence": "This run scored no DDIM variant beside ancestral sampling."
+    }
     ddim = [m for m in res.methods if is_ddim(m)]
     if "ddpm_ancestral" in res.methods:
         anc = res.row("ddpm_ancestral")
@@ -407,6 +414,11 @@ def sampler_numbers(res: Results) -> dict[str, Any]:
             ddim_best_ssim=res.row(best)["ssim_mean"],
             ddim_best_ms=res.row(best)["ms_per_slice"],
         )
+        if "ddpm_ancestral" in res.methods:
+            c = compare(res.rows, "ddpm_ancestral", best, "psnr", **kwargs)
+            values["sampler_sentence"] = comparison_sentence(
+                c, "Ancestral sampling", f"the best DDIM variant ({method_label(best)})", " dB"
+            )
     if "unet" in res.methods and "ddpm_ancestral" in res.methods:
         unet = res.row("unet")["ms_per_slice"]
         values["unet_ms"] = unet

@@ -35,6 +35,7 @@ import pandas as pd
 from slicelib import original
 from slicelib.config import PAPER, EvalConfig
 from slicelib.errors import SlicelibError
+from slicelib.methods import CLASSICAL, method_label
 from slicelib.stats import (
     CONFIDENCE,
     KEY,
@@ -45,8 +46,7 @@ from slicelib.stats import (
     compare,
     infer_mean,
 )
-from slicelib.methods import CLASSICAL, method_label
-from slicelib.study.labels import DETERMINISTIC_MODELS, fmt, fmt_p
+from slicelib.study.labels import DETERMINISTIC_MODELS, fmt, p_text
 
 if TYPE_CHECKING:
     from slicelib.study.workspace import Results, Study
@@ -208,7 +208,7 @@ def _ci(c: Comparison | Inference, digits: int = 2, unit: str = "") -> str:
         return f"{text} (n = {c.n_patients}, {c.test})"
     return (
         f"{text} [{c.ci_low:+.{digits}f}, {c.ci_high:+.{digits}f}], "
-        f"p = {fmt_p(c.p_value)}, n = {c.n_patients}"
+        f"{p_text(c.p_value)}, n = {c.n_patients}"
     )
 
 

@@ -22,8 +22,8 @@ from slicelib.study.labels import DETERMINISTIC_MODELS
 if TYPE_CHECKING:
     from slicelib.data.cache import Cache
     from slicelib.evaluate import SlicePredictions
-    from slicelib.study.analysis import Samples
     from slicelib.results import Results
+    from slicelib.study.analysis import Samples
 
 ERROR_CMAP = "inferno"
 DPI = 110

@@ -34,12 +34,36 @@ def fmt_ci(low: Any, high: Any, digits: int = 2) -> str:
     return f"[{float(low):.{digits}f}, {float(high):.{digits}f}]"
 
 
+# Below this a p-value is written as a bound: more digits would claim a precision
+# that a test over a few patients (or a bootstrap) does not have.
+P_FLOOR = 0.001
+
+
 def fmt_p(value: Any) -> str:
-    """A p-value: two significant digits, "<1e-10" below that."""
+    """A p-value for a table cell: "0.031", "0.42", or "< 0.001" below :data:`P_FLOOR`."""
     if missing(value):
         return "-"
     value = float(value)
-    return "<1e-10" if value < 1e-10 else f"{value:.2g}"
+    return f"< {P_FLOOR:g}" if value < P_FLOOR else f"{value:.2g}"
+
+
+def p_text(value: Any) -> str:
+    """A p-value in a sentence: "p = 0.031" or "p < 0.001" ("p -" when missing)."""
+    text = fmt_p(value)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
+def fmt_tesla(value: Any) -> str:
+    """A field strength as scanners are named: "3 T", "1.5 T" (2.89362 reads "3 T",
+    gauss converted); "-" when missing."""
+    from slicelib.data.criteria import field_strength_tesla
+
+    if missing(value):
+        return "-"
+    tesla = field_strength_tesla(float(value))
+    assert tesla is not None
+    # nominal strengths are whole or half tesla
+    return f"{round(tesla * 2) / 2:g} T"
 
 
 def fmt_signed(value: Any, digits: int = 2, unit: str = "") -> str:
@@ -62,7 +86,8 @@ def figure_methods(available: Any, short: bool = False) -> list[str]:
     wanted = list(SHORT_FIGURE_METHODS if short else FIGURE_METHODS)
     if not short:
         ddim = sorted(
-            (m for m in names if is_ddim(m)), key=lambda m: int(getattr(method_spec(m), "steps", 0) or 0)
+            (m for m in names if is_ddim(m)),
+            key=lambda m: int(getattr(method_spec(m), "steps", 0) or 0),
         )
         wanted += ddim[-1:]
     return [m for m in wanted if m in names]

@@ -2,9 +2,10 @@
 with papermill only when their inputs changed.
 
 A notebook's inputs are its source (cells, without outputs), the parameters the
-runner injects, and the input hashes of the study steps it read the last time it
+runner injects, the package source it imports (see :mod:`slicelib.study.sources`),
+and the input hashes of the study steps it read the last time it
 ran (each notebook logs them through :data:`~slicelib.study.workspace.READS_ENV`).
-When all three are unchanged and its executed copy exists, it is not run again.
+When all four are unchanged and its executed copy exists, it is not run again.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from slicelib.study.parameters import (
     check_parameter,
     notebook_parameters,
 )
+from slicelib.study.sources import code_hash, notebook_modules
 from slicelib.study.stamps import digest
 from slicelib.study.workspace import READS_ENV, Study, run_name
 
@@ -81,6 +83,17 @@ def source_hash(source: Path) -> str:
         for c in nb.get("cells", [])
     ]
     return digest(cells)
+
+
+def notebook_code_hash(source: Path) -> str:
+    """Hash of the package source that a notebook's code cells import (transitively)."""
+    nb = json.loads(source.read_text())
+    cells = [
+        "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+        for c in nb.get("cells", [])
+        if c.get("cell_type") == "code"
+    ]
+    return code_hash(*sorted(notebook_modules(cells)))
 
 
 def plan_jobs(
@@ -175,7 +188,13 @@ class NotebookRunner:
         return self.dir / f"{job.name}.ipynb"
 
     def fingerprint(self, job: NotebookJob) -> str:
-        return digest({"source": source_hash(job.source), "parameters": job.parameters})
+        return digest(
+            {
+                "source": source_hash(job.source),
+                "parameters": job.parameters,
+                "code": notebook_code_hash(job.source),
+            }
+        )
 
     def up_to_date(self, job: NotebookJob) -> bool:
         """True when the executed copy exists and nothing it depends on changed."""

@@ -118,8 +118,7 @@ def check_parameters(
     for name, value in values.items():
         if name not in declared:
             raise SlicelibError(
-                f"notebook {notebook!r}: unknown parameter {name!r} "
-                f"(known: {', '.join(declared)})"
+                f"notebook {notebook!r}: unknown parameter {name!r} (known: {', '.join(declared)})"
             )
         check_parameter(notebook, declared[name], value)
     return dict(values)

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 import pandas as pd
 
 from slicelib.methods import method_label
+from slicelib.stats import Comparison
+from slicelib.study.labels import p_text
 
 
 def _finite(value: float) -> bool:
@@ -120,4 +122,33 @@ def subset_note(summary: pd.DataFrame) -> str:
         "gain over linear interpolation and their p-values compare them on those "
         "shared slices only, so their rows are not comparable number for number with "
         "the others."
+    )
+
+
+def comparison_sentence(
+    c: Comparison, what: str, other: str, unit: str = "", digits: int = 2
+) -> str:
+    """``what`` against ``other`` paired over patients (:func:`slicelib.stats.compare`),
+    with the words chosen by the interval: "higher" or "lower" only when the whole
+    interval lies on one side of 0, "no difference this run resolves" when it holds 0,
+    and the reason when there are too few patients to test.
+
+    ``"the cosine schedule scores +1.23 dB against the original schedule (95 % CI
+    [+0.50, +2.00], p = 0.031, 6 patients): higher."``
+    """
+    gain = f"{c.gain:+.{digits}f}{unit}"
+    if not _finite(c.gain):
+        return f"{what} and {other} share no scored slice."
+    if not c.tested:
+        return f"{what} scores {gain} against {other} ({c.n_patients} patients: {c.test})."
+    if c.above_zero:
+        verdict = "higher"
+    elif c.below_zero:
+        verdict = "lower"
+    else:
+        verdict = "no difference this run resolves"
+    interval = f"[{c.ci_low:+.{digits}f}, {c.ci_high:+.{digits}f}]"
+    return (
+        f"{what} scores {gain} against {other} ({100 * c.confidence:.0f} % CI {interval}, "
+        f"{p_text(c.p_value)}, {c.n_patients} patients): {verdict}."
     )

@@ -12,6 +12,7 @@ from slicelib import __version__
 from slicelib.config import RefineConfig, run_defining, to_dict
 from slicelib.io import atomic_write
 from slicelib.methods import family_of
+from slicelib.study.sources import code_hash
 from slicelib.study.stamps import Stamp, digest
 from slicelib.study.step import Step, ensure
 from slicelib.study.workspace import Study
@@ -41,6 +42,7 @@ def refine_identity(study: Study) -> str:
             "unet": study.run_hash("unet", cfg.k),
             "refine": {**own, "train": run_defining(cfg.train)},
             "version": __version__,
+            "code": code_hash("slicelib.train", "slicelib.refine"),
         }
     )
 
@@ -94,7 +96,11 @@ def refine_results(study: Study) -> pd.DataFrame:
 
     k = study.preset.refine.k
     hash_ = digest(
-        {"results": study.results_hash(k), "refine": refine_hash(study), "version": __version__}
+        {
+            "results": study.results_hash(k),
+            "refine": refine_hash(study),
+            "code": code_hash("slicelib.evaluate", "slicelib.refine"),
+        }
     )
     csv_path = study.results_dir / f"refine_k{k}.csv"
 

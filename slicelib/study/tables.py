@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from slicelib.config import PAPER, ModelConfig
-from slicelib.original import APPROXIMATE_TOLERANCE, REPORTED_COHORT, reported_model
 from slicelib.methods import method_label
+from slicelib.original import APPROXIMATE_TOLERANCE, REPORTED_COHORT, reported_model
+from slicelib.stats import MIN_TEST_PATIENTS
 from slicelib.study.labels import (
     fmt,
     fmt_ci,
@@ -19,7 +20,9 @@ from slicelib.study.labels import (
     fmt_p,
     fmt_pm,
     fmt_signed,
+    fmt_tesla,
     missing,
+    p_text,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +50,12 @@ SCAN_COLUMNS: tuple[str, ...] = (
     "selected",
     "reason",
 )
+SCAN_HEADERS: dict[str, str] = {
+    "series_description": "series",
+    "field_strength": "field strength",
+    "slice_thickness": "slice thickness",
+    "n_slices": "slices",
+}
 
 
 def _p_or_reason(p: Any, test: Any) -> str:
@@ -302,6 +311,11 @@ def history_table(history: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _yes_no(value: Any) -> str:
+    """A flag of the scan table (a bool, or its text after a CSV round trip)."""
+    return "yes" if str(value).strip().lower() in ("true", "1", "yes") else "no"
+
+
 def scan_table(frame: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:
     """The scan, one row per series: what it is, whether it was included, and why not.
 
@@ -314,7 +328,17 @@ def scan_table(frame: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:
     if limit is not None and len(out) > limit:
         order = np.argsort(~out["selected"].astype(bool).to_numpy(), kind="stable")
         out = out.iloc[order[:limit]]
-    return out.set_index("patient_id")
+    formats = {
+        "field_strength": fmt_tesla,
+        "slice_thickness": lambda v: "-" if missing(v) else f"{float(v):g} mm",
+        "n_slices": fmt_int,
+        "included": _yes_no,
+        "selected": _yes_no,
+    }
+    for column, format_ in formats.items():
+        if column in out.columns:
+            out[column] = [format_(v) for v in out[column]]
+    return out.set_index("patient_id").rename(columns=SCAN_HEADERS).rename_axis("patient")
 
 
 def exclusion_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -383,10 +407,16 @@ def result_numbers(results: list[Results]) -> dict[str, Any]:
             values[f"k{k}_{m}_p_linear"] = _p_or_reason(
                 r.get("p_psnr_vs_linear"), r.get("test_vs_linear")
             )
+            values[f"k{k}_{m}_p_text"] = (
+                p_text(r.get("p_psnr_vs_linear"))
+                if not missing(r.get("p_psnr_vs_linear"))
+                else str(r.get("test_vs_linear") or "no test")
+            )
             values[f"k{k}_{m}_ms"] = r["ms_per_slice"]
         values[f"k{k}_slices"] = int(res.summary["n_slices"].max())
         values[f"k{k}_patients"] = int(res.summary["n_patients"].max())
         values[f"k{k}_best"] = method_label(str(res.summary["best_psnr"].iloc[0]))
+    values["min_test_patients"] = MIN_TEST_PATIENTS
     return values
 
 
@@ -421,4 +451,37 @@ def training_numbers(study: Study) -> dict[str, Any]:
         total += float(history["seconds"].sum())
     values["train_total_minutes"] = total / 60.0
     values["train_runs"] = len(study.runs())
+    values["train_lr"] = lr_text(study.train_config(*study.runs()[0]).lr)
+    values["train_budget_sentence"] = budget_sentence(study)
     return values
+
+
+def lr_text(lr: float) -> str:
+    """A learning rate as the book writes it: "1e-3" for 0.001, "2.5e-4"."""
+    mantissa, exponent = f"{lr:e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+def budget_sentence(study: Study) -> str:
+    """The optimisation budget of the study's runs, in words: one sentence when
+    every network has the same (epochs x steps x batch), else one clause per model."""
+    budgets: dict[str, tuple[int, int | None, int, float]] = {}
+    for model, k in study.runs():
+        cfg = study.train_config(model, k)
+        budgets.setdefault(model, (cfg.epochs, cfg.steps_per_epoch, cfg.batch_size, cfg.lr))
+
+    def words(epochs: int, steps: int | None, batch: int) -> str:
+        if steps is None:
+            return f"{epochs} epochs of one pass over the training triplets in batches of {batch}"
+        return (
+            f"{epochs} epochs of {steps} steps in batches of {batch} "
+            f"({epochs * steps:,} steps, {epochs * steps * batch:,} training samples)"
+        )
+
+    lrs = {b[3] for b in budgets.values()}
+    lr = f"Adam with learning rate {lr_text(lrs.pop())}" if len(lrs) == 1 else "Adam"
+    if len({b[:3] for b in budgets.values()}) == 1:
+        epochs, steps, batch, _ = next(iter(budgets.values()))
+        return f"Every network trained for {words(epochs, steps, batch)}, with {lr}."
+    clauses = "; ".join(f"{method_label(m)}: {words(*b[:3])}" for m, b in budgets.items())
+    return f"The networks' budgets differ ({clauses}), with {lr}."

@@ -43,7 +43,10 @@ def ordered_notebooks(notebooks_dir: Path, only: Sequence[str] | None = None) ->
 
     def rank(name: str) -> tuple[int, str]:
         base = "train" if name.startswith("train_") else name
-        return (STUDY_NOTEBOOKS.index(base) if base in STUDY_NOTEBOOKS else len(STUDY_NOTEBOOKS), name)
+        return (
+            STUDY_NOTEBOOKS.index(base) if base in STUDY_NOTEBOOKS else len(STUDY_NOTEBOOKS),
+            name,
+        )
 
     names = sorted(only or found, key=rank)
     return [found[name] for name in names]
@@ -97,10 +100,10 @@ def verify_study(
     Raises a one-line :class:`SlicelibError` when ``study_dir`` is not a finished
     study or ``fresh`` is a folder this check did not make.
     """
+    import importlib.util
+
     from slicelib.study.book import find_source_root
     from slicelib.study.runner import RECORD_FILE
-
-    import importlib.util
 
     if importlib.util.find_spec("nbval") is None:
         raise SlicelibError("slicelib verify needs pytest and nbval: pip install 'slicelib[test]'")
@@ -108,10 +111,12 @@ def verify_study(
     try:
         record = json.loads((study_dir / RECORD_FILE).read_text())
     except (OSError, ValueError):
-        raise SlicelibError(f"{study_dir}: not a study folder (no readable {RECORD_FILE})") from None
+        raise SlicelibError(
+            f"{study_dir}: not a study folder (no readable {RECORD_FILE})"
+        ) from None
     notebooks = ordered_notebooks(study_dir / "notebooks", only)
     root = find_source_root(source_root)
-    fresh = (Path(fresh) if fresh is not None else study_dir.with_name(study_dir.name + "-verify"))
+    fresh = Path(fresh) if fresh is not None else study_dir.with_name(study_dir.name + "-verify")
     fresh = fresh.resolve()
     if fresh.exists():
         if not (fresh / MARKER).is_file():

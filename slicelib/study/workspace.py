@@ -28,10 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
-from slicelib import __version__
 from slicelib.config import (
     MODEL_NAMES,
     ModelName,
@@ -45,6 +43,7 @@ from slicelib.errors import SlicelibError
 from slicelib.io import atomic_write, write_json
 from slicelib.results import Results, output_paths
 from slicelib.study.parameters import check_parameters
+from slicelib.study.sources import code_hash
 from slicelib.study.stamps import Stamp, digest, tree_fingerprint
 from slicelib.study.step import Step, ensure
 
@@ -234,13 +233,18 @@ class Study:
         return [(m, k) for k in self.preset.ks for m in self.models_at(k)]
 
     # Input hashes ---------------------------------------------------------------------
+    # Each includes the hash of the package source its step runs (see
+    # slicelib.study.sources), so that edited code re-makes what it made.
 
     def data_hash(self) -> str:
-        """Hash of the data source: the cohort's configuration, or the files' sizes
-        and modification times under a user's data root."""
+        """Hash of the data source: the cohort's configuration and generator code, or
+        the files' sizes and modification times under a user's data root."""
         if self._data_hash is None:
             if self.synthetic:
-                source: dict[str, Any] = {"synthetic": to_dict(self.preset.cohort)}
+                source: dict[str, Any] = {
+                    "synthetic": to_dict(self.preset.cohort),
+                    "code": code_hash("slicelib.data.synthetic"),
+                }
             else:
                 assert self.user_data_root is not None
                 source = {"root": str(self.user_data_root)}
@@ -249,7 +253,13 @@ class Study:
         return self._data_hash
 
     def scan_hash(self) -> str:
-        return digest({"data": self.data_hash(), "scan": to_dict(self.preset.scan)})
+        return digest(
+            {
+                "data": self.data_hash(),
+                "scan": to_dict(self.preset.scan),
+                "code": code_hash("slicelib.data.scan", "slicelib.data.prepare"),
+            }
+        )
 
     def cache_hash(self) -> str:
         return digest(
@@ -257,6 +267,7 @@ class Study:
                 "data": self.data_hash(),
                 "scan": to_dict(self.preset.scan),
                 "prepare": to_dict(self.preset.prepare),
+                "code": code_hash("slicelib.data.prepare"),
             }
         )
 
@@ -272,9 +283,17 @@ class Study:
     def run_hash(self, model: ModelName, k: int) -> str:
         return self._run_hash(self.train_config(model, k))
 
+    def config_hash(self, cfg: TrainConfig) -> str:
+        """The input hash of a run trained on this study's cache with ``cfg``."""
+        return self._run_hash(cfg)
+
     def _identity(self, cfg: TrainConfig) -> str:
         return digest(
-            {"cache": self.cache_hash(), "train": run_defining(cfg), "version": __version__}
+            {
+                "cache": self.cache_hash(),
+                "train": run_defining(cfg),
+                "code": code_hash("slicelib.train"),
+            }
         )
 
     def _run_hash(self, cfg: TrainConfig) -> str:
@@ -284,7 +303,8 @@ class Study:
         cfg = to_dict(self.preset.eval)
         cfg.pop("device", None)
         runs = {run_name(m, k): self.run_hash(m, k) for m in self.models_at(k)}
-        return digest({"cache": self.cache_hash(), "eval": cfg, "k": k, "runs": runs})
+        code = code_hash("slicelib.evaluate")
+        return digest({"cache": self.cache_hash(), "eval": cfg, "k": k, "runs": runs, "code": code})
 
     def step_hash(self, step: str) -> str:
         """The current input hash of a step named as in the reads log:
