@@ -57,6 +57,7 @@ from slicelib.distributed import DistInfo
 from slicelib.errors import SlicelibError
 from slicelib.io import write_json, write_text
 from slicelib.metrics import batch_psnr, batch_ssim
+from slicelib.model_card import training_domain, write_model_card
 from slicelib.models import build_discriminator, build_generator
 from slicelib.objectives import Learner, Objective, objective_class
 
@@ -158,13 +159,12 @@ def train(
             cfg, learners, lambda: autocast(device, cfg.precision)
         )
         meta = {"size": size, "cache_config": to_dict(cache.config), "world_size": info.world_size}
+        meta["training_domain"] = training_domain(cache.manifest)
         start, history, best = (
             _resume(cfg, run_dir, learners, meta, device, info) if resume else (0, [], None)
         )
         if info.is_main:
-            write_json(
-                run_dir / "config.json", _run_config(cfg, cache_dir, meta, device), private=True
-            )
+            write_json(run_dir / "config.json", _run_config(cfg, cache_dir, meta, device))
         sampler: DistributedSampler[Any] = DistributedSampler(
             train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
         )
@@ -235,6 +235,10 @@ def train(
                 break
         if best is None:
             raise SlicelibError(f"run {run_dir}: no epoch was trained")
+        if info.is_main:
+            write_model_card(
+                run_dir, to_dict(cfg), cache_dir, meta["training_domain"], history, best[0]
+            )
         return TrainResult(history=history, best_epoch=best[0], best_value=best[1], run_dir=run_dir)
 
 
@@ -338,6 +342,7 @@ def _state(
         "train_config": to_dict(cfg),
         "cache_config": meta["cache_config"],
         "world_size": meta["world_size"],
+        "training_domain": meta["training_domain"],
         "models": {role: ln.raw.state_dict() for role, ln in learners.items()},
         "optimizers": {role: ln.optimizer.state_dict() for role, ln in learners.items()},
         "scalers": {role: ln.scaler.state_dict() for role, ln in learners.items()},
@@ -445,7 +450,7 @@ def _write_history(path: Path, history: list[dict[str, float]]) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({c: _fmt(row.get(c, math.nan)) for c in columns})
-    write_text(path, buffer.getvalue(), private=True)
+    write_text(path, buffer.getvalue())
 
 
 def _fmt(value: float) -> str:

@@ -1,0 +1,113 @@
+"""The source series' datasets, validated before anything is written from them.
+
+``slicelib upsample`` builds every output instance from a source dataset, so a
+damaged value in a source file would otherwise end as a traceback (pydicom
+converts values when they are first touched) or be copied into the new series.
+:func:`read_sources` reads every file once and keeps only what it can write:
+
+- an element whose value pydicom cannot convert or encode (a broken VR, a value
+  that does not fit it) is dropped, with a warning naming the file and the tag;
+- a series-level attribute the output needs (:data:`SERIES_REQUIRED`) that is
+  missing or damaged in one file is taken from the other files of the series
+  (the SOP class also from the file meta), with a warning; missing in every file,
+  it is a one-line :class:`~slicelib.errors.SlicelibError`.
+
+The file meta is cleaned the same way. Pixel data is not checked here: the
+loader has decoded and checked it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydicom.datadict import dictionary_has_tag, dictionary_keyword
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
+from pydicom.tag import BaseTag
+
+from slicelib.data.dicom import read_dataset
+from slicelib.data.headers import captured_warnings, dataset_value
+from slicelib.errors import SlicelibError
+
+log = logging.getLogger(__name__)
+
+# Type 1 attributes of the series that the writer cannot invent: copied from the
+# sources (a damaged copy in one file is repaired from the others).
+SERIES_REQUIRED: tuple[str, ...] = (
+    "SOPClassUID",
+    "StudyInstanceUID",
+    "FrameOfReferenceUID",
+    "Modality",
+)
+
+
+def _problem(ds: Dataset, tag: BaseTag) -> str | None:
+    """Why the element at ``tag`` cannot be written as it is, or None."""
+    try:
+        elem = ds[tag]  # converts a raw element: a broken VR or value raises here
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        write_data_element(fp, elem, ds._character_set)
+    except Exception as exc:  # pydicom raises many types for damaged values
+        text = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {text[0][:120]}" if text else type(exc).__name__
+    return None
+
+
+def clean_dataset(ds: Dataset, path: Path) -> Dataset:
+    """Drop from ``ds`` (in place) every element that cannot be converted or encoded;
+    a warning names ``path`` and the tag. Returns ``ds``."""
+    with captured_warnings():  # pydicom's own warnings on bad values: reported below
+        for tag in list(ds.keys()):
+            keyword = dictionary_keyword(tag) if dictionary_has_tag(tag) else "private tag"
+            if keyword == "PixelData":  # decoded and checked by the loader
+                continue
+            why = _problem(ds, tag)
+            if why is not None:
+                del ds[tag]
+                log.warning("file %s: dropped damaged %s %s (%s)", path, keyword, tag, why)
+    return ds
+
+
+def _valid(ds: Dataset, keyword: str) -> str | None:
+    got = dataset_value(ds, keyword, "uid" if keyword.endswith("UID") else "text")
+    return None if got.reason else str(got.value)
+
+
+def _fill(datasets: Sequence[Dataset], files: Sequence[Path], keyword: str, where: str) -> None:
+    """Give every dataset a valid ``keyword``: its own, else (for the SOP class) the one
+    of its file meta, else the most common among the other files."""
+    values = [_valid(ds, keyword) for ds in datasets]
+    if keyword == "SOPClassUID":
+        metas = [getattr(ds, "file_meta", None) for ds in datasets]
+        values = [
+            v or (_valid(meta, "MediaStorageSOPClassUID") if meta is not None else None)
+            for v, meta in zip(values, metas)
+        ]
+    known = Counter(v for v in values if v)
+    if not known:
+        raise SlicelibError(f"{where}: {keyword} missing or damaged in every file ({files[0]})")
+    common = known.most_common(1)[0][0]
+    for ds, path, value in zip(datasets, files, values):
+        if _valid(ds, keyword) is None:
+            log.warning(
+                "file %s: %s missing or damaged; written as %s (from %s)",
+                path, keyword, value or common, "its file meta" if value else "the series",
+            )  # fmt: skip
+            setattr(ds, keyword, value or common)
+
+
+def read_sources(files: Sequence[Path], where: str) -> list[Dataset]:
+    """Every source file read once, cleaned (:func:`clean_dataset`) and with the
+    attributes of :data:`SERIES_REQUIRED` present. ``where``: names the series in errors."""
+    datasets = [clean_dataset(read_dataset(Path(f)), Path(f)) for f in files]
+    for ds, f in zip(datasets, files):
+        if getattr(ds, "file_meta", None) is not None:
+            clean_dataset(ds.file_meta, Path(f))
+    for keyword in SERIES_REQUIRED:
+        _fill(datasets, [Path(f) for f in files], keyword, where)
+    return datasets
