@@ -5,8 +5,10 @@ damaged value in a source file would otherwise end as a traceback (pydicom
 converts values when they are first touched) or be copied into the new series.
 :func:`read_sources` reads every file once and keeps only what it can write:
 
-- an element whose value pydicom cannot convert or encode (a broken VR, a value
-  that does not fit it) is dropped, with a warning naming the file and the tag;
+- an element whose VR is not the standard's, or whose value pydicom cannot
+  convert or encode (an unknown VR, a value that does not fit it), loses its value
+  (it is written empty, as a Type 2 attribute may be), with a warning naming the
+  file and the tag;
 - a series-level attribute the output needs (:data:`SERIES_REQUIRED`) that is
   missing or damaged in one file is taken from the other files of the series
   (the SOP class also from the file meta), with a warning; missing in every file,
@@ -23,8 +25,10 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydicom.datadict import dictionary_has_tag, dictionary_keyword
+from pydicom.datadict import dictionary_has_tag, dictionary_keyword, dictionary_VR
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.tag import BaseTag
@@ -48,7 +52,9 @@ SERIES_REQUIRED: tuple[str, ...] = (
 def _problem(ds: Dataset, tag: BaseTag) -> str | None:
     """Why the element at ``tag`` cannot be written as it is, or None."""
     try:
-        elem = ds[tag]  # converts a raw element: a broken VR or value raises here
+        elem = ds[tag]  # converts a raw element: an unknown VR or a bad value raises here
+        if dictionary_has_tag(tag) and elem.VR not in dictionary_VR(tag).split(" or "):
+            return f"VR {elem.VR}, the standard says {dictionary_VR(tag)}"
         fp = DicomBytesIO()
         fp.is_little_endian, fp.is_implicit_VR = True, False
         write_data_element(fp, elem, ds._character_set)
@@ -58,9 +64,19 @@ def _problem(ds: Dataset, tag: BaseTag) -> str | None:
     return None
 
 
+def _empty(tag: BaseTag) -> DataElement | None:
+    """An empty element of the standard's VR at ``tag`` (None for a private tag)."""
+    if not dictionary_has_tag(tag):
+        return None
+    vr = dictionary_VR(tag).split(" or ")[0]
+    return DataElement(tag, vr, DicomSequence() if vr == "SQ" else None)
+
+
 def clean_dataset(ds: Dataset, path: Path) -> Dataset:
-    """Drop from ``ds`` (in place) every element that cannot be converted or encoded;
-    a warning names ``path`` and the tag. Returns ``ds``."""
+    """Drop the value of every element of ``ds`` (in place) that cannot be converted
+    or encoded; a warning names ``path`` and the tag. A standard element stays, empty,
+    with its standard VR (what the IODs allow for a Type 2 or 3 attribute whose value
+    is unknown); a private one is removed. Returns ``ds``."""
     with captured_warnings():  # pydicom's own warnings on bad values: reported below
         for tag in list(ds.keys()):
             keyword = dictionary_keyword(tag) if dictionary_has_tag(tag) else "private tag"
@@ -69,7 +85,13 @@ def clean_dataset(ds: Dataset, path: Path) -> Dataset:
             why = _problem(ds, tag)
             if why is not None:
                 del ds[tag]
-                log.warning("file %s: dropped damaged %s %s (%s)", path, keyword, tag, why)
+                empty = _empty(tag)
+                if empty is not None:
+                    ds[tag] = empty
+                log.warning(
+                    "file %s: damaged %s %s dropped (%s)%s",
+                    path, keyword, tag, why, "; written empty" if empty is not None else "",
+                )  # fmt: skip
     return ds
 
 
