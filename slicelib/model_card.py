@@ -98,13 +98,13 @@ def domain_differences(
         return []
     found: list[str] = []
     spacing = domain.get("slice_spacing_mm")
-    if _outside(slice_spacing, spacing):
+    if spacing is not None and _outside(slice_spacing, spacing):
         ratio = slice_spacing / float(np.mean(spacing))
         found.append(
             f"slice spacing {slice_spacing:.2f} mm (trained on {_mm(spacing)}, x{ratio:.2f})"
         )
     pixel = domain.get("pixel_spacing_mm")
-    if any(_outside(float(p), pixel) for p in pixel_spacing):
+    if pixel is not None and any(_outside(float(p), pixel) for p in pixel_spacing):
         shown = "x".join(f"{float(p):.2f}" for p in pixel_spacing)
         ratio = float(np.mean(pixel_spacing)) / float(np.mean(pixel))
         found.append(f"pixel size {shown} mm (trained on {_mm(pixel)}, x{ratio:.2f})")

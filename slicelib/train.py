@@ -158,8 +158,12 @@ def train(
         objective = objective_class(cfg.model)(
             cfg, learners, lambda: autocast(device, cfg.precision)
         )
-        meta = {"size": size, "cache_config": to_dict(cache.config), "world_size": info.world_size}
-        meta["training_domain"] = training_domain(cache.manifest)
+        meta: dict[str, Any] = {
+            "size": size,
+            "cache_config": to_dict(cache.config),
+            "world_size": info.world_size,
+            "training_domain": training_domain(cache.manifest),  # what the model card states
+        }
         start, history, best = (
             _resume(cfg, run_dir, learners, meta, device, info) if resume else (0, [], None)
         )

@@ -87,15 +87,29 @@ def test_damaged_source_tags_are_dropped_or_derived_with_a_warning_naming_the_fi
         assert _dciodvfy(path) == [], path
 
 
-def test_a_required_tag_damaged_in_every_file_is_one_line_error(tmp_path: Path) -> None:
+def test_required_tags_missing_from_every_file_derived_or_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     folder = tmp_path / "in"
     write_test_series(folder)
     up = upsampled(folder)
-    for f in sorted(folder.iterdir()):
+    files = sorted(folder.iterdir())
+    for f in files:
         _set_raw(f, "FrameOfReferenceUID", "UI", b"not a uid")
-    with pytest.raises(SlicelibError, match="FrameOfReferenceUID missing or damaged in every"):
-        write_dicom_series(up, tmp_path / "out", DERIVATION)
-    assert not (tmp_path / "out").exists()
+    caplog.set_level(logging.WARNING, logger="slicelib")
+    written = write_dicom_series(up, tmp_path / "out", DERIVATION)
+    assert "FrameOfReferenceUID missing or damaged; written as" in caplog.text
+    assert len({pydicom.dcmread(p).FrameOfReferenceUID for p in written}) == 1
+    assert _dciodvfy(written[1]) == []
+
+    for f in files:  # no SOP class anywhere: the IOD of the output is unknown
+        ds = pydicom.dcmread(f)
+        del ds.SOPClassUID
+        del ds.file_meta.MediaStorageSOPClassUID
+        ds.save_as(f)
+    with pytest.raises(SlicelibError, match="SOPClassUID missing or damaged in every"):
+        write_dicom_series(up, tmp_path / "out2", DERIVATION)
+    assert not (tmp_path / "out2").exists()
 
 
 def test_unreadable_slice_file_is_an_error_never_a_shorter_series(

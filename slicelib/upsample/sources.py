@@ -12,7 +12,9 @@ converts values when they are first touched) or be copied into the new series.
 - a series-level attribute the output needs (:data:`SERIES_REQUIRED`) that is
   missing or damaged in one file is taken from the other files of the series
   (the SOP class also from the file meta), with a warning; missing in every file,
-  it is a one-line :class:`~slicelib.errors.SlicelibError`.
+  the study and frame of reference get new UIDs and the modality follows the SOP
+  class (with a warning); a SOP class missing everywhere is a one-line
+  :class:`~slicelib.errors.SlicelibError`.
 
 The file meta is cleaned the same way. Pixel data is not checked here: the
 loader has decoded and checked it.
@@ -28,10 +30,11 @@ from pathlib import Path
 from pydicom.datadict import dictionary_has_tag, dictionary_keyword, dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence as DicomSequence
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
+from pydicom.uid import UID, generate_uid
 
 from slicelib.data.dicom import read_dataset
 from slicelib.data.headers import captured_warnings, dataset_value
@@ -111,16 +114,36 @@ def _fill(datasets: Sequence[Dataset], files: Sequence[Path], keyword: str, wher
             for v, meta in zip(values, metas)
         ]
     known = Counter(v for v in values if v)
-    if not known:
-        raise SlicelibError(f"{where}: {keyword} missing or damaged in every file ({files[0]})")
-    common = known.most_common(1)[0][0]
+    if known:
+        common, origin = known.most_common(1)[0][0], "the series"
+    else:
+        derived = _derive(datasets[0], keyword)
+        if derived is None:
+            raise SlicelibError(f"{where}: {keyword} missing or damaged in every file ({files[0]})")
+        common, origin = derived
     for ds, path, value in zip(datasets, files, values):
         if _valid(ds, keyword) is None:
             log.warning(
                 "file %s: %s missing or damaged; written as %s (from %s)",
-                path, keyword, value or common, "its file meta" if value else "the series",
+                path, keyword, value or common, "its file meta" if value else origin,
             )  # fmt: skip
             setattr(ds, keyword, value or common)
+
+
+def _derive(ds: Dataset, keyword: str) -> tuple[str, str] | None:
+    """A value for ``keyword`` when no file of the series has one, and where it comes
+    from; None when it cannot be derived (the SOP class)."""
+    if keyword in ("StudyInstanceUID", "FrameOfReferenceUID"):
+        # A new UID: the derived series then stands alone in its study or frame, which
+        # is all a source without one allows.
+        return str(generate_uid()), "a new UID: no file of the series has one"
+    if keyword == "Modality":
+        sop_class = _valid(ds, "SOPClassUID")
+        name = UID(sop_class).name if sop_class else ""
+        modality = next((m for m in ("MR", "CT", "PET") if name.startswith(m)), None)
+        if modality is not None:
+            return ("PT" if modality == "PET" else modality), f"the SOP class {name!r}"
+    return None
 
 
 def read_sources(files: Sequence[Path], where: str) -> list[Dataset]:
