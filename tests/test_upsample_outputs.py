@@ -169,18 +169,6 @@ def test_force_replaces_only_a_folder_slicelib_wrote(
     assert (out / "interpolated").is_dir()
 
 
-def test_demo_data_force_needs_the_marker(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    precious = tmp_path / "precious"
-    precious.mkdir()
-    (precious / "notes.txt").write_text("keep")
-    argv = ["demo-data", str(precious), "--preset", "smoke", "--patients", "1", "--no-progress"]
-    assert main([*argv, "--force"]) == 2
-    assert "not written by slicelib" in capsys.readouterr().err
-    assert (precious / "notes.txt").read_text() == "keep"
-
-
 # Files for shared storage ---------------------------------------------------------------
 
 
