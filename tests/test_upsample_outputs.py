@@ -293,3 +293,28 @@ def test_nifti_with_slice_axis_0_upsampled_along_that_axis(run: Path, tmp_path: 
     assert img.header.get_zooms()[:3] == pytest.approx((1.5, 0.8, 0.9))
     back = load_nifti(out / "sag_x2.nii.gz")
     assert back.n_slices == 9 and back.slice_spacing == pytest.approx(1.5)
+
+
+# Real DICOM: the ProstateX axial T2 -----------------------------------------------------
+
+PROSTATEX_T2 = (
+    Path(__file__).resolve().parent.parent
+    / "data/prostatex-0218/ProstateX-0218/02-18-2011/5.000000-t2tsetra320p2-09906"
+)
+
+
+def test_prostatex_t2_upsampled_with_no_new_dciodvfy_finding(run: Path, tmp_path: Path) -> None:
+    """The derived series and its std map add no error or warning to the source's own."""
+    state = read_checkpoint(run / "best.pt")
+    state["models"]["generator"]["final.bias"] += 0.1  # a second ensemble member
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, state)
+    out = tmp_path / "x2"
+    argv = ["upsample", str(PROSTATEX_T2), str(out), "--checkpoint", str(run)]
+    assert main([*argv, "--uncertainty", "--ensemble", str(other)]) == 0
+    source = set(_dciodvfy(sorted(PROSTATEX_T2.iterdir())[0]))
+    image = sorted((out / "interpolated").iterdir())
+    std = sorted((out / "uncertainty").iterdir())
+    assert len(image) == len(std) == 39
+    for path in (image[0], image[1], std[1]):
+        assert set(_dciodvfy(path)) - source == set(), path
