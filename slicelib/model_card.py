@@ -122,11 +122,33 @@ def domain_differences(
     return found
 
 
+# Settings that say where a run trained, not what: ignored when matching a preset.
+_PLACE = frozenset({"device", "precision", "compile", "num_workers", "data_on_device"})
+
+
+def matching_presets(train_config: Mapping[str, Any], cache_config: Mapping[str, Any]) -> str:
+    """The presets whose cache and training settings the run used, or a note that none did."""
+    from slicelib.config import PRESETS, to_dict
+
+    names = []
+    for name, preset in PRESETS.items():
+        try:
+            wanted = to_dict(preset.train_config(train_config["model"], int(train_config["k"])))
+        except Exception:  # a model or k the preset does not train
+            continue
+        same_train = all(wanted.get(k) == v for k, v in train_config.items() if k not in _PLACE)
+        if same_train and to_dict(preset.prepare) == dict(cache_config):
+            names.append(name)
+    return ", ".join(names) if names else "none (settings of its own)"
+
+
 def _fmt(value: Any) -> str:
     if value is None or value == []:
         return "unknown"
     if isinstance(value, list) and value and isinstance(value[0], list):
         return ", ".join("x".join(str(n) for n in m) for m in value)
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, float) for v in value):
+        return f"{value[0]:g}" if value[0] == value[1] else f"{value[0]:g} to {value[1]:g}"
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
     return str(value)
@@ -139,8 +161,10 @@ def model_card(
     domain: Mapping[str, Any],
     history: Sequence[Mapping[str, float]],
     best_epoch: int,
+    preset: str = "unknown",
 ) -> str:
-    """The model card of a run, as markdown (see the module docstring)."""
+    """The model card of a run, as markdown (see the module docstring). ``preset``:
+    what :func:`matching_presets` says."""
     best = next((row for row in history if int(row["epoch"]) == best_epoch), None)
     splits = [f"{split} {n}" for split, n in sorted(domain["patients"].items())]
     model, k = train_config.get("model"), train_config.get("k")
@@ -153,6 +177,7 @@ def model_card(
         "## Data",
         "",
         f"- cache: `{Path(cache_dir).resolve()}` ({_fmt(domain.get('input_kind'))} input)",
+        f"- preset: {preset}",
         f"- patients per split: {_fmt(splits)}",
         f"- model input: {_fmt(domain.get('image_size'))} px square slices, min-max normalised "
         "per volume",
@@ -208,7 +233,11 @@ def write_model_card(
     best_epoch: int,
 ) -> Path:
     """Write :func:`model_card` to ``run_dir/model_card.md``; returns the path."""
+    from slicelib.data.cache import read_manifest
+
     path = Path(run_dir) / MODEL_CARD
-    write_text(path, model_card(run_dir, train_config, cache_dir, domain, history, best_epoch))
+    preset = matching_presets(train_config, read_manifest(Path(cache_dir)).get("config", {}))
+    text = model_card(run_dir, train_config, cache_dir, domain, history, best_epoch, preset)
+    write_text(path, text)
     log.info("wrote %s", path)
     return path

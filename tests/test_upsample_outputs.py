@@ -25,7 +25,7 @@ from slicelib.cli import main
 from slicelib.data.nifti import load_nifti
 from slicelib.errors import SlicelibError
 from slicelib.io import OUTPUT_MARKER
-from slicelib.model_card import MODEL_CARD, domain_differences
+from slicelib.model_card import MODEL_CARD, domain_differences, matching_presets
 from slicelib.upsample.dicom_writer import write_dicom_series
 from slicelib.upsample.volume import upsample_volume
 
@@ -212,6 +212,17 @@ def test_training_records_its_domain_and_writes_a_model_card(run: Path) -> None:
     for heading in ("## Data", "## Domain", "## Intended use", "## Limits"):
         assert heading in card
     assert "best epoch 1: validation PSNR" in card
+    assert "- preset: none (settings of its own)" in card  # 4 features: no preset's U-Net
+
+
+def test_model_card_names_the_preset_a_run_used() -> None:
+    from slicelib.config import get_preset, to_dict
+
+    smoke = get_preset("smoke")
+    train = {**to_dict(smoke.train_config("cnn", 1)), "device": "cuda"}  # where: ignored
+    assert "smoke" in matching_presets(train, to_dict(smoke.prepare)).split(", ")
+    train["lr"] = 0.5
+    assert matching_presets(train, to_dict(smoke.prepare)) == "none (settings of its own)"
 
 
 def test_domain_differences_say_what_differs_and_by_how_much() -> None:
