@@ -329,3 +329,15 @@ def test_prostatex_t2_upsampled_with_no_new_dciodvfy_finding(run: Path, tmp_path
     assert len(image) == len(std) == 39
     for path in (image[0], image[1], std[1]):
         assert set(_dciodvfy(path)) - source == set(), path
+
+
+def test_slice_axis_option_overrides_the_header(run: Path, tmp_path: Path) -> None:
+    stored = np.random.default_rng(4).integers(0, 1000, size=(5, 12, 10)).astype(np.int16)
+    src = tmp_path / "iso.nii"
+    nib.save(nib.Nifti1Image(stored, np.eye(4)), src)  # isotropic: the header says axis 2
+    out = tmp_path / "out"
+    argv = ["upsample", str(src), str(out), "--checkpoint", str(run), "--slice-axis", "0"]
+    assert main(argv) == 0
+    img = nib.load(out / "iso_x2.nii")
+    assert img.shape == (9, 12, 10)
+    assert np.array_equal(np.asarray(img.dataobj.get_unscaled())[0::2], stored)
