@@ -5,7 +5,9 @@ Output folder layout (written to a temporary folder beside it, then renamed):
 - DICOM input: ``OUTPUT_DIR/interpolated/`` (the 2n-1 slice series), with
   ``--uncertainty`` also ``OUTPUT_DIR/uncertainty/`` (the std map series);
 - NIfTI input: ``OUTPUT_DIR/<name>_x2.nii.gz`` (and ``<name>_x2_std.nii.gz``);
-- ``OUTPUT_DIR/upsample.json``: what was done, with which checkpoint, how long.
+- ``OUTPUT_DIR/upsample.json``: what was done, with which checkpoint, how long, and
+  how the input differs from the checkpoint's training domain;
+- ``OUTPUT_DIR/.slicelib-output``: the marker that lets ``--force`` replace the folder.
 """
 
 from __future__ import annotations
