@@ -1,4 +1,5 @@
-"""Fuzz campaign: damaged copies of one small series through ``scan`` and ``prepare``.
+"""Fuzz campaign: damaged copies of one small series through ``scan``, ``prepare`` and
+``upsample`` (with an untrained tiny checkpoint).
 
 Prints, per mutation kind, how many runs ended ok / excluded (with a reason or a
 one-line error) / lost (a slice missing without a reason) / traceback / hang.
@@ -22,12 +23,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from dicom_fuzz import (  # noqa: E402
+    COMMANDS,
     MUTATIONS,
     OUTCOMES,
     Case,
     cases,
     restore_permissions,
     run_case,
+    write_checkpoint,
     write_template,
 )
 
@@ -35,7 +38,11 @@ MEMORY_CAP = 2 << 30
 CASE_SECONDS = 60
 
 
-def _child(template: str, case: Case, work: str, conn: Any) -> None:
+def _failed(outcome: str, why: str) -> dict[str, str]:
+    return {**{cmd: outcome for cmd in COMMANDS}, "why": why, "detail": ""}
+
+
+def _child(template: str, case: Case, work: str, checkpoint: str, conn: Any) -> None:
     import logging
     import warnings
 
@@ -43,19 +50,19 @@ def _child(template: str, case: Case, work: str, conn: Any) -> None:
     warnings.simplefilter("ignore")
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
     try:
-        conn.send(run_case(Path(template), case, Path(work), CASE_SECONDS))
+        conn.send(run_case(Path(template), case, Path(work), CASE_SECONDS, Path(checkpoint)))
     except BaseException as exc:  # MemoryError and the like: counted as a traceback
-        conn.send({"scan": "traceback", "prepare": "traceback", "why": repr(exc), "detail": ""})
+        conn.send(_failed("traceback", repr(exc)))
 
 
-def run_one(template: Path, case: Case, work: Path) -> dict[str, str]:
+def run_one(template: Path, case: Case, work: Path, checkpoint: Path) -> dict[str, str]:
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(str(template), case, str(work), child))
+    proc = ctx.Process(target=_child, args=(str(template), case, str(work), str(checkpoint), child))
     proc.start()
     child.close()
     result: dict[str, str] | None = None
-    if parent.poll(2 * CASE_SECONDS + 30):
+    if parent.poll(len(COMMANDS) * CASE_SECONDS + 30):
         try:
             result = parent.recv()
         except EOFError:
@@ -64,35 +71,37 @@ def run_one(template: Path, case: Case, work: Path) -> dict[str, str]:
     if proc.is_alive():
         proc.kill()
         proc.join()
-        return {"scan": "hang", "prepare": "hang", "why": "killed", "detail": ""}
+        return _failed("hang", "killed")
     if result is None:
         why = f"child died (exit {proc.exitcode})"
-        return {"scan": "traceback", "prepare": "traceback", "why": why, "detail": ""}
+        return _failed("traceback", why)
     return result
 
 
 def main() -> None:
     import slicelib.data.prepare  # noqa: F401  (imported once, before the children fork)
+    import slicelib.upsample.folder  # noqa: F401
 
     n = int(os.environ.get("FUZZ_CASES", "40"))
     counts: dict[str, dict[str, Counter[str]]] = {
-        cmd: {k: Counter() for k in MUTATIONS} for cmd in ("scan", "prepare")
+        cmd: {k: Counter() for k in MUTATIONS} for cmd in COMMANDS
     }
     bad: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "template"
         write_template(template)
+        checkpoint = write_checkpoint(Path(tmp) / "run" / "best.pt")
         for i, case in enumerate(cases(n)):
             work = Path(tmp) / f"case{i}"
             work.mkdir()
-            out = run_one(template, case, work)
-            for cmd in ("scan", "prepare"):
+            out = run_one(template, case, work, checkpoint)
+            for cmd in COMMANDS:
                 counts[cmd][case.kind][out[cmd]] += 1
                 if out[cmd] in ("lost", "traceback", "hang"):
                     why = out["why"].strip().splitlines()[-1:] or [""]
                     bad.append(f"{cmd} {case.kind} {out['detail']}: {out[cmd]} {why[0][:160]}")
             restore_permissions(work)
-    for cmd in ("scan", "prepare"):
+    for cmd in COMMANDS:
         total: Counter[str] = Counter()
         print(f"\n{cmd}: {n} cases per kind")
         print(f"{'kind':16s}" + "".join(f"{o:>10s}" for o in OUTCOMES))

@@ -81,7 +81,7 @@ def generator_role(model: str) -> str:
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically and durably, so a crash never leaves a
     truncated checkpoint behind."""
-    atomic_write(path, lambda tmp: torch.save(dict(state), tmp), private=True, durable=True)
+    atomic_write(path, lambda tmp: torch.save(dict(state), tmp), durable=True)
 
 
 def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -134,6 +134,20 @@ def load_state(module: nn.Module, state_dict: Mapping[str, Any], *, path: Path, 
                 f"the model expects {tuple(tensor.shape)}"
             )
     module.load_state_dict(state_dict, strict=True)
+
+
+def check_finite_weights(state_dict: Mapping[str, Any], *, path: Path, role: str) -> None:
+    """Refuse a checkpoint whose weights hold NaN or infinite values (a diverged or
+    damaged run would otherwise predict black slices without an error)."""
+    for key, tensor in state_dict.items():
+        if (
+            isinstance(tensor, torch.Tensor)
+            and tensor.is_floating_point()
+            and not bool(torch.isfinite(tensor).all())
+        ):
+            raise SlicelibError(
+                f"checkpoint {path}: {role} key {key!r} holds NaN or infinite values"
+            )
 
 
 def check_compatible(
@@ -233,6 +247,7 @@ def load_run(
             extra["refine"] = from_dict(RefineConfig, state["refine_config"])
             unet_config = from_dict(TrainConfig, state["objective"]["unet_config"])
             base = build_generator(unet_config.model, unet_config.model_cfg)
+            check_finite_weights(state["models"]["generator"], path=path, role="generator")
             load_state(base, state["models"]["generator"], path=path, role="generator")
             extra["base"] = base.to(torch_device).eval()
             extra["residual_scale"] = float(state["objective"]["residual_scale"])
@@ -242,6 +257,7 @@ def load_run(
         network: nn.Module = refine.build_denoiser(config.model_cfg)
     else:
         network = build_generator(config.model, config.model_cfg)
+    check_finite_weights(weights, path=path, role=role)
     load_state(network, weights, path=path, role=role)
     network.to(torch_device).eval()
     log.info("loaded %s (epoch %d) from %s", state["model"], state["epoch"], path)

@@ -6,9 +6,15 @@ sees a half-written file. The temporary name keeps the target's suffixes, so a
 library that picks a format by extension (pandas, nibabel) writes the same
 format it would write to the target.
 
-File modes are decided in :func:`_mode` only: ``private`` outputs
-(checkpoints, evaluation results, written volumes) keep the owner-only mode of
-``tempfile``; the others get the ordinary mode the umask allows.
+File modes are decided in :func:`_mode` only: every file and folder gets the
+ordinary mode the umask allows (0644 and 0755 under umask 022), not the
+owner-only mode of ``tempfile``, so that results, checkpoints and upsampled
+series on a shared group storage are readable by the group. Who else may read
+them is the user's umask to decide.
+
+Every output folder written by :func:`atomic_directory` carries the marker file
+:data:`OUTPUT_MARKER`; :func:`check_replaceable` lets ``--force`` replace only a
+folder that has it, so a mistyped output path never deletes someone's data.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "OUTPUT_MARKER",
     "atomic_directory",
+    "check_replaceable",
     "atomic_write",
     "publish_directory",
     "staged_directory",
@@ -34,10 +42,13 @@ __all__ = [
 ]
 
 
-def _mode(*, folder: bool, private: bool) -> int:
-    """The permission bits of a new output file or folder."""
-    if private:
-        return 0o700 if folder else 0o600
+# The file that says "slicelib wrote this folder" (hidden, and not DICOM, so that
+# series readers skip it).
+OUTPUT_MARKER = ".slicelib-output"
+
+
+def _mode(*, folder: bool) -> int:
+    """The permission bits of a new output file or folder: what ``open``/``mkdir`` give."""
     umask = os.umask(0)
     os.umask(umask)
     return (0o777 if folder else 0o666) & ~umask
@@ -47,7 +58,6 @@ def atomic_write(
     path: str | Path,
     write: Callable[[Path], object],
     *,
-    private: bool = False,
     durable: bool = False,
 ) -> Path:
     """Call ``write(tmp)`` on a temporary path beside ``path``, then rename it to ``path``.
@@ -63,7 +73,7 @@ def atomic_write(
     os.close(fd)
     tmp = Path(name)
     try:
-        tmp.chmod(_mode(folder=False, private=private))
+        tmp.chmod(_mode(folder=False))
         write(tmp)
         if durable:
             with tmp.open("rb+") as handle:
@@ -75,21 +85,19 @@ def atomic_write(
     return path
 
 
-def write_text(path: str | Path, text: str, *, private: bool = False) -> Path:
+def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
 
     def write(tmp: Path) -> None:
         with tmp.open("w", encoding="utf-8", newline="") as handle:
             handle.write(text)
 
-    return atomic_write(path, write, private=private)
+    return atomic_write(path, write)
 
 
-def write_bytes(
-    path: str | Path, data: bytes, *, private: bool = False, durable: bool = False
-) -> Path:
+def write_bytes(path: str | Path, data: bytes, *, durable: bool = False) -> Path:
     """Write ``data`` to ``path`` atomically."""
-    return atomic_write(path, lambda tmp: tmp.write_bytes(data), private=private, durable=durable)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data), durable=durable)
 
 
 def write_json(
@@ -98,15 +106,14 @@ def write_json(
     *,
     sort_keys: bool = False,
     default: Callable[[Any], Any] | None = None,
-    private: bool = False,
 ) -> Path:
     """Write ``data`` as indented JSON (two spaces, a final newline) to ``path`` atomically."""
     text = json.dumps(data, indent=2, sort_keys=sort_keys, default=default) + "\n"
-    return write_text(path, text, private=private)
+    return write_text(path, text)
 
 
 @contextlib.contextmanager
-def staged_directory(target: str | Path, *, private: bool = False) -> Iterator[Path]:
+def staged_directory(target: str | Path) -> Iterator[Path]:
     """Yield a new empty folder beside ``target``, removed when the block ends.
 
     Fill it, then :func:`publish_directory` it inside the block; whatever was not
@@ -116,7 +123,7 @@ def staged_directory(target: str | Path, *, private: bool = False) -> Iterator[P
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        tmp.chmod(_mode(folder=True, private=private))
+        tmp.chmod(_mode(folder=True))
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -143,13 +150,54 @@ def publish_directory(tmp: Path, target: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(target: str | Path, *, private: bool = False) -> Iterator[Path]:
+def atomic_directory(target: str | Path, *, marker: bool = True) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``target`` when the block ends without error.
+
+    ``marker``: write :data:`OUTPUT_MARKER` into it (False for a folder whose every
+    file is read by other programs, such as a DICOM series folder).
 
     On error the temporary folder is removed and ``target`` is left as it was. Checks
     on an existing ``target`` (refuse it, or allow it with ``--force``) are the caller's.
     """
     target = Path(target)
-    with staged_directory(target, private=private) as tmp:
+    with staged_directory(target) as tmp:
         yield tmp
+        if marker:
+            write_marker(tmp)
         publish_directory(tmp, target)
+
+
+def write_marker(folder: Path) -> None:
+    """Mark ``folder`` as written by slicelib (see :func:`check_replaceable`)."""
+    from slicelib import __version__
+
+    write_json(folder / OUTPUT_MARKER, {"written_by": "slicelib", "version": __version__})
+
+
+def check_replaceable(target: str | Path, *, force: bool) -> None:
+    """Raise :class:`SlicelibError` unless ``target`` may be (re)placed by a new folder.
+
+    Allowed: ``target`` does not exist, is an empty folder, or (with ``force``) is a
+    folder slicelib wrote (it holds :data:`OUTPUT_MARKER`). Refused: a file, a
+    non-empty folder without ``force``, and any folder without the marker.
+    """
+    from slicelib.errors import SlicelibError
+
+    target = Path(target)
+    if not target.exists() and not target.is_symlink():
+        return
+    if not target.is_dir() or target.is_symlink():
+        raise SlicelibError(f"output {target} exists and is not a folder")
+    try:
+        empty = not any(target.iterdir())
+    except OSError as exc:
+        raise SlicelibError(f"output {target}: cannot read ({exc.strerror})") from None
+    if empty:
+        return
+    if not force:
+        raise SlicelibError(f"output {target} already exists (use --force to replace it)")
+    if not (target / OUTPUT_MARKER).is_file():
+        raise SlicelibError(
+            f"output {target} was not written by slicelib (no {OUTPUT_MARKER} file); "
+            "refusing to replace it, even with --force"
+        )

@@ -86,12 +86,12 @@ class Results:
             with tmp.open("wb") as handle:
                 np.savez_compressed(handle, **cast(dict[str, Any], self.ddpm_std))
 
-        atomic_write(paths["rows"], lambda p: self.rows.to_csv(p, index=False), private=True)
-        atomic_write(paths["summary"], lambda p: self.summary.to_csv(p, index=False), private=True)
-        write_json(paths["info"], _json_safe(self.info), private=True)
+        atomic_write(paths["rows"], lambda p: self.rows.to_csv(p, index=False))
+        atomic_write(paths["summary"], lambda p: self.summary.to_csv(p, index=False))
+        write_json(paths["info"], _json_safe(self.info))
         written = {key: paths[key] for key in ("rows", "summary", "info")}
         if self.ddpm_std:
-            atomic_write(paths["ddpm_std"], write_npz, private=True)
+            atomic_write(paths["ddpm_std"], write_npz)
             written["ddpm_std"] = paths["ddpm_std"]
         return written
 

@@ -66,6 +66,7 @@ from slicelib.errors import SlicelibError, unknown_choice
 from slicelib.io import write_json, write_text
 from slicelib.locking import hold_lock
 from slicelib.metrics import batch_psnr, batch_ssim
+from slicelib.model_card import training_domain, write_model_card
 from slicelib.objectives import Learner, Objective, build_networks, build_objective
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,12 @@ def train(
             run_cfg, learners, lambda: autocast(device, cfg.precision),
             device=device, image_size=int(size),
         )  # fmt: skip
-        meta = {"size": size, "cache_config": to_dict(cache.config), "world_size": info.world_size}
+        meta: dict[str, Any] = {
+            "size": size,
+            "cache_config": to_dict(cache.config),
+            "world_size": info.world_size,
+            "training_domain": training_domain(cache.manifest),  # what the model card states
+        }
         start, history, best = (
             _resume(run_cfg, run_dir, objective, meta, device, info) if resume else (0, [], None)
         )
@@ -215,7 +221,6 @@ def train(
             write_json(
                 run_dir / "config.json",
                 _run_config(run_cfg, cache_dir, meta, device, objective),
-                private=True,
             )
 
         for epoch in range(start + 1, cfg.epochs + 1):
@@ -270,6 +275,10 @@ def train(
                 break
         if best is None:
             raise SlicelibError(f"run {run_dir}: no epoch was trained")
+        if info.is_main:
+            write_model_card(
+                run_dir, to_dict(cfg), cache_dir, meta["training_domain"], history, best[0]
+            )
         return TrainResult(history=history, best_epoch=best[0], best_value=best[1], run_dir=run_dir)
 
 
@@ -376,6 +385,7 @@ def _state(
         "train_config": to_dict(cfg),
         "cache_config": meta["cache_config"],
         "world_size": meta["world_size"],
+        "training_domain": meta["training_domain"],
         "models": {
             **{role: ln.raw.state_dict() for role, ln in learners.items()},
             **{role: net.state_dict() for role, net in objective.frozen.items()},
@@ -522,7 +532,7 @@ def _write_history(path: Path, history: list[dict[str, float]]) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({c: _fmt(row.get(c, math.nan)) for c in columns})
-    write_text(path, buffer.getvalue(), private=True)
+    write_text(path, buffer.getvalue())
 
 
 def _fmt(value: float) -> str:

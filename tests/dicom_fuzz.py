@@ -1,4 +1,5 @@
-"""Damaged copies of one small good series, and what ``scan`` and ``prepare`` make of them.
+"""Damaged copies of one small good series, and what ``scan``, ``prepare`` and ``upsample``
+make of them.
 
 Used by ``tests/test_fuzz.py`` (a few hundred seeded cases) and by
 ``python -m benchmarks fuzz`` (a longer campaign that prints counts per kind).
@@ -9,7 +10,8 @@ what happened to the damaged patient:
 - ``ok``: its series is used whole (all slices);
 - ``excluded``: its series or patient is excluded with a reason, or the run
   stops with a one-line :class:`~slicelib.errors.SlicelibError`;
-- ``lost``: its series is used with a slice missing and no reason names the file;
+- ``lost``: its series is used (cached, or upsampled) with a slice missing and no
+  reason names the file;
 - ``traceback``: any other exception; ``hang``: the run did not finish in time.
 """
 
@@ -34,6 +36,7 @@ from pydicom.tag import Tag
 
 N_SLICES, ROWS, COLS = 6, 16, 16
 OUTCOMES: tuple[str, ...] = ("ok", "excluded", "lost", "traceback", "hang")
+COMMANDS: tuple[str, ...] = ("scan", "prepare", "upsample")
 
 DELETABLE = (
     "SOPClassUID",
@@ -337,11 +340,61 @@ def time_limit(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def run_case(template: Path, case: Case, work: Path, seconds: int = 60) -> dict[str, str]:
-    """Build ``case`` under ``work`` and run scan and prepare in this process.
+def write_checkpoint(path: Path) -> Path:
+    """An untrained tiny U-Net checkpoint at :data:`ROWS` px: enough to drive ``upsample``."""
+    import torch
 
-    Returns ``{"detail", "scan", "prepare", "why"}``: the outcome of each run
-    (see the module docstring) and the traceback or reason behind it.
+    from slicelib.checkpoint import checkpoint_header, save_checkpoint
+    from slicelib.config import ModelConfig, PrepareConfig, TrainConfig, to_dict
+    from slicelib.models import build_generator
+
+    cfg = TrainConfig(model="unet", model_cfg=ModelConfig(features=4))
+    torch.manual_seed(0)
+    net = build_generator(cfg.model, cfg.model_cfg)
+    state = {
+        **checkpoint_header(cfg.model, cfg.k, ROWS, 1, [], (1, 0.0)),
+        "train_config": to_dict(cfg),
+        "cache_config": to_dict(PrepareConfig(size=ROWS)),
+        "models": {"generator": net.state_dict()},
+    }
+    save_checkpoint(path, state)
+    return path
+
+
+def _run_upsample(root: Path, work: Path, checkpoint: Path, seconds: int) -> tuple[str, str]:
+    """Outcome and reason of ``upsample`` on the damaged series (see the module docstring)."""
+    from slicelib.errors import SlicelibError
+    from slicelib.upsample.folder import upsample_to_folder
+
+    try:
+        with time_limit(seconds):
+            report = upsample_to_folder(
+                root / "DAMAGED" / "series", work / "x2", checkpoint, device="cpu"
+            )
+    except Hang as exc:
+        return "hang", str(exc)
+    except SlicelibError as exc:
+        return "excluded", str(exc)
+    except Exception:
+        return "traceback", traceback.format_exc(limit=-3)
+    if report.slices_in == N_SLICES and report.slices_out == 2 * N_SLICES - 1:
+        return "ok", ""
+    return "lost", f"upsampled {report.slices_in} of {N_SLICES} slices"
+
+
+def run_case(
+    template: Path,
+    case: Case,
+    work: Path,
+    seconds: int = 60,
+    checkpoint: Path | None = None,
+) -> dict[str, str]:
+    """Build ``case`` under ``work`` and run scan and prepare (and, given a
+    ``checkpoint``, upsample) in this process.
+
+    Returns ``{"detail", "scan", "prepare", "upsample", "why"}``: the outcome of each
+    run (see the module docstring; ``upsample`` is "" without a checkpoint) and the
+    traceback or reason behind it.
     """
     from slicelib.config import PrepareConfig, ScanConfig
     from slicelib.data.prepare import prepare
@@ -351,7 +404,7 @@ def run_case(template: Path, case: Case, work: Path, seconds: int = 60) -> dict[
     root = work / "data"
     detail = build_case(template, case, root)
     scan_cfg = ScanConfig(min_slices=3, workers=1)
-    out = {"detail": detail, "scan": "", "prepare": "", "why": ""}
+    out = {"detail": detail, "scan": "", "prepare": "", "upsample": "", "why": ""}
     damaged = str(root / "DAMAGED")
     try:
         with time_limit(seconds):
@@ -396,6 +449,11 @@ def run_case(template: Path, case: Case, work: Path, seconds: int = 60) -> dict[
     except Exception:
         out["prepare"] = "traceback"
         out["why"] += "; " + traceback.format_exc(limit=-3)
+
+    if checkpoint is not None:
+        outcome, why = _run_upsample(root, work, checkpoint, seconds)
+        out["upsample"] = outcome
+        out["why"] += f"; upsample: {why}" if why else ""
     return out
 
 

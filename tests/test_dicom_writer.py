@@ -13,9 +13,10 @@ import torch
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, RLELossless, generate_uid
 
+import slicelib
 from slicelib.data.dicom import load_series, normal
 from slicelib.errors import SlicelibError
-from slicelib.io import atomic_directory
+from slicelib.io import OUTPUT_MARKER, atomic_directory
 from slicelib.upsample.dicom_writer import (
     ACQUIRED_COMMENT,
     SYNTHESIZED_COMMENT,
@@ -211,6 +212,15 @@ def test_headers_mark_derived_and_synthesized_slices(series: Path, tmp_path: Pat
         assert ds.StudyInstanceUID == source[0].StudyInstanceUID
         assert ds.FrameOfReferenceUID == source[0].FrameOfReferenceUID
         assert ds.PatientID == source[0].PatientID
+        # The new series has its own date and time and names slicelib as the equipment
+        # that processed the source (DCM 109102, CID 7005).
+        assert (ds.SeriesDate, ds.SeriesTime) == (ds.ContentDate, ds.ContentTime)
+        assert ds.SeriesTime != source[0].get("SeriesTime")
+        equipment = ds.ContributingEquipmentSequence[-1]
+        assert equipment.Manufacturer == "slicelib"
+        assert equipment.SoftwareVersions == slicelib.__version__
+        purpose = equipment.PurposeOfReferenceCodeSequence[0]
+        assert (purpose.CodeValue, purpose.CodingSchemeDesignator) == ("109102", "DCM")
 
 
 def test_uids_are_new_and_unique(series: Path, tmp_path: Path) -> None:
@@ -260,24 +270,38 @@ def test_std_series_is_separate_and_non_negative(series: Path, tmp_path: Path) -
     img, std = read_all(tmp_path / "img"), read_all(tmp_path / "std")
     assert img[0].SeriesInstanceUID != std[0].SeriesInstanceUID
     assert "uncertainty" in std[0].SeriesDescription
-    back = load_series(tmp_path / "std")
-    assert back.pixels.min() >= 0
-    assert np.allclose(back.pixels[0::2], 0)
-    assert np.allclose(back.pixels, up.std, atol=float(up.std.max()) / 65535 + 1e-4)
+    # A typed derived image: real values through the RealWorldValueMappingSequence only.
+    values = []
+    for ds in std:
+        assert list(ds.ImageType) == ["DERIVED", "SECONDARY", "OTHER"]
+        assert "RescaleSlope" not in ds
+        rwvm = ds.RealWorldValueMappingSequence[0]
+        assert rwvm.MeasurementUnitsCodeSequence[0].CodingSchemeDesignator == "UCUM"
+        assert "standard deviation" in rwvm.LUTExplanation
+        values.append(
+            ds.pixel_array * float(rwvm.RealWorldValueSlope) + float(rwvm.RealWorldValueIntercept)
+        )
+    back = np.stack(values)
+    assert back.min() >= 0
+    assert np.allclose(back[0::2], 0)
+    assert np.allclose(back, up.std, atol=float(up.std.max()) / 65535 + 1e-4)
     assert all(SYNTHESIZED_COMMENT in ds.ImageComments for ds in std[1::2])
 
 
-def test_refuses_to_overwrite_unless_forced(series: Path, tmp_path: Path) -> None:
+def test_force_replaces_only_a_folder_slicelib_wrote(series: Path, tmp_path: Path) -> None:
     up = upsampled(series)
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("x")
     with pytest.raises(SlicelibError, match="already exists"):
         write_dicom_series(up, out, DERIVATION)
-    assert (out / "keep.txt").exists()
+    with pytest.raises(SlicelibError, match="not written by slicelib"):
+        write_dicom_series(up, out, DERIVATION, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    (out / OUTPUT_MARKER).write_text("{}")
     write_dicom_series(up, out, DERIVATION, force=True)
     assert not (out / "keep.txt").exists()
-    assert len(list(out.iterdir())) == 9
+    assert len(list(out.iterdir())) == 9  # the series only: no marker among its files
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -318,7 +342,6 @@ def test_output_passes_an_independent_iod_validator(series: Path, tmp_path: Path
     assert _dciodvfy(up.source.files[0]) == []
     for path in sorted((tmp_path / "img").iterdir())[:2]:
         assert _dciodvfy(path) == [], path
-    # The std map needs a RescaleSlope, which the MR IOD only warns about.
-    std_report = _dciodvfy(sorted((tmp_path / "std").iterdir())[1])
-    assert [line for line in std_report if line.startswith("Error")] == []
-    assert all("Rescale" in line or "Standard Extended" in line for line in std_report)
+    # So must the std map, its real values in a RealWorldValueMappingSequence (no rescale).
+    for path in sorted((tmp_path / "std").iterdir())[:2]:
+        assert _dciodvfy(path) == [], path

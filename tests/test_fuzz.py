@@ -1,4 +1,5 @@
-"""Seeded fuzz campaign: damaged copies of one tiny series through scan and prepare.
+"""Seeded fuzz campaign: damaged copies of one tiny series through scan, prepare and
+upsample.
 
 Every case must end ``ok`` (the series used whole) or ``excluded`` (a reason, or a
 one-line error): never a traceback, a hang, or a series used with a slice
@@ -13,7 +14,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from dicom_fuzz import MUTATIONS, Case, cases, restore_permissions, run_case, write_template
+from dicom_fuzz import (
+    COMMANDS,
+    MUTATIONS,
+    Case,
+    cases,
+    restore_permissions,
+    run_case,
+    write_checkpoint,
+    write_template,
+)
 
 CASES_PER_KIND = 20
 REPO = Path(__file__).resolve().parents[1]
@@ -26,8 +36,13 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("fuzz_run") / "best.pt")
+
+
 def test_campaign_has_no_traceback_hang_or_lost_slice(
-    template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    template: Path, checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("ERROR")  # the damaged files warn by design
     bad: list[str] = []
@@ -35,8 +50,8 @@ def test_campaign_has_no_traceback_hang_or_lost_slice(
     for i, case in enumerate(cases(CASES_PER_KIND, seed=13)):
         work = tmp_path / f"case{i}"
         work.mkdir()
-        out = run_case(template, case, work, seconds=60)
-        for cmd in ("scan", "prepare"):
+        out = run_case(template, case, work, seconds=60, checkpoint=checkpoint)
+        for cmd in COMMANDS:
             outcomes[case.kind].add(out[cmd])
             if out[cmd] not in ("ok", "excluded"):
                 bad.append(f"{cmd} {case.kind} ({out['detail']}): {out[cmd]}: {out['why']}")
@@ -51,7 +66,7 @@ def test_campaign_has_no_traceback_hang_or_lost_slice(
 
 @pytest.mark.parametrize("kind", ["truncate", "huge_dims"])
 def test_cli_on_damaged_series_gives_no_traceback(
-    template: Path, tmp_path: Path, kind: str
+    template: Path, checkpoint: Path, tmp_path: Path, kind: str
 ) -> None:
     from dicom_fuzz import build_case
 
@@ -62,6 +77,8 @@ def test_cli_on_damaged_series_gives_no_traceback(
     commands = [
         ["scan", str(root), "--no-progress", "--workers", "1"],
         ["prepare", str(root), str(tmp_path / "cache"), "--preset", "smoke", "--no-progress"],
+        ["upsample", str(root / "DAMAGED" / "series"), str(tmp_path / "x2")]
+        + ["--checkpoint", str(checkpoint), "--device", "cpu"],
     ]
     for args in commands:
         proc = subprocess.run(

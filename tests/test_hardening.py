@@ -384,8 +384,21 @@ def test_argument_types() -> None:
         ["prepare", "DATA", "OUT", "--size", "100000"],
         ["prepare", "DATA", "OUT", "--seed", "99999999999999999999"],
         ["prepare", "DATA", "OUT", "--max-slice-mb", "nan"],
+        ["train", "--model", "unet", "--k", "99999999999999999999", "--cache", "DATA",
+         "--out", "OUT"],
+        ["train", "--model", "unet", "--k", "0", "--cache", "DATA", "--out", "OUT"],
+        ["train", "--model", "unet", "--k", "1", "--cache", "DATA", "--out", "OUT",
+         "--epochs", "1e9"],
+        ["evaluate", "--cache", "DATA", "--k", "-1", "--out", "OUT"],
+        ["evaluate", "--cache", "DATA", "--k", "1", "--out", "OUT", "--seed", "-3"],
+        ["evaluate", "--cache", "DATA", "--k", "1", "--out", "OUT", "--ddim-steps", "0"],
+        ["upsample", "DATA", "OUT", "--checkpoint", "DATA", "--batch-size", "0"],
+        ["upsample", "DATA", "OUT", "--checkpoint", "DATA", "--mc-samples", "1"],
+        ["upsample", "DATA", "OUT", "--checkpoint", "DATA", "--factor", "99999999999"],
+        ["demo-data", "OUT", "--patients", "0"],
+        ["demo-data", "OUT", "--seed", "99999999999999999999"],
     ],
-)
+)  # fmt: skip
 def test_bad_options_give_one_line_error(
     tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:

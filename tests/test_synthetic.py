@@ -34,6 +34,7 @@ from slicelib.data.synthetic import (
     write_demo_cohort,
 )
 from slicelib.errors import SlicelibError
+from slicelib.io import OUTPUT_MARKER
 
 SMALL = CohortConfig(patients=3, seed=7, matrix=48, slices=22, distractors=True)
 
@@ -325,14 +326,15 @@ def test_cli_writes_a_cohort(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
 def test_cli_rejects_bad_patient_count(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], patients: str
 ) -> None:
-    code = main(["demo-data", str(tmp_path / "out"), "--patients", patients])
-    err = capsys.readouterr().err.strip()
-    assert code == 2
+    with pytest.raises(SystemExit) as exit_:  # argparse: the option's type is bounded
+        main(["demo-data", str(tmp_path / "out"), "--patients", patients])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2
     assert err.count("\n") == 0 and "--patients" in err and patients in err
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_refuses_non_empty_out_unless_forced(
+def test_cli_force_replaces_only_a_cohort_it_wrote(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "busy"
@@ -341,11 +343,15 @@ def test_cli_refuses_non_empty_out_unless_forced(
     args = ["demo-data", str(out), "--preset", "smoke", "--patients", "1", "--no-progress"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("slicelib demo-data: error:") and "not empty" in err
+    assert err.startswith("slicelib demo-data: error:") and "already exists" in err
     assert err.count("\n") == 0
+    assert main([*args, "--force"]) == 2  # not a folder slicelib wrote: never deleted
+    assert "not written by slicelib" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "mine"
-    assert main([*args, "--force"]) == 0
-    assert not (out / "keep.txt").exists() and (out / "metadata.csv").is_file()
+    (out / "keep.txt").unlink()
+    assert main(args) == 0  # an empty folder may be filled
+    assert main([*args, "--force"]) == 0  # and a cohort it wrote replaced
+    assert (out / "metadata.csv").is_file() and (out / OUTPUT_MARKER).is_file()
 
 
 def test_write_refuses_an_existing_cohort(cohort: tuple[Path, list[Path]]) -> None:

@@ -251,7 +251,6 @@ def test_cli_trains_and_reports(
     ("args", "message"),
     [
         (["--model", "vit", "--k", "1"], "unknown model 'vit'"),
-        (["--model", "cnn", "--k", "0"], "k must be >= 1"),
         (["--model", "cnn", "--k", "2"], "no train triplets at k=2"),
         (["--model", "cnn", "--k", "1", "--preset", "huge"], "unknown preset 'huge'"),
         (["--model", "cnn", "--k", "1", "--precision", "fp8"], "unknown precision 'fp8'"),

@@ -2,7 +2,8 @@
 
 Writes the synthetic demo cohort (DICOM in the TCIA layout) into a temporary
 folder beside OUT, then renames it to OUT, so an interrupted run leaves nothing
-half-written. Refuses a non-empty OUT unless ``--force``.
+half-written. Refuses a non-empty OUT unless ``--force``, and even then one that
+slicelib did not write (it lacks the marker file of :func:`slicelib.io.check_replaceable`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from slicelib.cli.types import MAX_COUNT, MAX_SEED, non_negative_int, positive_int
 from slicelib.config import DEFAULT_PRESET, CohortConfig, get_preset, replace_checked
-from slicelib.errors import SlicelibError
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("out", type=Path, metavar="OUT", help="folder to create")
     parser.add_argument(
         "--patients",
-        type=int,
+        type=positive_int(MAX_COUNT),
         default=None,
         help=f"number of patients (default: the preset's; demo {CohortConfig.patients})",
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=non_negative_int(MAX_SEED),
         default=None,
         help=f"random seed of the whole cohort (default: the preset's; demo {CohortConfig.seed})",
     )
@@ -46,25 +47,18 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=DEFAULT_PRESET,
         help=f"cohort size settings to start from (demo, paper, smoke; default {DEFAULT_PRESET})",
     )
-    parser.add_argument("--force", action="store_true", help="replace a non-empty OUT")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an OUT that slicelib wrote before"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=handler)
     return parser
 
 
-def _check_out(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise SlicelibError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise SlicelibError(f"{out} is not empty (use --force to replace it)")
-
-
 def handler(args: argparse.Namespace) -> int:
     from slicelib.data.synthetic import validate_cohort_config, write_demo_cohort
-    from slicelib.io import atomic_directory
+    from slicelib.io import atomic_directory, check_replaceable
 
-    if args.patients is not None and args.patients < 1:
-        raise SlicelibError(f"--patients must be >= 1 (got {args.patients})")
     changes: dict[str, Any] = {}
     if args.patients is not None:
         changes["patients"] = args.patients
@@ -73,7 +67,7 @@ def handler(args: argparse.Namespace) -> int:
     cfg = replace_checked(get_preset(args.preset).cohort, **changes)
     validate_cohort_config(cfg)
     out = Path(args.out).expanduser().absolute()
-    _check_out(out, args.force)
+    check_replaceable(out, force=args.force)
 
     start = time.perf_counter()
     with atomic_directory(out) as tmp:

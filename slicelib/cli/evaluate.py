@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from slicelib.cli.types import MAX_BATCH, MAX_COUNT, MAX_K, MAX_SEED, non_negative_int, positive_int
 from slicelib.config import DEFAULT_PRESET, EvalConfig, get_preset, replace_checked
 
 
@@ -22,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         ),
     )
     parser.add_argument("--cache", type=Path, required=True, help="prepared cache directory")
-    parser.add_argument("--k", type=int, required=True, help="neighbour distance (>= 1)")
+    parser.add_argument(
+        "--k", type=positive_int(MAX_K), required=True, help=f"neighbour distance (1..{MAX_K})"
+    )
     parser.add_argument("--out", type=Path, required=True, help="per-slice results (.csv)")
     parser.add_argument(
         "--methods",
@@ -54,18 +57,30 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
     )
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N for trained runs")
     parser.add_argument(
-        "--ddim-steps", type=int, nargs="+", metavar="S", help="DDIM step counts for the DDPM"
+        "--ddim-steps",
+        type=positive_int(MAX_COUNT),
+        nargs="+",
+        metavar="S",
+        help="DDIM step counts for the DDPM",
     )
-    parser.add_argument("--ddpm-samples", type=int, metavar="N", help="samples averaged (DDPM)")
+    parser.add_argument(
+        "--ddpm-samples", type=positive_int(MAX_COUNT), metavar="N", help="samples averaged (DDPM)"
+    )
     parser.add_argument(
         "--ddpm-max-slices",
-        type=int,
+        type=positive_int(MAX_COUNT),
         metavar="N",
         help="evaluate the DDPM on N evenly spaced test slices only",
     )
     parser.add_argument("--flow", choices=("tvl1", "ilk"), help="optical flow of 'flow'")
-    parser.add_argument("--batch-size", type=int, help="slices per forward pass of a run")
-    parser.add_argument("--seed", type=int, help="seed of the DDPM samplers and the bootstrap")
+    parser.add_argument(
+        "--batch-size", type=positive_int(MAX_BATCH), help="slices per forward pass of a run"
+    )
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int(MAX_SEED),
+        help="seed of the DDPM samplers and the bootstrap",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=handler)
     return parser

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from slicelib.cli.scan import add_scan_options, scan_config
-from slicelib.cli.types import bounded_int, non_negative_int
+from slicelib.cli.types import MAX_SEED, bounded_int, non_negative_int
 from slicelib.config import (
     DEFAULT_INPUT_KIND,
     DEFAULT_PRESET,
@@ -21,7 +21,6 @@ from slicelib.config import (
 
 # A slice of 4096 x 4096 float32 is 64 MB; beyond that a typo, not a study setting.
 MIN_SIZE, MAX_SIZE = 8, 4096
-MAX_SEED = 2**32 - 1  # numpy's seed range
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from slicelib.cli.types import MAX_BATCH, MAX_COUNT, MAX_K, positive_int
 from slicelib.config import DEFAULT_PRESET, MODEL_NAMES, get_preset
 from slicelib.errors import SlicelibError
 
@@ -25,14 +26,20 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         ),
     )
     parser.add_argument("--model", required=True, help=f"one of {', '.join(MODEL_NAMES)}")
-    parser.add_argument("--k", type=int, required=True, help="neighbour distance (>= 1)")
+    parser.add_argument(
+        "--k", type=positive_int(MAX_K), required=True, help=f"neighbour distance (1..{MAX_K})"
+    )
     parser.add_argument("--cache", type=Path, required=True, help="prepared cache directory")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
     parser.add_argument(
         "--preset", default=DEFAULT_PRESET, help=f"demo, paper or smoke (default {DEFAULT_PRESET})"
     )
-    parser.add_argument("--epochs", type=int, help="override the preset's epochs")
-    parser.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    parser.add_argument(
+        "--epochs", type=positive_int(MAX_COUNT), help="override the preset's epochs"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int(MAX_BATCH), help="override the preset's batch size"
+    )
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--precision", help="fp16, bf16 or fp32 on CUDA (default fp16)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks")

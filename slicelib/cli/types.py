@@ -16,6 +16,13 @@ from pathlib import Path
 # The largest integer any option accepts (a seed, a step count): beyond this a
 # value is a typo, and numpy or torch would fail on it later with a traceback.
 MAX_INT = 2**63 - 1
+# Bounds shared by several commands: numpy's seed range; the neighbour distance k
+# (a volume needs 2k + 1 slices, so beyond this no cohort has a triplet); counts of
+# passes, samples and steps; a batch or a cohort larger than any machine holds.
+MAX_SEED = 2**32 - 1
+MAX_K = 256
+MAX_COUNT = 100_000
+MAX_BATCH = 65_536
 
 
 def bounded_int(lo: int, hi: int = MAX_INT) -> Callable[[str], int]:

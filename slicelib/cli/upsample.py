@@ -5,7 +5,9 @@ Output folder layout (written to a temporary folder beside it, then renamed):
 - DICOM input: ``OUTPUT_DIR/interpolated/`` (the 2n-1 slice series), with
   ``--uncertainty`` also ``OUTPUT_DIR/uncertainty/`` (the std map series);
 - NIfTI input: ``OUTPUT_DIR/<name>_x2.nii.gz`` (and ``<name>_x2_std.nii.gz``);
-- ``OUTPUT_DIR/upsample.json``: what was done, with which checkpoint, how long.
+- ``OUTPUT_DIR/upsample.json``: what was done, with which checkpoint, how long, and
+  how the input differs from the checkpoint's training domain;
+- ``OUTPUT_DIR/.slicelib-output``: the marker that lets ``--force`` replace the folder.
 """
 
 from __future__ import annotations
@@ -13,8 +15,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from slicelib.cli.types import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_SEED,
+    bounded_int,
+    non_negative_int,
+    positive_int,
+)
 from slicelib.config import FACTOR, UpsampleConfig
 from slicelib.upsample.folder import IMAGE_FOLDER
+
+# Only x2 is supported; a larger factor is parsed (and refused with its reason)
+# up to this bound, beyond which it is a typo.
+MAX_FACTOR = 16
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -36,12 +50,23 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         help="a run folder (its best.pt) or a checkpoint file",
     )  # fmt: skip
     parser.add_argument(
-        "--factor", type=int, default=FACTOR, help=f"through-plane factor ({FACTOR})"
+        "--factor",
+        type=bounded_int(1, MAX_FACTOR),
+        default=FACTOR,
+        help=f"through-plane factor ({FACTOR})",
     )
-    parser.add_argument("--force", action="store_true", help="replace an existing OUTPUT_DIR")
+    parser.add_argument(
+        "--force", action="store_true",
+        help="replace an OUTPUT_DIR that slicelib wrote before (never any other folder)",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size,
+        "--slice-axis", type=int, choices=(0, 1, 2), default=None,
+        help="NIfTI only: the through-plane voxel axis (default: from the header's dim_info, "
+        "else the axis of largest spacing, else the third axis)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--batch-size", type=positive_int(MAX_BATCH), default=defaults.batch_size,
         help=f"slice pairs per forward pass (default {defaults.batch_size})",
     )  # fmt: skip
     parser.add_argument(
@@ -50,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         "(MC dropout when the checkpoint has dropout, else a deep ensemble: --ensemble)",
     )  # fmt: skip
     parser.add_argument(
-        "--mc-samples", type=int, default=None,
+        "--mc-samples", type=bounded_int(2, MAX_COUNT), default=None,
         help=f"MC dropout passes (default {defaults.mc_samples})",
     )  # fmt: skip
     parser.add_argument(
@@ -58,10 +83,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         help="further checkpoints of the same task: the std across them and CKPT",
     )  # fmt: skip
     parser.add_argument(
-        "--ddim-steps", type=int, default=defaults.ddim_steps,
+        "--ddim-steps", type=positive_int(MAX_COUNT), default=defaults.ddim_steps,
         help=f"DDPM checkpoints: deterministic DDIM steps (default {defaults.ddim_steps})",
     )  # fmt: skip
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of any sampling")
+    parser.add_argument(
+        "--seed", type=non_negative_int(MAX_SEED), default=defaults.seed,
+        help="seed of any sampling",
+    )  # fmt: skip
     parser.add_argument(
         "--cpu-precision", choices=("auto", "bf16", "fp32"), default=defaults.cpu_precision,
         help="on the CPU: bf16 (auto: where the CPU has AMX/AVX512-BF16) or fp32 "
@@ -94,6 +122,7 @@ def handler(args: argparse.Namespace) -> int:
         ensemble=args.ensemble or (),
         cfg=cfg,
         progress=not args.quiet,
+        slice_axis=args.slice_axis,
     )
     for kind, paths in report.files.items():
         where = paths[0].parent if len(paths) > 1 else paths[0]

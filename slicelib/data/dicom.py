@@ -125,7 +125,9 @@ def series_files(path_or_files: str | Path | Iterable[str | Path]) -> list[Path]
     return files
 
 
-def _read(path: Path) -> Dataset:
+def read_dataset(path: Path) -> Dataset:
+    """One DICOM file (pixel data included); pydicom's warnings are logged with ``path``;
+    an unreadable file is a one-line :class:`SlicelibError`."""
     try:
         with captured_warnings() as caught:
             ds = pydicom.dcmread(path, force=not has_dicom_preamble(path))
@@ -296,7 +298,7 @@ def load_series(
     """
     files = series_files(path_or_files)
     where = str(Path(path_or_files)) if isinstance(path_or_files, (str, Path)) else "series"
-    datasets = [_read(p) for p in files]
+    datasets = [read_dataset(p) for p in files]
 
     uid_of = []
     for ds, path in zip(datasets, files):

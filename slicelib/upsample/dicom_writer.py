@@ -4,15 +4,28 @@ Every output instance is built from the source series' own datasets, so patient,
 study, frame of reference and acquisition attributes carry over. What changes:
 
 - new SeriesInstanceUID (one per output series) and SOPInstanceUID (one per file);
-  InstanceNumber 1..2n-1 along the slice normal; SeriesDescription marked;
+  InstanceNumber 1..2n-1 along the slice normal; SeriesDescription marked; its own
+  SeriesDate/SeriesTime (when it was written); a ContributingEquipmentSequence item
+  naming slicelib and its version as Processing Equipment (DCM 109102);
 - ImageType ``DERIVED\\SECONDARY`` (later values kept), DerivationDescription naming
   the method and checkpoint, SourceImageSequence referencing the acquired
   instance(s) each slice comes from (itself for an acquired slice, both
   neighbours for a synthesized one), ImageComments saying which slices were
   synthesized (supplement 6.2: no reader may take them for acquired data);
 - geometry of the new grid: ImagePositionPatient, SliceLocation,
-  SpacingBetweenSlices (half the acquired spacing). SliceThickness keeps the
+  SpacingBetweenSlices (half the acquired spacing), and the validated
+  ImageOrientationPatient and PixelSpacing of the volume. SliceThickness keeps the
   acquired value: halving the spacing does not make the acquired slab thinner.
+
+Every value copied from the sources has been validated first
+(:mod:`slicelib.upsample.sources`): damaged optional elements are dropped with a
+warning naming the file, required ones are repaired from the series or refused.
+
+The uncertainty (std) series is a typed derived image, not a picture of the
+patient: ImageType ``DERIVED\\SECONDARY\\OTHER``, ImageComments and
+DerivationDescription saying what it is, unsigned 16-bit values without a
+rescale (the MR IOD has none) and a RealWorldValueMappingSequence mapping them to
+the standard deviation in the source's intensity units (one slope for the series).
 
 Acquired slices keep their PixelData bytes, transfer syntax and rescale exactly.
 Synthesized slices are stored uncompressed in the source's 16-bit encoding
@@ -36,13 +49,16 @@ import pydicom
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.sr.codedict import codes
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from slicelib import __version__
 from slicelib.data.dicom import normal
+from slicelib.data.headers import dataset_value
 from slicelib.errors import SlicelibError
-from slicelib.io import atomic_directory
+from slicelib.io import atomic_directory, check_replaceable
+from slicelib.upsample.sources import read_sources
 from slicelib.upsample.volume import Upsampled
 
 log = logging.getLogger(__name__)
@@ -54,6 +70,19 @@ IMAGE_SUFFIX = " [x2 interpolated]"
 STD_SUFFIX = " [x2 interpolated, uncertainty SD]"
 SERIES_NUMBER_OFFSET = {"image": 1000, "std": 2000}
 SOURCE_PURPOSE = ("121322", "DCM", "Source image for image processing operation")
+# CID 7005 Contributing Equipment Purposes of Reference: equipment that made new
+# instances from others by processing them (109103 "Modifying Equipment" is for
+# equipment that changed attributes of existing instances).
+PROCESSING_PURPOSE = (
+    codes.DCM.ProcessingEquipment.value,
+    codes.DCM.ProcessingEquipment.scheme_designator,
+    codes.DCM.ProcessingEquipment.meaning,
+)
+MANUFACTURER = "slicelib"
+# MR signal has no physical unit: the std map is in the source's arbitrary units.
+NO_UNITS = ("1", "UCUM", "no units")
+STD_IMAGE_TYPE = ["DERIVED", "SECONDARY", "OTHER"]
+STD_LEVELS = 65535  # the std map's largest value is stored as this
 NATIVE_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 Kind = Literal["image", "std"]
@@ -97,12 +126,10 @@ def check_output_location(out: Path, inputs: Iterable[Path]) -> None:
 
 
 def check_new_output(out: Path, *, force: bool = False) -> None:
-    """Refuse an existing ``out`` unless ``force``; make sure its parent can be created."""
+    """Refuse an existing ``out`` unless ``force`` and slicelib wrote it
+    (:func:`~slicelib.io.check_replaceable`); make sure its parent can be created."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SlicelibError(f"output {out} exists and is not a folder")
-    if out.exists() and not force:
-        raise SlicelibError(f"output {out} already exists (use --force to overwrite)")
+    check_replaceable(out, force=force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -121,10 +148,10 @@ def slice_locations(sources: Sequence[Dataset], up: Upsampled) -> np.ndarray:
     their value exactly; otherwise it is the position along the normal.
     """
     along = up.positions @ normal(up.source.orientation)
-    values = [s.get("SliceLocation") for s in sources]
-    if any(v is None or v == "" for v in values):
+    values = [dataset_value(s, "SliceLocation", "number") for s in sources]
+    if any(v.reason for v in values):
         return along
-    known = np.asarray([float(v) for v in values], dtype=np.float64)
+    known = np.asarray([float(v.value) for v in values], dtype=np.float64)
     slope, intercept = np.polyfit(along[0::2], known, 1)
     out = slope * along + intercept
     out[0::2] = known
@@ -154,21 +181,27 @@ def _stored_range(bits_stored: int, signed: bool) -> tuple[int, int]:
     return 0, 2**bits_stored - 1
 
 
-def _set_pixels(ds: Dataset, values: np.ndarray, own_rescale: bool) -> None:
+def _set_pixels(ds: Dataset, values: np.ndarray, std_slope: float | None = None) -> None:
     """Store float ``values`` (H, W, original units) as native 16-bit pixel data in ``ds``.
 
-    Keeps the template's 16-bit encoding and rescale unless ``own_rescale`` or the
-    template is not 16-bit; then unsigned 16-bit with a slope/intercept spanning
-    ``values``.
+    Keeps the template's 16-bit encoding and rescale when it is 16-bit; otherwise
+    unsigned 16-bit with a slope/intercept spanning ``values``. ``std_slope``: a std
+    map, stored unsigned as ``values / std_slope`` without any rescale (its mapping
+    to real values is the RealWorldValueMappingSequence).
     """
-    if not own_rescale and int(ds.get("BitsAllocated", 0)) == 16:
+    if std_slope is not None:
+        slope, intercept, bits, signed = std_slope, 0.0, 16, False
+        for keyword in ("RescaleSlope", "RescaleIntercept", "RescaleType"):
+            if keyword in ds:
+                del ds[keyword]
+    elif int(ds.get("BitsAllocated", 0)) == 16:
         slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
         intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
         bits = int(ds.get("BitsStored", 16))
         signed = int(ds.get("PixelRepresentation", 0)) == 1
     else:
         low, high = float(np.min(values)), float(np.max(values))
-        intercept = min(low, 0.0) if own_rescale else low
+        intercept = low
         span = high - intercept
         slope = span / 65535.0 if span > 0 else 1.0
         bits, signed = 16, False
@@ -201,6 +234,8 @@ class _SeriesHeader:
     spacing: str
     date: str
     time: str
+    orientation: list[str]
+    pixel_spacing: list[str]
 
 
 def _header(
@@ -208,17 +243,45 @@ def _header(
 ) -> _SeriesHeader:
     first = sources[0]
     suffix = STD_SUFFIX if kind == "std" else IMAGE_SUFFIX
-    number = first.get("SeriesNumber")
+    number = dataset_value(first, "SeriesNumber", "int")
+    description = dataset_value(first, "SeriesDescription", "text")
     now = dt.datetime.now()
     return _SeriesHeader(
         uid=generate_uid(),
-        number=(int(number) if number not in (None, "") else 0) + SERIES_NUMBER_OFFSET[kind],
-        description=(str(first.get("SeriesDescription", "")) + suffix).strip()[:64],
+        number=(0 if number.reason else int(number.value)) + SERIES_NUMBER_OFFSET[kind],
+        description=(("" if description.reason else str(description.value)) + suffix).strip()[:64],
         derivation=deriv.description(kind),
         spacing=_ds(up.slice_spacing),
         date=now.strftime("%Y%m%d"),
         time=now.strftime("%H%M%S.%f"),
+        orientation=[_ds(v) for v in up.source.orientation],
+        pixel_spacing=[_ds(v) for v in up.source.pixel_spacing],
     )
+
+
+def _contributing_equipment(ds: Dataset, head: _SeriesHeader) -> DicomSequence:
+    """The source's ContributingEquipmentSequence (when readable) plus slicelib's item."""
+    item = Dataset()
+    item.Manufacturer = MANUFACTURER
+    item.SoftwareVersions = __version__
+    item.PurposeOfReferenceCodeSequence = DicomSequence([_code_item(PROCESSING_PURPOSE)])
+    item.ContributionDateTime = head.date + head.time
+    item.ContributionDescription = "x2 through-plane slice interpolation"
+    earlier = list(ds.get("ContributingEquipmentSequence", []))
+    return DicomSequence([*earlier, item])
+
+
+def _real_world_values(slope: float) -> DicomSequence:
+    """Stored value (0..65535) -> standard deviation in the source's units: ``slope * v``."""
+    item = Dataset()
+    item.LUTExplanation = "predicted standard deviation, source intensity units"
+    item.LUTLabel = "STD"
+    item.MeasurementUnitsCodeSequence = DicomSequence([_code_item(NO_UNITS)])
+    item.RealWorldValueFirstValueMapped = 0
+    item.RealWorldValueLastValueMapped = STD_LEVELS
+    item.RealWorldValueIntercept = 0.0
+    item.RealWorldValueSlope = float(slope)
+    return DicomSequence([item])
 
 
 def _instance(
@@ -230,24 +293,33 @@ def _instance(
     position: np.ndarray,
     location: float,
     comment: str,
+    kind: Kind = "image",
+    std_slope: float = 1.0,
 ) -> Dataset:
     """Set the series-, instance- and derivation-level attributes of one output dataset."""
     ds = template
     sop_uid = generate_uid()
     ds.SOPInstanceUID = sop_uid
     ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
     ds.file_meta.ImplementationVersionName = f"SLICELIB_{__version__}"[:16]
     ds.SeriesInstanceUID = head.uid
     ds.SeriesNumber = head.number
     ds.SeriesDescription = head.description
+    ds.SeriesDate, ds.SeriesTime = head.date, head.time
     ds.InstanceNumber = number
     old_type = list(ds.get("ImageType", []))
-    ds.ImageType = ["DERIVED", "SECONDARY", *old_type[2:]]
+    ds.ImageType = STD_IMAGE_TYPE if kind == "std" else ["DERIVED", "SECONDARY", *old_type[2:]]
+    ds.ContributingEquipmentSequence = _contributing_equipment(ds, head)
+    if kind == "std":
+        ds.RealWorldValueMappingSequence = _real_world_values(std_slope)
     ds.DerivationDescription = head.derivation
     ds.SourceImageSequence = _source_sequence(refs)
     ds.ImageComments = comment
     ds.ImagePositionPatient = [_ds(v) for v in position]
+    ds.ImageOrientationPatient = head.orientation
+    ds.PixelSpacing = head.pixel_spacing
     ds.SliceLocation = _ds(location)
     ds.SpacingBetweenSlices = head.spacing
     ds.ContentDate, ds.ContentTime = head.date, head.time
@@ -283,17 +355,20 @@ def write_dicom_series(
         raise SlicelibError("no uncertainty was computed: cannot write the std series")
     check_output_location(out, {Path(f).parent for f in src.files})
 
-    sources = [pydicom.dcmread(f) for f in src.files]
+    sources = read_sources(src.files, f"series {src.series_uid}")
     head = _header(sources, up, derivation, kind)
     locations = slice_locations(sources, up)
     std = up.std
+    # One scale for the whole std series, so that one window shows every slice alike.
+    std_slope = (float(std.max()) or 1.0) / STD_LEVELS if std is not None else 1.0
     names: list[Path] = []
     check_new_output(out, force=force)
-    with atomic_directory(out, private=True) as tmp:
+    # No marker file in the series folder: PACS import tools read every file there.
+    with atomic_directory(out, marker=False) as tmp:
         for j in range(up.n_slices):
             refs = [sources[i] for i in up.sources(j)]
             if kind == "image" and up.acquired[j]:
-                ds = pydicom.dcmread(src.files[j // 2])  # pixel data and encoding untouched
+                ds = copy.deepcopy(sources[j // 2])  # pixel data and encoding untouched
                 comment = ACQUIRED_COMMENT
             else:
                 ds = copy.deepcopy(refs[0])
@@ -302,11 +377,10 @@ def write_dicom_series(
                 if kind == "std":
                     assert std is not None
                     comment = f"{STD_COMMENT}; {comment}"
-                    _set_pixels(ds, std[j], own_rescale=True)
-                    peak = float(std.max()) or 1.0
-                    ds.WindowCenter, ds.WindowWidth = _ds(peak / 2), _ds(peak)
+                    _set_pixels(ds, std[j], std_slope=std_slope)
+                    ds.WindowCenter, ds.WindowWidth = _ds(STD_LEVELS / 2), _ds(STD_LEVELS)
                 else:
-                    _set_pixels(ds, up.pixels[j], own_rescale=False)
+                    _set_pixels(ds, up.pixels[j])
             _instance(
                 ds,
                 refs,
@@ -315,6 +389,8 @@ def write_dicom_series(
                 position=up.positions[j],
                 location=float(locations[j]),
                 comment=comment,
+                kind=kind,
+                std_slope=std_slope,
             )
             name = tmp / f"IM{j + 1:05d}.dcm"
             ds.save_as(name, enforce_file_format=True)

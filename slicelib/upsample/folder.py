@@ -50,16 +50,29 @@ def _is_nifti(path: Path) -> bool:
     return path.is_file() and is_nifti(path)
 
 
-def _load_input(path: Path) -> Any:
+def _load_input(path: Path, slice_axis: int | None = None) -> Any:
     """The input as a :class:`~slicelib.data.dicom.Volume`; one-line errors otherwise."""
     from slicelib.data.dicom import has_dicom_preamble, load_series
+    from slicelib.data.headers import looks_like_dicom_name
     from slicelib.data.nifti import load_nifti
 
     if not path.exists():
         raise SlicelibError(f"input {path} does not exist")
     if _is_nifti(path):
-        return load_nifti(path)
-    if path.is_dir() or has_dicom_preamble(path):
+        return load_nifti(path, slice_axis)
+    if path.is_dir():
+        # Every file named like a DICOM image is a slice: one that cannot be read is
+        # an error naming it, never a slice silently left out of the new series.
+        try:
+            files = sorted(
+                p for p in path.iterdir() if p.is_file() and looks_like_dicom_name(p.name)
+            )
+        except OSError as exc:
+            raise SlicelibError(f"input {path}: cannot list ({exc.strerror})") from None
+        if not files:
+            raise SlicelibError(f"input {path}: no DICOM files")
+        return load_series(files)
+    if has_dicom_preamble(path):
         return load_series(path)
     raise SlicelibError(f"input {path}: unreadable (not a DICOM series folder or a NIfTI file)")
 
@@ -80,6 +93,41 @@ def _load_runs(checkpoint: Path, ensemble: Sequence[Path], device: str) -> list[
 
         check_ensemble(runs)
     return runs
+
+
+def _header_text(path: Path, keyword: str) -> str | None:
+    """A text attribute of one DICOM file's header (None when missing or damaged)."""
+    from slicelib.data.dicom import read_dataset
+    from slicelib.data.headers import dataset_value
+
+    got = dataset_value(read_dataset(path), keyword, "text")
+    return None if got.reason else str(got.value)
+
+
+def check_training_domain(run: Any, volume: Any, where: str) -> list[str]:
+    """Log ONE warning line when ``volume`` lies outside the training domain that
+    ``run``'s checkpoint records (slice spacing, pixel size, matrix, modality,
+    sequence); returns the differences (empty when none, or none recorded)."""
+    from slicelib.checkpoint import read_checkpoint
+    from slicelib.model_card import domain_differences
+
+    # LoadedRun does not carry the domain; the checkpoint file does.
+    domain = read_checkpoint(run.path).get("training_domain")
+    first = volume.files[0] if volume.files else None
+    found = domain_differences(
+        domain,
+        slice_spacing=float(volume.slice_spacing),
+        pixel_spacing=[float(p) for p in volume.pixel_spacing],
+        matrix=[int(n) for n in volume.pixels.shape[1:]],
+        modality=_header_text(first, "Modality") if first else None,
+        description=_header_text(first, "SeriesDescription") if first else None,
+    )
+    if found:
+        log.warning(
+            "%s is outside the training domain of checkpoint %s: %s",
+            where, run.path, "; ".join(found),
+        )  # fmt: skip
+    return found
 
 
 def _method_name(run: Any, ddim_steps: int, seed: int) -> str:
@@ -118,17 +166,20 @@ def upsample_to_folder(
     ensemble: Sequence[str | Path] = (),
     cfg: UpsampleConfig | None = None,
     progress: bool = False,
+    slice_axis: int | None = None,
 ) -> UpsampleReport:
     """Upsample the series or NIfTI at ``input_path`` into the new folder ``output``.
 
     Checks everything it can before the slow work: the factor, that ``output`` is
     neither inside nor around the input and does not exist (unless ``force``), the
-    checkpoints, the series (at least 2 uniformly spaced slices).
+    checkpoints, the series (at least 2 uniformly spaced slices). ``slice_axis``:
+    the through-plane voxel axis of a NIfTI input (None: from its header).
     """
     from slicelib.checkpoint import Predictor
     from slicelib.io import atomic_directory
     from slicelib.upsample.dicom_writer import (
         Derivation,
+        check_new_output,
         check_output_location,
         write_dicom_series,
     )
@@ -149,8 +200,7 @@ def upsample_to_folder(
     if not input_path.exists():
         raise SlicelibError(f"input {input_path} does not exist")
     check_output_location(output, [input_path])
-    if output.exists() and not force:
-        raise SlicelibError(f"output {output} already exists (use --force to overwrite)")
+    check_new_output(output, force=force)
 
     runs = _load_runs(checkpoint, [Path(p) for p in ensemble], device)
     run = runs[0]
@@ -164,9 +214,10 @@ def upsample_to_folder(
     std_method, std_name = (None, "")
     if uncertainty:
         std_method, std_name = _uncertainty(runs, samples, cfg.seed, make)
-    volume = _load_input(input_path)
+    volume = _load_input(input_path, slice_axis)
     where = f"input {input_path}"
     check_upsamplable(volume, where)
+    outside = check_training_domain(run, volume, where)
     clip = run.cache_config.clip_percentiles if run.cache_config is not None else None
     method = _method_name(run, min(cfg.ddim_steps, run.config.diffusion.timesteps), cfg.seed)
 
@@ -190,7 +241,7 @@ def upsample_to_folder(
         + (f"; uncertainty: {std_name}" if std_name else ""),
     )
     files: dict[str, list[Path]] = {}
-    with atomic_directory(output, private=True) as tmp:
+    with atomic_directory(output) as tmp:
         if volume.files:
             written = write_dicom_series(up, tmp / IMAGE_FOLDER, derivation)
             files["image"] = [output / IMAGE_FOLDER / p.name for p in written]
@@ -202,10 +253,12 @@ def upsample_to_folder(
 
             suffix = ".nii.gz" if input_path.name.lower().endswith(".gz") else ".nii"
             stem = nifti_stem(input_path)
-            name = write_nifti(up, input_path, tmp / f"{stem}_x2{suffix}").name
+            name = write_nifti(up, input_path, tmp / f"{stem}_x2{suffix}", axis=slice_axis).name
             files["image"] = [output / name]
             if uncertainty:
-                name = write_nifti(up, input_path, tmp / f"{stem}_x2_std{suffix}", kind="std").name
+                name = write_nifti(
+                    up, input_path, tmp / f"{stem}_x2_std{suffix}", kind="std", axis=slice_axis
+                ).name
                 files["std"] = [output / name]
         record = {
             "slicelib_version": __version__,
@@ -223,6 +276,7 @@ def upsample_to_folder(
             "slices_out": up.n_slices,
             "spacing_in_mm": volume.slice_spacing,
             "spacing_out_mm": up.slice_spacing,
+            "outside_training_domain": outside,
             "synthesized_instances": [j + 1 for j in range(up.n_slices) if not up.acquired[j]],
             "device": str(run.device),
             "seconds_predict": round(seconds_predict, 3),

@@ -166,6 +166,16 @@ def _from_model(pred: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
     return pred[:, 0].numpy().astype(np.float32, copy=False)
 
 
+def _check_finite(values: np.ndarray, what: str, start: int, stop: int) -> None:
+    """Refuse NaN or infinite predictions: clipping would turn them into black or
+    white slices that look like data."""
+    if not np.all(np.isfinite(values)):
+        raise SlicelibError(
+            f"{what} between acquired slices {start + 1}-{stop + 1} holds NaN or infinite "
+            "values; nothing written (is the checkpoint damaged?)"
+        )
+
+
 def upsample_volume(
     volume: Volume,
     predict: Interpolator,
@@ -210,11 +220,13 @@ def upsample_volume(
         upper = _to_model(norm[start + 1 : stop + 1][box], image_size)
         inputs = torch.stack([lower, upper], dim=1)
         with torch.inference_mode():  # no autograd records at all (predictions only)
-            pred = np.clip(_from_model(predict(inputs), (ch, cw)), 0.0, 1.0)
-            synth[start:stop][box] = pred * np.float32(scale) + np.float32(lo)
+            raw = _from_model(predict(inputs), (ch, cw))
+            _check_finite(raw, f"{where}: the model's prediction", start, stop)
+            synth[start:stop][box] = np.clip(raw, 0.0, 1.0) * np.float32(scale) + np.float32(lo)
             if uncertainty is not None and std is not None:
-                spread = np.maximum(_from_model(predict_std(uncertainty, inputs), (ch, cw)), 0.0)
-                std[start:stop][box] = spread * np.float32(scale)
+                spread = _from_model(predict_std(uncertainty, inputs), (ch, cw))
+                _check_finite(spread, f"{where}: the predicted std", start, stop)
+                std[start:stop][box] = np.maximum(spread, 0.0) * np.float32(scale)
 
     pixels = interleave(src, synth)
     std_units = None if std is None else interleave(np.zeros_like(src), std)
