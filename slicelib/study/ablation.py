@@ -231,11 +231,14 @@ def training_seconds(study: Study) -> float:
 
 def summary_sentence(compared: dict[str, Comparison]) -> str:
     """What the ablation found, from the intervals of the ancestral PSNR changes."""
+    from slicelib.study.prose import plural
+
     tested = {v: c for v, c in compared.items() if c.tested}
     if not tested:
         n = max((c.n_patients for c in compared.values()), default=0)
         return (
-            f"With {n} test patients (fewer than {MIN_TEST_PATIENTS}) the ablation's changes "
+            f"With {plural(n, 'test patient')} (fewer than {MIN_TEST_PATIENTS}) the "
+            "ablation's changes "
             "are reported but not tested: it neither supports nor refutes the schedule "
             "explanation."
         )
