@@ -34,7 +34,7 @@ ORIGINAL = "original"
 ANCESTRAL = "ddpm_ancestral"
 
 VARIANT_LABELS: dict[str, str] = {
-    ORIGINAL: "original schedule (linear betas, data in [0, 1])",
+    ORIGINAL: "original (linear betas, [0, 1])",
     "cosine": "cosine schedule",
     "rescaled": "data in [-1, 1]",
 }
@@ -179,7 +179,8 @@ def ablation_table(
         for m in samplers:
             at = mine[mine["method"] == m]
             entry[f"{method_label(m)}: PSNR (dB)"] = fmt(at["psnr"].mean())
-            entry[f"{method_label(m)}: SSIM"] = fmt(at["ssim"].mean(), 3)
+            if m == ANCESTRAL:
+                entry[f"{method_label(m)}: SSIM"] = fmt(at["ssim"].mean(), 3)
         c = compared.get(variant)
         entry["ancestral PSNR vs original (dB)"] = "-" if c is None else fmt_signed(c.gain)
         entry["95% CI"] = "-" if c is None else fmt_ci(c.ci_low, c.ci_high)
@@ -230,11 +231,14 @@ def training_seconds(study: Study) -> float:
 
 def summary_sentence(compared: dict[str, Comparison]) -> str:
     """What the ablation found, from the intervals of the ancestral PSNR changes."""
+    from slicelib.study.prose import plural
+
     tested = {v: c for v, c in compared.items() if c.tested}
     if not tested:
         n = max((c.n_patients for c in compared.values()), default=0)
         return (
-            f"With {n} test patients (fewer than {MIN_TEST_PATIENTS}) the ablation's changes "
+            f"With {plural(n, 'test patient')} (fewer than {MIN_TEST_PATIENTS}) the "
+            "ablation's changes "
             "are reported but not tested: it neither supports nor refutes the schedule "
             "explanation."
         )

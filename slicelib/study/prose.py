@@ -17,6 +17,15 @@ from slicelib.stats import Comparison
 from slicelib.study.labels import p_text
 
 
+def plural(n: int, noun: str) -> str:
+    """ "1 patient", "6 patients"."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+def patients(n: int) -> str:
+    return plural(n, "patient")
+
+
 def _finite(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(float(value))
 
@@ -140,7 +149,7 @@ def comparison_sentence(
     if not _finite(c.gain):
         return f"{what} and {other} share no scored slice."
     if not c.tested:
-        return f"{what} scores {gain} against {other} ({c.n_patients} patients: {c.test})."
+        return f"{what} scores {gain} against {other} ({patients(c.n_patients)}: {c.test})."
     if c.above_zero:
         verdict = "higher"
     elif c.below_zero:
@@ -150,5 +159,5 @@ def comparison_sentence(
     interval = f"[{c.ci_low:+.{digits}f}, {c.ci_high:+.{digits}f}]"
     return (
         f"{what} scores {gain} against {other} ({100 * c.confidence:.0f} % CI {interval}, "
-        f"{p_text(c.p_value)}, {c.n_patients} patients): {verdict}."
+        f"{p_text(c.p_value)}, {patients(c.n_patients)}): {verdict}."
     )

@@ -407,9 +407,11 @@ def result_numbers(results: list[Results]) -> dict[str, Any]:
             values[f"k{k}_{m}_p_linear"] = _p_or_reason(
                 r.get("p_psnr_vs_linear"), r.get("test_vs_linear")
             )
-            values[f"k{k}_{m}_p_text"] = (
-                p_text(r.get("p_psnr_vs_linear"))
-                if not missing(r.get("p_psnr_vs_linear"))
+            tested = not missing(r.get("p_psnr_vs_linear"))
+            values[f"k{k}_{m}_inference"] = (
+                f"95 % CI of the gain {values[f'k{k}_{m}_gain_ci']} dB, "
+                f"{p_text(r.get('p_psnr_vs_linear'))}"
+                if tested
                 else str(r.get("test_vs_linear") or "no test")
             )
             values[f"k{k}_{m}_ms"] = r["ms_per_slice"]
@@ -465,23 +467,25 @@ def lr_text(lr: float) -> str:
 def budget_sentence(study: Study) -> str:
     """The optimisation budget of the study's runs, in words: one sentence when
     every network has the same (epochs x steps x batch), else one clause per model."""
-    budgets: dict[str, tuple[int, int | None, int, float]] = {}
+    from slicelib.study.prose import plural
+
+    budgets: dict[str, tuple[int, int | None, int]] = {}
     for model, k in study.runs():
         cfg = study.train_config(model, k)
-        budgets.setdefault(model, (cfg.epochs, cfg.steps_per_epoch, cfg.batch_size, cfg.lr))
+        budgets.setdefault(model, (cfg.epochs, cfg.steps_per_epoch, cfg.batch_size))
 
     def words(epochs: int, steps: int | None, batch: int) -> str:
         if steps is None:
-            return f"{epochs} epochs of one pass over the training triplets in batches of {batch}"
+            return (
+                f"{plural(epochs, 'epoch')} of one pass over the training triplets in "
+                f"batches of {batch}"
+            )
         return (
-            f"{epochs} epochs of {steps} steps in batches of {batch} "
-            f"({epochs * steps:,} steps, {epochs * steps * batch:,} training samples)"
+            f"{plural(epochs, 'epoch')} of {plural(steps, 'step')} in batches of {batch} "
+            f"({plural(epochs * steps, 'step')}, {epochs * steps * batch:,} training samples)"
         )
 
-    lrs = {b[3] for b in budgets.values()}
-    lr = f"Adam with learning rate {lr_text(lrs.pop())}" if len(lrs) == 1 else "Adam"
-    if len({b[:3] for b in budgets.values()}) == 1:
-        epochs, steps, batch, _ = next(iter(budgets.values()))
-        return f"Every network trained for {words(epochs, steps, batch)}, with {lr}."
-    clauses = "; ".join(f"{method_label(m)}: {words(*b[:3])}" for m, b in budgets.items())
-    return f"The networks' budgets differ ({clauses}), with {lr}."
+    if len(set(budgets.values())) == 1:
+        return f"Every network trained for {words(*next(iter(budgets.values())))}."
+    clauses = "; ".join(f"{method_label(m)}: {words(*b)}" for m, b in budgets.items())
+    return f"The networks' budgets differ: {clauses}."
