@@ -58,7 +58,7 @@ def test_two_gloo_processes_match_one_process(tiny_cache: Path, tmp_path: Path) 
     for column in ("train_loss", "train_l1", "train_d", "val_loss", "val_psnr", "val_ssim"):
         assert row2[column] == pytest.approx(row1[column], rel=1e-4), column
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
-        "best.pt", "config.json", "history.csv", "last.pt",
+        "best.pt", "config.json", "history.csv", "last.pt", "model_card.md",
     ]  # fmt: skip
 
 
