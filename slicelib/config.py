@@ -432,7 +432,10 @@ REAL = Preset(
     steps_per_epoch=REAL_STEPS_PER_EPOCH,
     val_max_slices=16,
     eval=EvalConfig(
-        ddpm_max_slices=6, ddim_steps=(10, 25), ddpm_samples=2, bootstrap=1000,
+        ddpm_max_slices=6,
+        ddim_steps=(10, 25),
+        ddpm_samples=2,
+        bootstrap=1000,
         slices_per_patient=REAL_SLICES_PER_PATIENT,
     ),  # fmt: skip
     uncertainty=UncertaintyConfig(members=2, mc_samples=8),

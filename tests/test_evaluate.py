@@ -254,9 +254,7 @@ def test_split_all_scores_every_patient_and_says_so(
 
 def test_slices_per_patient_are_the_same_at_both_k(tiny_cache: Path) -> None:
     cache = Cache(tiny_cache)
-    refs = {
-        k: ev.select_slices(cache, k, split="all", per_patient=4) for k in (1, 2)
-    }
+    refs = {k: ev.select_slices(cache, k, split="all", per_patient=4) for k in (1, 2)}
     assert [(r.patient_id, r.slice_index) for r in refs[1]] == [
         (r.patient_id, r.slice_index) for r in refs[2]
     ]

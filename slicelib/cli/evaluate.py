@@ -17,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         description=(
             "Run each classical method and each trained run (best.pt) on the test split of "
             "a prepared cache (--split: another split, or all of its patients, e.g. a cohort "
-            "prepared to test a model on) at neighbour distance k; write one row per method and slice to "
-            "RESULTS.csv, the summary to RESULTS_summary.csv, the configuration and "
+            "prepared to test a model on) at neighbour distance k; write one row per method "
+            "and slice to RESULTS.csv, the summary to RESULTS_summary.csv, the configuration and "
             "environment to RESULTS.json (and the DDPM's per-pixel standard deviations to "
             "RESULTS.ddpm_std.npz), and print the summary."
         ),

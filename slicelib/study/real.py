@@ -79,7 +79,9 @@ def real_study(
 # Headroom -------------------------------------------------------------------------------
 
 
-def _stacks(cache: Cache, refs: Sequence[tuple[str, int]], k: int) -> tuple[np.ndarray, ...]:
+def _stacks(
+    cache: Cache, refs: Sequence[tuple[str, int]], k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(before, after, target) float32 stacks (N, H, W) of ``refs``."""
     by_patient: dict[str, list[int]] = {}
     for pid, i in refs:
@@ -90,7 +92,8 @@ def _stacks(cache: Cache, refs: Sequence[tuple[str, int]], k: int) -> tuple[np.n
         index = np.asarray(idx)
         for part, arr in zip(parts, (vol[index - k], vol[index + k], vol[index])):
             part.append(arr)
-    return tuple(np.concatenate(p) for p in parts)
+    before, after, target = (np.concatenate(p) for p in parts)
+    return before, after, target
 
 
 def _training_refs(cache: Cache, k: int) -> list[tuple[str, int]]:
@@ -126,7 +129,9 @@ def headroom(study: Study, ks: Sequence[int] = (1, 2)) -> pd.DataFrame:
         cache = study.cache()
         rows: list[pd.DataFrame] = []
         for k in ks:
-            filt = fit_linear_filter(*_stacks(cache, _training_refs(cache, k), k), seed=cfg.seed)
+            train_before, train_after, train_target = _stacks(cache, _training_refs(cache, k), k)
+            filt = fit_linear_filter(train_before, train_after, train_target, seed=cfg.seed)
+            del train_before, train_after, train_target
             refs = select_slices(cache, k, per_patient=cfg.slices_per_patient)
             before, after, target = _stacks(cache, [(r.patient_id, r.slice_index) for r in refs], k)
             subject = np.array([r.patient_id for r in refs])
