@@ -407,15 +407,16 @@ SMOKE = Preset(
 )
 
 # The real-anatomy arm on the repository's IXI T1 subset (data/ixi-t1-2mm, 70 subjects),
-# run by `slicelib study` beside the demo preset's synthetic arm within about 6 minutes
+# run by `slicelib study` beside the demo preset's synthetic arm within about 5 minutes
 # of a 2-core machine. 128 px keeps the volumes whole; 55/15/30 % gives 39/10/21
 # subjects (21 test). Only the CNN and the U-Net train (both start from linear
-# interpolation), at k=1 and k=2: REAL_EPOCHS x REAL_STEPS_PER_EPOCH steps of 64 px crops,
-# batch 8, Adam 1e-3 (about 45 s per run on a quiet 2-core machine), validated on 16
-# slices after each epoch so that the curve shows whether it flattened. The evaluation
-# scores REAL_SLICES_PER_PATIENT slices of each test subject (the flow baseline and the
-# networks take 0.1 to 0.2 s per 128 px slice on 2 cores; all 1,890 test slices would
-# take over ten minutes per k). ``python -m benchmarks real`` measures longer budgets.
+# interpolation), at k=1 and k=2: REAL_EPOCHS x REAL_STEPS_PER_EPOCH steps of 48 px
+# crops, batch 8, Adam 1e-3, validated on 8 slices after each epoch so that the curve
+# shows whether it flattened (64 px crops and 16 validation slices took about 1.4 times
+# as long). The evaluation scores REAL_SLICES_PER_PATIENT slices of each test subject:
+# the flow baseline and the networks take 0.1 to 0.2 s per 128 px slice on 2 cores, so
+# all 1,890 test slices would take over ten minutes per k. ``python -m benchmarks real``
+# measures longer budgets.
 REAL_EPOCHS = 4
 REAL_STEPS_PER_EPOCH = 20
 REAL_SLICES_PER_PATIENT = 6
@@ -428,9 +429,9 @@ REAL = Preset(
     diffusion=DiffusionConfig(),
     epochs=dict.fromkeys(MODEL_NAMES, REAL_EPOCHS),
     batch=dict.fromkeys(MODEL_NAMES, 8),
-    crop=64,
+    crop=48,
     steps_per_epoch=REAL_STEPS_PER_EPOCH,
-    val_max_slices=16,
+    val_max_slices=8,
     eval=EvalConfig(
         ddpm_max_slices=6,
         ddim_steps=(10, 25),
