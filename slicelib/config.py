@@ -31,6 +31,10 @@ Precision = Literal["fp16", "bf16", "fp32"]
 # Training triplets in the device's memory (slicelib.data.resident): "auto" on CUDA when
 # the training split fits, "always", or "never" (the DataLoader).
 DataOnDevice = Literal["auto", "always", "never"]
+# Which patients of a cache `evaluate` scores: one split, or every patient ("all"), so a
+# trained model can be scored on an external cohort prepared into a cache of its own.
+EvalSplit = Literal["test", "val", "train", "all"]
+EVAL_SPLITS: tuple[EvalSplit, ...] = ("test", "val", "train", "all")
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,10 @@ class EvalConfig:
     flow: str = "tvl1"  # optical flow of the "flow" baseline: tvl1 or ilk (scikit-image)
     batch_size: int = 8  # slices per forward pass of a trained run; timing is per slice
     std_examples: int = 4  # slices whose DDPM mean/std maps are saved for the analysis
+    split: EvalSplit = "test"  # the patients scored (see EvalSplit)
+    # At most this many slices per patient, the same at every k: evenly spaced over the
+    # slices both k=1 and k=2 can score, away from the volume's ends (None: every slice).
+    slices_per_patient: int | None = None
 
 
 @dataclass(frozen=True)
@@ -308,6 +316,10 @@ class Preset:
     # DDPM variants trained beside the preset's DDPM with the same network and budget:
     # variant name -> DiffusionConfig fields that differ from ``diffusion``.
     ddpm_ablation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    models: tuple[ModelName, ...] = MODEL_NAMES  # the networks the study trains
+    # The preset of the real-anatomy arm `slicelib study` runs beside this one on the
+    # repository's real data (None: no real arm).
+    real_arm: PresetName | None = None
 
     def train_config(self, model: ModelName, k: int, **overrides: Any) -> TrainConfig:
         """The training configuration of ``model`` at ``k`` under this preset."""
@@ -401,6 +413,7 @@ DEMO = Preset(
     ),
     lr=1e-3,
     ddpm_ablation=DDPM_SCHEDULE_ABLATION,
+    real_arm="real",
 )
 
 SMOKE = Preset(
@@ -426,13 +439,20 @@ SMOKE = Preset(
     ddpm_ablation=DDPM_SCHEDULE_ABLATION,  # two DDPMs of two steps each: seconds
 )
 
-# The real-anatomy arm on the repository's IXI T1 subset (data/ixi-t1-2mm, 70 subjects):
-# 128 px keeps the CPU budget sane; 55/15/30 % gives 39/10/21 subjects (21 test); the U-Net
-# starts from linear interpolation. Training: 64 px crops, batch 8, Adam 1e-3, 6 epochs of
-# 50 steps (300 steps), validation on 48 slices of the validation subjects: about 3 minutes
-# per run on a quiet 2-core machine (``python -m benchmarks real``). Validating 96 slices
-# after every 25 steps spent more time than training. The GAN, DDPM and refinement settings
-# follow the demo preset's.
+# The real-anatomy arm on the repository's IXI T1 subset (data/ixi-t1-2mm, 70 subjects),
+# run by `slicelib study` beside the demo preset's synthetic arm within about 5 minutes
+# of a 2-core machine. 128 px keeps the volumes whole; 55/15/30 % gives 39/10/21
+# subjects (21 test). Only the CNN and the U-Net train (both start from linear
+# interpolation), at k=1 and k=2: REAL_EPOCHS x REAL_STEPS_PER_EPOCH steps of 48 px
+# crops, batch 8, Adam 1e-3, validated on 8 slices after each epoch so that the curve
+# shows whether it flattened (64 px crops and 16 validation slices took about 1.4 times
+# as long). The evaluation scores REAL_SLICES_PER_PATIENT slices of each test subject:
+# the flow baseline and the networks take 0.1 to 0.2 s per 128 px slice on 2 cores, so
+# all 1,890 test slices would take over ten minutes per k. ``python -m benchmarks real``
+# measures longer budgets.
+REAL_EPOCHS = 4
+REAL_STEPS_PER_EPOCH = 20
+REAL_SLICES_PER_PATIENT = 6
 REAL = Preset(
     name="real",
     cohort=CohortConfig(),
@@ -440,15 +460,16 @@ REAL = Preset(
     prepare=PrepareConfig(size=128, split=(0.55, 0.15, 0.30)),
     model=ModelConfig(ddpm_channels=16, residual_from_linear=True),
     diffusion=DiffusionConfig(),
-    epochs={"cnn": 6, "unet": 6, "gan": 2, "gan_improved": 1, "ddpm": 3},
-    batch={"cnn": 8, "unet": 8, "gan": 4, "gan_improved": 4, "ddpm": 8},
-    crop=64,
-    steps_per_epoch=50,
-    val_max_slices=48,
-    eval=DEMO.eval,
+    epochs=dict.fromkeys(MODEL_NAMES, REAL_EPOCHS),
+    batch=dict.fromkeys(MODEL_NAMES, 8),
+    crop=48,
+    steps_per_epoch=REAL_STEPS_PER_EPOCH,
+    val_max_slices=8,
+    eval=dataclasses.replace(DEMO.eval, slices_per_patient=REAL_SLICES_PER_PATIENT),
     uncertainty=DEMO.uncertainty,
     refine=RefineConfig(dataclasses.replace(DEMO.refine.train, crop=64)),
     lr=1e-3,
+    models=("cnn", "unet"),
 )
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (DEMO, PAPER, REAL, SMOKE)}
@@ -525,6 +546,7 @@ def preset_differences(preset: Preset, reference: Preset = PAPER) -> list[str]:
             lines.append(f"{path.rstrip('.')}: {ours} ({reference.name}: {theirs})")
 
     for f in dataclasses.fields(preset):
-        if f.name not in ("name", "cohort"):  # the cohort is described with the data
+        # The cohort is described with the data; the real arm is another study.
+        if f.name not in ("name", "cohort", "real_arm"):
             walk(getattr(preset, f.name), getattr(reference, f.name), f"{f.name}.")
     return lines

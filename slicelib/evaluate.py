@@ -1,4 +1,4 @@
-"""Score every method on the test split of a cache: one row per method and slice.
+"""Score every method on a cache (its test split by default): one row per method and slice.
 
 Every method has one interface: a :class:`Batch` of slices' neighbours
 (S_{i-k}, S_{i+k}, plus the wider context the cubic baseline uses) in, a
@@ -43,7 +43,7 @@ from slicelib.baselines import (
     neighbours,
 )
 from slicelib.checkpoint import LoadedRun, Predictor, load_run
-from slicelib.config import EvalConfig, to_dict
+from slicelib.config import EVAL_SPLITS, EvalConfig, EvalSplit, to_dict
 from slicelib.data.cache import Cache
 from slicelib.data.triplets import evaluable_indices, evenly_spaced
 from slicelib.device import resolve_device
@@ -222,6 +222,8 @@ def _check_config(cfg: EvalConfig) -> None:
         raise SlicelibError(f"batch_size must be >= 1 (got {cfg.batch_size})")
     if cfg.ddpm_samples < 1:
         raise SlicelibError(f"ddpm_samples must be >= 1 (got {cfg.ddpm_samples})")
+    if cfg.slices_per_patient is not None and cfg.slices_per_patient < 1:
+        raise SlicelibError(f"slices_per_patient must be >= 1 (got {cfg.slices_per_patient})")
     if cfg.ddpm_max_slices is not None and cfg.ddpm_max_slices < 1:
         raise SlicelibError(f"ddpm_max_slices must be >= 1 (got {cfg.ddpm_max_slices})")
     if any(s < 1 for s in cfg.ddim_steps):
@@ -313,20 +315,40 @@ def _open_cache(cache: Cache | str | Path) -> tuple[Cache, str]:
     return Cache(path), str(path)
 
 
-def select_slices(cache: Cache, k: int, *, common: bool = False) -> list[SliceRef]:
-    """Every evaluable slice of the test split at ``k`` (patients in cache order)."""
-    entries = cache.entries("test")
+def select_slices(
+    cache: Cache,
+    k: int,
+    *,
+    common: bool = False,
+    split: EvalSplit = "test",
+    per_patient: int | None = None,
+) -> list[SliceRef]:
+    """Every evaluable slice at ``k`` of the patients of ``split`` ("all": every
+    patient of the cache), patients in cache order.
+
+    ``per_patient``: at most this many slices of each patient, the centres of equal
+    parts of the slices both k=1 and k=2 can score (so every k scores the same slices,
+    and none at the volume's ends)."""
+    if split not in EVAL_SPLITS:
+        raise SlicelibError(f"unknown split {split!r} (choose from {', '.join(EVAL_SPLITS)})")
+    entries = cache.entries(None if split == "all" else split)
     if not entries:
-        raise SlicelibError("the cache's test split is empty: nothing to evaluate")
+        raise SlicelibError(f"the cache's {split} split is empty: nothing to evaluate")
     refs: list[SliceRef] = []
     for entry in entries:
         n = int(entry.n_slices)
-        for i in evaluable_indices(n, k, common=common):
+        indices = evaluable_indices(n, k, common=common)
+        if per_patient is not None:
+            indices = np.intersect1d(indices, evaluable_indices(n, k, common=True))
+        if per_patient is not None and len(indices) > per_patient:
+            centres = (np.arange(per_patient) + 0.5) * len(indices) / per_patient
+            indices = indices[np.unique(centres.astype(np.int64))]
+        for i in indices:
             refs.append(SliceRef(entry.patient_id, int(i), float(i) / (n - 1)))
     if not refs:
         raise SlicelibError(
-            f"no test slice has neighbours at k={k}{' (common)' if common else ''}: "
-            "the test volumes are too short"
+            f"no {split} slice has neighbours at k={k}{' (common)' if common else ''}: "
+            f"the {split} volumes are too short"
         )
     return refs
 
@@ -450,11 +472,12 @@ def evaluate(
     progress: bool = True,
 ) -> Results:
     """Score the classical ``methods`` (default ``cfg.methods``) and every run in ``runs``
-    on the test split of ``cache`` at neighbour distance ``k``.
+    on ``cfg.split`` of ``cache`` (default the test split; "all": every patient) at
+    neighbour distance ``k``.
 
     The linear baseline is always included: it is the summary's reference.
     Raises :class:`SlicelibError` for an unknown method, a run folder without
-    ``best.pt``, a run trained at another k or image size, an empty test split.
+    ``best.pt``, a run trained at another k or image size, an empty split.
     """
     cfg = cfg if cfg is not None else EvalConfig()
     names = list(cfg.methods if methods is None else methods)
@@ -462,7 +485,9 @@ def evaluate(
         log.info("adding %r: it is the reference of the summary", REFERENCE)
         names.insert(0, REFERENCE)
     cache_obj, cache_path, all_methods, device, run_info = _prepare(cache, k, cfg, runs, names)
-    refs = select_slices(cache_obj, k, common=cfg.common)
+    refs = select_slices(
+        cache_obj, k, common=cfg.common, split=cfg.split, per_patient=cfg.slices_per_patient
+    )
     subsets = {m.name: _evenly_spaced(refs, m.max_slices) for m in all_methods}
     total = sum(len(s) for s in subsets.values())
     log.info(
@@ -508,12 +533,14 @@ def evaluate(
     ).reset_index(drop=True)
     summary = summarize(rows, reference=REFERENCE, n_boot=cfg.bootstrap, seed=cfg.seed)
     summary["device"] = summary["method"].map({m.name: m.device for m in all_methods})
+    summary["split"] = cfg.split  # which patients were scored
     for m in all_methods:
         if m.name in collectors:
             values = collectors[m.name].values["std_mean"]
             log.info("%s: mean per-pixel std across samples %.4f", m.name, float(np.mean(values)))
     info = {
         "k": k,
+        "split": cfg.split,
         "cache": cache_path,
         "cache_config": to_dict(cache_obj.config),
         "eval_config": to_dict(cfg),

@@ -229,3 +229,37 @@ def test_cli_writes_results_and_reports_errors(
     assert (tmp_path / "cli" / "k1_summary.csv").is_file()
     assert main([*argv, "--methods", "bicubic"]) == 2
     assert "error: unknown method 'bicubic'" in capsys.readouterr().err
+
+
+def test_split_all_scores_every_patient_and_says_so(
+    tiny_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = Cache(tiny_cache)
+    result = ev.evaluate(tiny_cache, 1, dataclasses.replace(CFG, split="all"), progress=False)
+    assert set(result.rows["patient_id"]) == {e.patient_id for e in cache.entries()}
+    assert result.info["split"] == "all" and result.info["n_patients"] == len(cache.entries())
+    assert set(result.summary["split"]) == {"all"}
+    val = ev.evaluate(tiny_cache, 1, dataclasses.replace(CFG, split="val"), progress=False)
+    assert set(val.rows["patient_id"]) == {e.patient_id for e in cache.entries("val")}
+    out = tmp_path / "all.csv"
+    argv = ["evaluate", "--cache", str(tiny_cache), "--k", "1", "--out", str(out)]
+    assert main([*argv, "--methods", "nearest", "--split", "all", "--no-progress"]) == 0
+    assert "every patient of the cache" in capsys.readouterr().out
+    assert json.loads(out.with_suffix(".json").read_text())["split"] == "all"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--split", "everyone"])
+    assert exit_info.value.code == 2
+    assert "--split: invalid choice" in capsys.readouterr().err
+
+
+def test_slices_per_patient_are_the_same_at_both_k(tiny_cache: Path) -> None:
+    cache = Cache(tiny_cache)
+    refs = {k: ev.select_slices(cache, k, split="all", per_patient=4) for k in (1, 2)}
+    assert [(r.patient_id, r.slice_index) for r in refs[1]] == [
+        (r.patient_id, r.slice_index) for r in refs[2]
+    ]
+    indices = [r.slice_index for r in refs[1] if r.patient_id == cache.entries()[0].patient_id]
+    # centres of four equal parts of the common slices 2..17, never the ends
+    assert indices == [4, 8, 12, 16]
+    with pytest.raises(SlicelibError, match="unknown split"):
+        ev.select_slices(cache, 1, split="everyone")  # type: ignore[arg-type]

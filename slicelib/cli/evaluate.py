@@ -1,4 +1,5 @@
-"""``slicelib evaluate``: score classical methods and trained runs on a cache's test split."""
+"""``slicelib evaluate``: score classical methods and trained runs on a cache's test split
+(or on every patient of it, ``--split all``)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from slicelib.cli.types import MAX_BATCH, MAX_COUNT, MAX_K, MAX_SEED, non_negative_int, positive_int
-from slicelib.config import DEFAULT_PRESET, EvalConfig, get_preset, replace_checked
+from slicelib.config import DEFAULT_PRESET, EVAL_SPLITS, EvalConfig, get_preset, replace_checked
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     parser = sub.add_parser(
         "evaluate",
-        help="score methods on the test split: per-slice CSV and a summary",
+        help="score methods on a cache's test split (or --split all): per-slice CSV and a summary",
         description=(
             "Run each classical method and each trained run (best.pt) on the test split of "
-            "a prepared cache at neighbour distance k; write one row per method and slice to "
-            "RESULTS.csv, the summary to RESULTS_summary.csv, the configuration and "
+            "a prepared cache (--split: another split, or all of its patients, e.g. a cohort "
+            "prepared to test a model on) at neighbour distance k; write one row per method "
+            "and slice to RESULTS.csv, the summary to RESULTS_summary.csv, the configuration and "
             "environment to RESULTS.json (and the DDPM's per-pixel standard deviations to "
             "RESULTS.ddpm_std.npz), and print the summary."
         ),
@@ -54,6 +56,17 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         action="store_true",
         default=None,
         help="only slices where k=1 and k=2 are both evaluable",
+    )
+    parser.add_argument(
+        "--split",
+        choices=EVAL_SPLITS,
+        help="the patients scored: a split of the cache, or all (default: test)",
+    )
+    parser.add_argument(
+        "--slices-per-patient",
+        type=int,
+        metavar="N",
+        help="score at most N evenly spaced slices of each patient (default: all)",
     )
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N for trained runs")
     parser.add_argument(
@@ -93,6 +106,8 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
         name: value
         for name, value in (
             ("common", args.common),
+            ("split", args.split),
+            ("slices_per_patient", args.slices_per_patient),
             ("device", args.device),
             ("ddim_steps", tuple(args.ddim_steps) if args.ddim_steps else None),
             ("ddpm_samples", args.ddpm_samples),
@@ -113,6 +128,13 @@ def handler(args: argparse.Namespace) -> int:
     cfg = eval_config(args)
     result = evaluate(args.cache, args.k, cfg, args.runs, progress=not args.no_progress)
     written = result.save(args.out)
+    info = result.info
+    print(
+        f"scored: the {info['split']} split"
+        if info["split"] != "all"
+        else "scored: every patient of the cache (--split all)",
+        f"({info['n_patients']} patients, {info['n_slices']} slices, k={info['k']})",
+    )
     print(format_summary(result.summary))
     print(f"devices: {', '.join(sorted(set(result.summary['device'])))}")
     for path in written.values():

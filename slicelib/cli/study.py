@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-book", action="store_true", help="run the notebooks only")
     parser.add_argument(
+        "--no-real",
+        action="store_true",
+        help="leave out the real-anatomy arm (IXI T1 in data/) and its chapter",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         default=[],
@@ -90,5 +95,6 @@ def handler(args: argparse.Namespace) -> int:
         device=args.device,
         command=shlex.join(["slicelib", *sys.argv[1:]]) if "study" in sys.argv[1:] else None,
         progress=sys.stderr.isatty(),
+        real=not args.no_real,
     )
     return 0

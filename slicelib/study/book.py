@@ -84,7 +84,8 @@ def staged_toc(toc: dict[str, Any], jobs: list[NotebookJob]) -> dict[str, Any]:
     """The committed table of contents with the notebook entries of this run.
 
     ``notebooks/train`` becomes one entry per executed training copy (with its
-    title); entries of notebooks that did not run are dropped.
+    title); entries of notebooks that did not run are dropped, and so is a chapter
+    none of whose notebooks ran.
     """
     names = {job.name: job for job in jobs}
     train = [job for job in jobs if job.name.startswith("train_")]
@@ -101,11 +102,14 @@ def staged_toc(toc: dict[str, Any], jobs: list[NotebookJob]) -> dict[str, Any]:
             if file.startswith("notebooks/") and file.split("/", 1)[1] not in names:
                 continue
             item = dict(item)
+            had_sections = bool(item.get("sections"))
             for key in ("parts", "chapters", "sections"):
                 if key in item:
                     item[key] = rewrite(item[key])
                     if not item[key]:
                         del item[key]
+            if had_sections and "sections" not in item:
+                continue  # a chapter about notebooks none of which ran (e.g. the real arm)
             if "caption" in item and "chapters" not in item:
                 continue  # a part whose chapters all went
             out.append(item)

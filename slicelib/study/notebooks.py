@@ -39,8 +39,8 @@ KERNEL = "python3"
 STATE_FILE = ".state.json"
 
 # The notebooks of the study, in the order they run and the book shows them.
-# ``train`` runs once per model and k; the last three belong to the upsampling work
-# and run when their sources exist.
+# ``train`` runs once per model and k; the upsampling work's three and the real-anatomy
+# arm's notebook run when their sources exist (the latter only with a real arm).
 STUDY_NOTEBOOKS: tuple[str, ...] = (
     "data",
     "train",
@@ -51,7 +51,9 @@ STUDY_NOTEBOOKS: tuple[str, ...] = (
     "multiplanar",
     "uncertainty",
     "diffusion_refine",
+    "real_anatomy",
 )
+REAL_NOTEBOOK = "real_anatomy"  # the notebook of the real-anatomy arm (its own workspace)
 REQUIRED_NOTEBOOKS: tuple[str, ...] = STUDY_NOTEBOOKS[:6]
 
 
@@ -69,6 +71,7 @@ class NotebookJob:
     source: Path
     parameters: dict[str, Any] = field(default_factory=dict)
     title: str | None = None  # the book's table-of-contents title, when not the notebook's
+    arm: str | None = None  # the workspace it reads: None the study's, "real" the real arm's
 
 
 def source_hash(source: Path) -> str:
@@ -100,8 +103,12 @@ def plan_jobs(
     study: Study,
     notebooks_src: Path,
     overrides: Mapping[str | None, Mapping[str, Any]] | None = None,
+    real: Study | None = None,
 ) -> list[NotebookJob]:
     """Every notebook execution of the study, in order, with checked parameters.
+
+    ``real``: the real-anatomy arm's workspace; its notebook runs on it (None: no
+    real arm, the notebook is left out).
 
     ``overrides`` maps a notebook name (``None``: every notebook that declares the
     parameter) to extra parameter values. Raises a one-line :class:`SlicelibError`
@@ -134,8 +141,15 @@ def plan_jobs(
                 "notebook %s.ipynb not found in %s: not part of this study", notebook, notebooks_src
             )
             continue
+        if notebook == REAL_NOTEBOOK and real is None:
+            logger.info("notebook %s.ipynb: no real-anatomy arm in this study", notebook)
+            continue
         declared = notebook_parameters(source)
         params = {k: v for k, v in base.items() if k in declared}
+        if notebook == REAL_NOTEBOOK and real is not None:
+            params.update(
+                preset=real.preset.name, out_dir=str(real.out_dir), data_root=str(real.data_root)
+            )
         for scope in (None, notebook):
             for name, value in overrides.get(scope, {}).items():
                 if name in RUNNER_PARAMETERS or (notebook == "train" and name in TRAIN_PARAMETERS):
@@ -163,7 +177,8 @@ def plan_jobs(
                     )
                 )
         else:
-            jobs.append(NotebookJob(name=notebook, source=source, parameters=params))
+            arm = "real" if notebook == REAL_NOTEBOOK else None
+            jobs.append(NotebookJob(name=notebook, source=source, parameters=params, arm=arm))
     for name in overrides.get(None, {}):
         if (None, name) not in used:
             raise SlicelibError(f"--set {name}: no notebook of the study has a parameter {name!r}")
@@ -174,8 +189,9 @@ class NotebookRunner:
     """Executes :class:`NotebookJob` s into ``study.notebooks_dir``, skipping the
     ones whose inputs are unchanged since their last successful run."""
 
-    def __init__(self, study: Study) -> None:
+    def __init__(self, study: Study, arms: Mapping[str, Study] | None = None) -> None:
         self.study = study
+        self.arms = dict(arms or {})  # other workspaces a job may read (NotebookJob.arm)
         self.dir = study.notebooks_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.dir / STATE_FILE
@@ -203,8 +219,11 @@ class NotebookRunner:
             return False
         if entry.get("fingerprint") != self.fingerprint(job):
             return False
+        study = self.study if job.arm is None else self.arms.get(job.arm)
+        if study is None:
+            return False
         try:
-            return all(self.study.step_hash(s) == h for s, h in entry.get("reads", {}).items())
+            return all(study.step_hash(s) == h for s, h in entry.get("reads", {}).items())
         except (SlicelibError, ValueError):
             return False
 

@@ -1,6 +1,8 @@
 """``slicelib study``: the whole study, resumable, from data to book.
 
 1. the data: the synthetic cohort when no data root is given, the scan, the cache;
+   and the real-anatomy arm's workspace (``<out>/real``, the preset's ``real_arm`` on
+   the checkout's ``data/ixi-t1-2mm``) unless it is switched off;
 2. the environment record (``<out>/environment.json``);
 3. every notebook with papermill into ``<out>/notebooks/`` (the train notebook once
    per model and k), skipping those whose inputs did not change;
@@ -92,6 +94,24 @@ def _environment(path: Path) -> dict[str, Any]:
     return write_environment(path, current)
 
 
+def _real_arm(study: Study, root: Path, out: Path, wanted: bool, device: str) -> Study | None:
+    """The real-anatomy arm's workspace, or None when it is off, the preset has none or
+    the checkout lacks its data (each said in the log)."""
+    from slicelib.study.real import REAL_DATA, real_data_root, real_study
+
+    name = study.preset.real_arm
+    if not wanted or name is None:
+        why = "switched off" if not wanted else f"none in the {study.preset.name} preset"
+        logger.info("real-anatomy arm: %s", why)
+        return None
+    data = real_data_root(root)
+    if data is None:
+        logger.warning("real-anatomy arm left out: %s holds no NIfTI volumes", root / REAL_DATA)
+        return None
+    logger.info("real-anatomy arm: the %s preset on %s, in %s", name, data, out / "real")
+    return real_study(name, out, data, device=device)
+
+
 def run_study(
     preset: str = "demo",
     out_dir: str | Path | None = "study",
@@ -104,6 +124,7 @@ def run_study(
     device: str = "auto",
     command: str | None = None,
     progress: bool = False,
+    real: bool = True,
 ) -> StudyReport:
     """Run the study (see the module docstring); returns what it did.
 
@@ -120,6 +141,8 @@ def run_study(
         device: passed to the notebooks that take a ``device`` parameter.
         command: the command line, for the book's reproducibility chapter.
         progress: progress bars for the steps run in this process.
+        real: run the real-anatomy arm when the preset has one (``Preset.real_arm``)
+            and the checkout carries its data; False leaves it and its chapter out.
 
     Raises:
         SlicelibError: the user's mistake (preset, data root, parameter), one line.
@@ -134,7 +157,8 @@ def run_study(
     scoped: dict[str | None, dict[str, Any]] = {k: dict(v) for k, v in (overrides or {}).items()}
     if device != "auto":
         scoped.setdefault(None, {})["device"] = device
-    jobs = plan_jobs(study, root / "notebooks", scoped)
+    real_arm = _real_arm(study, root, out, real, device)
+    jobs = plan_jobs(study, root / "notebooks", scoped, real=real_arm)
     if only:
         names = [job.name for job in jobs]
         unknown = [name for name in only if name not in names]
@@ -153,6 +177,7 @@ def run_study(
         "started_at": started,
         "book": previous.get("book"),
         "book_hash": previous.get("book_hash"),
+        "real_arm": None if real_arm is None else real_arm.describe(),
     }
     _write_record(out, record)
     logger.info("[%s] study: preset %s, output %s, %d notebooks", clock, preset, out, len(jobs))
@@ -173,7 +198,7 @@ def run_study(
         ", ".join(f"{s} {len(cache.entries(s))}" for s in ("train", "val", "test")),
     )
 
-    runner = NotebookRunner(study)
+    runner = NotebookRunner(study, {} if real_arm is None else {"real": real_arm})
     for number, job in enumerate(jobs, start=1):
         tag = f"[{clock}] notebook {number}/{len(jobs)} {job.name}"
         if runner.up_to_date(job):

@@ -52,9 +52,11 @@ def ordered_notebooks(notebooks_dir: Path, only: Sequence[str] | None = None) ->
     return [found[name] for name in names]
 
 
-def retarget(executed: Path, target: Path, out_dir: Path) -> None:
+def retarget(executed: Path, target: Path, out_dir: Path, study_dir: Path | None = None) -> None:
     """Copy ``executed`` to ``target`` with its injected parameters pointing at
-    ``out_dir``; every stored output is kept for the comparison."""
+    ``out_dir``; every stored output is kept for the comparison. A notebook that ran on
+    a workspace inside ``study_dir`` (the real-anatomy arm's ``<study>/real``) points at
+    the same place inside ``out_dir``."""
     import nbformat
     from papermill.parameterize import parameterize_notebook
 
@@ -62,6 +64,9 @@ def retarget(executed: Path, target: Path, out_dir: Path) -> None:
     parameters = dict(nb.metadata.get("papermill", {}).get("parameters") or {})
     if not parameters:
         raise SlicelibError(f"{executed}: not executed by papermill (no injected parameters)")
+    old = Path(str(parameters.get("out_dir") or ""))
+    if study_dir is not None and old != study_dir and old.is_relative_to(study_dir):
+        out_dir = out_dir / old.relative_to(study_dir)
     parameters["out_dir"] = str(out_dir)
     outputs = [c.get("outputs") for c in nb.cells]
     nb = parameterize_notebook(nb, parameters, report_mode=False)
@@ -128,7 +133,7 @@ def verify_study(
     targets = []
     for executed in notebooks:
         target = copies / executed.name
-        retarget(executed, target, fresh)
+        retarget(executed, target, fresh, study_dir)
         targets.append(target)
     config = sanitizer(root, [study_dir, fresh], fresh / SANITIZE_FILE)
     ini = fresh / "pytest.ini"

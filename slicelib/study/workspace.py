@@ -225,8 +225,11 @@ class Study:
         return self.runs_dir / run_name(model, k)
 
     def models_at(self, k: int) -> tuple[ModelName, ...]:
-        """The models the preset trains at ``k`` (the DDPM only at ``preset.ddpm_ks``)."""
-        return tuple(m for m in MODEL_NAMES if m != "ddpm" or k in self.preset.ddpm_ks)
+        """The models the preset trains at ``k``: ``preset.models``, the DDPM only at
+        ``preset.ddpm_ks``."""
+        return tuple(
+            m for m in self.preset.models if m in MODEL_NAMES and (m != "ddpm" or k in self.preset.ddpm_ks)
+        )
 
     def runs(self) -> list[tuple[ModelName, int]]:
         """Every (model, k) the preset trains, in the order the book shows them."""
@@ -412,7 +415,7 @@ class Study:
         if model not in self.models_at(k):
             raise SlicelibError(
                 f"the {self.preset.name} preset does not train {model!r} at k={k} "
-                f"(DDPM only at k in {list(self.preset.ddpm_ks)})"
+                f"(it trains {', '.join(self.models_at(k))})"
             )
         run_dir = self.trained_run(run_name(model, k), self.train_config(model, k))
         self._read(f"run/{model}/{k}", self.run_hash(model, k))

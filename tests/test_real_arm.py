@@ -1,0 +1,135 @@
+"""The real-anatomy arm on a tiny subset of the repository's IXI volumes: 6 subjects at
+32 px, each network 1 epoch of 2 steps; the runner's planning of the arm."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slicelib.config import REAL, get_preset
+from slicelib.data.cache import read_manifest
+from slicelib.study import claims, real
+from slicelib.study.book import staged_toc
+from slicelib.study.notebooks import REAL_NOTEBOOK, NotebookJob, NotebookRunner, plan_jobs
+from slicelib.study.runner import _real_arm
+from slicelib.study.workspace import Study
+
+ROOT = Path(__file__).resolve().parents[1]
+IXI = ROOT / real.REAL_DATA
+SUBJECTS = 6
+SLICES_PER_PATIENT = 3
+
+TINY = dataclasses.replace(
+    REAL,
+    prepare=dataclasses.replace(REAL.prepare, size=32),
+    model=dataclasses.replace(REAL.model, features=8),
+    epochs=dict.fromkeys(REAL.epochs, 1),
+    batch=dict.fromkeys(REAL.batch, 2),
+    crop=None,
+    steps_per_epoch=2,
+    val_max_slices=2,
+    eval=dataclasses.replace(
+        REAL.eval, bootstrap=100, slices_per_patient=SLICES_PER_PATIENT, flow="ilk", device="cpu"
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_arm(tmp_path_factory: pytest.TempPathFactory) -> Study:
+    data = tmp_path_factory.mktemp("ixi6")
+    for path in sorted(IXI.glob("*.nii.gz"))[:SUBJECTS]:
+        shutil.copyfile(path, data / path.name)
+    return Study(TINY, tmp_path_factory.mktemp("real_arm"), data, device="cpu")
+
+
+def test_the_repository_carries_the_real_cohort() -> None:
+    assert real.real_data_root(ROOT) == IXI
+    assert real.real_data_root(ROOT / "notebooks") is None
+    assert get_preset("demo").real_arm == "real"
+    assert get_preset("smoke").real_arm is None  # the smoke study stays fast
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_tiny_real_arm_end_to_end(tiny_arm: Study) -> None:
+    study = tiny_arm
+    cache = study.cache()
+    assert len(cache.entries()) == SUBJECTS
+    # IXI headers leave dim_info unset on isotropic voxels: the documented third axis
+    assert {p["slice_axis"] for p in read_manifest(study.cache_dir)["patients"]} == {2}
+    assert study.runs() == [("cnn", 1), ("unet", 1), ("cnn", 2), ("unet", 2)]
+
+    k1, k2 = study.results(1), study.results(2)
+    for res in (k1, k2):
+        assert set(res.methods) == {"nearest", "linear", "cubic", "flow", "cnn", "unet"}
+        per_patient = res.rows[res.rows["method"] == "linear"].groupby("patient_id").size()
+        assert per_patient.max() == SLICES_PER_PATIENT
+    keys = ["patient_id", "slice_index"]
+    same = k1.rows[keys].drop_duplicates().merge(k2.rows[keys].drop_duplicates())
+    assert len(same) == len(k1.rows[keys].drop_duplicates())  # the same slices at both k
+
+    table = real.gain_table([k1, k2], study)
+    assert {"U-Net", "CNN (EDSR)", "optical flow"} <= set(table.index)
+    numbers = real.gain_numbers([k1, k2], study)
+    n_test = len(cache.entries("test"))
+    assert numbers["real_k1_subjects"] == numbers["real_k2_subjects"] == n_test
+    gains = real.subject_gains(k2)
+    assert set(gains["method"]) == {"nearest", "cubic", "flow", "cnn", "unet"}
+
+    head = real.headroom(study)
+    assert len(head) == 2 * len(real.HEADROOM) * n_test
+    # the per-pixel oracle clips the target to the neighbours' range, where linear lies
+    assert (head.loc[head["predictor"] == "oracle_pixel", "gain_db"] >= -1e-9).all()
+    assert set(real.headroom_numbers(head, study)) >= {"real_headroom_filter_k1"}
+
+    runs = real.training_runs(study)
+    assert len(runs) == 4 and (runs["steps"] == 2).all()
+    budget = real.budget_numbers(runs, study)
+    assert budget["real_runs"] == 4 and budget["real_budget_ratio"] > 1
+
+    evidence = claims.Evidence.from_study(
+        study, k1, k2, study.results(1, common=True), study.results(2, common=True), cohort="real"
+    )
+    verdicts = real.marked_verdicts(claims.claims_table(evidence))
+    assert verdicts["verdict"].str.endswith(real.REAL_NOTE).all()
+    assert "Every deep model beats linear interpolation at k=1" in verdicts.index
+
+    pid = k2.rows["patient_id"].iloc[0]
+    index = int(k2.rows["slice_index"].iloc[0])
+    preds = {
+        k: study.predictions(k, [(pid, index)], methods=["linear"], models=["unet"]) for k in (1, 2)
+    }
+    fig = real.error_panels(preds, ["linear", "unet"], (slice(None), slice(None)))
+    assert len(fig.axes) == 2 * 5 + 2  # two rows of five panels and a colour bar each
+
+
+def test_runner_plans_the_real_notebook_on_its_own_workspace(tmp_path: Path) -> None:
+    main = Study("smoke", tmp_path / "study")
+    demo_like = Study(get_preset("demo"), tmp_path / "study")
+    arm = _real_arm(demo_like, ROOT, tmp_path / "study", True, "cpu")
+    assert arm is not None and arm.out_dir == (tmp_path / "study" / "real").resolve()
+    assert arm.preset.name == "real" and arm.data_root == IXI.resolve()
+    assert _real_arm(demo_like, ROOT, tmp_path / "study", False, "cpu") is None
+    assert _real_arm(main, ROOT, tmp_path / "study", True, "cpu") is None
+
+    jobs = plan_jobs(main, ROOT / "notebooks", real=arm)
+    job = next(j for j in jobs if j.name == REAL_NOTEBOOK)
+    assert job.arm == "real"
+    assert job.parameters["out_dir"] == str(arm.out_dir)
+    assert job.parameters["preset"] == "real"
+    assert REAL_NOTEBOOK not in [j.name for j in plan_jobs(main, ROOT / "notebooks")]
+    # without its workspace the runner cannot call the notebook up to date
+    assert not NotebookRunner(main).up_to_date(job)
+
+
+def test_real_chapter_leaves_the_book_with_its_notebook() -> None:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    names = ("data", "results", "qualitative", "k2_failure", "ddpm_analysis")
+    jobs = [NotebookJob(n, Path(f"{n}.ipynb")) for n in names]
+    without = yaml.safe_dump(staged_toc(toc, jobs))
+    assert "book/real" not in without and "book/results" in without
+    with_real = yaml.safe_dump(staged_toc(toc, [*jobs, NotebookJob(REAL_NOTEBOOK, Path("x"))]))
+    assert "book/real" in with_real and f"notebooks/{REAL_NOTEBOOK}" in with_real
