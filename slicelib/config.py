@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from slicelib.errors import SlicelibError, lookup, unknown_choice
 
 ModelName = Literal["cnn", "unet", "gan", "gan_improved", "ddpm"]
 MODEL_NAMES: tuple[ModelName, ...] = ("cnn", "unet", "gan", "gan_improved", "ddpm")
 PresetName = Literal["demo", "paper", "real", "smoke"]
+PRESET_NAMES: tuple[PresetName, ...] = get_args(PresetName)
 DEFAULT_PRESET: PresetName = "demo"  # every command's --preset, so they fit together
 Precision = Literal["fp16", "bf16", "fp32"]
+CpuPrecision = Literal["auto", "bf16", "fp32"]
 # Training triplets in the device's memory (slicelib.data.resident): "auto" on CUDA when
 # the training split fits, "always", or "never" (the DataLoader).
 DataOnDevice = Literal["auto", "always", "never"]
@@ -225,7 +227,7 @@ class UpsampleConfig:
     ddim_steps: int = 20  # a DDPM checkpoint samples with deterministic DDIM
     seed: int = 0
     # auto: bfloat16 on CPUs with AMX/AVX512-BF16 (slicelib.inference), else fp32
-    cpu_precision: Literal["auto", "bf16", "fp32"] = "auto"
+    cpu_precision: CpuPrecision = "auto"
 
 
 @dataclass(frozen=True)

@@ -215,7 +215,10 @@ def test_too_few_slices_for_k(tiny_cache: Path, tmp_path: Path) -> None:
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
-    code = main(["train", *args])
+    try:
+        code = main(["train", *args])
+    except SystemExit as exc:  # argparse refused an argument
+        code = int(exc.code or 0)
     err = capsys.readouterr().err.strip().splitlines()
     return code, err
 
@@ -250,10 +253,10 @@ def test_cli_trains_and_reports(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "vit", "--k", "1"], "unknown model 'vit'"),
+        (["--model", "vit", "--k", "1"], "argument --model: invalid choice: 'vit'"),
         (["--model", "cnn", "--k", "2"], "no train triplets at k=2"),
-        (["--model", "cnn", "--k", "1", "--preset", "huge"], "unknown preset 'huge'"),
-        (["--model", "cnn", "--k", "1", "--precision", "fp8"], "unknown precision 'fp8'"),
+        (["--model", "cnn", "--k", "1", "--preset", "huge"], "invalid choice: 'huge'"),
+        (["--model", "cnn", "--k", "1", "--precision", "fp8"], "invalid choice: 'fp8'"),
         (["--model", "cnn", "--k", "1", "--device", "tpu"], "unknown device 'tpu'"),
     ],
 )

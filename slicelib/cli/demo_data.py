@@ -14,8 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slicelib.cli.types import MAX_COUNT, MAX_SEED, non_negative_int, positive_int
-from slicelib.config import DEFAULT_PRESET, CohortConfig, get_preset, replace_checked
+from slicelib.cli.types import (
+    MAX_COUNT,
+    MAX_SEED,
+    add_preset_option,
+    non_negative_int,
+    positive_int,
+)
+from slicelib.config import CohortConfig, get_preset, replace_checked
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +48,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help=f"random seed of the whole cohort (default: the preset's; demo {CohortConfig.seed})",
     )
-    parser.add_argument(
-        "--preset",
-        default=DEFAULT_PRESET,
-        help=f"cohort size settings to start from (demo, paper, smoke; default {DEFAULT_PRESET})",
-    )
+    add_preset_option(parser, "cohort size settings to start from")
     parser.add_argument(
         "--force", action="store_true", help="replace an OUT that slicelib wrote before"
     )

@@ -7,8 +7,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from slicelib.cli.types import MAX_BATCH, MAX_COUNT, MAX_K, MAX_SEED, non_negative_int, positive_int
-from slicelib.config import DEFAULT_PRESET, EVAL_SPLITS, EvalConfig, get_preset, replace_checked
+from slicelib.cli.types import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_K,
+    MAX_SEED,
+    add_preset_option,
+    non_negative_int,
+    positive_int,
+)
+from slicelib.config import EVAL_SPLITS, EvalConfig, get_preset, replace_checked
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -45,12 +53,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         metavar="RUN_DIR",
         help="a training run folder with best.pt (repeatable)",
     )
-    parser.add_argument(
-        "--preset",
-        default=DEFAULT_PRESET,
-        help=f"take the evaluation defaults from this preset (demo, paper, smoke; "
-        f"default {DEFAULT_PRESET})",
-    )
+    add_preset_option(parser, "take the evaluation defaults from this preset")
     parser.add_argument(
         "--common",
         action="store_true",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from slicelib.config import DEFAULT_PRESET, get_preset
+from slicelib.cli.types import add_preset_option
+from slicelib.config import get_preset
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -19,11 +20,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument(
-        "--preset",
-        default=DEFAULT_PRESET,
-        help=f"use this preset's model settings (default {DEFAULT_PRESET})",
-    )
+    add_preset_option(parser, "use this preset's model settings")
     parser.set_defaults(func=handler)
     return parser
 

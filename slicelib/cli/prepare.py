@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from slicelib.cli.scan import add_scan_options, scan_config
-from slicelib.cli.types import MAX_SEED, bounded_int, non_negative_int
+from slicelib.cli.types import MAX_SEED, add_preset_option, bounded_int, non_negative_int
 from slicelib.config import (
     DEFAULT_INPUT_KIND,
-    DEFAULT_PRESET,
     INPUT_KIND_RULE,
     INPUT_KINDS,
     ORIGINAL_CLIP_PERCENTILES,
@@ -32,11 +31,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("data_root", type=Path, metavar="DATA_ROOT")
     parser.add_argument("cache_dir", type=Path, metavar="CACHE_DIR")
-    parser.add_argument(
-        "--preset",
-        default=DEFAULT_PRESET,
-        help=f"settings to start from (demo, paper, real, smoke; default {DEFAULT_PRESET})",
-    )
+    add_preset_option(parser, "settings to start from")
     parser.add_argument(
         "--size",
         type=bounded_int(MIN_SIZE, MAX_SIZE),

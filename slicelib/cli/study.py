@@ -7,7 +7,7 @@ import shlex
 import sys
 from typing import Any
 
-from slicelib.config import DEFAULT_PRESET
+from slicelib.cli.types import add_preset_option
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,10 +21,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "Steps and notebooks whose inputs did not change are not run again."
         ),
     )
-    parser.add_argument(
-        "--preset",
-        default=DEFAULT_PRESET,
-        help=f"demo (2 CPU cores, minutes), paper (GPU) or smoke (default {DEFAULT_PRESET})",
+    add_preset_option(
+        parser,
+        "demo: 2 CPU cores, minutes; paper: GPU; real: the real arm alone; smoke: seconds",
     )
     parser.add_argument(
         "--data-root",

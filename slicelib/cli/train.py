@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from slicelib.cli.types import MAX_BATCH, MAX_COUNT, MAX_K, positive_int
-from slicelib.config import DEFAULT_PRESET, MODEL_NAMES, get_preset
+from slicelib.cli.types import MAX_BATCH, MAX_COUNT, MAX_K, add_preset_option, positive_int
+from slicelib.config import MODEL_NAMES, Precision, get_preset
 from slicelib.errors import SlicelibError
 
 
@@ -25,15 +25,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
             "there resumes from last.pt."
         ),
     )
-    parser.add_argument("--model", required=True, help=f"one of {', '.join(MODEL_NAMES)}")
+    parser.add_argument("--model", required=True, choices=MODEL_NAMES, help="the network to train")
     parser.add_argument(
         "--k", type=positive_int(MAX_K), required=True, help=f"neighbour distance (1..{MAX_K})"
     )
     parser.add_argument("--cache", type=Path, required=True, help="prepared cache directory")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
-    parser.add_argument(
-        "--preset", default=DEFAULT_PRESET, help=f"demo, paper or smoke (default {DEFAULT_PRESET})"
-    )
+    add_preset_option(parser, "settings to start from")
     parser.add_argument(
         "--epochs", type=positive_int(MAX_COUNT), help="override the preset's epochs"
     )
@@ -41,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         "--batch-size", type=positive_int(MAX_BATCH), help="override the preset's batch size"
     )
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--precision", help="fp16, bf16 or fp32 on CUDA (default fp16)")
+    parser.add_argument(
+        "--precision", choices=get_args(Precision), help="mixed precision on CUDA (default fp16)"
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks")
     parser.add_argument(
         "--no-resume", action="store_true", help="start afresh even if the run directory has one"

@@ -83,3 +83,16 @@ def output_file(text: str) -> Path:
     if not path.parent.is_dir():
         raise argparse.ArgumentTypeError(f"folder {path.parent} does not exist")
     return path
+
+
+def add_preset_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--preset``, the same on every command: one of the presets, default
+    :data:`slicelib.config.DEFAULT_PRESET`; ``what`` says what the command takes from it."""
+    from slicelib.config import DEFAULT_PRESET, PRESET_NAMES
+
+    parser.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        default=DEFAULT_PRESET,
+        help=f"{what} ({', '.join(PRESET_NAMES)}; default {DEFAULT_PRESET})",
+    )

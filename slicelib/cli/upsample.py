@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import get_args
 
 from slicelib.cli.types import (
     MAX_BATCH,
@@ -23,7 +24,7 @@ from slicelib.cli.types import (
     non_negative_int,
     positive_int,
 )
-from slicelib.config import FACTOR, UpsampleConfig
+from slicelib.config import FACTOR, CpuPrecision, UpsampleConfig
 from slicelib.upsample.folder import IMAGE_FOLDER
 
 # Only x2 is supported; a larger factor is parsed (and refused with its reason)
@@ -91,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         help="seed of any sampling",
     )  # fmt: skip
     parser.add_argument(
-        "--cpu-precision", choices=("auto", "bf16", "fp32"), default=defaults.cpu_precision,
+        "--cpu-precision", choices=get_args(CpuPrecision), default=defaults.cpu_precision,
         help="on the CPU: bf16 (auto: where the CPU has AMX/AVX512-BF16) or fp32 "
         f"(default {defaults.cpu_precision})",
     )  # fmt: skip
