@@ -89,6 +89,7 @@ def test_tiny_real_arm_end_to_end(tiny_arm: Study) -> None:
     assert len(runs) == 4 and (runs["steps"] == 2).all()
     budget = real.budget_numbers(runs, study)
     assert budget["real_runs"] == 4 and budget["real_budget_ratio"] > 1
+    assert budget["real_max_last_change"].startswith("not measured")  # one epoch per run
 
     evidence = claims.Evidence.from_study(
         study, k1, k2, study.results(1, common=True), study.results(2, common=True), cohort="real"

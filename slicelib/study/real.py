@@ -382,8 +382,9 @@ def budget_table(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
 def budget_numbers(runs: pd.DataFrame, study: Study) -> dict[str, Any]:
     """``real_steps``, ``real_samples``, ``real_train_seconds`` (all runs),
     ``real_max_last_change`` (largest change of validation gain over the last epoch,
-    dB), ``real_paper_samples`` (the original U-Net's training triplets times epochs, at
-    256 px) and ``real_budget_ratio`` (its training pixels over one run's here)."""
+    text with its unit), ``real_paper_samples`` (the original U-Net's training
+    triplets times epochs, at 256 px) and ``real_budget_ratio`` (its training pixels
+    over one run's here)."""
     crop = study.preset.crop or study.preset.prepare.size
     paper_samples = original.REPORTED_COHORT["train triplets"] * PAPER_EPOCHS["unet"]
     lasts = runs.groupby(["model", "k"], sort=False).tail(1)
@@ -397,7 +398,11 @@ def budget_numbers(runs: pd.DataFrame, study: Study) -> dict[str, Any]:
         "real_samples": samples,
         "real_crop": crop,
         "real_train_seconds": float(lasts["seconds"].sum()),
-        "real_max_last_change": float(changes.abs().max()),
+        "real_max_last_change": (
+            f"{float(changes.abs().max()):.2f} dB"
+            if changes.notna().any()
+            else "not measured (one epoch per run)"
+        ),
         "real_paper_samples": paper_samples,
         "real_budget_ratio": paper_samples * PAPER.prepare.size**2 / (samples * crop**2),
     }
