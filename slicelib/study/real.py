@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from slicelib import original
-from slicelib.config import PAPER, PAPER_EPOCHS, ModelName, get_preset
+from slicelib.config import MODEL_NAMES, PAPER, PAPER_EPOCHS, ModelName, get_preset
 from slicelib.data.cache import Cache
 from slicelib.data.dataset import TripletDataset
 from slicelib.data.triplets import evaluable_indices
@@ -411,6 +411,12 @@ def budget_numbers(runs: pd.DataFrame, study: Study) -> dict[str, Any]:
 def run_models(study: Study) -> list[ModelName]:
     """The networks the arm trains at every k of its preset."""
     return [m for m in study.preset.models if all(m in study.models_at(k) for k in study.preset.ks)]
+
+
+def untrained_models(study: Study) -> list[ModelName]:
+    """The study's networks that this arm's preset does not train at every k."""
+    trained = run_models(study)
+    return [m for m in MODEL_NAMES if m not in trained]
 
 
 # The networks the example panels show (when trained): the two the arm's preset trains.
