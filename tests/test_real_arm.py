@@ -61,6 +61,7 @@ def test_tiny_real_arm_end_to_end(tiny_arm: Study) -> None:
     # IXI headers leave dim_info unset on isotropic voxels: the documented third axis
     assert {p["slice_axis"] for p in read_manifest(study.cache_dir)["patients"]} == {2}
     assert study.runs() == [("cnn", 1), ("unet", 1), ("cnn", 2), ("unet", 2)]
+    assert real.untrained_models(study) == ["gan", "gan_improved", "ddpm"]
 
     k1, k2 = study.results(1), study.results(2)
     for res in (k1, k2):
@@ -89,6 +90,7 @@ def test_tiny_real_arm_end_to_end(tiny_arm: Study) -> None:
     assert len(runs) == 4 and (runs["steps"] == 2).all()
     budget = real.budget_numbers(runs, study)
     assert budget["real_runs"] == 4 and budget["real_budget_ratio"] > 1
+    assert budget["real_max_last_change"].startswith("not measured")  # one epoch per run
 
     evidence = claims.Evidence.from_study(
         study, k1, k2, study.results(1, common=True), study.results(2, common=True), cohort="real"

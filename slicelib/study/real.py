@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from slicelib import original
-from slicelib.config import PAPER, PAPER_EPOCHS, ModelName, get_preset
+from slicelib.config import MODEL_NAMES, PAPER, PAPER_EPOCHS, ModelName, get_preset
 from slicelib.data.cache import Cache
 from slicelib.data.dataset import TripletDataset
 from slicelib.data.triplets import evaluable_indices
@@ -382,8 +382,9 @@ def budget_table(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
 def budget_numbers(runs: pd.DataFrame, study: Study) -> dict[str, Any]:
     """``real_steps``, ``real_samples``, ``real_train_seconds`` (all runs),
     ``real_max_last_change`` (largest change of validation gain over the last epoch,
-    dB), ``real_paper_samples`` (the original U-Net's training triplets times epochs, at
-    256 px) and ``real_budget_ratio`` (its training pixels over one run's here)."""
+    text with its unit), ``real_paper_samples`` (the original U-Net's training
+    triplets times epochs, at 256 px) and ``real_budget_ratio`` (its training pixels
+    over one run's here)."""
     crop = study.preset.crop or study.preset.prepare.size
     paper_samples = original.REPORTED_COHORT["train triplets"] * PAPER_EPOCHS["unet"]
     lasts = runs.groupby(["model", "k"], sort=False).tail(1)
@@ -397,7 +398,11 @@ def budget_numbers(runs: pd.DataFrame, study: Study) -> dict[str, Any]:
         "real_samples": samples,
         "real_crop": crop,
         "real_train_seconds": float(lasts["seconds"].sum()),
-        "real_max_last_change": float(changes.abs().max()),
+        "real_max_last_change": (
+            f"{float(changes.abs().max()):.2f} dB"
+            if changes.notna().any()
+            else "not measured (one epoch per run)"
+        ),
         "real_paper_samples": paper_samples,
         "real_budget_ratio": paper_samples * PAPER.prepare.size**2 / (samples * crop**2),
     }
@@ -406,6 +411,12 @@ def budget_numbers(runs: pd.DataFrame, study: Study) -> dict[str, Any]:
 def run_models(study: Study) -> list[ModelName]:
     """The networks the arm trains at every k of its preset."""
     return [m for m in study.preset.models if all(m in study.models_at(k) for k in study.preset.ks)]
+
+
+def untrained_models(study: Study) -> list[ModelName]:
+    """The study's networks that this arm's preset does not train at every k."""
+    trained = run_models(study)
+    return [m for m in MODEL_NAMES if m not in trained]
 
 
 # The networks the example panels show (when trained): the two the arm's preset trains.
