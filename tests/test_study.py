@@ -98,9 +98,12 @@ def test_changed_configuration_reruns_what_read_it(smoke_study: SmokeStudy) -> N
 
 
 def test_bad_preset_stops_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["study", "--preset", "huge", "--out", str(tmp_path / "out")]) == 2
+    with pytest.raises(SystemExit) as stop:
+        main(["study", "--preset", "huge", "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2
     line = one_line_error(capsys)
-    assert "unknown preset 'huge'" in line and "demo, paper, real, smoke" in line
+    assert "invalid choice: 'huge'" in line and "'demo', 'paper', 'real', 'smoke'" in line
+    assert not (tmp_path / "out").exists()
 
 
 def test_wrong_parameter_type_names_notebook_and_parameter(
