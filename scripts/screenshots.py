@@ -2,8 +2,8 @@
 
     python scripts/screenshots.py BOOK_HTML_DIR OUT_DIR [--width 1280] [--height 2400]
 
-Opens the front page, the results chapter, the results notebook page and the
-qualitative page of a book built by ``slicelib study`` (e.g. ``_build/html``) from
+Opens the front page, the results chapter, the results notebook page, the
+qualitative page and the real-anatomy chapter of a book built by ``slicelib study`` (e.g. ``_build/html``) from
 the file system, with the network unused, and writes one PNG per page and width
 (the given width and a 420 px phone width) into OUT_DIR. Needs the ``chromium``
 binary (Debian: ``apt-get install chromium``); CHROMIUM names another.
@@ -24,6 +24,7 @@ PAGES: dict[str, str] = {
     "results": "book/results.html",
     "results-notebook": "notebooks/results.html",
     "qualitative": "notebooks/qualitative.html",
+    "real": "book/real.html",
 }
 PHONE_WIDTH = 420
 
