@@ -178,6 +178,32 @@ def test_book_notebook_removes_parameters_and_retitles(tmp_path: Path) -> None:
     ]
 
 
+def test_book_notebook_captions_plots_from_their_section(tmp_path: Path) -> None:
+    png = {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}
+    glued = {"output_type": "display_data", "data": png, "metadata": {"scrapbook": {"name": "f"}}}
+    shown = {"output_type": "display_data", "data": png, "metadata": {}}
+    nb = {
+        "cells": [
+            {"cell_type": "markdown", "metadata": {}, "source": "# The k=2 failure"},
+            {"cell_type": "markdown", "metadata": {},
+             "source": "## Error maps\n\nWhere *each* method errs: [one slice](x.md). More."},
+            {"cell_type": "code", "metadata": {}, "source": "plot()", "outputs": [shown]},
+            {"cell_type": "code", "metadata": {}, "source": "glue()", "outputs": [glued]},
+            {"cell_type": "code", "metadata": {"mystnb": {"image": {"alt": "own"}}},
+             "source": "plot()", "outputs": [shown]},
+        ],
+        "metadata": {},
+    }  # fmt: skip
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(nb))
+    cells = json.loads(book_notebook(path))["cells"]
+    meta = cells[2]["metadata"]["mystnb"]
+    assert meta["figure"]["caption"] == "Error maps. Where each method errs: one slice."
+    assert meta["image"]["alt"] == "The k=2 failure: " + meta["figure"]["caption"]
+    assert "mystnb" not in cells[3]["metadata"]  # glued for a chapter, not shown here
+    assert cells[4]["metadata"]["mystnb"] == {"image": {"alt": "own"}}
+
+
 def test_staged_book_has_figures_captions_and_references(smoke_study: SmokeStudy) -> None:
     """Every figure of a chapter page is numbered, captioned and has alt text that is
     not a file name; every chapter has a cross-reference; the front page reports."""

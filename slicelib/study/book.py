@@ -363,17 +363,58 @@ def book_notebook(path: Path, title: str | None = None) -> str:
     ``title``, the first Markdown heading replaced by it."""
     notebook = json.loads(path.read_text())
     retitled = title is None
+    page, context = title or "", ""
     for cell in notebook.get("cells", []):
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         if {"parameters", "injected-parameters"} & set(tags) and "remove-cell" not in tags:
             tags.append("remove-cell")
-        if not retitled and cell.get("cell_type") == "markdown":
+        if cell.get("cell_type") == "markdown":
             source = "".join(cell.get("source", []))
             if source.startswith("# "):
-                rest = source.split("\n", 1)[1] if "\n" in source else ""
-                cell["source"] = f"# {title}\n{rest}"
-                retitled = True
+                page = page or source.split("\n", 1)[0][2:].strip()
+                if not retitled:
+                    rest = source.split("\n", 1)[1] if "\n" in source else ""
+                    cell["source"] = f"# {title}\n{rest}"
+                    retitled = True
+            context = first_sentence(source) or context
+        elif _shows_image(cell) and "mystnb" not in cell["metadata"]:
+            # A plotted output becomes a captioned figure whose alt text says what it is
+            # (myst-nb's default alt text is the image's file name).
+            words = context or page
+            cell["metadata"]["mystnb"] = {
+                "figure": {"caption": words},
+                "image": {"alt": f"{page}: {words}" if page and words != page else words},
+            }
     return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+
+
+def first_sentence(markdown: str, limit: int = 200) -> str:
+    """A Markdown cell's last heading and the first sentence after it, as plain text
+    (emphasis, links, roles and math markers removed), at most ``limit`` characters."""
+    heading = ""
+    body: list[str] = []
+    for line in markdown.strip().splitlines():
+        if line.startswith("#"):
+            heading, body = line.lstrip("#").strip(), []
+        else:
+            body.append(line)
+    text = " ".join(" ".join(body).split())
+    text = re.sub(r"\{[a-z:]+\}`([^`<]*)(<[^>]*>)?`", r"\1", text)  # {doc}`x <y>` -> x
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # [x](y) -> x
+    text = re.sub(r"[*_`$]", "", text)
+    sentence = re.split(r"(?<=[.;])\s", text, maxsplit=1)[0].rstrip(";")
+    words = f"{heading}. {sentence}" if heading and sentence else heading or sentence
+    return words if len(words) <= limit else words[: limit - 1].rstrip() + "…"
+
+
+def _shows_image(cell: Mapping[str, Any]) -> bool:
+    """True when a code cell displays a plot (not only glues one for a chapter)."""
+    for output in cell.get("outputs", []):
+        if (output.get("metadata") or {}).get("scrapbook"):
+            continue
+        if "image/png" in (output.get("data") or {}):
+            return True
+    return False
 
 
 def glued_images(path: Path) -> dict[str, bytes]:
