@@ -232,6 +232,8 @@ def test_notebook_pages_are_clean(smoke_study: SmokeStudy) -> None:
         visible = page_text(page)
         assert "TqdmWarning" not in visible and str(smoke_study.out) not in visible, page.name
         assert "injected-parameters" not in text, page.name
+        for alt in re.findall(r'<img[^>]*alt="([^"]*)"', text):  # not myst-nb's file name
+            assert alt and "_images/" not in alt and not alt.endswith(".png"), (page.name, alt)
         titles.add(re.search(r"<title>(.*?)</title>", text, flags=re.S).group(1))
     assert any("Training: U-Net, k=1" in t for t in titles)
     assert len(titles) == len(list((smoke_study.html / "notebooks").glob("*.html")))
