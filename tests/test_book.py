@@ -180,7 +180,9 @@ def test_book_notebook_removes_parameters_and_retitles(tmp_path: Path) -> None:
 
 def test_book_notebook_captions_plots_from_their_section(tmp_path: Path) -> None:
     png = {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}
-    glued = {"output_type": "display_data", "data": png, "metadata": {"scrapbook": {"name": "f"}}}
+    hidden = {"application/papermill.record/image/png": "iVBORw0KGgo="}
+    scrap = {"name": "f", "mime_prefix": "application/papermill.record/"}
+    glued = {"output_type": "display_data", "data": hidden, "metadata": {"scrapbook": scrap}}
     shown = {"output_type": "display_data", "data": png, "metadata": {}}
     nb = {
         "cells": [

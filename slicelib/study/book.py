@@ -410,7 +410,8 @@ def first_sentence(markdown: str, limit: int = 200) -> str:
 def _shows_image(cell: Mapping[str, Any]) -> bool:
     """True when a code cell displays a plot (not only glues one for a chapter)."""
     for output in cell.get("outputs", []):
-        if (output.get("metadata") or {}).get("scrapbook"):
+        glued = (output.get("metadata") or {}).get("scrapbook")
+        if glued and glued.get("mime_prefix"):  # glued with display=False: not shown
             continue
         if "image/png" in (output.get("data") or {}):
             return True
