@@ -194,6 +194,8 @@ class LoadedRun:
     refine: RefineConfig | None = None
     base: nn.Module | None = None
     residual_scale: float | None = None
+    # what the run was trained on (slicelib.model_card.training_domain); None in older runs
+    training_domain: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -273,6 +275,7 @@ def load_run(
         best_epoch=int(state.get("best_epoch", state["epoch"])),
         cache_config=cache_config,
         slicelib_version=str(state.get("slicelib_version", "")),
+        training_domain=state.get("training_domain"),
     )
 
 

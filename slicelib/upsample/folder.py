@@ -108,11 +108,9 @@ def check_training_domain(run: Any, volume: Any, where: str) -> list[str]:
     """Log ONE warning line when ``volume`` lies outside the training domain that
     ``run``'s checkpoint records (slice spacing, pixel size, matrix, modality,
     sequence); returns the differences (empty when none, or none recorded)."""
-    from slicelib.checkpoint import read_checkpoint
     from slicelib.model_card import domain_differences
 
-    # LoadedRun does not carry the domain; the checkpoint file does.
-    domain = read_checkpoint(run.path).get("training_domain")
+    domain = run.training_domain
     first = volume.files[0] if volume.files else None
     found = domain_differences(
         domain,
