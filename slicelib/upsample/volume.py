@@ -246,11 +246,6 @@ def upsample_volume(
 # Multiplanar views: what upsampling does to sagittal and coronal reformats --------------
 
 
-def linear_predict(inputs: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation as a predictor: the mean of the two neighbours, (N, 1, H, W)."""
-    return inputs.mean(dim=1, keepdim=True)
-
-
 def cache_volume(cache: Any, patient_id: str) -> Volume:
     """One cached volume (values in [0, 1], square slices) as an axial :class:`Volume`
     with the slice spacing recorded in the cache."""
