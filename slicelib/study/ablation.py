@@ -19,7 +19,7 @@ import pandas as pd
 
 from slicelib.config import DiffusionConfig, EvalConfig, TrainConfig, to_dict
 from slicelib.io import atomic_write
-from slicelib.methods import is_ddim, method_label
+from slicelib.methods import family_of, is_ddim, method_label
 from slicelib.stats import MIN_TEST_PATIENTS, Comparison, compare
 from slicelib.study.labels import fmt, fmt_ci, fmt_signed
 from slicelib.study.sources import code_hash
@@ -114,7 +114,7 @@ def ablation_results(study: Study) -> pd.DataFrame:
         # the DDPM's samplers every variant was scored with (linear comes along as the
         # evaluation's reference and is left out)
         shared = set.intersection(*(set(f["method"]) for f in frames))
-        shared = {m for m in shared if m.startswith("ddpm_")}
+        shared = {m for m in shared if family_of(m) == "ddpm"}
         base = res.rows[res.rows["method"].isin(shared)].assign(variant=ORIGINAL)
         rows = pd.concat([base, *frames], ignore_index=True)
         rows = rows[rows["method"].isin(shared)]

@@ -35,7 +35,7 @@ import pandas as pd
 from slicelib import original
 from slicelib.config import PAPER, EvalConfig
 from slicelib.errors import SlicelibError
-from slicelib.methods import CLASSICAL, method_label
+from slicelib.methods import CLASSICAL, is_ddim, method_label
 from slicelib.stats import (
     CONFIDENCE,
     KEY,
@@ -403,7 +403,7 @@ def _ddpm_stable(ev: Evidence) -> Verdict:
 
 
 def _ddim_better(ev: Evidence) -> Verdict:
-    ddim = [m for m in ev.k1.methods if m.startswith("ddpm_ddim")]
+    ddim = [m for m in ev.k1.methods if is_ddim(m)]
     if not ddim or not _has(ev.k1, DDPM):
         return Verdict("no DDPM in this run", NOT_TESTABLE)
     comps = [ev.compare(ev.k1, m, DDPM, "psnr") for m in ddim]
