@@ -104,7 +104,7 @@ def _predictor(
 def _fast_predictor(
     model: torch.nn.Module, device: torch.device
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The new settings, as :class:`slicelib.checkpoint.Predictor` applies them."""
+    """The new settings, as :class:`slicelib.interpolator.Predictor` applies them."""
     bf16 = use_cpu_bf16(device, UpsampleConfig().cpu_precision)
     prepare_for_inference(model, device, bf16)
 

@@ -4,12 +4,12 @@ Every baseline predicts the slice S_i from its neighbours S_{i-k} and S_{i+k}
 (2-D float arrays (H, W), values in [0, 1]); the cubic one also uses the wider
 context S_{i-3k} and S_{i+3k} when the volume has them. :class:`Neighbours`
 carries one slice's inputs, :func:`neighbours` cuts them out of a volume and
-:data:`BASELINES` names each method for the evaluation.
+:class:`BaselineInterpolator` is each method (by its name in :data:`BASELINES`) as
+the evaluation and upsampling use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -23,7 +23,6 @@ __all__ = [
     "BASELINES",
     "BASELINE_NAMES",
     "CUBIC_WEIGHTS",
-    "Baseline",
     "BaselineInterpolator",
     "BaselineOutput",
     "FlowMethod",
@@ -157,73 +156,46 @@ class BaselineOutput(NamedTuple):
     fallback: bool  # True where the method fell back to linear (cubic near the ends)
 
 
-@dataclass(frozen=True)
-class Baseline:
-    """A named classical method: ``predict(neighbours) -> BaselineOutput``."""
-
-    name: str
-    description: str
-    predict_fn: Callable[[Neighbours, FlowMethod], BaselineOutput]
-    uses_context: bool = False
-
-    def predict(self, nb: Neighbours, flow_method: FlowMethod = "tvl1") -> BaselineOutput:
-        return self.predict_fn(nb, flow_method)
-
-
-def _nearest(nb: Neighbours, _: FlowMethod) -> BaselineOutput:
-    return BaselineOutput(nearest(nb.before, nb.after), False)
-
-
-def _linear(nb: Neighbours, _: FlowMethod) -> BaselineOutput:
-    return BaselineOutput(linear(nb.before, nb.after), False)
-
-
-def _cubic(nb: Neighbours, _: FlowMethod) -> BaselineOutput:
-    if nb.far_before is None or nb.far_after is None:
-        return BaselineOutput(linear(nb.before, nb.after), True)
-    return BaselineOutput(cubic(nb.far_before, nb.before, nb.after, nb.far_after), False)
-
-
-def _flow(nb: Neighbours, method: FlowMethod) -> BaselineOutput:
-    return BaselineOutput(flow(nb.before, nb.after, method), False)
-
-
-BASELINES: dict[str, Baseline] = {
-    b.name: b
-    for b in (
-        Baseline("nearest", "copy of S_{i-k}", _nearest),
-        Baseline("linear", "mean of S_{i-k} and S_{i+k}", _linear),
-        Baseline(
-            "cubic",
-            "cubic through S_{i-3k}, S_{i-k}, S_{i+k}, S_{i+3k}; linear near the ends",
-            _cubic,
-            uses_context=True,
-        ),
-        Baseline("flow", "optical flow between the neighbours, both warped half-way", _flow),
-    )
+# Every classical method by name, with what it does.
+BASELINES: dict[str, str] = {
+    "nearest": "copy of S_{i-k}",
+    "linear": "mean of S_{i-k} and S_{i+k}",
+    "cubic": "cubic through S_{i-3k}, S_{i-k}, S_{i+k}, S_{i+3k}; linear near the ends",
+    "flow": "optical flow between the neighbours, both warped half-way",
 }
 BASELINE_NAMES: tuple[str, ...] = tuple(BASELINES)
 
 
 class BaselineInterpolator:
-    """A baseline as an :class:`~slicelib.interpolator.Interpolator`: tensor (N, 2, H, W)
-    in [0, 1] -> (N, 1, H, W) clipped to [0, 1], computed with numpy on the CPU. It sees
-    the two neighbours only, so the cubic baseline falls back to linear; the evaluation
-    gives it its wider context through :class:`Neighbours`."""
+    """A classical method as an :class:`~slicelib.interpolator.Interpolator`: tensor
+    (N, 2, H, W) in [0, 1] -> (N, 1, H, W) clipped to [0, 1], computed with numpy on the
+    CPU. Called on two neighbours, the cubic method falls back to linear; the evaluation
+    gives it its wider context through :meth:`predict`."""
 
     def __init__(self, name: str, flow_method: FlowMethod = "tvl1") -> None:
-        self.baseline = get_baseline(name)
+        lookup(BASELINES, name, "baseline")
+        self.name = name
         self.flow_method = flow_method
+
+    def predict(self, nb: Neighbours) -> BaselineOutput:
+        """The prediction (H, W) of one slice from its neighbours, unclipped."""
+        if self.name == "nearest":
+            return BaselineOutput(nearest(nb.before, nb.after), False)
+        if self.name == "flow":
+            return BaselineOutput(flow(nb.before, nb.after, self.flow_method), False)
+        if self.name == "cubic" and nb.far_before is not None and nb.far_after is not None:
+            return BaselineOutput(cubic(nb.far_before, nb.before, nb.after, nb.far_after), False)
+        return BaselineOutput(linear(nb.before, nb.after), self.name == "cubic")
 
     def __call__(self, inputs: Any) -> Any:
         import torch
 
         x = inputs.detach().float().cpu().numpy()
-        out = [self.baseline.predict(Neighbours(a, b), self.flow_method) for a, b in x[:, :2]]
+        out = [self.predict(Neighbours(a, b)) for a, b in x[:, :2]]
         pred = np.clip(np.stack([o.prediction for o in out]), 0.0, 1.0).astype(np.float32)
         return torch.from_numpy(pred[:, None]).to(inputs.device)
 
 
-def get_baseline(name: str) -> Baseline:
-    """The baseline called ``name``; :class:`SlicelibError` for an unknown one."""
-    return lookup(BASELINES, name, "baseline")
+def get_baseline(name: str, flow_method: FlowMethod = "tvl1") -> BaselineInterpolator:
+    """The classical method called ``name``; :class:`SlicelibError` for an unknown one."""
+    return BaselineInterpolator(name, flow_method)

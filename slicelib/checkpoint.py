@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, strict loads, trained runs as predictors.
+"""Checkpoints: atomic writes, strict loads, trained runs ready to predict.
 
 A checkpoint is a dict of tensors and plain Python values only, so that it loads
 with ``torch.load(..., weights_only=True)``:
@@ -26,17 +26,15 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from slicelib import refine
 from slicelib.config import PrepareConfig, RefineConfig, TrainConfig, from_dict
-from slicelib.device import check_precision, resolve_device
-from slicelib.diffusion import GaussianDiffusion
+from slicelib.device import resolve_device
 from slicelib.errors import SlicelibError
-from slicelib.inference import inference_autocast, prepare_for_inference, use_cpu_bf16
 from slicelib.io import atomic_write
 from slicelib.models import build_generator
 
@@ -70,7 +68,6 @@ def checkpoint_header(
 
 
 CHECKPOINT_NAMES: tuple[str, ...] = ("best", "last")
-Sampler = Literal["ancestral", "ddim"]
 
 
 def generator_role(model: str) -> str:
@@ -277,111 +274,3 @@ def load_run(
         slicelib_version=str(state.get("slicelib_version", "")),
         training_domain=state.get("training_domain"),
     )
-
-
-class Predictor:
-    """A trained run as a function: inputs (N, 2, H, W) in [0, 1] -> predictions
-    (N, 1, H, W) clipped to [0, 1], on the inputs' device.
-
-    For the DDPM and the refiner every call draws fresh noise from one generator seeded
-    once, so a sequence of calls is reproducible; ``samples > 1`` returns the mean of that
-    many samples and :meth:`stack` returns them all (for standard-deviation maps).
-    Deterministic models ignore the sampler settings.
-    """
-
-    def __init__(
-        self,
-        run: LoadedRun,
-        *,
-        sampler: Sampler = "ancestral",
-        steps: int | None = None,
-        seed: int = 0,
-        samples: int = 1,
-        eta: float = 0.0,
-        precision: str = "fp32",
-        cpu_precision: str = "fp32",
-    ) -> None:
-        self.run = run
-        # bfloat16 on the CPU only when asked (slicelib upsample): evaluation stays exact
-        self.cpu_bf16 = use_cpu_bf16(run.device, cpu_precision)
-        if self.cpu_bf16:
-            prepare_for_inference(run.model, run.device, cpu_bf16=True)
-        self.is_diffusion = run.samples_noise
-        if samples < 1:
-            raise SlicelibError(f"samples must be >= 1 (got {samples})")
-        if samples > 1 and not self.is_diffusion:
-            raise SlicelibError(f"model {run.config.model!r} is deterministic: samples must be 1")
-        if sampler not in ("ancestral", "ddim"):
-            raise SlicelibError(f"unknown sampler {sampler!r} (choose ancestral or ddim)")
-        timesteps = run.config.diffusion.timesteps
-        if self.is_diffusion:
-            if sampler == "ancestral" and steps not in (None, timesteps):
-                raise SlicelibError(
-                    f"ancestral sampling runs all T={timesteps} steps (got steps={steps}); "
-                    "use sampler='ddim' for fewer"
-                )
-            if steps is not None and not 1 <= steps <= timesteps:
-                raise SlicelibError(f"steps must be in 1..{timesteps} (got {steps})")
-        self.sampler = sampler
-        self.steps = steps or timesteps
-        self.samples = samples
-        self.eta = eta
-        self.precision = precision
-        self.seed = seed
-        self.generator = torch.Generator(device=run.device).manual_seed(seed)
-        check_precision(precision)
-        self.diffusion = GaussianDiffusion(run.config.diffusion) if self.is_diffusion else None
-        self.refiner: refine.Refiner | None = None
-        if run.refine is not None:
-            assert self.diffusion is not None and run.base is not None
-            self.refiner = refine.Refiner(
-                run.base, run.model, self.diffusion, float(run.residual_scale or 0.0),
-                self.generator, sampler=sampler, steps=self.steps, eta=eta, samples=samples,
-            )  # fmt: skip
-
-    def _one(self, cond: torch.Tensor) -> torch.Tensor:
-        model = self.run.model
-        if not self.is_diffusion:
-            return model(cond)
-        assert self.diffusion is not None
-        if self.sampler == "ancestral":
-            return self.diffusion.sample(model, cond, generator=self.generator)
-        return self.diffusion.ddim_sample(
-            model, cond, self.steps, eta=self.eta, generator=self.generator
-        )
-
-    @torch.no_grad()
-    def stack(self, inputs: torch.Tensor) -> torch.Tensor:
-        """All samples, tensor (samples, N, 1, H, W) in [0, 1]."""
-        if inputs.dim() != 4 or inputs.shape[1] != 2:
-            raise SlicelibError(
-                f"predictor inputs must have shape (N, 2, H, W), got {tuple(inputs.shape)}"
-            )
-        cond = inputs.to(self.run.device, dtype=torch.float32)
-        if self.cpu_bf16:  # oneDNN's bfloat16 convolutions want NHWC
-            cond = cond.contiguous(memory_format=torch.channels_last)
-        outs = []
-        with inference_autocast(self.run.device, self.precision, self.cpu_bf16):
-            if self.refiner is not None:
-                return self.refiner.stack(cond).to(inputs.device)
-            for _ in range(self.samples):
-                outs.append(self._one(cond).float().clamp(0.0, 1.0))
-        return torch.stack(outs).to(inputs.device)
-
-    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.stack(inputs).mean(dim=0)
-
-    @torch.no_grad()
-    def warm_up(self, inputs: torch.Tensor) -> None:
-        """One forward pass of each network on ``inputs[:1]`` (N, 2, H, W) (first-call
-        allocations, kernel selection); the sampler's seeded generator stays untouched,
-        so results do not depend on warm-up."""
-        x = inputs[:1].to(self.run.device, dtype=torch.float32)
-        with inference_autocast(self.run.device, self.precision, self.cpu_bf16):
-            if self.refiner is not None:
-                self.refiner.warm_up(x)
-            elif self.is_diffusion:
-                t = torch.zeros(1, dtype=torch.long, device=self.run.device)
-                self.run.model(x[:, :1], t, x)
-            else:
-                self.run.model(x)

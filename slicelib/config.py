@@ -230,19 +230,6 @@ class UpsampleConfig:
     cpu_precision: CpuPrecision = "auto"
 
 
-@dataclass(frozen=True)
-class UncertaintyConfig:
-    """Per-pixel uncertainty (supplement 6.3): a deep ensemble and MC dropout U-Nets."""
-
-    k: int = 1
-    members: int = 5  # ensemble U-Nets, seeds seed .. seed + members - 1
-    dropout: float = 0.1  # Dropout2d rate of the MC-dropout U-Net
-    mc_samples: int = 16  # stochastic passes of the MC-dropout U-Net
-    bins: int = 10  # calibration curve: equal-count bins of predicted std
-    max_slices: int | None = None  # test slices scored (None: all)
-    seed: int = 0
-
-
 def _refine_train() -> TrainConfig:
     # The refiner's denoiser is the DDPM's network: its budget (20 epochs of batch 8 in
     # the paper preset), its DDIM validation and its diffusion, in [-1, 1].
@@ -312,16 +299,9 @@ class Preset:
     ks: tuple[int, ...] = (1, 2)
     ddpm_ks: tuple[int, ...] = (1,)  # the original trained the DDPM for k=1 only
     upsample: UpsampleConfig = field(default_factory=UpsampleConfig)
-    uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     lr: float = TrainConfig.lr  # Adam's learning rate for every model
-    # DDPM variants trained beside the preset's DDPM with the same network and budget:
-    # variant name -> DiffusionConfig fields that differ from ``diffusion``.
-    ddpm_ablation: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: tuple[ModelName, ...] = MODEL_NAMES  # the networks the study trains
-    # The preset of the real-anatomy arm `slicelib study` runs beside this one on the
-    # repository's real data (None: no real arm).
-    real_arm: PresetName | None = None
 
     def train_config(self, model: ModelName, k: int, **overrides: Any) -> TrainConfig:
         """The training configuration of ``model`` at ``k`` under this preset."""
@@ -343,32 +323,6 @@ class Preset:
             diffusion=self.diffusion,
         )
         return replace_checked(cfg, **overrides)
-
-    def ablation_diffusion(self, variant: str) -> DiffusionConfig:
-        """The diffusion process of DDPM ablation ``variant`` (the preset's, with the
-        variant's fields replaced)."""
-        if variant not in self.ddpm_ablation:
-            known = ", ".join(sorted(self.ddpm_ablation)) or "none in this preset"
-            raise SlicelibError(f"unknown DDPM ablation variant {variant!r} (known: {known})")
-        return replace_checked(self.diffusion, **self.ddpm_ablation[variant])
-
-    def ablation_train_config(self, variant: str, k: int, **overrides: Any) -> TrainConfig:
-        """The DDPM's training configuration at ``k`` with ablation ``variant``'s
-        diffusion: same network, epochs, batch, crop, steps and learning rate."""
-        return self.train_config(
-            "ddpm", k, **{"diffusion": self.ablation_diffusion(variant), **overrides}
-        )
-
-
-# The DDPM schedule ablation: does the schedule's signal at the last step explain the
-# DDPM's failure? With T=100 linear betas x_T = 0.60 x_0 + 0.80 noise, so sampling
-# starts from pure noise where training never went. The cosine schedule brings
-# alpha_bar_T to about 0 (x_T is noise); data in [-1, 1] centres the images, so what
-# is left of x_0 at T is a signal around 0 rather than a bright offset.
-DDPM_SCHEDULE_ABLATION: dict[str, dict[str, Any]] = {
-    "cosine": {"schedule": "cosine"},
-    "rescaled": {"rescale": True},
-}
 
 
 PAPER = Preset(
@@ -407,15 +361,12 @@ DEMO = Preset(
     steps_per_epoch=DEMO_STEPS_PER_EPOCH,
     val_max_slices=16,
     eval=EvalConfig(ddpm_max_slices=6, ddim_steps=(10, 25), ddpm_samples=2, bootstrap=1000),
-    uncertainty=UncertaintyConfig(members=2, mc_samples=8),
     refine=RefineConfig(
         dataclasses.replace(
             _refine_train(), epochs=2, crop=40, steps_per_epoch=50, val_max_slices=8, lr=1e-3
         )
     ),
     lr=1e-3,
-    ddpm_ablation=DDPM_SCHEDULE_ABLATION,
-    real_arm="real",
 )
 
 SMOKE = Preset(
@@ -432,13 +383,11 @@ SMOKE = Preset(
     val_max_slices=4,
     eval=EvalConfig(ddpm_max_slices=2, ddim_steps=(2,), ddpm_samples=2, bootstrap=100),
     upsample=UpsampleConfig(batch_size=4, mc_samples=3, ddim_steps=2),
-    uncertainty=UncertaintyConfig(members=2, mc_samples=3, bins=4, max_slices=4),
     refine=RefineConfig(
         dataclasses.replace(
             _refine_train(), epochs=1, batch_size=4, steps_per_epoch=2, val_max_slices=2
         )
     ),
-    ddpm_ablation=DDPM_SCHEDULE_ABLATION,  # two DDPMs of two steps each: seconds
 )
 
 # The real-anatomy arm on the repository's IXI T1 subset (data/ixi-t1-2mm, 70 subjects),
@@ -468,7 +417,6 @@ REAL = Preset(
     steps_per_epoch=REAL_STEPS_PER_EPOCH,
     val_max_slices=8,
     eval=dataclasses.replace(DEMO.eval, slices_per_patient=REAL_SLICES_PER_PATIENT),
-    uncertainty=DEMO.uncertainty,
     refine=RefineConfig(dataclasses.replace(DEMO.refine.train, crop=64)),
     lr=1e-3,
     models=("cnn", "unet"),
@@ -525,30 +473,31 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**kwargs)
 
 
-def preset_differences(preset: Preset, reference: Preset = PAPER) -> list[str]:
-    """Every setting in which ``preset`` differs from ``reference``, one line each.
-
-    E.g. ``"prepare.size: 96 (paper: 256)"``. The book lists these for the demo preset,
-    so the list can never disagree with the settings that were run.
-    """
+def differences(ours: Any, theirs: Any, reference: str, skip: tuple[str, ...] = ()) -> list[str]:
+    """Every setting in which the config dataclass ``ours`` differs from ``theirs``, one
+    line each, e.g. ``"prepare.size: 96 (paper: 256)"`` (``reference`` names ``theirs``;
+    top-level fields in ``skip`` are left out)."""
     lines: list[str] = []
 
-    def walk(ours: Any, theirs: Any, path: str) -> None:
-        if dataclasses.is_dataclass(ours) and not isinstance(ours, type):
-            for f in dataclasses.fields(ours):
-                walk(getattr(ours, f.name), getattr(theirs, f.name), f"{path}{f.name}.")
-        elif isinstance(ours, dict):
-            for key in ours:
+    def walk(mine: Any, other: Any, path: str) -> None:
+        if dataclasses.is_dataclass(mine) and not isinstance(mine, type):
+            for f in dataclasses.fields(mine):
+                if path or f.name not in skip:
+                    walk(getattr(mine, f.name), getattr(other, f.name), f"{path}{f.name}.")
+        elif isinstance(mine, dict):
+            for key in mine:
                 walk(
-                    ours[key],
-                    theirs.get(key) if isinstance(theirs, dict) else None,
-                    f"{path}{key}.",
+                    mine[key], other.get(key) if isinstance(other, dict) else None, f"{path}{key}."
                 )
-        elif ours != theirs:
-            lines.append(f"{path.rstrip('.')}: {ours} ({reference.name}: {theirs})")
+        elif mine != other:
+            lines.append(f"{path.rstrip('.')}: {mine} ({reference}: {other})")
 
-    for f in dataclasses.fields(preset):
-        # The cohort is described with the data; the real arm is another study.
-        if f.name not in ("name", "cohort", "real_arm"):
-            walk(getattr(preset, f.name), getattr(reference, f.name), f"{f.name}.")
+    walk(ours, theirs, "")
     return lines
+
+
+def preset_differences(preset: Preset, reference: Preset = PAPER) -> list[str]:
+    """Every setting in which ``preset`` differs from ``reference`` (the cohort is
+    described with the data), one line each. The book lists these for the demo preset,
+    so the list can never disagree with the settings that were run."""
+    return differences(preset, reference, reference.name, skip=("name", "cohort"))

@@ -1,21 +1,21 @@
 """Score every method on a cache (its test split by default): one row per method and slice.
 
-Every method has one interface: a :class:`Batch` of slices' neighbours
-(S_{i-k}, S_{i+k}, plus the wider context the cubic baseline uses) in, a
-:class:`Prediction` (N, H, W) out. Classical methods come from
-:data:`slicelib.baselines.BASELINES` by name (:class:`ClassicalMethod`, which gives
-them their wider context and records where cubic fell back to linear); anything
-else is an :class:`~slicelib.interpolator.Interpolator` (:class:`InterpolatorMethod`).
-Each trained run (``best.pt``) adds one method, the DDPM and the refiner several
-(ancestral sampling with all T steps, DDIM with each of ``EvalConfig.ddim_steps``
-steps, the mean of ``EvalConfig.ddpm_samples`` ancestral samples).
+A method is an :class:`~slicelib.interpolator.Interpolator` with a name (the
+:class:`~slicelib.methods.MethodSpec` of a trained run's sampler, a classical method's
+name, or any name given with an interpolator): :class:`Method`. Classical methods are
+:class:`~slicelib.baselines.BaselineInterpolator` s, which also get the wider context
+the cubic one uses (and record where it fell back to linear); each trained run
+(``best.pt``) adds one method, the DDPM and the refiner several (ancestral sampling with
+all T steps, DDIM with each of ``EvalConfig.ddim_steps`` steps, the mean of
+``EvalConfig.ddpm_samples`` ancestral samples).
 
-All methods are scored on the same slices, except that DDPM methods are
-restricted to ``EvalConfig.ddpm_max_slices`` evenly spaced ones when that is
-set; the summary's gains and paired tests are always computed on the slices
-two methods share. Predictions are clipped to [0, 1] and scored with data
-range 1 (:mod:`slicelib.metrics`). Inference time is measured per batch, after
-one warm-up call, and divided by the batch's slices.
+All methods are scored on the same slices, except that a method may be restricted to
+an evenly spaced subset (the DDPM's ``EvalConfig.ddpm_max_slices``); the summary's gains
+and paired tests are always computed on the slices two methods share. Predictions are
+clipped to [0, 1] and scored with data range 1 (:mod:`slicelib.metrics`). Inference
+time is measured per batch, after one warm-up call, and divided by the batch's slices.
+A method that draws several predictions per slice also gives its per-pixel standard
+deviation (:attr:`Results.std`; every pixel with ``keep_pixels``, for calibration).
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -36,20 +35,19 @@ from tqdm import tqdm
 
 from slicelib.baselines import (
     FLOW_METHODS,
-    Baseline,
+    BaselineInterpolator,
     FlowMethod,
     Neighbours,
-    get_baseline,
     neighbours,
 )
-from slicelib.checkpoint import LoadedRun, Predictor, load_run
+from slicelib.checkpoint import LoadedRun, load_run
 from slicelib.config import EVAL_SPLITS, EvalConfig, EvalSplit, to_dict
 from slicelib.data.cache import Cache
 from slicelib.data.triplets import evaluable_indices, evenly_spaced
 from slicelib.device import resolve_device
-from slicelib.environment import cpu_model, device_label, record_environment
+from slicelib.environment import device_label, record_environment
 from slicelib.errors import SlicelibError
-from slicelib.interpolator import Interpolator, with_std
+from slicelib.interpolator import Interpolator, Predictor, with_std
 from slicelib.methods import MethodSpec
 from slicelib.metrics import clip01, slice_metrics
 from slicelib.results import Results
@@ -58,8 +56,6 @@ from slicelib.stats import MIN_TEST_PATIENTS, summarize
 __all__ = [
     "ROW_COLUMNS",
     "Batch",
-    "ClassicalMethod",
-    "InterpolatorMethod",
     "Method",
     "Prediction",
     "SlicePredictions",
@@ -92,6 +88,7 @@ ROW_COLUMNS: tuple[str, ...] = (
 )
 REFERENCE = "linear"
 DATA_RANGE = 1.0
+CPU = torch.device("cpu")
 
 
 class SliceRef(NamedTuple):
@@ -104,10 +101,12 @@ class SliceRef(NamedTuple):
 
 @dataclass(frozen=True)
 class Batch:
-    """The inputs of N predictions from one volume (slices (H, W) in [0, 1])."""
+    """The inputs of N predictions from one volume (slices (H, W) in [0, 1]) and their
+    targets (N, H, W), which only a bound that knows the answer may read."""
 
     refs: list[SliceRef]
     items: list[Neighbours]
+    targets: np.ndarray
 
     def inputs(self) -> np.ndarray:
         """The two neighbours as an array (N, 2, H, W) float32: S_{i-k}, S_{i+k}."""
@@ -127,92 +126,75 @@ class Prediction:
     std: np.ndarray | None = None
 
 
-class Method(ABC):
-    """A slice interpolation method as the evaluation sees it."""
+@dataclass(eq=False)
+class Method:
+    """A named :class:`~slicelib.interpolator.Interpolator` as the evaluation sees it.
+
+    ``torch_device``: where it computes; ``keep_std``: it draws several predictions per
+    slice, and their per-pixel std is kept; ``max_slices``: scored on an evenly spaced
+    subset of at most this many slices (None: every slice); ``run``: the trained run it
+    comes from, if any. An interpolator with ``predict_batch(batch) -> Prediction``
+    (a classical method with its wider context, an oracle bound) is called with the
+    whole :class:`Batch`.
+    """
 
     name: str
-    device: str  # where it computes, for the summary
-    torch_device: torch.device = torch.device("cpu")
-    max_slices: int | None = None  # None: every evaluable slice
+    interpolator: Interpolator
+    torch_device: torch.device = CPU
+    keep_std: bool = False
+    max_slices: int | None = None
+    run: LoadedRun | None = None
 
-    @abstractmethod
+    @property
+    def device(self) -> str:
+        """Where it computes, for the summary."""
+        return device_label(self.torch_device)
+
+    @property
+    def batched(self) -> bool:
+        """False for the classical methods, which predict one slice at a time."""
+        return not isinstance(self.interpolator, BaselineInterpolator)
+
     def predict(self, batch: Batch) -> Prediction:
-        """Predictions for every item of ``batch``."""
+        """Predictions for every item of ``batch``: a classical method sees each slice's
+        :class:`~slicelib.baselines.Neighbours` (the cubic one its wider context), a bound
+        that knows the answer (``bound(inputs, targets)``, e.g. an oracle blend) the
+        targets, any other interpolator the two neighbours."""
+        if isinstance(self.interpolator, BaselineInterpolator):
+            outs = [self.interpolator.predict(nb) for nb in batch.items]
+            return Prediction(
+                images=np.stack([o.prediction for o in outs]).astype(np.float32),
+                fallback=np.array([o.fallback for o in outs], dtype=bool),
+            )
+        bound = getattr(self.interpolator, "bound", None)
+        if bound is not None:
+            images = np.asarray(bound(batch.inputs(), batch.targets), dtype=np.float32)
+            return Prediction(images=images, fallback=np.zeros(len(batch), dtype=bool))
+        x = torch.from_numpy(batch.inputs()).to(self.torch_device)
+        mean, std = (
+            with_std(self.interpolator, x) if self.keep_std else (self.interpolator(x), None)
+        )
+        return Prediction(
+            images=mean[:, 0].float().cpu().numpy().astype(np.float32),
+            fallback=np.zeros(len(batch), dtype=bool),
+            std=None if std is None else std[:, 0].float().cpu().numpy().astype(np.float32),
+        )
 
     def warm_up(self, batch: Batch) -> None:
-        """Run once before timing (first-call allocations, kernel selection)."""
-        self.predict(batch)
+        """One pass before timing (first-call allocations, kernel selection). An
+        interpolator's own ``warm_up`` leaves a sampler's seeded generator untouched, so
+        that results do not depend on warm-up."""
+        warm = getattr(self.interpolator, "warm_up", None)
+        if warm is None:
+            self.predict(batch)
+        else:
+            warm(torch.from_numpy(batch.inputs()[:1]).to(self.torch_device))
+        self.synchronize()
 
     def synchronize(self) -> None:
         """Wait for queued device work so that wall-clock time covers it."""
         if self.torch_device.type == "cuda":
             torch.cuda.synchronize(self.torch_device)
-
-
-class ClassicalMethod(Method):
-    """A baseline from :mod:`slicelib.baselines`, on the CPU with numpy."""
-
-    def __init__(self, baseline: Baseline, flow_method: FlowMethod = "tvl1") -> None:
-        self.baseline = baseline
-        self.flow_method = flow_method
-        self.name = baseline.name
-        self.device = f"cpu ({cpu_model()})"
-
-    def predict(self, batch: Batch) -> Prediction:
-        outs = [self.baseline.predict(nb, self.flow_method) for nb in batch.items]
-        return Prediction(
-            images=np.stack([o.prediction for o in outs]).astype(np.float32),
-            fallback=np.array([o.fallback for o in outs], dtype=bool),
-        )
-
-
-class InterpolatorMethod(Method):
-    """Any :class:`~slicelib.interpolator.Interpolator` (a trained run's
-    :class:`~slicelib.checkpoint.Predictor`, the refiner, an ensemble) as an evaluation
-    method on ``torch_device``; ``run``: the trained run it comes from, if any.
-
-    ``keep_std``: the interpolator draws several samples, the prediction is their
-    mean and the per-pixel std across them is kept.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        interpolator: Interpolator,
-        torch_device: torch.device,
-        *,
-        keep_std: bool = False,
-        max_slices: int | None = None,
-        run: LoadedRun | None = None,
-    ) -> None:
-        self.name = name
-        self.interpolator = interpolator
-        self.keep_std = keep_std
-        self.max_slices = max_slices
-        self.run = run
-        self.torch_device = torch_device
-        self.device = device_label(torch_device)
-
-    def predict(self, batch: Batch) -> Prediction:
-        x = torch.from_numpy(batch.inputs()).to(self.torch_device)
-        images, std = (
-            with_std(self.interpolator, x) if self.keep_std else (self.interpolator(x), None)
-        )
-        return Prediction(
-            images=images[:, 0].float().cpu().numpy().astype(np.float32),
-            fallback=np.zeros(len(batch), dtype=bool),
-            std=None if std is None else std[:, 0].cpu().numpy().astype(np.float32),
-        )
-
-    def warm_up(self, batch: Batch) -> None:
-        # One pass of the networks; a sampler's seeded generator stays untouched so that
-        # results do not depend on warm-up.
-        warm = getattr(self.interpolator, "warm_up", None)
-        if warm is None:
-            super().warm_up(batch)
-            return
-        warm(torch.from_numpy(batch.inputs()[:1]))
-        self.synchronize()
 
 
 def _check_config(cfg: EvalConfig) -> None:
@@ -235,13 +217,13 @@ def build_methods(names: Sequence[str], cfg: EvalConfig) -> list[Method]:
     methods: list[Method] = []
     for name in names:
         try:
-            baseline = get_baseline(name)
+            baseline = BaselineInterpolator(name, cast(FlowMethod, cfg.flow))
         except SlicelibError:
             raise SlicelibError(
                 f"unknown method {name!r} (classical methods: nearest, linear, cubic, flow; "
                 "trained models are evaluated with --run RUN_DIR)"
             ) from None
-        methods.append(ClassicalMethod(baseline, cast(FlowMethod, cfg.flow)))
+        methods.append(Method(name, baseline))
     return methods
 
 
@@ -261,18 +243,17 @@ def run_methods(
     if not (run_dir / "best.pt").is_file():
         raise SlicelibError(f"run folder {run_dir} has no checkpoint best.pt (train it first)")
     run = load_run(run_dir, which="best", device=device, k=k, image_size=image_size)
-    if not run.samples_noise:
-        return [InterpolatorMethod(run.name, Predictor(run, seed=cfg.seed), run.device, run=run)]
+    specs = sampling_specs(run.name, cfg) if run.samples_noise else [MethodSpec(run.name)]
     return [
-        InterpolatorMethod(
+        Method(
             spec.name,
             predictor_for(run, spec, cfg.seed),
             run.device,
             keep_std=spec.samples > 1,
-            max_slices=cfg.ddpm_max_slices,
+            max_slices=cfg.ddpm_max_slices if run.samples_noise else None,
             run=run,
         )
-        for spec in sampling_specs(run.name, cfg)
+        for spec in specs
     ]
 
 
@@ -360,30 +341,36 @@ def _evenly_spaced(refs: list[SliceRef], limit: int | None) -> set[SliceRef]:
 def _batches(volume: np.ndarray, refs: list[SliceRef], k: int, size: int) -> Iterator[Batch]:
     for start in range(0, len(refs), size):
         chunk = refs[start : start + size]
-        yield Batch(chunk, [neighbours(volume, r.slice_index, k) for r in chunk])
+        items = [neighbours(volume, r.slice_index, k) for r in chunk]
+        targets = np.stack([volume[r.slice_index] for r in chunk])
+        yield Batch(chunk, items, targets)
 
 
 class _StdCollector:
-    def __init__(self, examples: int) -> None:
+    """The per-pixel std of a sampling method: per slice its mean and the MAE of the mean
+    prediction, maps of the first ``examples`` slices, and with ``pixels`` every pixel's
+    std and signed error (for calibration)."""
+
+    def __init__(self, examples: int, pixels: bool) -> None:
         self.examples = examples
-        self.values: dict[str, list[Any]] = {
-            "patient_id": [],
-            "slice_index": [],
-            "std_mean": [],
-            "abs_err_mean": [],
-        }
+        self.values: dict[str, list[Any]] = {k: [] for k in ("patient_id", "slice_index")}
+        self.values.update(std_mean=[], mae=[])
         self.maps: dict[str, list[np.ndarray]] = {"mean": [], "std": [], "target": []}
         self.example_slice: list[str] = []
+        self.pixels: tuple[list[np.ndarray], list[np.ndarray]] | None = ([], []) if pixels else None
 
     def add(self, ref: SliceRef, mean: np.ndarray, std: np.ndarray, target: np.ndarray) -> None:
+        error = clip01(mean) - target
         self.values["patient_id"].append(ref.patient_id)
         self.values["slice_index"].append(ref.slice_index)
         self.values["std_mean"].append(float(std.mean()))
-        self.values["abs_err_mean"].append(float(np.abs(clip01(mean) - target).mean()))
+        self.values["mae"].append(float(np.abs(error).mean()))
+        if self.pixels is not None:
+            self.pixels[0].append(std.astype(np.float32))
+            self.pixels[1].append(error.astype(np.float32))
         if len(self.maps["mean"]) < self.examples:
-            self.maps["mean"].append(mean.astype(np.float32))
-            self.maps["std"].append(std.astype(np.float32))
-            self.maps["target"].append(target.astype(np.float32))
+            for key, image in (("mean", mean), ("std", std), ("target", target)):
+                self.maps[key].append(image.astype(np.float32))
             self.example_slice.append(f"{ref.patient_id}:{ref.slice_index}")
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
@@ -401,6 +388,7 @@ def _prepare(
     cfg: EvalConfig,
     runs: Sequence[str | Path],
     methods: Sequence[str] | None,
+    interpolators: Mapping[str, object],
 ) -> tuple[Cache, str, list[Method], torch.device, dict[str, Any]]:
     if k < 1:
         raise SlicelibError(f"k must be >= 1 (got {k})")
@@ -408,9 +396,8 @@ def _prepare(
     cache_obj, cache_path = _open_cache(cache)
     names = list(cfg.methods if methods is None else methods)
     device = resolve_device(cfg.device)
-    classical = build_methods(names, cfg)
-    all_methods: list[Method] = list(classical)
-    run_dirs: list[Path | None] = [None] * len(classical)
+    all_methods = build_methods(names, cfg)
+    run_dirs: list[Path | None] = [None] * len(all_methods)
     run_info: dict[str, Any] = {}
     for run_dir in runs:
         added = run_methods(
@@ -418,7 +405,7 @@ def _prepare(
         )
         all_methods.extend(added)
         run_dirs.extend([Path(run_dir)] * len(added))
-        run = cast(InterpolatorMethod, added[0]).run
+        run = added[0].run
         assert run is not None
         run_info[str(run_dir)] = {
             "methods": [m.name for m in added],
@@ -427,8 +414,21 @@ def _prepare(
             "best_epoch": run.best_epoch,
             "train_config": to_dict(run.config),
         }
+    for name, interpolator in interpolators.items():
+        all_methods.append(_named_method(name, interpolator, device))
+        run_dirs.append(None)
     _unique_names(all_methods, run_dirs)
     return cache_obj, cache_path, all_methods, device, run_info
+
+
+def _named_method(name: str, interpolator: object, device: torch.device) -> Method:
+    """A method given by name: a :class:`Method` as it is, or an interpolator on the
+    evaluation's device (one that draws samples keeps its std)."""
+    if isinstance(interpolator, Method):
+        return interpolator
+    sampling = hasattr(interpolator, "stack")
+    where = CPU if hasattr(interpolator, "bound") else device
+    return Method(name, cast(Interpolator, interpolator), where, keep_std=sampling)
 
 
 def score_batch(
@@ -451,10 +451,7 @@ def score_batch(
                 "slice_index": ref.slice_index,
                 "position": ref.position,
                 "k": k,
-                "psnr": scores.psnr,
-                "ssim": scores.ssim,
-                "ssim_gauss": scores.ssim_gauss,
-                "mae": scores.mae,
+                **scores._asdict(),
                 "ms_per_slice": ms,
                 "fallback": bool(pred.fallback[j]),
             }
@@ -469,13 +466,18 @@ def evaluate(
     runs: Sequence[str | Path] = (),
     *,
     methods: Sequence[str] | None = None,
+    interpolators: Mapping[str, object] | None = None,
+    keep_pixels: bool = False,
     progress: bool = True,
 ) -> Results:
-    """Score the classical ``methods`` (default ``cfg.methods``) and every run in ``runs``
-    on ``cfg.split`` of ``cache`` (default the test split; "all": every patient) at
-    neighbour distance ``k``.
+    """Score the classical ``methods`` (default ``cfg.methods``), every run in ``runs`` and
+    every named interpolator of ``interpolators`` (an ensemble, a fitted filter, an oracle
+    bound; or a :class:`Method` with its own settings) on ``cfg.split`` of ``cache``
+    (default the test split; "all": every patient) at neighbour distance ``k``.
 
-    The linear baseline is always included: it is the summary's reference.
+    The linear baseline is always included: it is the summary's reference. A method that
+    draws samples gives its per-pixel std in :attr:`Results.std`; ``keep_pixels`` also
+    keeps every pixel's std and error (:attr:`Results.pixels`, for calibration).
     Raises :class:`SlicelibError` for an unknown method, a run folder without
     ``best.pt``, a run trained at another k or image size, an empty split.
     """
@@ -484,7 +486,9 @@ def evaluate(
     if REFERENCE not in names:
         log.info("adding %r: it is the reference of the summary", REFERENCE)
         names.insert(0, REFERENCE)
-    cache_obj, cache_path, all_methods, device, run_info = _prepare(cache, k, cfg, runs, names)
+    cache_obj, cache_path, all_methods, device, run_info = _prepare(
+        cache, k, cfg, runs, names, dict(interpolators or {})
+    )
     refs = select_slices(
         cache_obj, k, common=cfg.common, split=cfg.split, per_patient=cfg.slices_per_patient
     )
@@ -514,14 +518,16 @@ def evaluate(
         volume = np.asarray(cache_obj.volume(pid), dtype=np.float32)
         for method in all_methods:
             chosen = [r for r in patient_refs if r in subsets[method.name]]
-            size = cfg.batch_size if isinstance(method, InterpolatorMethod) else 1
+            size = cfg.batch_size if method.batched else 1
             for batch in _batches(volume, chosen, k, size):
                 scored, pred = score_batch(method, batch, volume, k)
                 records.extend(scored)
                 if pred.std is not None:
-                    collector = collectors.setdefault(method.name, _StdCollector(cfg.std_examples))
+                    collector = collectors.setdefault(
+                        method.name, _StdCollector(cfg.std_examples, keep_pixels)
+                    )
                     for j, ref in enumerate(batch.refs):
-                        collector.add(ref, pred.images[j], pred.std[j], volume[ref.slice_index])
+                        collector.add(ref, pred.images[j], pred.std[j], batch.targets[j])
                 bar.update(len(batch))
     bar.close()
 
@@ -534,10 +540,9 @@ def evaluate(
     summary = summarize(rows, reference=REFERENCE, n_boot=cfg.bootstrap, seed=cfg.seed)
     summary["device"] = summary["method"].map({m.name: m.device for m in all_methods})
     summary["split"] = cfg.split  # which patients were scored
-    for m in all_methods:
-        if m.name in collectors:
-            values = collectors[m.name].values["std_mean"]
-            log.info("%s: mean per-pixel std across samples %.4f", m.name, float(np.mean(values)))
+    for name, collector in collectors.items():
+        std_mean = float(np.mean(collector.values["std_mean"]))
+        log.info("%s: mean per-pixel std across samples %.4f", name, std_mean)
     info = {
         "k": k,
         "split": cfg.split,
@@ -558,10 +563,16 @@ def evaluate(
         "n_patients": len(by_patient),
         "environment": record_environment(),
     }
-    ddpm_std: dict[str, np.ndarray] = {}
+    std: dict[str, np.ndarray] = {}
+    pixels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, collector in collectors.items():
-        ddpm_std.update(collector.arrays(name))
-    return Results(rows=rows, summary=summary, info=info, ddpm_std=ddpm_std, k=k)
+        std.update(collector.arrays(name))
+        if collector.pixels is not None:
+            pixels[name] = (
+                np.concatenate(collector.pixels[0]),
+                np.concatenate(collector.pixels[1]),
+            )
+    return Results(rows=rows, summary=summary, info=info, std=std, pixels=pixels, k=k)
 
 
 def summarize_on_slices(
@@ -653,7 +664,7 @@ def predict_slices(
     if not slices:
         raise SlicelibError("predict_slices needs at least one (patient_id, slice_index)")
     cfg = cfg if cfg is not None else EvalConfig()
-    cache_obj, _, all_methods, _, _ = _prepare(cache, k, cfg, runs, methods)
+    cache_obj, _, all_methods, _, _ = _prepare(cache, k, cfg, runs, methods, {})
     known = {e.patient_id: int(e.n_slices) for e in cache_obj.entries()}
     refs: list[SliceRef] = []
     items: list[Neighbours] = []
@@ -665,7 +676,7 @@ def predict_slices(
         items.append(neighbours(volume, int(index), k))
         targets.append(volume[int(index)])
         refs.append(SliceRef(pid, int(index), int(index) / (known[pid] - 1)))
-    batch = Batch(refs, items)
+    batch = Batch(refs, items, np.stack(targets))
     predictions: dict[str, np.ndarray] = {}
     std: dict[str, np.ndarray] = {}
     for method in all_methods:

@@ -13,7 +13,9 @@ Two references tell "nothing to learn" from "not learned yet":
   or per ``block x block`` tile *knowing the target*. No method that blends the two
   neighbours with weights (flow-free interpolation) can beat it.
 
-Arrays are float stacks ``(N, H, W)`` with intensities in [0, 1]; PSNR uses data range 1.
+Arrays are float stacks ``(N, H, W)`` with intensities in [0, 1]. A fitted filter is an
+interpolator and an oracle blend a bound (:class:`OracleBlend`), both scored by
+:func:`slicelib.evaluate.evaluate` as any method is.
 """
 
 from __future__ import annotations
@@ -37,7 +39,11 @@ DEFAULT_PIXELS_PER_SLICE = 2048
 
 @dataclass(frozen=True)
 class LinearFilter:
-    """``weights``: (2, taps, taps) kernels on (before, after); ``bias``: added constant."""
+    """``weights``: (2, taps, taps) kernels on (before, after); ``bias``: added constant.
+
+    Called on a tensor (N, 2, H, W) of neighbours in [0, 1], it is an
+    :class:`~slicelib.interpolator.Interpolator`: the filtered slices (N, 1, H, W)
+    clipped to [0, 1]."""
 
     weights: np.ndarray
     bias: float
@@ -45,6 +51,23 @@ class LinearFilter:
     @property
     def taps(self) -> int:
         return int(self.weights.shape[-1])
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        x = inputs.detach().float().cpu().numpy()
+        out = apply_linear_filter(self, x[:, 0], x[:, 1])
+        return torch.from_numpy(np.clip(out, 0.0, 1.0)[:, None]).to(inputs.device)
+
+
+@dataclass(frozen=True)
+class OracleBlend:
+    """:func:`oracle_blend` per ``block x block`` tile as a bound the evaluation scores:
+    ``bound(inputs (N, 2, H, W), targets (N, H, W))`` -> (N, H, W). Not a predictor: it
+    reads the target."""
+
+    block: int = 1
+
+    def bound(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        return oracle_blend(inputs[:, 0], inputs[:, 1], targets, block=self.block)
 
 
 def _check_stacks(*arrays: np.ndarray) -> None:
@@ -155,13 +178,3 @@ def oracle_blend(
             wgt = np.clip(wgt, 0.0, 1.0)[:, None, None]
             out[tile] = wgt * a[tile] + (1.0 - wgt) * b[tile]
     return out.astype(np.float32)
-
-
-def slice_psnr(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """(N,) PSNR in dB of each slice, predictions clipped to [0, 1], data range 1.
-
-    A perfect slice is capped at 100 dB so that means stay finite."""
-    _check_stacks(pred, target)
-    p = np.clip(pred.astype(np.float64), 0.0, 1.0)
-    mse = ((p - target.astype(np.float64)) ** 2).reshape(len(p), -1).mean(axis=1)
-    return np.minimum(10.0 * np.log10(1.0 / np.maximum(mse, 1e-300)), 100.0)

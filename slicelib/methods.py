@@ -12,11 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from slicelib.config import MODEL_NAMES
+from slicelib.config import MODEL_NAMES, ModelName
 
 Sampler = Literal["ancestral", "ddim"]
 
 CLASSICAL: tuple[str, ...] = ("nearest", "linear", "cubic", "flow")
+# The networks that predict one slice per pass (every model but the DDPM).
+DETERMINISTIC_MODELS: tuple[ModelName, ...] = ("cnn", "unet", "gan", "gan_improved")
 SAMPLING_FAMILIES: tuple[str, ...] = ("ddpm", "refine")
 
 # The label of every family, and of each family's samplers.
@@ -109,6 +111,10 @@ def family_of(name: str) -> str | None:
     """The family of the method ``name`` (``ddpm`` for ``ddpm_ddim20``); None if unknown."""
     spec = method_spec(name)
     return None if spec is None else spec.family
+
+
+# The DDPM's ancestral sampler with all T steps: the original's DDPM method.
+ANCESTRAL = MethodSpec("ddpm", "ancestral").name
 
 
 def is_ddim(name: str, family: str = "ddpm") -> bool:

@@ -29,7 +29,7 @@ the one it was trained on.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,12 +38,12 @@ from torch import nn
 from slicelib.config import ModelConfig
 from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError
+from slicelib.methods import Sampler
 from slicelib.models.ddpm_unet import ConditionalUNet
 
 KIND = "refine"  # the ``model`` of a refinement checkpoint
 COND_CHANNELS = 3  # S_{i-k}, S_{i+k}, the U-Net's prediction
 SCALE_BATCHES = 16  # training batches used to measure the residual's scale
-Sampler = Literal["ddim", "ancestral"]
 
 
 def encode_residual(residual: torch.Tensor, scale: float) -> torch.Tensor:
@@ -77,7 +77,7 @@ class Refiner:
     ``samples > 1`` the mean of that many refined samples (an estimate of the posterior
     mean, which a single sample's PSNR cannot reach). Every call draws from
     ``generator`` (on the denoiser's device), seeded once by its owner
-    (:class:`slicelib.checkpoint.Predictor`, the training's validation).
+    (:class:`slicelib.interpolator.Predictor`, the training's validation).
     """
 
     def __init__(

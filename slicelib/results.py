@@ -1,8 +1,9 @@
 """One evaluation's results: per-slice rows, the per-method summary, what produced
-them, and the DDPM's sample statistics; saved as four files beside each other.
+them, and the sampling methods' standard deviations; saved as files beside each other.
 
 ``RESULTS.csv`` (rows), ``RESULTS_summary.csv``, ``RESULTS.json`` (configs, devices,
-environment) and ``RESULTS.ddpm_std.npz`` (only with a DDPM); see :func:`output_paths`.
+environment) and ``RESULTS.std.npz`` (only with a sampling method); see
+:func:`output_paths`.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from slicelib.io import atomic_write, write_json
 
 def output_paths(out_csv: str | Path) -> dict[str, Path]:
     """Files written for ``RESULTS.csv``: rows, ``RESULTS_summary.csv``, ``RESULTS.json``
-    (config and environment) and ``RESULTS.ddpm_std.npz`` (only with a DDPM)."""
+    (config and environment) and ``RESULTS.std.npz`` (only with a sampling method)."""
     out = Path(out_csv)
     return {
         "rows": out,
         "summary": out.with_name(f"{out.stem}_summary.csv"),
         "info": out.with_name(f"{out.stem}.json"),
-        "ddpm_std": out.with_name(f"{out.stem}.ddpm_std.npz"),
+        "std": out.with_name(f"{out.stem}.std.npz"),
     }
 
 
@@ -49,18 +50,21 @@ class Results:
     ``rows``: one per method and slice (method, patient_id, slice_index, position, k,
     psnr, ssim, ssim_gauss, mae, ms_per_slice, fallback); ``summary``: one per method
     (:func:`slicelib.stats.summarize`); ``info``: configs, devices, environment.
-    ``ddpm_std`` holds arrays for the uncertainty analysis (empty without a DDPM):
-    per method ``<m>/patient_id``, ``<m>/slice_index``, ``<m>/std_mean`` (mean
-    per-pixel std of each slice), ``<m>/abs_err_mean`` (MAE of the mean), and for
-    the first few slices ``<m>/example_mean``, ``<m>/example_std``,
-    ``<m>/example_target`` (n, H, W) with ``<m>/example_slice``. ``common``: the
+    ``std`` holds the per-pixel standard deviations of the methods that draw several
+    predictions per slice (empty without one): per method ``<m>/patient_id``,
+    ``<m>/slice_index``, ``<m>/std_mean`` (mean per-pixel std of each slice), ``<m>/mae``
+    (MAE of the mean), and for the first few slices ``<m>/example_mean``,
+    ``<m>/example_std``, ``<m>/example_target`` (n, H, W) with ``<m>/example_slice``.
+    ``pixels`` (not saved): per method every scored pixel's std and signed error of the
+    mean, two float32 arrays (n, H, W), when the evaluation kept them. ``common``: the
     rows are restricted to the slices where k=1 and k=2 are both evaluable.
     """
 
     rows: pd.DataFrame
     summary: pd.DataFrame
     info: dict[str, Any]
-    ddpm_std: dict[str, np.ndarray] = field(default_factory=dict)
+    std: dict[str, np.ndarray] = field(default_factory=dict)
+    pixels: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     k: int | None = None
     common: bool = False
 
@@ -84,15 +88,15 @@ class Results:
 
         def write_npz(tmp: Path) -> None:
             with tmp.open("wb") as handle:
-                np.savez_compressed(handle, **cast(dict[str, Any], self.ddpm_std))
+                np.savez_compressed(handle, **cast(dict[str, Any], self.std))
 
         atomic_write(paths["rows"], lambda p: self.rows.to_csv(p, index=False))
         atomic_write(paths["summary"], lambda p: self.summary.to_csv(p, index=False))
         write_json(paths["info"], _json_safe(self.info))
         written = {key: paths[key] for key in ("rows", "summary", "info")}
-        if self.ddpm_std:
-            atomic_write(paths["ddpm_std"], write_npz)
-            written["ddpm_std"] = paths["ddpm_std"]
+        if self.std:
+            atomic_write(paths["std"], write_npz)
+            written["std"] = paths["std"]
         return written
 
     @classmethod
@@ -104,19 +108,19 @@ class Results:
         common: bool = False,
         std_from: Path | None = None,
     ) -> Results:
-        """The results saved at ``csv``; the DDPM statistics from ``std_from`` (another
-        results file of the same evaluation) when given."""
+        """The results saved at ``csv``; the standard deviations from ``std_from``
+        (another results file of the same evaluation) when given."""
         paths = output_paths(csv)
-        std_path = output_paths(std_from or csv)["ddpm_std"]
-        ddpm_std: dict[str, np.ndarray] = {}
+        std_path = output_paths(std_from or csv)["std"]
+        std: dict[str, np.ndarray] = {}
         if std_path.is_file():
             with np.load(std_path, allow_pickle=False) as data:
-                ddpm_std = {key: data[key] for key in data.files}
+                std = {key: data[key] for key in data.files}
         return cls(
             rows=pd.read_csv(paths["rows"], dtype={"patient_id": str}),
             summary=pd.read_csv(paths["summary"]),
             info=json.loads(paths["info"].read_text()),
-            ddpm_std=ddpm_std,
+            std=std,
             k=k,
             common=common,
         )

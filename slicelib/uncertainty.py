@@ -33,18 +33,19 @@ import pandas as pd
 import torch
 from scipy import stats
 from torch import nn
-from tqdm import tqdm
 
-from slicelib.config import UncertaintyConfig
+from slicelib.config import EvalConfig, EvalSplit
 from slicelib.errors import SlicelibError
-from slicelib.interpolator import Interpolator, with_std
-from slicelib.metrics import clip01, psnr
+from slicelib.interpolator import Interpolator, SamplingInterpolator
+from slicelib.metrics import clip01
 
 if TYPE_CHECKING:
     from slicelib.checkpoint import LoadedRun
+    from slicelib.results import Results
 
 log = logging.getLogger(__name__)
 
+CALIBRATION_BINS = 10  # equal-count bins of predicted std of the calibration curve
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
@@ -102,6 +103,11 @@ class MCDropout:
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.stack(inputs).mean(dim=0)
 
+    @torch.no_grad()
+    def warm_up(self, inputs: torch.Tensor) -> None:
+        """One pass with dropout off: the call count, and so the seeds, stay as they are."""
+        self.model.eval()(inputs[:1].to(self.device, dtype=torch.float32))
+
 
 class DeepEnsemble:
     """A deep ensemble of ``members``, each an :class:`~slicelib.interpolator.Interpolator`."""
@@ -118,6 +124,12 @@ class DeepEnsemble:
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.stack(inputs).mean(dim=0)
+
+    def warm_up(self, inputs: torch.Tensor) -> None:
+        """Each member's own warm-up, or one prediction."""
+        for member in self.members:
+            warm = getattr(member, "warm_up", None)
+            (warm or member)(inputs[:1])
 
 
 def check_ensemble(runs: Sequence[LoadedRun]) -> None:
@@ -190,7 +202,7 @@ def calibration(
     std: np.ndarray,
     error: np.ndarray,
     *,
-    bins: int = UncertaintyConfig.bins,
+    bins: int = CALIBRATION_BINS,
     max_pixels: int | None = None,
     seed: int = 0,
 ) -> Calibration:
@@ -242,17 +254,12 @@ def calibration(
 
 @dataclass
 class UncertaintyResult:
-    """What :func:`evaluate_uncertainty` measured.
-
-    ``calibration[method]``; ``slices``: one row per method and test slice
-    (method, patient_id, slice_index, psnr of the mean, mae, std_mean); ``examples``:
-    per method (n, H, W) arrays ``mean``, ``std``, ``error`` of the first slices and
-    the shared ``target``.
-    """
+    """What :func:`evaluate_uncertainty` measured: ``calibration[method]`` and the
+    evaluation (:class:`~slicelib.results.Results`: one row per method and test slice,
+    linear interpolation's included, and each method's std arrays)."""
 
     calibration: dict[str, Calibration]
-    slices: pd.DataFrame
-    examples: dict[str, dict[str, np.ndarray]]
+    results: Results
 
     def better_calibrated(self) -> str | None:
         """The method with the lowest ENCE (None when no method has a finite one)."""
@@ -265,91 +272,67 @@ class UncertaintyResult:
         return max(finite, key=lambda n: finite[n]) if finite else None
 
     def summary(self) -> pd.DataFrame:
-        """One row per method: correlations, ENCE, PSNR of the mean, mean std."""
+        """One row per method: correlations, ENCE, PSNR and MAE of the mean, mean std."""
         rows = []
         for name, cal in self.calibration.items():
-            part = self.slices[self.slices["method"] == name]
+            part = self.results.rows[self.results.rows["method"] == name]
+            std = self.results.std[f"{name}/std_mean"]
             rows.append(
                 {
                     "method": name,
                     **cal.summary(),
                     "psnr_mean": float(part["psnr"].mean()),
                     "mae_mean": float(part["mae"].mean()),
-                    "std_mean": float(part["std_mean"].mean()),
+                    "std_mean": float(np.mean(std)),
                 }
             )
         return pd.DataFrame(rows)
+
+    def example(self, name: str, index: int = 0) -> dict[str, np.ndarray]:
+        """Maps (H, W) of one example slice of method ``name``: ``mean`` (clipped to
+        [0, 1]), its ``error`` (absolute), the predicted ``std`` and the ``target``."""
+        arrays = self.results.std
+        mean = clip01(arrays[f"{name}/example_mean"][index])
+        target = arrays[f"{name}/example_target"][index]
+        std = arrays[f"{name}/example_std"][index]
+        return {"mean": mean, "error": np.abs(mean - target), "std": std, "target": target}
 
 
 def evaluate_uncertainty(
     cache: Any,
     methods: Mapping[str, Interpolator],
     *,
-    k: int = UncertaintyConfig.k,
-    bins: int = UncertaintyConfig.bins,
+    k: int = 1,
+    bins: int = CALIBRATION_BINS,
     max_slices: int | None = None,
     batch_size: int = 8,
     examples: int = 3,
-    split: str = "test",
+    split: EvalSplit = "test",
     progress: bool = False,
 ) -> UncertaintyResult:
-    """Run each method on the ``split`` triplets of ``cache`` at ``k``; calibrate its std.
+    """Score each method on the ``split`` slices of ``cache`` at ``k`` with
+    :func:`slicelib.evaluate.evaluate` and calibrate its std.
 
     Every method sees the same slices (``max_slices``: an evenly spaced subset) and
     must draw samples (a :class:`~slicelib.interpolator.SamplingInterpolator`). Errors
     are those of the mean prediction clipped to [0, 1].
     """
-    from torch.utils.data import DataLoader
+    from slicelib.evaluate import Method, evaluate
 
-    from slicelib.data.dataset import TripletDataset
-
-    data = TripletDataset(cache, split, k, max_slices=max_slices)
-    if len(data) == 0:
-        raise SlicelibError(f"no {split} triplets at k={k} for the uncertainty evaluation")
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-    stds: dict[str, list[np.ndarray]] = {name: [] for name in methods}
-    errors: dict[str, list[np.ndarray]] = {name: [] for name in methods}
-    rows: list[dict[str, Any]] = []
-    shown: dict[str, dict[str, list[np.ndarray]]] = {
-        name: {"mean": [], "std": [], "error": []} for name in methods
+    for name, method in methods.items():
+        if not isinstance(method, SamplingInterpolator):
+            raise SlicelibError(f"uncertainty method {name!r} predicts no std")
+    cfg = EvalConfig(split=split, batch_size=batch_size, std_examples=examples)
+    named = {
+        name: Method(name, method, keep_std=True, max_slices=max_slices)
+        for name, method in methods.items()
     }
-    targets: list[np.ndarray] = []
-    for batch in tqdm(loader, desc="uncertainty", unit="batch", disable=not progress):
-        target = batch.target[:, 0].numpy()
-        if len(targets) < examples:
-            targets.extend(target[: examples - len(targets)])
-        for name, method in methods.items():
-            mean_t, std_t = with_std(method, batch.inputs)
-            if std_t is None:
-                raise SlicelibError(f"uncertainty method {name!r} predicts no std")
-            mean = clip01(mean_t[:, 0].float().cpu().numpy())
-            std = std_t[:, 0].float().cpu().numpy()
-            err = mean - target
-            stds[name].append(std.astype(np.float32))
-            errors[name].append(err.astype(np.float32))
-            for j in range(len(target)):
-                rows.append(
-                    {
-                        "method": name,
-                        "patient_id": batch.patient[j],
-                        "slice_index": int(batch.index[j]),
-                        "psnr": psnr(mean[j], target[j], data_range=1.0),
-                        "mae": float(np.abs(err[j]).mean()),
-                        "std_mean": float(std[j].mean()),
-                    }
-                )
-                if len(shown[name]["mean"]) < examples:
-                    shown[name]["mean"].append(mean[j])
-                    shown[name]["std"].append(std[j])
-                    shown[name]["error"].append(np.abs(err[j]))
-    result = {
-        name: calibration(np.concatenate(stds[name]), np.concatenate(errors[name]), bins=bins)
-        for name in methods
-    }
+    results = evaluate(
+        cache, k, cfg, methods=[], interpolators=named, keep_pixels=True, progress=progress
+    )
+    result = {name: calibration(*results.pixels[name], bins=bins) for name in methods}
     for name, cal in result.items():
         log.info(
             "%s: Pearson %.3f, Spearman %.3f, ENCE %.3f", name, cal.pearson, cal.spearman, cal.ence
         )
-    arrays = {name: {key: np.stack(v) for key, v in maps.items()} for name, maps in shown.items()}
-    arrays["target"] = {"target": np.stack(targets)}
-    return UncertaintyResult(calibration=result, slices=pd.DataFrame(rows), examples=arrays)
+    return UncertaintyResult(calibration=result, results=results)

@@ -8,7 +8,8 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from slicelib.checkpoint import LoadedRun, Predictor
+from slicelib.checkpoint import LoadedRun
+from slicelib.interpolator import Predictor
 from slicelib.config import ModelConfig, TrainConfig
 from slicelib.errors import SlicelibError
 from slicelib.inference import BF16_TOLERANCE, cpu_has_fast_bf16, use_cpu_bf16

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from slicelib.checkpoint import Predictor, load_run, read_checkpoint, save_checkpoint
+from slicelib.checkpoint import load_run, read_checkpoint, save_checkpoint
+from slicelib.interpolator import Predictor
 from slicelib.config import DiffusionConfig, EvalConfig, ModelConfig, RefineConfig, TrainConfig
 from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
             "prepared to test a model on) at neighbour distance k; write one row per method "
             "and slice to RESULTS.csv, the summary to RESULTS_summary.csv, the configuration and "
             "environment to RESULTS.json (and the DDPM's per-pixel standard deviations to "
-            "RESULTS.ddpm_std.npz), and print the summary."
+            "RESULTS.std.npz), and print the summary."
         ),
     )
     parser.add_argument("--cache", type=Path, required=True, help="prepared cache directory")

@@ -79,7 +79,7 @@ def handler(args: argparse.Namespace) -> int:
 
     overrides: dict[str | None, dict[str, Any]] = {}
     for text in args.assignments:
-        from slicelib.study.parameters import parse_assignment
+        from slicelib.study.notebooks import parse_assignment
 
         notebook, name, value = parse_assignment(text)
         overrides.setdefault(notebook, {})[name] = value

@@ -102,6 +102,13 @@ class TripletDataset(Dataset[Triplet]):
     def __len__(self) -> int:
         return len(self.index)
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every triplet as float32 arrays: inputs (N, 2, H, W) and targets (N, H, W), in
+        the dataset's order (as drawn: crop and augmentation apply when set)."""
+        items = [self[i] for i in range(len(self))]
+        inputs = np.stack([it.inputs.numpy() for it in items]).astype(np.float32)
+        return inputs, np.stack([it.target[0].numpy() for it in items]).astype(np.float32)
+
     def set_epoch(self, epoch: int) -> None:
         """Change the random crops and augmentations (call once per epoch, in every process)."""
         self.epoch = int(epoch)

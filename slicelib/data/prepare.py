@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from slicelib.config import (
@@ -166,6 +167,29 @@ def nifti_source(root: Path, files: list[Path], requested_axis: int | None = Non
 
 def find_nifti(root: Path) -> list[Path]:
     return [Path(p) for p in walk_files(root) if is_nifti(Path(p))]
+
+
+def scan_nifti(root: Path, files: list[Path]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The scan table of a folder of NIfTI volumes (one per patient): every volume is
+    included; its slices are counted from the header. Returns the table and its summary
+    counts (as :meth:`slicelib.data.scan.ScanResult.summary` gives them for DICOM)."""
+    import nibabel as nib
+
+    rows = []
+    for path in files:
+        header: Any = nib.load(str(path)).header  # reads the header only
+        shape = tuple(header.get_data_shape())
+        rows.append(
+            {"patient_id": nifti_stem(path), "file": str(path.relative_to(root)),
+             "n_slices": int(shape[2]) if len(shape) > 2 else 1, "included": True,
+             "selected": True, "reason": ""}
+        )  # fmt: skip
+    frame = pd.DataFrame(rows)
+    n = len(frame)
+    summary = {"root": str(root), "series": n, "series_included": n, "volumes": n,
+               "patients": int(frame["patient_id"].nunique()),
+               "slices": int(frame["n_slices"].sum())}  # fmt: skip
+    return frame, summary
 
 
 def _examples(paths: list[str], root: Path, n: int = 3) -> str:

@@ -1,5 +1,5 @@
-"""The study: a workspace of idempotent steps, the notebooks that use it, the runner
-that executes them with papermill, and the book built from what they computed."""
+"""The study: a workspace of steps, the notebooks that read it, the runner that executes
+them with papermill, and the book built from what they computed."""
 
 import warnings
 
@@ -9,6 +9,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import tqdm.auto  # noqa: F401
 
+from slicelib.study.notebooks import notebook_study  # noqa: E402
 from slicelib.study.workspace import Study, resolve_out_dir, slicelib_home  # noqa: E402
 
-__all__ = ["Study", "resolve_out_dir", "slicelib_home"]
+__all__ = ["Study", "notebook_study", "resolve_out_dir", "slicelib_home"]

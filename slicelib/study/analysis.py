@@ -1,33 +1,48 @@
-"""Analyses the notebooks show beyond the evaluation's summary: the demo cohort's
-calibration, the k=1 against k=2 comparison, error against position and against
-anatomical change, the DDPM's loss table and its sample-to-sample variability."""
+"""Analyses the notebooks show beyond the evaluation's summary, each as tables of display
+strings and numbers for the prose: the cohort's difficulty, k=1 against k=2, error
+against position and anatomical change, the DDPM (losses, samples, samplers, timing,
+the schedule ablation) and the real-anatomy arm (gains, headroom, training budget)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from slicelib import original
+from slicelib.config import MODEL_NAMES, PAPER, PAPER_EPOCHS, DiffusionConfig, EvalConfig
 from slicelib.errors import SlicelibError
-from slicelib.methods import family_of, is_ddim, method_label
-from slicelib.study.labels import fmt
+from slicelib.methods import ANCESTRAL, DETERMINISTIC_MODELS, family_of, is_ddim, method_label
+from slicelib.stats import MIN_TEST_PATIENTS, Comparison, compare
+from slicelib.study.present import (
+    comparison_sentence,
+    fmt,
+    fmt_ci,
+    fmt_p,
+    fmt_pm,
+    fmt_signed,
+    p_text,
+    plural,
+)
+from slicelib.study.workspace import HEADROOM, ORIGINAL
 
 if TYPE_CHECKING:
-    from slicelib.config import EvalConfig
     from slicelib.data.cache import Cache
     from slicelib.results import Results
+    from slicelib.study.workspace import Study
 
 # The synthetic cohort's calibration targets (linear at k=1 and k=2, 256x256).
 DIFFICULTY_TARGETS: dict[int, dict[str, tuple[float, float]]] = {
     1: {"ssim": (0.78, 0.88), "psnr": (25.0, 30.0)},
     2: {"ssim": (0.50, 0.70)},
 }
+
+
+# The cohort ---------------------------------------------------------------------------
 
 
 def linear_difficulty(cache: Cache, cfg: EvalConfig, ks: Sequence[int] = (1, 2)) -> pd.DataFrame:
@@ -37,11 +52,13 @@ def linear_difficulty(cache: Cache, cfg: EvalConfig, ks: Sequence[int] = (1, 2))
 
     rows = []
     for k in ks:
-        ev = evaluate(cache, k, dataclasses.replace(cfg, common=False), methods=["linear"],
-                      progress=False)  # fmt: skip
-        r = ev.summary[ev.summary["method"] == "linear"].to_dict("records")[0]
-        claimed = original.reported("linear", k)
-        target = DIFFICULTY_TARGETS.get(k, {})
+        res = evaluate(cache, k, dataclasses.replace(cfg, common=False), methods=["linear"],
+                       progress=False)  # fmt: skip
+        r, claimed, target = (
+            res.row("linear"),
+            original.reported("linear", k),
+            DIFFICULTY_TARGETS.get(k, {}),
+        )
         rows.append(
             {
                 "k": k,
@@ -62,14 +79,44 @@ def _span(bounds: tuple[float, float] | None, digits: int) -> str:
     return "-" if bounds is None else f"{bounds[0]:.{digits}f}-{bounds[1]:.{digits}f}"
 
 
+def difficulty_numbers(difficulty: pd.DataFrame) -> dict[str, Any]:
+    """The linear baseline of this cohort for the prose: ``linear_k<k>_{psnr,ssim}``."""
+    values: dict[str, Any] = {}
+    for k in difficulty.index:
+        values[f"linear_k{k}_psnr"] = float(difficulty.loc[k, "PSNR (dB)"])
+        values[f"linear_k{k}_ssim"] = float(difficulty.loc[k, "SSIM"])
+    return values
+
+
+def cohort_numbers(
+    cohort: pd.DataFrame, scan_summary: dict[str, Any], cache: Cache
+) -> dict[str, Any]:
+    """Cohort figures for the prose (from :func:`slicelib.study.present.cohort_table`)."""
+    values: dict[str, Any] = {
+        "series_scanned": int(scan_summary.get("series", 0)),
+        "series_included": int(scan_summary.get("series_included", 0)),
+        "image_size": int(cache.config.size),
+    }
+    cell: dict[Any, Any] = cohort.to_dict()  # column -> row -> value
+    for row in ("patients", "volumes", "slices"):
+        values[f"cohort_{row}"] = int(cell["total"][row])
+    for split in ("train", "val", "test"):
+        values[f"{split}_patients"] = int(cell[split]["patients"])
+        values[f"{split}_triplets_k1"] = int(cell[split]["triplets k=1"])
+    values["test_triplets_k2"] = int(cell["test"]["triplets k=2"])
+    values["test_triplets_common"] = int(cell["test"]["triplets, common to k=1 and k=2"])
+    return values
+
+
+# k=1 against k=2 ----------------------------------------------------------------------
+
+
 def k_comparison(
     common1: Results, common2: Results, methods: Sequence[str]
 ) -> tuple[pd.DataFrame, float]:
     """k=1 against k=2 on the same slices: SSIM and PSNR of each method at both k and
     the relative SSIM gain of k=1. Returns the table and the mean gain (in %) of the
     ``methods`` that are deterministic models."""
-    from slicelib.study.labels import DETERMINISTIC_MODELS
-
     rows, gains = [], []
     for method in methods:
         if method not in common1.methods or method not in common2.methods:
@@ -96,6 +143,21 @@ def k_comparison(
     return pd.DataFrame(rows).set_index("method"), mean_gain
 
 
+def k_numbers(common1: Results, common2: Results, mean_gain: float) -> dict[str, Any]:
+    """The k comparison for the prose: the mean SSIM gain of k=1 over k=2 of the
+    deterministic models, the common slices, and each method's SSIM at both k."""
+    values: dict[str, Any] = {
+        "k_ssim_gain_pct": mean_gain,
+        "k_ssim_gain_claimed_pct": original.K1_OVER_K2_SSIM_GAIN_PCT,
+        "common_slices": int(common1.summary["n_slices"].max()),
+    }
+    for method in common1.methods:
+        if method in common2.methods:
+            values[f"common_{method}_ssim_k1"] = common1.row(method)["ssim_mean"]
+            values[f"common_{method}_ssim_k2"] = common2.row(method)["ssim_mean"]
+    return values
+
+
 def input_change(cache: Cache, rows: pd.DataFrame) -> np.ndarray:
     """Per row (patient_id, slice_index, k): the mean absolute difference between the
     two inputs S_{i-k} and S_{i+k}, a measure of how much the anatomy changes
@@ -103,9 +165,8 @@ def input_change(cache: Cache, rows: pd.DataFrame) -> np.ndarray:
     out = np.empty(len(rows), dtype=np.float64)
     for pid, group in rows.groupby("patient_id", sort=False):
         volume = np.asarray(cache.volume(str(pid)), dtype=np.float32)
-        for pos, (i, k) in zip(
-            rows.index.get_indexer(group.index), zip(group["slice_index"], group["k"])
-        ):
+        where = rows.index.get_indexer(group.index)
+        for pos, i, k in zip(where, group["slice_index"], group["k"]):
             out[pos] = float(np.abs(volume[int(i) - int(k)] - volume[int(i) + int(k)]).mean())
     return out
 
@@ -131,54 +192,34 @@ def change_correlation(rows: pd.DataFrame, methods: Sequence[str]) -> pd.DataFra
     for (method, k), group in rows.groupby(["method", "k"], sort=False):
         if method not in methods or len(group) < 3:
             continue
-        rho_psnr = spearmanr(group["input_change"], group["psnr"]).statistic
-        rho_ssim = spearmanr(group["input_change"], group["ssim"]).statistic
+        rho = {m: spearmanr(group["input_change"], group[m]).statistic for m in ("psnr", "ssim")}
         out.append(
             {
                 "method": method_label(str(method)),
                 "k": int(str(k)),
                 "slices": len(group),
-                "Spearman rho, change vs PSNR": fmt(rho_psnr, 2),
-                "Spearman rho, change vs SSIM": fmt(rho_ssim, 2),
+                "Spearman rho, change vs PSNR": fmt(rho["psnr"], 2),
+                "Spearman rho, change vs SSIM": fmt(rho["ssim"], 2),
             }
         )
     return pd.DataFrame(out).set_index(["method", "k"])
 
 
-def ddpm_loss_table(history: pd.DataFrame) -> tuple[pd.DataFrame, list[int], list[int]]:
-    """The DDPM's train and validation loss at the epochs supplement 4.1 lists, beside
-    its values. Returns the table, the listed epochs this run has and those it lacks."""
-    by_epoch = history.set_index("epoch")
-    present = [e for e in original.DDPM_LOSSES if e in by_epoch.index]
-    absent = [e for e in original.DDPM_LOSSES if e not in by_epoch.index]
-    best = int(by_epoch.index.to_numpy()[int(np.argmin(by_epoch["val_loss"].to_numpy()))])
-    rows = []
-    for epoch in present:
-        train, val = original.DDPM_LOSSES[epoch]
-        rows.append(
-            {
-                "epoch": epoch,
-                "train loss": fmt(by_epoch.loc[epoch, "train_loss"], 4),
-                "val loss": fmt(by_epoch.loc[epoch, "val_loss"], 4)
-                + (" (best)" if epoch == best else ""),
-                "original train loss": fmt(train, 4),
-                "original val loss": fmt(val, 4)
-                + (" (best)" if epoch == original.DDPM_BEST_EPOCH else ""),
-            }
-        )
-    last = int(by_epoch.index.to_numpy().max())
-    if last not in present:
-        rows.append(
-            {
-                "epoch": last,
-                "train loss": fmt(by_epoch.loc[last, "train_loss"], 4),
-                "val loss": fmt(by_epoch.loc[last, "val_loss"], 4)
-                + (" (best)" if last == best else ""),
-                "original train loss": "-",
-                "original val loss": "-",
-            }
-        )
-    return pd.DataFrame(rows).set_index("epoch"), present, absent
+def change_numbers(rows: pd.DataFrame) -> dict[str, Any]:
+    """Input change for the prose: its mean at each k and, for linear and the U-Net,
+    the Spearman correlation with PSNR at each k."""
+    from scipy.stats import spearmanr
+
+    values: dict[str, Any] = {}
+    for k in (1, 2):
+        at_k = rows[rows["k"] == k]
+        values[f"change_k{k}_mean"] = float(at_k["input_change"].mean())
+        for method in ("linear", "unet"):
+            group = at_k[at_k["method"] == method]
+            if len(group) >= 3:
+                rho = spearmanr(group["input_change"], group["psnr"]).statistic
+                values[f"change_rho_{method}_k{k}"] = float(rho)
+    return values
 
 
 def pick_slices(
@@ -199,9 +240,55 @@ def pick_slices(
     ]
     if mine.empty:
         raise SlicelibError(f"patient {patient!r} has no evaluated test slice")
-    where = mine["position"].to_numpy()
-    indices = mine["slice_index"].to_numpy()
+    where, indices = mine["position"].to_numpy(), mine["slice_index"].to_numpy()
     return [(patient, int(indices[int(np.argmin(np.abs(where - p)))])) for p in positions]
+
+
+# The DDPM -----------------------------------------------------------------------------
+
+
+def ddpm_loss_table(history: pd.DataFrame) -> tuple[pd.DataFrame, list[int], list[int]]:
+    """The DDPM's train and validation loss at the epochs supplement 4.1 lists, beside
+    its values. Returns the table, the listed epochs this run has and those it lacks."""
+    by_epoch = history.set_index("epoch")
+    present = [e for e in original.DDPM_LOSSES if e in by_epoch.index]
+    absent = [e for e in original.DDPM_LOSSES if e not in by_epoch.index]
+    best = int(by_epoch.index.to_numpy()[int(np.argmin(by_epoch["val_loss"].to_numpy()))])
+    last = int(by_epoch.index.to_numpy().max())
+    rows = []
+    for epoch in present + ([] if last in present else [last]):
+        train, val = original.DDPM_LOSSES.get(epoch, (None, None))
+        rows.append(
+            {
+                "epoch": epoch,
+                "train loss": fmt(by_epoch.loc[epoch, "train_loss"], 4),
+                "val loss": fmt(by_epoch.loc[epoch, "val_loss"], 4)
+                + (" (best)" if epoch == best else ""),
+                "original train loss": fmt(train, 4),
+                "original val loss": fmt(val, 4)
+                + (" (best)" if val is not None and epoch == original.DDPM_BEST_EPOCH else ""),
+            }
+        )
+    return pd.DataFrame(rows).set_index("epoch"), present, absent
+
+
+def ddpm_epoch_numbers(
+    history: pd.DataFrame, present: list[int], absent: list[int]
+) -> dict[str, Any]:
+    """Which of the supplement's epochs this DDPM run has, for the prose."""
+    first, last = history.iloc[0], history.iloc[-1]
+    return {
+        "ddpm_epochs": int(len(history)),
+        "ddpm_epochs_present": ", ".join(str(e) for e in present) or "none",
+        "ddpm_epochs_absent": ", ".join(str(e) for e in absent) or "none",
+        "ddpm_best_epoch": int(
+            history["epoch"].to_numpy()[int(np.argmin(history["val_loss"].to_numpy()))]
+        ),
+        "ddpm_first_train_loss": float(first["train_loss"]),
+        "ddpm_last_train_loss": float(last["train_loss"]),
+        "ddpm_first_val_loss": float(first["val_loss"]),
+        "ddpm_last_val_loss": float(last["val_loss"]),
+    }
 
 
 @dataclass(frozen=True)
@@ -216,23 +303,22 @@ class Samples:
     ssim: np.ndarray
 
 
-def ddpm_samples(
-    run_dir: Path, cache: Cache, k: int, slice_: tuple[str, int], n: int, *, seed: int,
-    device: str = "auto",
-) -> Samples:  # fmt: skip
-    """``n`` ancestral samples of the DDPM run in ``run_dir`` for one test slice."""
+def ddpm_samples(study: Study, k: int, slice_: tuple[str, int], n: int) -> Samples:
+    """``n`` ancestral samples of the study's DDPM for one test slice."""
     import torch
 
     from slicelib.baselines import linear, neighbours
-    from slicelib.checkpoint import Predictor, load_run
+    from slicelib.checkpoint import load_run
+    from slicelib.interpolator import Predictor
     from slicelib.metrics import psnr, ssim
 
-    run = load_run(run_dir, device=device, k=k, image_size=int(cache.config.size))
+    cache = study.cache()
+    run = load_run(study.run("ddpm", k), device=study.device, k=k, image_size=cache.size)
     volume = np.asarray(cache.volume(slice_[0]), dtype=np.float32)
     nb = neighbours(volume, slice_[1], k)
     inputs = torch.from_numpy(np.stack([nb.before, nb.after])[None])
-    stack = Predictor(run, sampler="ancestral", samples=n, seed=seed).stack(inputs)
-    samples = stack[:, 0, 0].cpu().numpy().astype(np.float32)
+    predictor = Predictor(run, sampler="ancestral", samples=n, seed=study.preset.eval.seed)
+    samples = predictor.stack(inputs)[:, 0, 0].cpu().numpy().astype(np.float32)
     target = volume[slice_[1]]
     return Samples(
         samples=samples,
@@ -243,10 +329,33 @@ def ddpm_samples(
     )
 
 
+def variability_table(drawn: Samples) -> pd.DataFrame:
+    """Each sample's PSNR and SSIM, and their spread, beside linear on the same slice."""
+    from slicelib.metrics import psnr, ssim
+
+    rows = [(f"sample {i + 1}", p, s) for i, (p, s) in enumerate(zip(drawn.psnr, drawn.ssim))]
+    rows.append(("std over samples", drawn.psnr.std(), drawn.ssim.std()))
+    for name, image in (
+        ("mean of the samples", drawn.samples.mean(axis=0)),
+        ("linear", drawn.linear),
+    ):
+        rows.append((name, psnr(image, drawn.target, 1.0), ssim(image, drawn.target, 1.0)))
+    table = pd.DataFrame(rows, columns=["sample", "PSNR (dB)", "SSIM"]).set_index("sample")
+    return table.round({"PSNR (dB)": 2, "SSIM": 3})
+
+
+def variability_numbers(drawn: Samples) -> dict[str, Any]:
+    return {
+        "samples_n": int(len(drawn.samples)),
+        "samples_psnr_min": float(drawn.psnr.min()),
+        "samples_psnr_max": float(drawn.psnr.max()),
+        "samples_psnr_std": float(drawn.psnr.std()),
+        "samples_pixel_std": float(drawn.samples.std(axis=0).mean()),
+    }
+
+
 def sampler_table(res: Results) -> pd.DataFrame:
     """The DDPM's sampling variants beside linear and the U-Net: PSNR, SSIM, time."""
-    from slicelib.study.labels import fmt_ci, fmt_pm, fmt_signed
-
     names = [m for m in res.methods if family_of(m) == "ddpm"]
     names += [m for m in ("linear", "unet") if m in res.methods]
     rows = []
@@ -269,137 +378,16 @@ def sampler_table(res: Results) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("method")
 
 
-def cohort_numbers(
-    cohort: pd.DataFrame, scan_summary: dict[str, Any], cache: Cache
-) -> dict[str, Any]:
-    """Cohort figures for the prose (from :func:`slicelib.study.tables.cohort_table`)."""
-    values: dict[str, Any] = {
-        "series_scanned": int(scan_summary.get("series", 0)),
-        "series_included": int(scan_summary.get("series_included", 0)),
-        "image_size": int(cache.config.size),
-    }
-    table = {str(row): {str(c): v for c, v in cols.items()} for row, cols in cohort.iterrows()}
-
-    def cell(row: str, col: str) -> int:
-        return int(table[row][col])
-
-    for row in ("patients", "volumes", "slices"):
-        values[f"cohort_{row}"] = cell(row, "total")
-    for split in ("train", "val", "test"):
-        values[f"{split}_patients"] = cell("patients", split)
-        values[f"{split}_triplets_k1"] = cell("triplets k=1", split)
-    values["test_triplets_k2"] = cell("triplets k=2", "test")
-    values["test_triplets_common"] = cell("triplets, common to k=1 and k=2", "test")
-    return values
-
-
-def difficulty_numbers(difficulty: pd.DataFrame) -> dict[str, Any]:
-    """The linear baseline of this cohort for the prose: ``linear_k<k>_{psnr,ssim}``."""
-    values: dict[str, Any] = {}
-    for k in difficulty.index:
-        values[f"linear_k{k}_psnr"] = float(difficulty.loc[k, "PSNR (dB)"])
-        values[f"linear_k{k}_ssim"] = float(difficulty.loc[k, "SSIM"])
-    return values
-
-
-def k_numbers(common1: Results, common2: Results, mean_gain: float) -> dict[str, Any]:
-    """The k comparison for the prose: the mean SSIM gain of k=1 over k=2 of the
-    deterministic models, the common slices, and each method's SSIM at both k."""
-    values: dict[str, Any] = {
-        "k_ssim_gain_pct": mean_gain,
-        "k_ssim_gain_claimed_pct": original.K1_OVER_K2_SSIM_GAIN_PCT,
-        "common_slices": int(common1.summary["n_slices"].max()),
-    }
-    for method in common1.methods:
-        if method in common2.methods:
-            values[f"common_{method}_ssim_k1"] = common1.row(method)["ssim_mean"]
-            values[f"common_{method}_ssim_k2"] = common2.row(method)["ssim_mean"]
-    return values
-
-
-def change_numbers(rows: pd.DataFrame) -> dict[str, Any]:
-    """Input change for the prose: its mean at each k and, for linear and the U-Net,
-    the Spearman correlation with PSNR at each k."""
-    from scipy.stats import spearmanr
-
-    values: dict[str, Any] = {}
-    for k in (1, 2):
-        at_k = rows[rows["k"] == k]
-        values[f"change_k{k}_mean"] = float(at_k["input_change"].mean())
-        for method in ("linear", "unet"):
-            group = at_k[at_k["method"] == method]
-            if len(group) >= 3:
-                rho = spearmanr(group["input_change"], group["psnr"]).statistic
-                values[f"change_rho_{method}_k{k}"] = float(rho)
-    return values
-
-
-def ddpm_epoch_numbers(
-    history: pd.DataFrame, present: list[int], absent: list[int]
-) -> dict[str, Any]:
-    """Which of the supplement's epochs this DDPM run has, for the prose."""
-    return {
-        "ddpm_epochs": int(len(history)),
-        "ddpm_epochs_present": ", ".join(str(e) for e in present) or "none",
-        "ddpm_epochs_absent": ", ".join(str(e) for e in absent) or "none",
-        "ddpm_best_epoch": int(
-            history["epoch"].to_numpy()[int(np.argmin(history["val_loss"].to_numpy()))]
-        ),
-        "ddpm_first_train_loss": float(history["train_loss"].iloc[0]),
-        "ddpm_last_train_loss": float(history["train_loss"].iloc[-1]),
-        "ddpm_first_val_loss": float(history["val_loss"].iloc[0]),
-        "ddpm_last_val_loss": float(history["val_loss"].iloc[-1]),
-    }
-
-
-def variability_table(drawn: Samples) -> pd.DataFrame:
-    """Each sample's PSNR and SSIM, and their spread, beside linear on the same slice."""
-    from slicelib.metrics import psnr, ssim
-
-    rows = [
-        {"sample": f"sample {i + 1}", "PSNR (dB)": drawn.psnr[i], "SSIM": drawn.ssim[i]}
-        for i in range(len(drawn.samples))
-    ]
-    mean = drawn.samples.mean(axis=0)
-    rows += [
-        {"sample": "std over samples", "PSNR (dB)": drawn.psnr.std(), "SSIM": drawn.ssim.std()},
-        {
-            "sample": "mean of the samples",
-            "PSNR (dB)": psnr(mean, drawn.target, 1.0),
-            "SSIM": ssim(mean, drawn.target, 1.0),
-        },
-        {
-            "sample": "linear",
-            "PSNR (dB)": psnr(drawn.linear, drawn.target, 1.0),
-            "SSIM": ssim(drawn.linear, drawn.target, 1.0),
-        },
-    ]
-    return pd.DataFrame(rows).set_index("sample").round({"PSNR (dB)": 2, "SSIM": 3})
-
-
-def variability_numbers(drawn: Samples) -> dict[str, Any]:
-    return {
-        "samples_n": int(len(drawn.samples)),
-        "samples_psnr_min": float(drawn.psnr.min()),
-        "samples_psnr_max": float(drawn.psnr.max()),
-        "samples_psnr_std": float(drawn.psnr.std()),
-        "samples_pixel_std": float(drawn.samples.std(axis=0).mean()),
-    }
-
-
 def sampler_numbers(res: Results, **kwargs: Any) -> dict[str, Any]:
     """The DDPM's samplers for the prose: ancestral and the best DDIM variant, and
     ``sampler_sentence``: which of the two scores higher PSNR, paired over patients
     on the slices both scored (``kwargs`` go to :func:`slicelib.stats.compare`)."""
-    from slicelib.stats import compare
-    from slicelib.study.prose import comparison_sentence
-
     values: dict[str, Any] = {
         "sampler_sentence": "This run scored no DDIM variant beside ancestral sampling."
     }
     ddim = [m for m in res.methods if is_ddim(m)]
-    if "ddpm_ancestral" in res.methods:
-        anc = res.row("ddpm_ancestral")
+    if ANCESTRAL in res.methods:
+        anc = res.row(ANCESTRAL)
         values.update(
             ddpm_ancestral_psnr=anc["psnr_mean"],
             ddpm_ancestral_ssim=anc["ssim_mean"],
@@ -414,33 +402,29 @@ def sampler_numbers(res: Results, **kwargs: Any) -> dict[str, Any]:
             ddim_best_ssim=res.row(best)["ssim_mean"],
             ddim_best_ms=res.row(best)["ms_per_slice"],
         )
-        if "ddpm_ancestral" in res.methods:
-            c = compare(res.rows, "ddpm_ancestral", best, "psnr", **kwargs)
+        if ANCESTRAL in res.methods:
+            c = compare(res.rows, ANCESTRAL, best, "psnr", **kwargs)
             values["sampler_sentence"] = comparison_sentence(
                 c, "Ancestral sampling", f"the best DDIM variant ({method_label(best)})", " dB"
             )
-    if "unet" in res.methods and "ddpm_ancestral" in res.methods:
+    if "unet" in res.methods and ANCESTRAL in res.methods:
         unet = res.row("unet")["ms_per_slice"]
         values["unet_ms"] = unet
-        values["ddpm_unet_ratio"] = res.row("ddpm_ancestral")["ms_per_slice"] / unet
+        values["ddpm_unet_ratio"] = res.row(ANCESTRAL)["ms_per_slice"] / unet
     return values
 
 
 def timing_table(res: Results) -> pd.DataFrame:
     """Time per slice of the DDPM's samplers and the deterministic models, beside the
     original's 300 ms against 3-5 ms."""
-    from slicelib.study.labels import DETERMINISTIC_MODELS
-
     names = [m for m in res.methods if family_of(m) == "ddpm" or m in DETERMINISTIC_MODELS]
     low, high = original.DETERMINISTIC_MS_PER_SLICE
     rows = []
     for name in names:
         r = res.row(name)
-        claimed = (
-            f"{original.DDPM_MS_PER_SLICE:.0f}"
-            if name == "ddpm_ancestral"
-            else (f"{low:.0f}-{high:.0f}" if name in DETERMINISTIC_MODELS else "-")
-        )
+        claimed = f"{low:.0f}-{high:.0f}" if name in DETERMINISTIC_MODELS else "-"
+        if name == ANCESTRAL:
+            claimed = f"{original.DDPM_MS_PER_SLICE:.0f}"
         rows.append(
             {
                 "method": method_label(name),
@@ -450,3 +434,343 @@ def timing_table(res: Results) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).set_index("method")
+
+
+# The DDPM's schedule ablation ---------------------------------------------------------
+
+VARIANT_LABELS: dict[str, str] = {
+    ORIGINAL: "original (linear betas, [0, 1])",
+    "cosine": "cosine schedule",
+    "rescaled": "data in [-1, 1]",
+}
+
+
+def variant_label(variant: str) -> str:
+    return VARIANT_LABELS.get(variant, variant)
+
+
+def signal_at_T(diffusion: DiffusionConfig) -> tuple[float, float]:
+    """(signal, noise): x_T = signal x_0 + noise epsilon at the schedule's last step."""
+    from slicelib.diffusion import GaussianDiffusion
+
+    abar = float(GaussianDiffusion(diffusion).alphas_cumprod[-1])
+    return abar**0.5, (1.0 - abar) ** 0.5
+
+
+def ablation_comparisons(
+    rows: pd.DataFrame, method: str = ANCESTRAL, metric: str = "psnr", **kwargs: Any
+) -> dict[str, Comparison]:
+    """Each variant against the original, paired over patients on the slices both scored."""
+    chosen = rows[rows["method"] == method]
+    frame = chosen.assign(method=chosen["variant"])  # one pseudo-method per variant
+    variants = [v for v in dict.fromkeys(frame["variant"]) if v != ORIGINAL]
+    return {v: compare(frame, v, ORIGINAL, metric, **kwargs) for v in variants}
+
+
+def ablation_table(
+    rows: pd.DataFrame, diffusions: dict[str, DiffusionConfig], **kwargs: Any
+) -> pd.DataFrame:
+    """One row per variant: x_T's signal, each sampler's mean PSNR and SSIM, and the
+    ancestral PSNR's change against the original with its interval and p-value."""
+    samplers = sorted(set(rows["method"]), key=lambda m: (is_ddim(m), m != ANCESTRAL, m))
+    compared = ablation_comparisons(rows, **kwargs)
+    table = []
+    for variant in dict.fromkeys(rows["variant"]):
+        mine = rows[rows["variant"] == variant]
+        signal, noise = signal_at_T(diffusions[variant])
+        entry: dict[str, Any] = {
+            "variant": variant_label(variant),
+            "x_T": f"{signal:.2f} x_0 + {noise:.2f} noise",
+            "slices": int(mine[mine["method"] == ANCESTRAL].shape[0]),
+        }
+        for m in samplers:
+            at = mine[mine["method"] == m]
+            entry[f"{method_label(m)}: PSNR (dB)"] = fmt(at["psnr"].mean())
+            if m == ANCESTRAL:
+                entry[f"{method_label(m)}: SSIM"] = fmt(at["ssim"].mean(), 3)
+        c = compared.get(variant)
+        entry["ancestral PSNR vs original (dB)"] = "-" if c is None else fmt_signed(c.gain)
+        entry["95% CI"] = "-" if c is None else fmt_ci(c.ci_low, c.ci_high)
+        entry["p"] = "-" if c is None else (p_text(c.p_value) if c.tested else c.test)
+        table.append(entry)
+    return pd.DataFrame(table).set_index("variant")
+
+
+def ablation_numbers(rows: pd.DataFrame, **kwargs: Any) -> dict[str, Any]:
+    """Numbers and sentences for the chapter: ``abl_variants``, ``abl_<variant>_psnr``
+    (ancestral), ``abl_<variant>_sentence``, and ``abl_summary`` (what the ablation
+    found, written from the intervals)."""
+    if rows.empty:
+        return {
+            "abl_variants": 0,
+            "abl_sentences": "This preset trains no ablation variant.",
+            "abl_summary": "The schedule's part in the DDPM's result is therefore not tested here.",
+        }
+    compared = ablation_comparisons(rows, **kwargs)
+    values: dict[str, Any] = {"abl_variants": len(compared)}
+    anc = rows[rows["method"] == ANCESTRAL]
+    for variant in dict.fromkeys(rows["variant"]):
+        values[f"abl_{variant}_psnr"] = float(anc[anc["variant"] == variant]["psnr"].mean())
+    sentences = []
+    for variant, c in compared.items():
+        sentence = comparison_sentence(
+            c, f"With the {variant_label(variant)}, ancestral sampling", "the original", " dB"
+        )
+        values[f"abl_{variant}_sentence"] = sentence
+        sentences.append(sentence[:1].upper() + sentence[1:])
+    values["abl_sentences"] = " ".join(sentences)
+    values["abl_summary"] = ablation_summary(compared)
+    return values
+
+
+def ablation_summary(compared: dict[str, Comparison]) -> str:
+    """What the ablation found, from the intervals of the ancestral PSNR changes."""
+    tested = {v: c for v, c in compared.items() if c.tested}
+    if not tested:
+        n = max((c.n_patients for c in compared.values()), default=0)
+        return (
+            f"With {plural(n, 'test patient')} (fewer than {MIN_TEST_PATIENTS}) the "
+            "ablation's changes are reported but not tested: it neither supports nor "
+            "refutes the schedule explanation."
+        )
+    helped = [variant_label(v) for v, c in tested.items() if c.above_zero]
+    hurt = [variant_label(v) for v, c in tested.items() if c.below_zero]
+    if helped:
+        return (
+            f"The ablation supports the schedule explanation: the {' and the '.join(helped)} "
+            "raised the ancestral PSNR with the same network and budget, by an interval "
+            "that excludes no change."
+        )
+    if hurt:
+        return (
+            f"The ablation does not support the schedule explanation: the "
+            f"{' and the '.join(hurt)} lowered the ancestral PSNR, and no variant raised it."
+        )
+    return (
+        "The ablation does not support the schedule explanation at this budget: no "
+        "variant changed the ancestral PSNR by an interval that excludes no change."
+    )
+
+
+def ablation_seconds(study: Study) -> float:
+    """The training time the ablation's variants added to the study (their histories)."""
+    runs = study.ablation_runs().values()
+    return sum(float(pd.read_csv(run / "history.csv")["seconds"].sum()) for run in runs)
+
+
+# The real-anatomy arm -----------------------------------------------------------------
+
+HEADROOM_LABELS: dict[str, str] = {
+    "filter": "best 9x9 linear filter (fitted on training subjects)",
+    "oracle_tile": "oracle blend per 8x8 tile (bound)",
+    "oracle_pixel": "oracle blend per pixel (bound)",
+}
+# The note every verdict of this arm carries: what the cohort is, so that no verdict
+# reads as a test of the original's prostate data.
+REAL_NOTE = "real data of another organ and contrast (IXI T1 head), resampled slices"
+# The networks the example panels show (when trained): the two the arm's preset trains.
+PANEL_MODELS: tuple[str, ...] = ("cnn", "unet")
+
+
+def _gains(results: Sequence[Results], names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per k and method (all but linear, or ``names``): the summary's paired PSNR gain over
+    linear interpolation, its interval, p-value and paired patients."""
+    rows = []
+    for res in results:
+        for r in res.summary.to_dict("records"):
+            if r["method"] != "linear" and (names is None or r["method"] in names):
+                rows.append({**r, "k": res.k})
+    return pd.DataFrame(rows)
+
+
+def gain_table(results: Sequence[Results], labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """Each method's PSNR gain over linear at each k: mean over test subjects of the
+    paired per-subject difference, its 95 % interval, the sign-flip p and the number of
+    subjects; linear's own mean PSNR heads each column (``labels``: only these methods,
+    so named, without p or linear)."""
+    table: dict[str, dict[str, Any]] = {}
+    for res in results if labels is None else []:
+        linear = res.row("linear")
+        table.setdefault("linear", {"method": method_label("linear")}).update(
+            {f"k={res.k}: gain (dB)": f"0 (PSNR {linear['psnr_mean']:.2f} dB)",
+             f"k={res.k}: 95 % CI": "-", f"k={res.k}: p": "-",
+             f"k={res.k}: subjects": str(int(linear["n_patients"]))}
+        )  # fmt: skip
+    for r in _gains(results, None if labels is None else list(labels)).to_dict("records"):
+        name = r["method"]
+        row = table.setdefault(name, {"method": (labels or {}).get(name, method_label(name))})
+        k = r["k"]
+        row[f"k={k}: gain (dB)"] = fmt_signed(r["psnr_gain_db"])
+        row[f"k={k}: 95 % CI"] = fmt_ci(r["psnr_gain_ci_low"], r["psnr_gain_ci_high"])
+        if labels is None:
+            row[f"k={k}: p"] = fmt_p(r["p_psnr_vs_linear"])
+        row[f"k={k}: subjects"] = str(int(r["n_patients_vs_linear"]))
+    frame = pd.DataFrame(list(table.values())).fillna("-").set_index("method")
+    return frame.rename_axis("method" if labels is None else "reference")
+
+
+def gain_numbers(results: Sequence[Results], prefix: str = "real") -> dict[str, Any]:
+    """``<prefix>_k<k>_<method>_gain`` (dB) with ``_lo``, ``_hi``, ``_p``;
+    ``<prefix>_k<k>_linear_psnr``, ``<prefix>_k<k>_subjects``, ``<prefix>_k<k>_slices``."""
+    values: dict[str, Any] = {}
+    for res in results:
+        linear = res.row("linear")
+        values[f"{prefix}_k{res.k}_linear_psnr"] = linear["psnr_mean"]
+        values[f"{prefix}_k{res.k}_subjects"] = int(linear["n_patients"])
+        values[f"{prefix}_k{res.k}_slices"] = int(linear["n_slices"])
+    for r in _gains(results).to_dict("records"):
+        key = f"{prefix}_k{r['k']}_{r['method']}"
+        values[f"{key}_gain"], values[f"{key}_p"] = r["psnr_gain_db"], fmt_p(r["p_psnr_vs_linear"])
+        values[f"{key}_lo"], values[f"{key}_hi"] = r["psnr_gain_ci_low"], r["psnr_gain_ci_high"]
+    return values
+
+
+def headroom_results(study: Study) -> list[Results]:
+    """The headroom references scored beside linear interpolation, one
+    :class:`~slicelib.results.Results` per k (summarised as the evaluation does)."""
+    from slicelib.results import Results
+    from slicelib.stats import summarize
+
+    rows, cfg = study.headroom(), study.preset.eval
+    out = []
+    for k, part in rows.groupby("k", sort=True):
+        summary = summarize(part, reference="linear", n_boot=cfg.bootstrap, seed=cfg.seed)
+        out.append(Results(rows=part, summary=summary, info={}, k=int(str(k))))
+    return out
+
+
+def headroom_numbers(results: Sequence[Results]) -> dict[str, Any]:
+    """``real_headroom_<reference>_k<k>`` (mean gain, dB), with ``_lo``/``_hi``."""
+    values: dict[str, Any] = {}
+    for r in _gains(results, list(HEADROOM)).to_dict("records"):
+        key = f"real_headroom_{r['method']}_k{r['k']}"
+        values.update({key: r["psnr_gain_db"], f"{key}_lo": r["psnr_gain_ci_low"],
+                       f"{key}_hi": r["psnr_gain_ci_high"]})  # fmt: skip
+    return values
+
+
+def subject_gains(res: Results, reference: str = "linear") -> pd.DataFrame:
+    """Per subject and method: mean PSNR gain over ``reference`` on the slices both scored
+    (columns ``patient_id, method, gain_db``)."""
+    rows = res.rows[["method", "patient_id", "slice_index", "psnr"]]
+    ref = rows[rows["method"] == reference].drop(columns="method")
+    both = rows[rows["method"] != reference].merge(
+        ref, on=["patient_id", "slice_index"], suffixes=("", "_ref")
+    )
+    both["gain_db"] = both["psnr"] - both["psnr_ref"]
+    return both.groupby(["patient_id", "method"], sort=False)["gain_db"].mean().reset_index()
+
+
+def _val_linear(cache: Cache, k: int, max_slices: int | None) -> float:
+    """Linear interpolation's mean PSNR on the validation slices a run validates on."""
+    from slicelib.baselines import linear
+    from slicelib.data.dataset import TripletDataset
+    from slicelib.metrics import psnr
+
+    inputs, target = TripletDataset(cache, "val", k, max_slices=max_slices).arrays()
+    return float(np.mean([psnr(linear(a, b), t, 1.0) for (a, b), t in zip(inputs, target)]))
+
+
+def training_runs(study: Study) -> pd.DataFrame:
+    """One row per epoch of every run: validation PSNR gain over linear on the same
+    validation slices, and the run's budget (``model, k, epoch, val_gain_db, steps,
+    samples, seconds``; steps, samples and seconds are cumulative)."""
+    from slicelib.data.dataset import TripletDataset
+
+    cache = study.cache()
+    frames = []
+    for model, k in study.runs():
+        cfg = study.train_config(model, k)
+        history = study.history(model, k)
+        linear = _val_linear(cache, k, cfg.val_max_slices)
+        steps = cfg.steps_per_epoch or len(TripletDataset(cache, "train", k)) // cfg.batch_size
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model": model,
+                    "k": k,
+                    "epoch": history["epoch"],
+                    "val_gain_db": history["val_psnr"] - linear,
+                    "steps": history["epoch"] * steps,
+                    "samples": history["epoch"] * steps * cfg.batch_size,
+                    "seconds": history["seconds"].cumsum(),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def _last_change(gains: pd.Series) -> float:
+    return float(gains.iloc[-1] - gains.iloc[-2]) if len(gains) > 1 else float("nan")
+
+
+def budget_table(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
+    """Per run: steps, crop, samples, wall seconds, the validation gain over linear at the
+    last epoch and its change over the last epoch (how far from flat)."""
+    crop = study.preset.crop or study.preset.prepare.size
+    rows = []
+    for (model, k), part in runs.groupby(["model", "k"], sort=False):
+        last = part.iloc[-1]
+        rows.append(
+            {
+                "run": f"{method_label(str(model))}, k={k}",
+                "steps": int(last["steps"]),
+                "crop (px)": crop,
+                "training samples": int(last["samples"]),
+                "seconds": round(float(last["seconds"]), 1),
+                "val gain, last epoch (dB)": fmt_signed(last["val_gain_db"]),
+                "change over the last epoch (dB)": fmt_signed(_last_change(part["val_gain_db"])),
+            }
+        )
+    return pd.DataFrame(rows).set_index("run")
+
+
+def budget_numbers(runs: pd.DataFrame, study: Study) -> dict[str, Any]:
+    """``real_steps``, ``real_samples``, ``real_train_seconds`` (all runs),
+    ``real_max_last_change`` (largest change of validation gain over the last epoch,
+    text with its unit), ``real_paper_samples`` (the original U-Net's training
+    triplets times epochs, at 256 px) and ``real_budget_ratio`` (its training pixels
+    over one run's here)."""
+    crop = study.preset.crop or study.preset.prepare.size
+    paper_samples = original.REPORTED_COHORT["train triplets"] * PAPER_EPOCHS["unet"]
+    grouped = runs.groupby(["model", "k"], sort=False)
+    lasts, changes = grouped.tail(1), grouped["val_gain_db"].apply(_last_change)
+    samples = int(lasts["samples"].max())
+    return {
+        "real_runs": len(lasts),
+        "real_steps": int(lasts["steps"].max()),
+        "real_samples": samples,
+        "real_crop": crop,
+        "real_train_seconds": float(lasts["seconds"].sum()),
+        "real_max_last_change": (
+            f"{float(changes.abs().max()):.2f} dB"
+            if changes.notna().any()
+            else "not measured (one epoch per run)"
+        ),
+        "real_paper_samples": paper_samples,
+        "real_budget_ratio": paper_samples * PAPER.prepare.size**2 / (samples * crop**2),
+    }
+
+
+def run_models(study: Study) -> list[str]:
+    """The networks the arm trains at every k of its preset."""
+    return [m for m in study.preset.models if all(m in study.models_at(k) for k in study.preset.ks)]
+
+
+def untrained_models(study: Study) -> list[str]:
+    """The study's networks that this arm's preset does not train at every k."""
+    return [m for m in MODEL_NAMES if m not in run_models(study)]
+
+
+def panel_models(study: Study) -> list[str]:
+    return [m for m in run_models(study) if m in PANEL_MODELS]
+
+
+def marked_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """The claims table of this arm, data-derived rows only, each verdict marked with
+    :data:`REAL_NOTE` (facts of the code are shown with the synthetic arm)."""
+    from slicelib.study.claims import CODE_FACT, NOTE_SEPARATOR
+
+    rows = table[~table["verdict"].str.endswith(CODE_FACT)].copy()
+    rows["verdict"] = rows["verdict"] + NOTE_SEPARATOR + REAL_NOTE
+    return rows[["original", "this run", "rule", "verdict"]]

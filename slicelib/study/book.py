@@ -34,15 +34,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from slicelib.config import DEMO, preset_differences
 from slicelib.environment import environment_rows
 from slicelib.errors import SlicelibError
+from slicelib.study.config import study_differences
 from slicelib.study.notebooks import NotebookJob, StudyError
-from slicelib.study.stamps import digest
+from slicelib.study.steps import digest
 
 logger = logging.getLogger(__name__)
 
-BOOK_FILES: tuple[str, ...] = ("_config.yml", "_toc.yml")
 BOOK_DIR = "book"
 FIGURES_DIR = "figures"  # under book/: the glued figures of the executed notebooks
 EDITION_MARKER = "<!-- study:edition -->"
@@ -51,23 +50,6 @@ COMMANDS_MARKER = "<!-- study:commands -->"
 # The skeleton build tolerates glue keys it cannot find; the staged build must not.
 # The skeleton also lacks the figures that the staged copy extracts from the notebooks.
 SKELETON_ONLY_WARNINGS: tuple[str, ...] = ("mystnb.glue_ref", "image.not_readable")
-
-
-def find_source_root(start: Path | None = None) -> Path:
-    """The folder holding ``_config.yml``, ``_toc.yml``, ``book/`` and ``notebooks/``.
-
-    Looks in ``start`` when given, else in the checkout the package was imported
-    from, then in the current directory.
-    """
-    candidates = [start] if start is not None else [Path(__file__).resolve().parents[2], Path.cwd()]
-    for root in candidates:
-        if all((root / name).is_file() for name in BOOK_FILES) and (root / "notebooks").is_dir():
-            return root.resolve()
-    where = start if start is not None else Path.cwd()
-    raise SlicelibError(
-        f"{where}: not a slicelib checkout (needs _config.yml, _toc.yml, book/ and notebooks/); "
-        "run from the repository or pass --source"
-    )
 
 
 def _entries(node: Any) -> Iterable[dict[str, Any]]:
@@ -247,7 +229,7 @@ def edition_markdown(record: Mapping[str, Any], compute_seconds: float | None = 
             "",
             "The demo preset reduces these of the paper's settings to fit two CPU cores:",
             "",
-            reductions_markdown(preset_differences(DEMO)),
+            reductions_markdown(study_differences("demo")),
         ]
     elif preset == "smoke":
         lines += [

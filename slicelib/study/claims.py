@@ -35,7 +35,7 @@ import pandas as pd
 from slicelib import original
 from slicelib.config import PAPER, EvalConfig
 from slicelib.errors import SlicelibError
-from slicelib.methods import CLASSICAL, is_ddim, method_label
+from slicelib.methods import ANCESTRAL, CLASSICAL, DETERMINISTIC_MODELS, is_ddim, method_label
 from slicelib.stats import (
     CONFIDENCE,
     KEY,
@@ -46,7 +46,7 @@ from slicelib.stats import (
     compare,
     infer_mean,
 )
-from slicelib.study.labels import DETERMINISTIC_MODELS, fmt, p_text
+from slicelib.study.present import fmt, p_text
 
 if TYPE_CHECKING:
     from slicelib.study.workspace import Results, Study
@@ -352,7 +352,7 @@ def _k2_plateau(ev: Evidence) -> Verdict:
     )
 
 
-DDPM = "ddpm_ancestral"
+DDPM = ANCESTRAL
 
 
 def _ddpm_below(ev: Evidence) -> Verdict:

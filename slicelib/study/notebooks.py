@@ -1,39 +1,171 @@
-"""The study's notebooks: which ones run, with which parameters, and running them
-with papermill only when their inputs changed.
+"""The study's notebooks: their parameters, which ones run with which values, and running
+them with papermill only when their inputs changed.
 
-A notebook's inputs are its source (cells, without outputs), the parameters the
-runner injects, the package source it imports (see :mod:`slicelib.study.sources`),
-and the input hashes of the study steps it read the last time it
-ran (each notebook logs them through :data:`~slicelib.study.workspace.READS_ENV`).
-When all four are unchanged and its executed copy exists, it is not run again.
+Every notebook starts with a papermill ``parameters`` cell of annotated values with
+inline help (``k: int = 1  # the neighbour distance``), which is what
+``papermill --help-notebook`` shows; :func:`notebook_parameters` reads it, and the values
+the runner injects and those a notebook received (:func:`notebook_study`) are checked
+against it, so that a wrong type stops with one line naming the notebook and the
+parameter.
+
+A notebook holds its parameters, calls into slicelib for every number and table, and
+the figures it shows; the study's steps make what it reads. Its inputs are its source
+(cells, without outputs), the parameters the runner injects, the package source it
+imports (:func:`~slicelib.study.steps.notebook_modules`), and the hashes of the study
+steps it read the last time it ran (logged through
+:data:`~slicelib.study.workspace.READS_ENV`). When all four are unchanged and its
+executed copy exists, it is not run again.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 import logging
 import os
+import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from slicelib.config import MODEL_NAMES, get_preset
 from slicelib.errors import SlicelibError
 from slicelib.io import write_json
-from slicelib.methods import method_label
 from slicelib.locking import hold_file_lock
-from slicelib.study.parameters import (
-    RUNNER_PARAMETERS,
-    TRAIN_PARAMETERS,
-    check_parameter,
-    notebook_parameters,
-)
-from slicelib.study.sources import code_hash, notebook_modules
-from slicelib.study.stamps import digest
-from slicelib.study.workspace import READS_ENV, Study, run_name
+from slicelib.methods import method_label
+from slicelib.study.config import REAL_WORKSPACE, find_source_root, real_data_root
+from slicelib.study.steps import code_hash, digest, notebook_modules
+from slicelib.study.workspace import READS_ENV, Study, run_name, slicelib_home
 
 logger = logging.getLogger(__name__)
+
+# Parameters ---------------------------------------------------------------------------
+
+# Parameters the runner sets itself, for every notebook that declares them.
+RUNNER_PARAMETERS: tuple[str, ...] = ("preset", "out_dir", "data_root")
+# Parameters the runner sets per copy of the train notebook.
+TRAIN_PARAMETERS: tuple[str, ...] = ("model", "k")
+
+# The annotations a parameters cell may use. papermill reads ``Optional[str]`` but not
+# ``str | None`` (its pattern stops at ``|``), so optional values are ``Optional[...]``.
+_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+_OPTIONAL = re.compile(r"^Optional\[\s*(\w+)\s*\]$")
+
+
+@dataclass(frozen=True)
+class NotebookParameter:
+    """One parameter of a notebook's ``parameters`` cell."""
+
+    name: str
+    annotation: str  # as written, e.g. "int" or "Optional[str]"; "" when missing
+    default: Any  # the literal value
+    help: str  # the inline comment; "" when missing
+
+    @property
+    def types(self) -> tuple[type, ...]:
+        """The accepted Python types (``type(None)`` for an optional value)."""
+        optional = _OPTIONAL.match(self.annotation)
+        base = optional.group(1) if optional else self.annotation
+        if base not in _TYPES:
+            raise SlicelibError(
+                f"parameter {self.name!r}: annotation {self.annotation or 'missing'!r} is not "
+                f"one of {', '.join(_TYPES)} or Optional[...] of them"
+            )
+        return (_TYPES[base], type(None)) if optional else (_TYPES[base],)
+
+
+def notebook_parameters(source: Path) -> dict[str, NotebookParameter]:
+    """The parameters of the notebook at ``source``, in the order they are declared.
+
+    Raises a one-line :class:`SlicelibError` when the notebook has no ``parameters``
+    cell or a default is not a plain literal.
+    """
+    return dict(_read_parameters(Path(source).resolve(), Path(source).stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_parameters(source: Path, mtime_ns: int) -> tuple[tuple[str, NotebookParameter], ...]:
+    import nbformat
+    import papermill
+
+    nb = nbformat.read(source, as_version=4)
+    if not any("parameters" in c.metadata.get("tags", []) for c in nb.cells):
+        raise SlicelibError(f"notebook {source}: no cell tagged 'parameters'")
+    found: list[tuple[str, NotebookParameter]] = []
+    for name, info in papermill.inspect_notebook(str(source)).items():
+        try:
+            default = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            raise SlicelibError(
+                f"notebook {source}: parameter {name!r}: default {info['default']!r} "
+                "is not a plain value"
+            ) from None
+        annotation = "" if info["inferred_type_name"] == "None" else info["inferred_type_name"]
+        found.append((name, NotebookParameter(name, annotation, default, info["help"])))
+    return tuple(found)
+
+
+def check_parameter(notebook: str, parameter: NotebookParameter, value: Any) -> None:
+    """Raise a one-line :class:`SlicelibError` unless ``value`` has ``parameter``'s type.
+
+    ``bool`` is not accepted where an ``int`` is expected; an ``int`` is accepted
+    where a ``float`` is.
+    """
+    types = parameter.types
+    if float in types:
+        types = (*types, int)
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        raise SlicelibError(
+            f"notebook {notebook!r}: parameter {parameter.name!r} must be "
+            f"{parameter.annotation} (got {type(value).__name__} {value!r})"
+        )
+
+
+def check_parameters(
+    notebook: str, values: Mapping[str, Any], source: Path | None = None
+) -> dict[str, Any]:
+    """Check every value against the parameters of ``notebook``; returns them as a dict.
+
+    ``source`` is the notebook file (default: ``notebooks/<notebook>.ipynb`` of the
+    checkout, see :func:`~slicelib.study.config.find_source_root`).
+    """
+    if source is None:
+        source = find_source_root() / "notebooks" / f"{notebook}.ipynb"
+    declared = notebook_parameters(source)
+    for name, value in values.items():
+        if name not in declared:
+            raise SlicelibError(
+                f"notebook {notebook!r}: unknown parameter {name!r} (known: {', '.join(declared)})"
+            )
+        check_parameter(notebook, declared[name], value)
+    return dict(values)
+
+
+def parse_assignment(text: str) -> tuple[str | None, str, Any]:
+    """Parse ``[NOTEBOOK.]NAME=VALUE`` from the command line.
+
+    VALUE is read as YAML (``3`` is an int, ``0.5`` a float, ``null`` None, ``cuda``
+    a string), as papermill's ``-y`` reads it. Returns (notebook or None, name, value).
+    """
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise SlicelibError(f"--set {text!r}: expected [NOTEBOOK.]NAME=VALUE")
+    notebook, dot, name = key.strip().rpartition(".")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return (notebook if dot else None), name, value
+
+
+# Jobs ---------------------------------------------------------------------------------
 
 KERNEL = "python3"
 STATE_FILE = ".state.json"
@@ -249,8 +381,6 @@ class NotebookRunner:
         :class:`StudyError` (anything else) in one line; the failed copy stays in
         the notebooks folder for inspection and is run again next time.
         """
-        import time
-
         import papermill
         from papermill.exceptions import PapermillExecutionError
 
@@ -308,3 +438,42 @@ class NotebookRunner:
         }
         self._update_state(job.name, entry)
         return seconds
+
+
+def notebook_study(notebook: str, **parameters: Any) -> Study:
+    """The workspace a notebook works in, from its ``parameters`` cell's values.
+
+    Checks the type of every parameter (and the value of ``preset``, ``model``, ``k``)
+    and raises a one-line :class:`SlicelibError` naming the notebook and the parameter
+    when one is wrong. The real-anatomy notebook defaults to the checkout's IXI data in
+    ``$SLICELIB_HOME/<preset>-real``.
+    """
+    values = check_parameters(notebook, parameters)
+    try:
+        preset = get_preset(values.get("preset", "smoke"))
+    except SlicelibError as exc:
+        raise SlicelibError(f"notebook {notebook!r}: parameter 'preset': {exc}") from None
+    model = values.get("model")
+    if model is not None and model not in MODEL_NAMES:
+        raise SlicelibError(
+            f"notebook {notebook!r}: parameter 'model': unknown model {model!r} "
+            f"(choose from {', '.join(MODEL_NAMES)})"
+        )
+    for name in ("k", "samples"):
+        if name in values and values[name] < 1:
+            raise SlicelibError(
+                f"notebook {notebook!r}: parameter {name!r} must be >= 1 (got {values[name]})"
+            )
+    if model == "ddpm" and "k" in values and values["k"] not in preset.ddpm_ks:
+        raise SlicelibError(
+            f"notebook {notebook!r}: parameter 'k': the {preset.name} preset trains the "
+            f"DDPM at k in {list(preset.ddpm_ks)} only (got {values['k']})"
+        )
+    out_dir, data_root = values.get("out_dir"), values.get("data_root")
+    if notebook == REAL_NOTEBOOK:
+        if data_root is None:
+            data_root = real_data_root(find_source_root())
+            if data_root is None:
+                raise SlicelibError(f"notebook {notebook!r}: no NIfTI volumes in the checkout")
+        out_dir = out_dir or slicelib_home() / f"{preset.name}-{REAL_WORKSPACE}"
+    return Study(preset, out_dir, data_root, device=values.get("device", "auto"))

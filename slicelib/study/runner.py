@@ -28,7 +28,8 @@ from slicelib.config import get_preset
 from slicelib.environment import installed_distributions, record_environment, write_environment
 from slicelib.errors import SlicelibError
 from slicelib.io import write_json
-from slicelib.study.book import build_book, find_source_root, publish, stage_book, tree_hash
+from slicelib.study.book import build_book, publish, stage_book, tree_hash
+from slicelib.study.config import REAL_DATA, REAL_WORKSPACE, find_source_root, real_data_root
 from slicelib.study.notebooks import NotebookRunner, plan_jobs
 from slicelib.study.workspace import Study, resolve_out_dir
 
@@ -97,9 +98,7 @@ def _environment(path: Path) -> dict[str, Any]:
 def _real_arm(study: Study, root: Path, out: Path, wanted: bool, device: str) -> Study | None:
     """The real-anatomy arm's workspace, or None when it is off, the preset has none or
     the checkout lacks its data (each said in the log)."""
-    from slicelib.study.real import REAL_DATA, real_data_root, real_study
-
-    name = study.preset.real_arm
+    name = study.config.real_arm
     if not wanted or name is None:
         why = "switched off" if not wanted else f"none in the {study.preset.name} preset"
         logger.info("real-anatomy arm: %s", why)
@@ -108,8 +107,9 @@ def _real_arm(study: Study, root: Path, out: Path, wanted: bool, device: str) ->
     if data is None:
         logger.warning("real-anatomy arm left out: %s holds no NIfTI volumes", root / REAL_DATA)
         return None
-    logger.info("real-anatomy arm: the %s preset on %s, in %s", name, data, out / "real")
-    return real_study(name, out, data, device=device)
+    where = out / REAL_WORKSPACE
+    logger.info("real-anatomy arm: the %s preset on %s, in %s", name, data, where)
+    return Study(name, where, data, device=device)
 
 
 def run_study(

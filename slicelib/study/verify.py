@@ -107,7 +107,7 @@ def verify_study(
     """
     import importlib.util
 
-    from slicelib.study.book import find_source_root
+    from slicelib.study.config import find_source_root
     from slicelib.study.runner import RECORD_FILE
 
     if importlib.util.find_spec("nbval") is None:

@@ -1,20 +1,21 @@
-"""The study's workspace: one output folder, idempotent steps, each output stamped.
+"""The study's workspace: one output folder, and every output in it a :class:`Step`.
 
 Layout under ``out_dir``::
 
-    data/                  the synthetic cohort (only without a data root)
-    scan.csv, scan.json    the scan table and its summary
-    cache/                 the prepared cache
-    runs/<model>_k<k>/     one training run each
-    results/k<k>.csv       per-slice evaluation of every method at k
-    notebooks/             the executed notebooks (written by the runner)
-    book/                  the staged book source (written by the runner)
-    environment.json       the software and hardware of the run
+    data/                        the synthetic cohort (only without a data root)
+    scan.csv, scan.json          the scan table and its summary
+    cache/                       the prepared cache
+    runs/<name>/                 one training run each (unet_k1, unet_k1_seed1, refine_k1, ...)
+    results/k<k>.csv             every method evaluated at k (and k<k>_common.csv)
+    results/<name>.csv           the refiner's, the DDPM ablation's and the headroom's scores
+    notebooks/, book/            the executed notebooks and the staged book (the runner's)
+    environment.json             the software and hardware of the run
 
-Every output has a sibling ``<name>.step.json`` with the hash of its inputs (see
-:mod:`slicelib.study.stamps`). A step runs when its output is missing, unfinished
-or was made from other inputs, and is otherwise reused, so that each notebook runs
-on its own (it makes what it needs) and under the runner reuses what exists.
+Each step (:meth:`Study.steps` lists them by name) is made by :func:`~.steps.ensure`:
+when missing, unfinished or made from other inputs; otherwise it is reused, so that each
+notebook runs on its own (it makes what it needs) and under the runner reuses what
+exists. A step's hash comes from one recipe (:func:`~.steps.step_hash`): its settings,
+the hashes of the steps it reads and the source of the library modules it calls.
 """
 
 from __future__ import annotations
@@ -24,16 +25,18 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from slicelib.config import (
-    MODEL_NAMES,
+    EvalConfig,
     ModelName,
     Preset,
+    RefineConfig,
+    RunConfig,
     TrainConfig,
     get_preset,
     run_defining,
@@ -41,11 +44,10 @@ from slicelib.config import (
 )
 from slicelib.errors import SlicelibError
 from slicelib.io import atomic_write, write_json
+from slicelib.methods import family_of
 from slicelib.results import Results, output_paths
-from slicelib.study.parameters import check_parameters
-from slicelib.study.sources import code_hash
-from slicelib.study.stamps import Stamp, digest, tree_fingerprint
-from slicelib.study.step import Step, ensure
+from slicelib.study.config import StudyConfig, study_config
+from slicelib.study.steps import Stamp, Step, digest, ensure, step_hash, tree_fingerprint
 
 if TYPE_CHECKING:
     from slicelib.data.cache import Cache
@@ -58,6 +60,13 @@ logger = logging.getLogger(__name__)
 HOME_ENV = "SLICELIB_HOME"
 READS_ENV = "SLICELIB_STUDY_READS"
 DEFAULT_HOME = Path("~/.cache/slicelib")
+# The study's DDPM, against which the ablation compares its variants.
+ORIGINAL = "original"
+# Headroom references: name -> oracle block (None: the least-squares filter).
+HEADROOM: dict[str, int | None] = {"filter": None, "oracle_tile": 8, "oracle_pixel": 1}
+# Training pixels per slice in the filter's normal equations: 512 of each of the ~3,400
+# training slices fix its 163 unknowns and take a quarter of the default's time.
+HEADROOM_PIXELS_PER_SLICE = 512
 
 
 def slicelib_home() -> Path:
@@ -76,7 +85,7 @@ def run_name(model: str, k: int) -> str:
     return f"{model}_k{k}"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ScanRecord:
     """The scan table (one row per series) and its summary counts."""
 
@@ -84,50 +93,18 @@ class ScanRecord:
     summary: dict[str, Any]
 
 
-def _nifti_scan(root: Path, files: list[Path]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The scan table of a folder of NIfTI volumes (one per patient): every volume is
-    included; its slices are counted from the header."""
-    import nibabel as nib
-
-    from slicelib.data.nifti import nifti_stem
-
-    rows = []
-    for path in files:
-        header: Any = nib.load(str(path)).header  # reads the header only
-        shape = tuple(header.get_data_shape())
-        rows.append(
-            {
-                "patient_id": nifti_stem(path),
-                "file": str(path.relative_to(root)),
-                "n_slices": int(shape[2]) if len(shape) > 2 else 1,
-                "included": True,
-                "selected": True,
-                "reason": "",
-            }
-        )
-    frame = pd.DataFrame(rows)
-    n = len(frame)
-    summary = {
-        "root": str(root),
-        "series": n,
-        "series_included": n,
-        "patients": int(frame["patient_id"].nunique()),
-        "volumes": n,
-        "slices": int(frame["n_slices"].sum()),
-    }
-    return frame, summary
-
-
 class Study:
     """One preset, one data source, one output folder, and the steps that fill it.
 
     Args:
-        preset: a :class:`~slicelib.config.Preset` or its name (demo, paper, smoke).
+        preset: a :class:`~slicelib.config.Preset` or its name (demo, paper, real, smoke).
         out_dir: the output folder; ``None`` gives ``$SLICELIB_HOME/<preset>``.
         data_root: a DICOM (or NIfTI) collection; ``None`` generates the synthetic
             cohort of the preset into ``out_dir/data``.
         device: where training and evaluation run ("auto", "cpu", "cuda").
         progress: show progress bars.
+        config: what the study runs beside training and evaluation (default: the
+            preset's :func:`~slicelib.study.config.study_config`).
     """
 
     def __init__(
@@ -138,52 +115,18 @@ class Study:
         *,
         device: str = "auto",
         progress: bool = False,
+        config: StudyConfig | None = None,
     ) -> None:
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
+        self.config = config or study_config(self.preset.name)
         self.out_dir = resolve_out_dir(self.preset.name, out_dir)
         self.user_data_root = None if data_root is None else Path(data_root).expanduser().resolve()
         if self.user_data_root is not None and not self.user_data_root.is_dir():
             raise SlicelibError(f"data root {self.user_data_root} is not a folder")
         self.device = device
         self.progress = progress
-        self._data_hash: str | None = None
+        self._fingerprint: dict[str, Any] | None = None
         self.out_dir.mkdir(parents=True, exist_ok=True)
-
-    @classmethod
-    def from_notebook(cls, notebook: str, **parameters: Any) -> Study:
-        """The workspace of a notebook, from its ``parameters`` cell.
-
-        Checks the type of every parameter (and the value of ``preset``, ``model``,
-        ``k``) and raises a one-line :class:`SlicelibError` naming the notebook and
-        the parameter when one is wrong.
-        """
-        values = check_parameters(notebook, parameters)
-        try:
-            preset = get_preset(values.get("preset", "smoke"))
-        except SlicelibError as exc:
-            raise SlicelibError(f"notebook {notebook!r}: parameter 'preset': {exc}") from None
-        model = values.get("model")
-        if model is not None and model not in MODEL_NAMES:
-            raise SlicelibError(
-                f"notebook {notebook!r}: parameter 'model': unknown model {model!r} "
-                f"(choose from {', '.join(MODEL_NAMES)})"
-            )
-        for name in ("k", "samples"):
-            if name in values and values[name] < 1:
-                raise SlicelibError(
-                    f"notebook {notebook!r}: parameter {name!r} must be >= 1 (got {values[name]})"
-                )
-        if model == "ddpm" and "k" in values and values["k"] not in preset.ddpm_ks:
-            raise SlicelibError(
-                f"notebook {notebook!r}: parameter 'k': the {preset.name} preset trains the "
-                f"DDPM at k in {list(preset.ddpm_ks)} only (got {values['k']})"
-            )
-        return cls(
-            preset,
-            values.get("out_dir"),
-            values.get("data_root"),
-            device=values.get("device", "auto"),
-        )
 
     # Paths ------------------------------------------------------------------------
 
@@ -221,153 +164,111 @@ class Study:
     def environment_json(self) -> Path:
         return self.out_dir / "environment.json"
 
+    @property
+    def lock_dir(self) -> Path:
+        """Where the locks of the workspace's steps live."""
+        return self.out_dir / ".locks"
+
     def run_dir(self, model: str, k: int) -> Path:
         return self.runs_dir / run_name(model, k)
 
     def models_at(self, k: int) -> tuple[ModelName, ...]:
         """The models the preset trains at ``k``: ``preset.models``, the DDPM only at
         ``preset.ddpm_ks``."""
-        return tuple(
-            m for m in self.preset.models if m in MODEL_NAMES and (m != "ddpm" or k in self.preset.ddpm_ks)
-        )
+        preset = self.preset
+        return tuple(m for m in preset.models if m != "ddpm" or k in preset.ddpm_ks)
 
     def runs(self) -> list[tuple[ModelName, int]]:
         """Every (model, k) the preset trains, in the order the book shows them."""
         return [(m, k) for k in self.preset.ks for m in self.models_at(k)]
 
-    # Input hashes ---------------------------------------------------------------------
-    # Each includes the hash of the package source its step runs (see
-    # slicelib.study.sources), so that edited code re-makes what it made.
-
-    def data_hash(self) -> str:
-        """Hash of the data source: the cohort's configuration and generator code, or
-        the files' sizes and modification times under a user's data root."""
-        if self._data_hash is None:
-            if self.synthetic:
-                source: dict[str, Any] = {
-                    "synthetic": to_dict(self.preset.cohort),
-                    "code": code_hash("slicelib.data.synthetic"),
-                }
-            else:
-                assert self.user_data_root is not None
-                source = {"root": str(self.user_data_root)}
-                source.update(tree_fingerprint(self.user_data_root))
-            self._data_hash = digest(source)
-        return self._data_hash
-
-    def scan_hash(self) -> str:
-        return digest(
-            {
-                "data": self.data_hash(),
-                "scan": to_dict(self.preset.scan),
-                "code": code_hash("slicelib.data.scan", "slicelib.data.prepare"),
-            }
-        )
-
-    def cache_hash(self) -> str:
-        return digest(
-            {
-                "data": self.data_hash(),
-                "scan": to_dict(self.preset.scan),
-                "prepare": to_dict(self.preset.prepare),
-                "code": code_hash("slicelib.data.prepare"),
-            }
-        )
-
     def train_config(self, model: ModelName, k: int) -> TrainConfig:
         """The preset's training configuration for ``model`` at ``k`` on this device."""
         return self.preset.train_config(model, k, device=self.device)
 
-    def run_identity(self, model: ModelName, k: int) -> str:
-        """Hash of what a run is, except its number of epochs: a run with the same
-        identity and fewer epochs is resumed rather than trained again."""
-        return self._identity(self.train_config(model, k))
+    # Configurations of the extra runs -----------------------------------------------
 
-    def run_hash(self, model: ModelName, k: int) -> str:
-        return self._run_hash(self.train_config(model, k))
-
-    def config_hash(self, cfg: TrainConfig) -> str:
-        """The input hash of a run trained on this study's cache with ``cfg``."""
-        return self._run_hash(cfg)
-
-    def _identity(self, cfg: TrainConfig) -> str:
-        return digest(
-            {
-                "cache": self.cache_hash(),
-                "train": run_defining(cfg),
-                "code": code_hash("slicelib.train"),
-            }
+    def uncertainty_configs(self) -> dict[str, TrainConfig]:
+        """The ensemble's U-Nets (``unet_k<k>_seed<s>``; the study's own U-Net where the
+        seed is its own) and the U-Net with dropout (``unet_k<k>_dropout``), by run name."""
+        cfg = self.config.uncertainty
+        base = self.train_config("unet", cfg.k)
+        runs = {}
+        for seed in range(cfg.seed, cfg.seed + cfg.members):
+            member = dataclasses.replace(base, seed=seed)
+            runs[run_name("unet", cfg.k) if member == base else f"unet_k{cfg.k}_seed{seed}"] = (
+                member
+            )
+        model_cfg = dataclasses.replace(base.model_cfg, dropout=cfg.dropout)
+        runs[f"unet_k{cfg.k}_dropout"] = dataclasses.replace(
+            base, seed=cfg.seed, model_cfg=model_cfg
         )
-
-    def _run_hash(self, cfg: TrainConfig) -> str:
-        return digest({"identity": self._identity(cfg), "epochs": cfg.epochs})
-
-    def results_hash(self, k: int) -> str:
-        cfg = to_dict(self.preset.eval)
-        cfg.pop("device", None)
-        runs = {run_name(m, k): self.run_hash(m, k) for m in self.models_at(k)}
-        code = code_hash("slicelib.evaluate")
-        return digest({"cache": self.cache_hash(), "eval": cfg, "k": k, "runs": runs, "code": code})
-
-    def step_hash(self, step: str) -> str:
-        """The current input hash of a step named as in the reads log:
-        ``cohort``, ``scan``, ``cache``, ``run/<model>/<k>``, ``results/<k>``."""
-        kind, _, rest = step.partition("/")
-        if kind == "cohort":
-            return self.data_hash()
-        if kind == "scan":
-            return self.scan_hash()
-        if kind == "cache":
-            return self.cache_hash()
-        if kind == "run":
-            model, _, k = rest.partition("/")
-            if model not in MODEL_NAMES:
-                raise SlicelibError(f"unknown study step {step!r}")
-            return self.run_hash(model, int(k))  # type: ignore[arg-type]
-        if kind == "results":
-            return self.results_hash(int(rest))
-        raise SlicelibError(f"unknown study step {step!r}")
-
-    def _read(self, step: str, hash_: str) -> None:
-        """Log that the current notebook read ``step`` (only under the runner)."""
-        path = os.environ.get(READS_ENV)
-        if path:
-            with open(path, "a") as fh:
-                fh.write(json.dumps({"step": step, "hash": hash_}) + "\n")
+        return runs
 
     @property
-    def lock_dir(self) -> Path:
-        """Where the locks of the workspace's steps live."""
-        return self.out_dir / ".locks"
+    def ablation_k(self) -> int:
+        """The k of the DDPM ablation: the first k the preset trains its DDPM at."""
+        return self.preset.ddpm_ks[0]
 
-    # Steps ------------------------------------------------------------------------------
+    def ablation_configs(self) -> dict[str, TrainConfig]:
+        """The DDPM ablation's variants by name: the study's DDPM with only its diffusion
+        changed (empty: no ablation in this study)."""
+        base = self.train_config("ddpm", self.ablation_k)
+        diffusion = self.config.ablation_diffusion
+        return {
+            v: dataclasses.replace(base, diffusion=diffusion(base.diffusion, v))
+            for v in self.config.ddpm_ablation
+        }
 
-    def cohort(self) -> Path:
-        """The data root; generates the synthetic cohort first when there is no user's."""
-        hash_ = self.data_hash()
+    def refine_config(self) -> RefineConfig:
+        """The preset's refinement settings with its DDPM architecture and schedule
+        (diffusing in [-1, 1]) on the study's device."""
+        preset = self.preset
+        train = dataclasses.replace(
+            preset.refine.train,
+            model_cfg=preset.model,
+            diffusion=dataclasses.replace(preset.diffusion, rescale=True),
+            device=self.device,
+        )
+        return dataclasses.replace(preset.refine, train=train)
+
+    def eval_config(self, **changes: Any) -> EvalConfig:
+        """The preset's evaluation settings on the study's device."""
+        return dataclasses.replace(self.preset.eval, device=self.device, **changes)
+
+    # Steps --------------------------------------------------------------------------
+
+    def _data_inputs(self) -> dict[str, Any]:
         if self.synthetic:
-            from slicelib.data.synthetic import write_demo_cohort
+            return {"synthetic": to_dict(self.preset.cohort)}
+        if self._fingerprint is None:
+            assert self.user_data_root is not None
+            self._fingerprint = {"root": str(self.user_data_root)}
+            self._fingerprint.update(tree_fingerprint(self.user_data_root))
+        return self._fingerprint
 
-            cohort = {"cohort": to_dict(self.preset.cohort)}
-            make = lambda: write_demo_cohort(self.data_root, self.preset.cohort)  # noqa: E731
-            what = f"generating the synthetic cohort in {self.data_root}"
-            ensure(Step("cohort", self.data_root, hash_, cohort, make, what=what), self.lock_dir)
-        self._read("cohort", hash_)
-        return self.data_root
+    def cohort_step(self) -> Step:
+        """The data root; the synthetic cohort is generated (a user's is only read)."""
+        from slicelib.data.synthetic import write_demo_cohort
 
-    def scan(self) -> ScanRecord:
-        """The scan table of the data root (``scan.csv``) and its summary (``scan.json``)."""
-        hash_ = self.scan_hash()
+        def make() -> None:
+            write_demo_cohort(self.data_root, self.preset.cohort)
+
+        code = ("slicelib.data.synthetic",) if self.synthetic else ()
+        what = f"generating the synthetic cohort in {self.data_root}"
+        return Step("cohort", self.data_root, code, self._data_inputs(), make, what=what)
+
+    def scan_step(self) -> Step:
         summary_path = self.scan_csv.with_suffix(".json")
 
         def make() -> None:
-            from slicelib.data.prepare import find_nifti
+            from slicelib.data.prepare import find_nifti, scan_nifti
             from slicelib.data.scan import scan
 
             root = self.cohort()
             nifti = find_nifti(root)
             if nifti:  # prepare reads the NIfTI volumes then, one per patient
-                frame, summary = _nifti_scan(root, nifti)
+                frame, summary = scan_nifti(root, nifti)
                 atomic_write(self.scan_csv, lambda tmp: frame.to_csv(tmp, index=False))
             else:
                 result = scan(root, self.preset.scan, progress=self.progress)
@@ -375,21 +276,13 @@ class Study:
                 summary = result.summary()
             write_json(summary_path, summary, default=str)
 
-        step = Step(
-            "scan", self.scan_csv, hash_, {"data": self.data_hash()}, make,
+        inputs = {"data": self.cohort_step().hash, "scan": to_dict(self.preset.scan)}
+        return Step(
+            "scan", self.scan_csv, ("slicelib.data.scan", "slicelib.data.prepare"), inputs, make,
             resumable=True, also=(summary_path,), what=f"scanning {self.data_root}",
         )  # fmt: skip
-        ensure(step, self.lock_dir)
-        self._read("scan", hash_)
-        frame = pd.read_csv(self.scan_csv, keep_default_na=False, na_values=[""])
-        return ScanRecord(frame=frame, summary=json.loads(summary_path.read_text()))
 
-    def cache(self) -> Cache:
-        """The prepared cache (``cache/``), made from the data root when needed."""
-        from slicelib.data.cache import Cache
-
-        hash_ = self.cache_hash()
-
+    def cache_step(self) -> Step:
         def make() -> None:
             from slicelib.data.prepare import prepare
 
@@ -398,120 +291,313 @@ class Study:
                 progress=self.progress,
             )  # fmt: skip
 
-        inputs = {"data": self.data_hash(), "prepare": to_dict(self.preset.prepare)}
-        what = f"preparing the cache in {self.cache_dir}"
+        inputs = {
+            "data": self.cohort_step().hash,
+            "scan": to_dict(self.preset.scan),
+            "prepare": to_dict(self.preset.prepare),
+        }
         # prepare replaces the cache whole, so an old one stays readable until then
-        step = Step("cache", self.cache_dir, hash_, inputs, make, resumable=True, what=what)
+        what = f"preparing the cache in {self.cache_dir}"
+        return Step(
+            "cache", self.cache_dir, ("slicelib.data.prepare",), inputs, make, True, what=what
+        )
+
+    def run_step(self, name: str, cfg: RunConfig, after: Callable[[], Any] | None = None) -> Step:
+        """``runs/<name>`` trained on the study's cache with ``cfg`` (a refinement
+        ``cfg`` refines the study's U-Net at its k). A run with the same identity (all
+        but its epochs) and no more epochs, or one that ``slicelib train`` made with
+        these settings, is resumed; any other is trained again."""
+        from slicelib.train import train
+
+        run_dir = self.runs_dir / name
+        refine = isinstance(cfg, RefineConfig)
+        train_cfg = cfg.train if isinstance(cfg, RefineConfig) else cfg
+        identity_inputs: dict[str, Any] = {"cache": self.cache_step().hash}
+        identity_inputs["train"] = run_defining(train_cfg)
+        code: tuple[str, ...] = ("slicelib.train",)
+        if isinstance(cfg, RefineConfig):
+            own = {"recon_weight": cfg.recon_weight, "residual_quantile": cfg.residual_quantile}
+            identity_inputs.update(refine=own, unet=self.run_step(*self._unet_of(cfg)).hash)
+            code = ("slicelib.train", "slicelib.refine")
+        identity = step_hash(code, identity_inputs)
+
+        def resumable(stamp: Stamp | None) -> bool:
+            if stamp is None:
+                return not refine and self._adoptable(run_dir, train_cfg)
+            same = stamp.inputs.get("identity") == identity
+            return same and int(stamp.inputs.get("epochs", 0)) <= train_cfg.epochs
+
+        def make() -> None:
+            self.cache()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            run_cfg: RunConfig = cfg
+            if isinstance(cfg, RefineConfig):
+                run_cfg = dataclasses.replace(cfg, unet_run=str(self.run("unet", cfg.k)))
+            train(run_cfg, self.cache_dir, run_dir, resume=not refine, progress=self.progress)
+
+        inputs = {"identity": identity, "epochs": train_cfg.epochs, "train": to_dict(cfg)}
+        return Step(f"run/{name}", run_dir, code, inputs, make, resumable, what=f"training {name}")
+
+    def _unet_of(self, cfg: RefineConfig) -> tuple[str, TrainConfig]:
+        return run_name("unet", cfg.k), self.train_config("unet", cfg.k)
+
+    def results_step(self, k: int, common: bool = False) -> Step:
+        """Every method on the test split at ``k`` (``results/k<k>.csv``); ``common``:
+        restricted to the slices where k=1 and k=2 are both evaluable, summarised again
+        (``results/k<k>_common.csv``)."""
+        from slicelib.evaluate import evaluate
+
+        full = self.results_dir / f"k{k}.csv"
+        cfg = self.eval_config(common=False)
+        runs = {
+            run_name(m, k): self.run_step(run_name(m, k), self.train_config(m, k))
+            for m in self.models_at(k)
+        }
+        inputs = {
+            "cache": self.cache_step().hash,
+            "eval": {**to_dict(cfg), "device": None},
+            "k": k,
+            "runs": {name: step.hash for name, step in runs.items()},
+        }
+        if not common:
+
+            def make() -> None:
+                dirs = [self.run(m, k) for m in self.models_at(k)]
+                evaluate(self.cache(), k, cfg, dirs, progress=self.progress).save(full)
+
+            what = f"evaluating every method at k={k}"
+            return Step(
+                f"results/k{k}", full, ("slicelib.evaluate",), inputs, make, True, what=what
+            )
+        csv = self.results_dir / f"k{k}_common.csv"
+
+        def make_common() -> None:
+            from slicelib.data.triplets import evaluable_indices
+            from slicelib.stats import summarize
+
+            rows = self.results(k).rows
+            both = {
+                (e.patient_id, int(i))
+                for e in self.cache().entries("test")
+                for i in evaluable_indices(int(e.n_slices), k, common=True)
+            }
+            keys = zip(rows["patient_id"], rows["slice_index"])
+            rows = rows[[(str(p), int(i)) in both for p, i in keys]]
+            if rows.empty:
+                raise SlicelibError(f"no test slice is evaluable at both k=1 and k=2 ({full})")
+            summary = summarize(rows, reference="linear", n_boot=cfg.bootstrap, seed=cfg.seed)
+            paths, info = output_paths(csv), output_paths(full)["info"]
+            atomic_write(paths["rows"], lambda tmp: rows.to_csv(tmp, index=False))
+            atomic_write(paths["summary"], lambda tmp: summary.to_csv(tmp, index=False))
+            atomic_write(paths["info"], lambda tmp: shutil.copyfile(info, tmp))
+
+        inputs = {"results": self.results_step(k).hash}
+        return Step(f"results/k{k}_common", csv, ("slicelib.evaluate",), inputs, make_common, True)
+
+    def refine_results_step(self) -> Step:
+        """The refiner's per-slice rows on the slices the study's DDPM was scored on."""
+        from slicelib.evaluate import evaluate
+
+        cfg = self.refine_config()
+        csv = self.results_dir / f"refine_k{cfg.k}.csv"
+        run = self.run_step(f"refine_k{cfg.k}", cfg)
+
+        def make() -> None:
+            self.results(cfg.k)  # the DDPM's slices: the refiner's are the same ones
+            res = evaluate(self.cache_dir, cfg.k, self.eval_config(), [self._made(run)],
+                           methods=[], progress=False)  # fmt: skip
+            rows = res.rows[[family_of(str(m)) == "refine" for m in res.rows["method"]]]
+            atomic_write(csv, lambda tmp: rows.to_csv(tmp, index=False))
+
+        inputs = {"results": self.results_step(cfg.k).hash, "run": run.hash}
+        code = ("slicelib.evaluate", "slicelib.refine")
+        return Step(f"results/{csv.stem}", csv, code, inputs, make, True)
+
+    def ablation_results_step(self) -> Step:
+        """The DDPM's samplers for the study's DDPM (variant ``original``) and each ablation
+        variant, scored on the same slices (``results/ddpm_ablation_k<k>.csv``)."""
+        from slicelib.evaluate import evaluate
+
+        k = self.ablation_k
+        csv = self.results_dir / f"ddpm_ablation_k{k}.csv"
+        # DDIM at its largest step count only: the ablation asks about the schedule
+        cfg = self.eval_config(ddim_steps=self.preset.eval.ddim_steps[-1:])
+        runs = {v: self.run_step(f"ddpm_k{k}_{v}", c) for v, c in self.ablation_configs().items()}
+
+        def make() -> None:
+            frames = [
+                evaluate(
+                    self.cache(), k, cfg, [self._made(run)], methods=[], progress=False
+                ).rows.assign(variant=variant)
+                for variant, run in runs.items()
+            ]
+            # the DDPM's samplers every variant was scored with (without linear)
+            shared = set.intersection(*(set(f["method"]) for f in frames))
+            shared = {m for m in shared if family_of(m) == "ddpm"}
+            base = self.results(k).rows.assign(variant=ORIGINAL)
+            rows = pd.concat([base, *frames], ignore_index=True)
+            rows = rows[rows["method"].isin(shared)]
+            rows = rows[["variant", *[c for c in rows.columns if c != "variant"]]]
+            atomic_write(csv, lambda tmp: rows.to_csv(tmp, index=False))
+
+        inputs = {
+            "results": self.results_step(k).hash,
+            "eval": {**to_dict(cfg), "device": None},
+            "runs": {v: run.hash for v, run in runs.items()},
+        }
+        what = f"scoring the DDPM ablation at k={k}"
+        return Step(
+            f"results/{csv.stem}", csv, ("slicelib.evaluate",), inputs, make, True, what=what
+        )
+
+    def headroom_step(self, ks: tuple[int, ...] = (1, 2)) -> Step:
+        """Per slice the evaluation scores: the best linear filter of the two neighbours
+        (fitted on the training split) and two oracle blends (bounds), beside linear
+        interpolation (``results/headroom.csv``, rows of every k)."""
+        from slicelib.evaluate import evaluate
+
+        csv = self.results_dir / "headroom.csv"
+        cfg = self.eval_config()
+
+        def make() -> None:
+            from slicelib.data.dataset import TripletDataset
+            from slicelib.headroom import OracleBlend, fit_linear_filter
+
+            frames = []
+            for k in ks:
+                inputs, target = TripletDataset(self.cache(), "train", k).arrays()
+                filt = fit_linear_filter(
+                    inputs[:, 0], inputs[:, 1], target, seed=cfg.seed,
+                    pixels_per_slice=HEADROOM_PIXELS_PER_SLICE,
+                )  # fmt: skip
+                del inputs, target
+                bounds = {n: filt if b is None else OracleBlend(b) for n, b in HEADROOM.items()}
+                res = evaluate(self.cache(), k, cfg, methods=[], interpolators=bounds,
+                               progress=False)  # fmt: skip
+                frames.append(res.rows)
+            rows = pd.concat(frames, ignore_index=True)
+            atomic_write(csv, lambda tmp: rows.to_csv(tmp, index=False))
+
+        inputs = {
+            "cache": self.cache_step().hash,
+            "ks": list(ks),
+            "pixels_per_slice": HEADROOM_PIXELS_PER_SLICE,
+            "eval": {**to_dict(cfg), "device": None},
+        }
+        code = ("slicelib.evaluate", "slicelib.headroom", "slicelib.data.dataset")
+        return Step("results/headroom", csv, code, inputs, make, what="measuring the headroom")
+
+    def steps(self) -> dict[str, Step]:
+        """Every step of the study by name, whether made yet or not."""
+        steps = [self.cohort_step(), self.scan_step(), self.cache_step()]
+        runs = {run_name(m, k): self.train_config(m, k) for m, k in self.runs()}
+        runs.update(self.uncertainty_configs())
+        runs.update({f"ddpm_k{self.ablation_k}_{v}": c for v, c in self.ablation_configs().items()})
+        if "ddpm" in self.preset.models and "unet" in self.preset.models:
+            runs[f"refine_k{self.preset.refine.k}"] = self.refine_config()  # type: ignore[assignment]
+        steps += [self.run_step(name, cfg) for name, cfg in runs.items()]
+        for k in self.preset.ks:
+            steps += [self.results_step(k), self.results_step(k, common=True)]
+        steps.append(self.headroom_step())
+        if "ddpm" in self.preset.models:
+            if "unet" in self.preset.models:
+                steps.append(self.refine_results_step())
+            if self.config.ddpm_ablation:
+                steps.append(self.ablation_results_step())
+        return {step.name: step for step in steps}
+
+    def step_hash(self, name: str) -> str:
+        """The current hash of the step ``name`` (as :meth:`steps` names it)."""
+        step = self.steps().get(name)
+        if step is None:
+            raise SlicelibError(f"unknown study step {name!r}")
+        return step.hash
+
+    def _made(self, step: Step) -> Path:
+        """Make ``step`` when needed and log that the running notebook read it (the
+        runner runs a notebook again when a step it read changes)."""
         ensure(step, self.lock_dir)
-        self._read("cache", hash_)
-        return Cache(self.cache_dir)
+        path = os.environ.get(READS_ENV)
+        if path:
+            with open(path, "a") as fh:
+                fh.write(json.dumps({"step": step.name, "hash": step.hash}) + "\n")
+        return step.output
+
+    # What the notebooks read ------------------------------------------------------------
+
+    def cohort(self) -> Path:
+        """The data root; generates the synthetic cohort first when there is no user's."""
+        step = self.cohort_step()
+        return self._made(step) if self.synthetic else step.output
+
+    def scan(self) -> ScanRecord:
+        """The scan table of the data root (``scan.csv``) and its summary (``scan.json``)."""
+        csv = self._made(self.scan_step())
+        frame = pd.read_csv(csv, keep_default_na=False, na_values=[""])
+        return ScanRecord(frame=frame, summary=json.loads(csv.with_suffix(".json").read_text()))
+
+    def cache(self) -> Cache:
+        """The prepared cache (``cache/``), made from the data root when needed."""
+        from slicelib.data.cache import Cache
+
+        return Cache(self._made(self.cache_step()))
 
     def run(self, model: ModelName, k: int) -> Path:
-        """The run folder of ``model`` at ``k``, trained (or resumed) when needed.
-
-        A run left unfinished, or one that now needs more epochs, resumes from
-        ``last.pt``; a run made from other settings is trained again from scratch.
-        """
+        """The run folder of ``model`` at ``k``, trained (or resumed) when needed."""
         if model not in self.models_at(k):
             raise SlicelibError(
                 f"the {self.preset.name} preset does not train {model!r} at k={k} "
                 f"(it trains {', '.join(self.models_at(k))})"
             )
-        run_dir = self.trained_run(run_name(model, k), self.train_config(model, k))
-        self._read(f"run/{model}/{k}", self.run_hash(model, k))
-        return run_dir
+        return self._made(self.run_step(run_name(model, k), self.train_config(model, k)))
 
-    def trained_run(self, name: str, cfg: TrainConfig) -> Path:
-        """``runs/<name>`` trained on the study's cache with ``cfg``, when needed.
-
-        A run with the same identity and no more epochs than ``cfg`` (or one that
-        ``slicelib train`` made with these settings) is resumed; any other is removed
-        and trained again.
-        """
-        from slicelib.train import train
-
-        run_dir = self.runs_dir / name
-        identity = self._identity(cfg)
-
-        def resumable(stamp: Stamp | None) -> bool:
-            if stamp is None:
-                return self._adoptable(run_dir, cfg)
-            same = stamp.inputs.get("identity") == identity
-            return same and int(stamp.inputs.get("epochs", 0)) <= cfg.epochs
-
-        def make() -> None:
-            self.cache()
-            run_dir.mkdir(parents=True, exist_ok=True)
-            train(cfg, self.cache_dir, run_dir, resume=True, progress=self.progress)
-
-        inputs = {"identity": identity, "epochs": cfg.epochs, "train": to_dict(cfg)}
-        step = Step(
-            name, run_dir, self._run_hash(cfg), inputs, make, resumable, what=f"training {name}"
-        )
-        return ensure(step, self.lock_dir)
+    def history(self, model: ModelName, k: int) -> pd.DataFrame:
+        """The training history of a run (one row per epoch), training it if needed."""
+        return pd.read_csv(self.run(model, k) / "history.csv")
 
     def results(self, k: int, common: bool = False) -> Results:
-        """Every method evaluated on the test split at ``k`` (``results/k<k>.csv``).
-
-        The classical methods of the preset and every run the preset trains at
-        ``k`` (trained first when needed). ``common``: only the slices where k=1
-        and k=2 are both evaluable (2 <= i <= S-3), with the summary computed on
-        them, for every k=1 against k=2 comparison.
-        """
-        from slicelib.evaluate import evaluate
-
-        hash_ = self.results_hash(k)
-        csv = self.results_dir / f"k{k}.csv"
-        common_csv = self.results_dir / f"k{k}_common.csv"
-        cfg = dataclasses.replace(self.preset.eval, device=self.device, common=False)
-
-        def make() -> None:
-            runs = [self.run(m, k) for m in self.models_at(k)]
-            evaluation = evaluate(self.cache(), k, cfg, runs, progress=self.progress)
-            for stale in output_paths(common_csv).values():
-                stale.unlink(missing_ok=True)
-            evaluation.save(csv)
-
-        inputs = {"k": k, "eval": to_dict(cfg)}
-        what = f"evaluating every method at k={k}"
-        step = Step(f"results_k{k}", csv, hash_, inputs, make, resumable=True, what=what)
-        ensure(step, self.lock_dir)
-        self._read(f"results/{k}", hash_)
-        if common:
-            make_common = lambda: self._common_results(k, csv, common_csv)  # noqa: E731
-            inputs = {"k": k, "common": True}
-            step = Step(f"results_k{k}", common_csv, hash_, inputs, make_common, resumable=True)
-            ensure(step, self.lock_dir)
-            csv = common_csv
+        """Every method evaluated on the test split at ``k``: the classical methods of the
+        preset and every run it trains at ``k`` (trained first when needed). ``common``:
+        only the slices where k=1 and k=2 are both evaluable (2 <= i <= S-3), summarised
+        on them, for every k=1 against k=2 comparison."""
+        csv = self._made(self.results_step(k, common))
         return Results.load(csv, k=k, common=common, std_from=self.results_dir / f"k{k}.csv")
 
-    def _common_results(self, k: int, full_csv: Path, csv: Path) -> None:
-        """Restrict ``full_csv`` to the common slices and summarise them again."""
-        from slicelib.evaluate import REFERENCE
-        from slicelib.stats import summarize
-
-        rows = pd.read_csv(full_csv, dtype={"patient_id": str})
-        from slicelib.data.triplets import evaluable_indices
-
-        common = {
-            (e.patient_id, int(i))
-            for e in self.cache().entries("test")
-            for i in evaluable_indices(int(e.n_slices), k, common=True)
+    def uncertainty_runs(self) -> dict[str, Any]:
+        """The ensemble's run folders and the MC-dropout run folder, trained when needed."""
+        made = {
+            name: self._made(self.run_step(name, c))
+            for name, c in self.uncertainty_configs().items()
         }
-        keys = zip(rows["patient_id"], rows["slice_index"])
-        rows = rows[[(str(p), int(i)) in common for p, i in keys]]
-        if rows.empty:
-            raise SlicelibError(f"no test slice is evaluable at both k=1 and k=2 ({full_csv})")
-        summary = summarize(
-            rows, reference=REFERENCE, n_boot=self.preset.eval.bootstrap,
-            seed=self.preset.eval.seed,
-        )  # fmt: skip
-        paths = output_paths(csv)
-        atomic_write(paths["rows"], lambda tmp: rows.to_csv(tmp, index=False))
-        atomic_write(paths["summary"], lambda tmp: summary.to_csv(tmp, index=False))
-        atomic_write(
-            paths["info"], lambda tmp: shutil.copyfile(output_paths(full_csv)["info"], tmp)
-        )
+        *members, dropout = made.values()
+        return {"ensemble": members, "dropout": dropout}
+
+    def refine_run(self) -> Path:
+        """``runs/refine_k<k>``: the refiner on top of the study's U-Net."""
+        cfg = self.refine_config()
+        return self._made(self.run_step(f"refine_k{cfg.k}", cfg))
+
+    def refine_results(self) -> pd.DataFrame:
+        """The refiner's rows on the slices the study's DDPM was scored on."""
+        return pd.read_csv(self._made(self.refine_results_step()), dtype={"patient_id": str})
+
+    def ablation_runs(self) -> dict[str, Path]:
+        """The DDPM ablation's run folders by variant, trained when needed."""
+        k = self.ablation_k
+        return {
+            v: self._made(self.run_step(f"ddpm_k{k}_{v}", c))
+            for v, c in self.ablation_configs().items()
+        }
+
+    def ablation_results(self) -> pd.DataFrame:
+        """The ablation's per-slice rows (``variant`` column; empty without one)."""
+        if not self.config.ddpm_ablation:
+            return pd.DataFrame(columns=["variant", "method", "patient_id", "slice_index"])
+        return pd.read_csv(self._made(self.ablation_results_step()), dtype={"patient_id": str})
+
+    def headroom(self) -> pd.DataFrame:
+        """The headroom references' rows beside linear interpolation's, at k=1 and k=2."""
+        return pd.read_csv(self._made(self.headroom_step()), dtype={"patient_id": str})
 
     def predictions(
         self,
@@ -528,8 +614,7 @@ class Study:
 
         chosen = self.models_at(k) if models is None else models
         runs = [self.run(m, k) for m in chosen]
-        cfg = dataclasses.replace(self.preset.eval, device=self.device)
-        return predict_slices(self.cache(), k, slices, cfg, runs, methods=methods)
+        return predict_slices(self.cache(), k, slices, self.eval_config(), runs, methods=methods)
 
     def _adoptable(self, run_dir: Path, cfg: TrainConfig) -> bool:
         """True when ``run_dir`` holds a run that ``slicelib train`` (for example a
@@ -543,19 +628,10 @@ class Study:
         theirs = {k: v for k, v in dict(saved.get("train", {})).items() if k in ours}
         same_cache = Path(str(saved.get("cache", {}).get("dir", ""))) == self.cache_dir.resolve()
         epochs = int(saved.get("train", {}).get("epochs", cfg.epochs + 1))
-        adopt = (
-            same_cache
-            and json.dumps(ours, sort_keys=True, default=str)
-            == json.dumps(theirs, sort_keys=True, default=str)
-            and epochs <= cfg.epochs
-        )
+        adopt = same_cache and digest(ours) == digest(theirs) and epochs <= cfg.epochs
         if adopt:
             logger.info("adopting the run in %s (trained with these settings)", run_dir)
         return adopt
-
-    def history(self, model: ModelName, k: int) -> pd.DataFrame:
-        """The training history of a run (one row per epoch), training it if needed."""
-        return pd.read_csv(self.run(model, k) / "history.csv")
 
     def environment(self) -> dict[str, Any]:
         """The environment record: ``environment.json`` when the runner wrote one,

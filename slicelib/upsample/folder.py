@@ -173,7 +173,7 @@ def upsample_to_folder(
     checkpoints, the series (at least 2 uniformly spaced slices). ``slice_axis``:
     the through-plane voxel axis of a NIfTI input (None: from its header).
     """
-    from slicelib.checkpoint import Predictor
+    from slicelib.interpolator import Predictor
     from slicelib.io import atomic_directory
     from slicelib.upsample.dicom_writer import (
         Derivation,

@@ -1,34 +1,297 @@
-"""The book's tables, as pandas DataFrames of display strings (numbers formatted once,
-here, so that every notebook shows them alike)."""
+"""How the book shows numbers: formats, tables of display strings, sentences written from
+the numbers, and glue.
+
+Every number is formatted here once, so that every notebook shows it alike. Sentences
+that compare numbers choose their words from the numbers themselves (a chapter that says
+"A is better than B" next to two glued numbers could otherwise contradict them when a
+run changes); the notebooks glue them whole with :func:`glue_values`, and the chapters
+reference them with ``{glue:text}``, so that no number in the prose is typed by hand.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from slicelib.config import PAPER, ModelConfig
-from slicelib.methods import method_label
-from slicelib.original import APPROXIMATE_TOLERANCE, REPORTED_COHORT, reported_model
-from slicelib.stats import MIN_TEST_PATIENTS
-from slicelib.study.labels import (
-    fmt,
-    fmt_ci,
-    fmt_int,
-    fmt_p,
-    fmt_pm,
-    fmt_signed,
-    fmt_tesla,
-    missing,
-    p_text,
+from slicelib.methods import (
+    ANCESTRAL,
+    CLASSICAL,
+    DETERMINISTIC_MODELS,
+    is_ddim,
+    method_label,
+    method_spec,
 )
+from slicelib.original import APPROXIMATE_TOLERANCE, REPORTED_COHORT, reported_model
+from slicelib.stats import MIN_TEST_PATIENTS, Comparison
 
 if TYPE_CHECKING:
     from slicelib.data.cache import Cache
     from slicelib.results import Results
     from slicelib.study.workspace import Study
+
+# Formats ------------------------------------------------------------------------------
+
+
+def missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    """A number with ``digits`` decimals; "-" for a missing one."""
+    return "-" if missing(value) else f"{float(value):.{digits}f}"
+
+
+def fmt_pm(mean: Any, std: Any, digits: int = 2) -> str:
+    """ "mean ± std"."""
+    if missing(mean):
+        return "-"
+    return f"{float(mean):.{digits}f} ± {fmt(std, digits)}"
+
+
+def fmt_ci(low: Any, high: Any, digits: int = 2) -> str:
+    """ "[low, high]"."""
+    if missing(low) or missing(high):
+        return "-"
+    return f"[{float(low):.{digits}f}, {float(high):.{digits}f}]"
+
+
+# Below this a p-value is written as a bound: more digits would claim a precision
+# that a test over a few patients (or a bootstrap) does not have.
+P_FLOOR = 0.001
+
+
+def fmt_p(value: Any) -> str:
+    """A p-value for a table cell: "0.031", "0.42", or "< 0.001" below :data:`P_FLOOR`."""
+    if missing(value):
+        return "-"
+    value = float(value)
+    return f"< {P_FLOOR:g}" if value < P_FLOOR else f"{value:.2g}"
+
+
+def p_text(value: Any) -> str:
+    """A p-value in a sentence: "p = 0.031" or "p < 0.001" ("p -" when missing)."""
+    text = fmt_p(value)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
+def fmt_tesla(value: Any) -> str:
+    """A field strength as scanners are named: "3 T", "1.5 T" (2.89362 reads "3 T",
+    gauss converted); "-" when missing."""
+    from slicelib.data.criteria import field_strength_tesla
+
+    if missing(value):
+        return "-"
+    tesla = field_strength_tesla(float(value))
+    assert tesla is not None
+    # nominal strengths are whole or half tesla
+    return f"{round(tesla * 2) / 2:g} T"
+
+
+def fmt_signed(value: Any, digits: int = 2, unit: str = "") -> str:
+    return "-" if missing(value) else f"{float(value):+.{digits}f}{unit}"
+
+
+def fmt_int(value: Any) -> str:
+    return "-" if missing(value) else f"{int(value):,}"
+
+
+# What the qualitative figures show: every method, or a short list for Fig. 2.
+FIGURE_METHODS: tuple[str, ...] = (*CLASSICAL, *DETERMINISTIC_MODELS, ANCESTRAL)
+SHORT_FIGURE_METHODS: tuple[str, ...] = ("linear", "flow", "unet", "gan_improved", ANCESTRAL)
+
+
+def figure_methods(available: Any, short: bool = False) -> list[str]:
+    """The methods a figure shows, among ``available`` (names), in the book's order;
+    the DDPM's DDIM variant with the most steps is added to the full list."""
+    names = list(available)
+    wanted = list(SHORT_FIGURE_METHODS if short else FIGURE_METHODS)
+    if not short:
+        ddim = sorted(
+            (m for m in names if is_ddim(m)),
+            key=lambda m: int(getattr(method_spec(m), "steps", 0) or 0),
+        )
+        wanted += ddim[-1:]
+    return [m for m in wanted if m in names]
+
+
+# Sentences ----------------------------------------------------------------------------
+
+
+def plural(n: int, noun: str) -> str:
+    """ "1 patient", "6 patients"."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+def patients(n: int) -> str:
+    return plural(n, "patient")
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(float(value))
+
+
+def uncertainty_sentence(summary: pd.DataFrame, labels: Mapping[str, str]) -> str:
+    """Which estimator is better calibrated (lower ENCE), which ranks errors better
+    (higher Spearman correlation), and how the predicted std compares with the error.
+
+    ``summary`` is indexed by estimator with columns ``ence``, ``spearman``,
+    ``std_mean`` and ``mae_mean``; ``labels`` names each.
+    """
+    names = list(summary.index)
+    parts: list[str] = []
+    ence = {n: float(summary.loc[n, "ence"]) for n in names if _finite(summary.loc[n, "ence"])}
+    if len(ence) >= 2:
+        best = min(ence, key=lambda n: ence[n])
+        others = ", ".join(f"{labels[n]} {ence[n]:.3f}" for n in names if n != best and n in ence)
+        parts.append(
+            f"The better calibrated estimator by ENCE (lower is better) is the {labels[best]} "
+            f"({ence[best]:.3f}, against {others})."
+        )
+    rho = {
+        n: float(summary.loc[n, "spearman"]) for n in names if _finite(summary.loc[n, "spearman"])
+    }
+    if len(rho) >= 2:
+        best_rank = max(rho, key=lambda n: rho[n])
+        others = ", ".join(f"{labels[n]} {rho[n]:.3f}" for n in names if n != best_rank)
+        agree = (
+            "the same estimator"
+            if len(ence) >= 2 and best_rank == min(ence, key=lambda n: ence[n])
+            else f"the {labels[best_rank]}"
+        )
+        parts.append(
+            f"The one whose predicted standard deviation ranks the errors better (higher "
+            f"Spearman correlation) is {agree} ({rho[best_rank]:.3f}, against {others})."
+        )
+    if {"std_mean", "mae_mean"} <= set(summary.columns):
+        for n in names:
+            std, err = float(summary.loc[n, "std_mean"]), float(summary.loc[n, "mae_mean"])
+            if not (_finite(std) and _finite(err)) or err <= 0:
+                continue
+            if std < err:
+                relation = f"{err / std:.0f} times smaller than" if std > 0 else "zero against"
+            else:
+                relation = "at least as large as"
+            parts.append(
+                f"For the {labels[n]}, the mean predicted standard deviation ({std:.4f}) is "
+                f"{relation} the mean absolute error ({err:.4f})."
+            )
+    return " ".join(parts) if parts else "Neither estimator gives a finite calibration."
+
+
+def hardest_position_sentence(table: pd.DataFrame, method: str, k: int) -> str:
+    """Where in the volume ``method`` scores lowest: ``table`` has one row per bin of
+    relative position (index: bin centre in [0, 1]) and a PSNR column per method."""
+    column = table[method].dropna() if method in table.columns else pd.Series(dtype=float)
+    if column.empty:
+        return f"No position bin has a score for {method_label(method)} at k={k}."
+    centre = float(column.idxmin())  # type: ignore[arg-type]  # bin centres are floats
+    if centre < 0.25 or centre > 0.75:
+        where = "near an end of the volume (apex or base)"
+    else:
+        where = "in the middle part of the volume, not at its ends"
+    return (
+        f"In this run the {method_label(method)}'s lowest mean PSNR at k={k} "
+        f"({float(column.min()):.2f} dB) is in the bin centred at relative position "
+        f"{centre:.2f}, {where}."
+    )
+
+
+def change_sentence(value: float, reference: float, what: str, unit: str = "") -> str:
+    """``what`` went from ``reference`` to ``value``: "rises", "falls" or "is unchanged",
+    with both numbers (two decimals)."""
+    if value > reference:
+        verb = "rises"
+    elif value < reference:
+        verb = "falls"
+    else:
+        verb = "is unchanged"
+    return f"{what} {verb} from {reference:.2f}{unit} to {value:.2f}{unit}"
+
+
+def relative_gain_sentence(gain_pct: float, better: str, worse: str, metric: str) -> str:
+    """ "x % more SSIM at k=1 than at k=2", or "x % less" when the gain is negative."""
+    word = "more" if gain_pct >= 0 else "less"
+    return f"{abs(gain_pct):.1f} % {word} {metric} at {better} than at {worse}"
+
+
+def subset_note(summary: pd.DataFrame) -> str:
+    """A footnote for the methods scored on fewer slices than the others: their gain
+    over linear interpolation and their p-values are on the slices they share.
+
+    ``summary`` has ``method`` and ``n_slices`` columns (``stats.summarize``)."""
+    counts = summary.set_index("method")["n_slices"].astype(int)
+    full = int(counts.max())
+    fewer = counts[counts < full]
+    if fewer.empty:
+        return f"Every method is scored on the same {full:,} test slices."
+    names = ", ".join(f"{method_label(str(m))} ({int(n):,})" for m, n in fewer.items())
+    return (
+        f"Not every method is scored on all {full:,} test slices: {names}. Their "
+        "gain over linear interpolation and their p-values compare them on those "
+        "shared slices only, so their rows are not comparable number for number with "
+        "the others."
+    )
+
+
+def comparison_sentence(
+    c: Comparison, what: str, other: str, unit: str = "", digits: int = 2
+) -> str:
+    """``what`` against ``other`` paired over patients (:func:`slicelib.stats.compare`),
+    with the words chosen by the interval: "higher" or "lower" only when the whole
+    interval lies on one side of 0, "no difference this run resolves" when it holds 0,
+    and the reason when there are too few patients to test.
+
+    ``"the cosine schedule scores +1.23 dB against the original schedule (95 % CI
+    [+0.50, +2.00], p = 0.031, 6 patients): higher."``
+    """
+    gain = f"{c.gain:+.{digits}f}{unit}"
+    if not _finite(c.gain):
+        return f"{what} and {other} share no scored slice."
+    if not c.tested:
+        return f"{what} scores {gain} against {other} ({patients(c.n_patients)}: {c.test})."
+    if c.above_zero:
+        verdict = "higher"
+    elif c.below_zero:
+        verdict = "lower"
+    else:
+        verdict = "no difference this run resolves"
+    interval = f"[{c.ci_low:+.{digits}f}, {c.ci_high:+.{digits}f}]"
+    return (
+        f"{what} scores {gain} against {other} ({100 * c.confidence:.0f} % CI {interval}, "
+        f"{p_text(c.p_value)}, {patients(c.n_patients)}): {verdict}."
+    )
+
+
+def plain(value: Any) -> Any:
+    """``value`` as a plain Python int, float or str (numpy scalars would be glued as
+    ``np.float64(...)``, which the book cannot format)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "n/a"
+    if isinstance(value, (int, float, str)):
+        return value
+    return str(value)
+
+
+def glue_values(values: Mapping[str, Any]) -> None:
+    """Glue each value under its key, without displaying it."""
+    from myst_nb import glue
+
+    for key, value in values.items():
+        glue(key, plain(value), display=False)
+
+
+# Tables -------------------------------------------------------------------------------
+
 
 LOSSES: dict[str, str] = {
     "cnn": "L1",
@@ -355,7 +618,7 @@ def exclusion_table(frame: pd.DataFrame) -> pd.DataFrame:
 def cohort_table(cache: Cache, ks: tuple[int, ...] = (1, 2)) -> pd.DataFrame:
     """Supplement 1.3 for this cohort: patients, volumes, slices and triplets per split
     (per k, and on the common slices), beside the original's numbers."""
-    from slicelib.data.dataset import evaluable_indices
+    from slicelib.data.triplets import evaluable_indices
 
     splits = ("train", "val", "test")
     table: dict[str, dict[str, int]] = {}
@@ -467,8 +730,6 @@ def lr_text(lr: float) -> str:
 def budget_sentence(study: Study) -> str:
     """The optimisation budget of the study's runs, in words: one sentence when
     every network has the same (epochs x steps x batch), else one clause per model."""
-    from slicelib.study.prose import plural
-
     budgets: dict[str, tuple[int, int | None, int]] = {}
     for model, k in study.runs():
         cfg = study.train_config(model, k)
