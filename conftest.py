@@ -19,10 +19,21 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+# What ``make test-fast`` (``pytest -m "not slow"``) leaves out: whole modules that build
+# a book, start processes or install packages, tests that use a study or train twice to
+# compare (by fixture or name), and every notebook check (nbval).
+SLOW_MODULES = ("test_book", "test_distributed", "test_install", "test_verify", "test_fuzz")
+SLOW_FIXTURES = ("smoke_study", "tiny_arm")
+SLOW_NAMES = ("resumes_to_the_same_weights", "gives_the_same_weights")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark as slow what runs the smoke study or executes a notebook (nbval), so that
-    ``make test-fast`` (``pytest -m "not slow"``) leaves them out."""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
-        if "smoke_study" in fixtures or item.path.suffix == ".ipynb":
+        if (
+            item.path.suffix == ".ipynb"
+            or item.path.stem in SLOW_MODULES
+            or any(f in fixtures for f in SLOW_FIXTURES)
+            or any(n in item.name for n in SLOW_NAMES)
+        ):
             item.add_marker(pytest.mark.slow)

@@ -3,9 +3,9 @@
     python scripts/screenshots.py BOOK_HTML_DIR OUT_DIR [--width 1280] [--height 2400]
 
 Opens the front page, the results chapter, the results notebook page, the
-qualitative page and the real-anatomy chapter of a book built by ``slicelib study`` (e.g. ``_build/html``) from
-the file system, with the network unused, and writes one PNG per page and width
-(the given width and a 420 px phone width) into OUT_DIR. Needs the ``chromium``
+qualitative page and the real-anatomy chapter of a book built by ``slicelib study``
+(e.g. ``_build/html``) from the file system, with the network unused, and writes one PNG
+per page and width (the given width and a 420 px phone width) into OUT_DIR. Needs the ``chromium``
 binary (Debian: ``apt-get install chromium``); CHROMIUM names another.
 """
 

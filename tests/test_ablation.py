@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from slicelib.config import DEMO, SMOKE, DiffusionConfig
-from slicelib.study import ablation
+from slicelib.config import DiffusionConfig
+from slicelib.study import Study
+from slicelib.study import analysis as ablation
 
 
 def ablation_rows(gains: dict[str, float], patients: int = 6) -> pd.DataFrame:
@@ -76,17 +79,13 @@ def test_no_ablation_says_so() -> None:
     assert numbers["abl_variants"] == 0 and "not tested" in numbers["abl_summary"]
 
 
-def test_demo_and_smoke_ablate_the_schedule_only() -> None:
-    for preset in (DEMO, SMOKE):
-        assert set(preset.ddpm_ablation) == {"cosine", "rescaled"}
-        for variant in preset.ddpm_ablation:
-            cfg = preset.ablation_train_config(variant, 1)
-            base = preset.train_config("ddpm", 1)
+def test_demo_and_smoke_ablate_the_schedule_only(tmp_path) -> None:
+    for preset in ("demo", "smoke"):
+        study = Study(preset, tmp_path / preset)
+        configs = study.ablation_configs()
+        assert set(configs) == {"cosine", "rescaled"}
+        base = study.train_config("ddpm", 1)
+        for cfg in configs.values():
             assert cfg.diffusion != base.diffusion
-            assert (cfg.epochs, cfg.steps_per_epoch, cfg.batch_size, cfg.lr, cfg.seed) == (
-                base.epochs,
-                base.steps_per_epoch,
-                base.batch_size,
-                base.lr,
-                base.seed,
-            )
+            assert cfg == dataclasses.replace(base, diffusion=cfg.diffusion)
+    assert Study("paper", tmp_path / "paper").ablation_configs() == {}

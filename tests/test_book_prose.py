@@ -1,6 +1,6 @@
 """Sentences of the book that compare numbers agree with the numbers they cite.
 
-The comparison sentences are written by :mod:`slicelib.study.prose` from the
+The comparison sentences are written by :mod:`slicelib.study.present` from the
 numbers; these tests check each writer in both directions, and that no chapter
 states a comparison by hand beside glued numbers.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slicelib.study import prose
+from slicelib.study import present as prose
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = {"ensemble": "deep ensemble", "mc_dropout": "MC dropout"}

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from slicelib.checkpoint import (
-    Predictor,
     load_run,
     read_checkpoint,
     save_checkpoint,
 )
 from slicelib.config import SMOKE, ModelConfig
 from slicelib.errors import SlicelibError
+from slicelib.interpolator import Predictor
 from slicelib.train import train
 
 TINY_MODELS = ModelConfig(features=8, cnn_blocks=2, ddpm_channels=8, ddpm_time_dim=32)

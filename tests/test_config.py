@@ -91,17 +91,20 @@ def test_demo_gives_every_network_the_same_budget_and_six_test_patients() -> Non
 
 
 def test_ddpm_ablation_changes_only_the_diffusion() -> None:
-    base = DEMO.train_config("ddpm", 1)
-    for variant in DEMO.ddpm_ablation:
-        cfg = DEMO.ablation_train_config(variant, 1)
-        assert cfg.diffusion != base.diffusion
-        assert dataclasses.replace(cfg, diffusion=base.diffusion) == base
-    assert DEMO.ablation_diffusion("cosine").schedule == "cosine"
-    assert DEMO.ablation_diffusion("rescaled").rescale
+    from slicelib.study.config import study_config, study_differences
+
+    demo, paper = study_config("demo"), study_config("paper")
+    assert demo.ablation_diffusion(DEMO.diffusion, "cosine").schedule == "cosine"
+    assert demo.ablation_diffusion(DEMO.diffusion, "rescaled").rescale
     with pytest.raises(SlicelibError, match="unknown DDPM ablation variant 'sqrt'"):
-        DEMO.ablation_diffusion("sqrt")
+        demo.ablation_diffusion(DEMO.diffusion, "sqrt")
     with pytest.raises(SlicelibError, match="none in this preset"):
-        PAPER.ablation_diffusion("cosine")
+        paper.ablation_diffusion(PAPER.diffusion, "cosine")
+    # The study's own settings are the study's; the book lists them with the preset's.
+    lines = study_differences("demo")
+    assert "uncertainty.members: 2 (paper: 5)" in lines
+    assert "ddpm_ablation.cosine.schedule: cosine (paper: None)" in lines
+    assert set(preset_differences(DEMO)) < set(lines)
 
 
 def test_saved_configs_with_the_old_residual_name_still_load() -> None:

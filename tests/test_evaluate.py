@@ -126,18 +126,18 @@ def test_runs_are_scored_and_ddpm_expanded(
     assert result.info["methods"]["ddpm_mean2"]["subset"] is True
     assert result.info["runs"][str(runs["unet"])]["methods"] == ["unet"]
     # The per-pixel std across the two samples is kept and written.
-    std_mean = result.ddpm_std["ddpm_mean2/std_mean"]
+    std_mean = result.std["ddpm_mean2/std_mean"]
     assert std_mean.shape == (2,) and (std_mean > 0).all()
-    assert result.ddpm_std["ddpm_mean2/example_std"].shape == (2, 32, 32)
+    assert result.std["ddpm_mean2/example_std"].shape == (2, 32, 32)
     written = result.save(tmp_path / "with_runs.csv")
-    with np.load(written["ddpm_std"]) as npz:
+    with np.load(written["std"]) as npz:
         np.testing.assert_allclose(npz["ddpm_mean2/std_mean"], std_mean)
 
 
 def test_ddpm_sampling_is_seeded(tiny_cache: Path, runs: dict[str, Path]) -> None:
     pid = Cache(tiny_cache).entries("test")[0].patient_id
     vol = np.asarray(Cache(tiny_cache).volume(pid), dtype=np.float32)
-    batch = ev.Batch([ev.SliceRef(pid, 5, 5 / 19)], [neighbours(vol, 5, 1)])
+    batch = ev.Batch([ev.SliceRef(pid, 5, 5 / 19)], [neighbours(vol, 5, 1)], vol[5:6])
 
     def ancestral(seed: int) -> np.ndarray:
         cfg = dataclasses.replace(CFG, seed=seed)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,6 +32,12 @@ def test_epoch_ticks_are_integers(epochs: list[int], ticks: list[int]) -> None:
 
 
 def test_gains_are_paired_differences_on_shared_slices() -> None:
+    """The gains the book plots and tables are the summary's: per patient, on the slices
+    both methods scored."""
+    from slicelib.results import Results
+    from slicelib.stats import summarize
+    from slicelib.study.analysis import gain_table
+
     rows = pd.DataFrame(
         {
             "method": ["linear"] * 4 + ["unet"] * 4 + ["ddpm"] * 2,
@@ -42,14 +46,14 @@ def test_gains_are_paired_differences_on_shared_slices() -> None:
             "psnr": [20, 22, 24, 26, 21, 24, 24, 27, 10, 14],
             "ssim": np.linspace(0.5, 0.9, 10),
         }
-    )
-    res = SimpleNamespace(rows=rows, methods=["linear", "unet", "ddpm"], k=1)
-    table = figures.gains(res, "psnr")  # type: ignore[arg-type]
-    assert list(table.index) == ["unet", "ddpm"]
-    assert table.loc["unet", "gain"] == pytest.approx(1.0)  # (1 + 2 + 0 + 1) / 4
-    assert table.loc["ddpm", "gain"] == pytest.approx(-10.0)  # (10-20 + 14-24) / 2
-    assert table.loc["ddpm", "n_slices"] == 2
+    ).assign(ssim_gauss=0.5, mae=0.1, ms_per_slice=1.0)
+    summary = summarize(rows, n_boot=100).set_index("method")
+    assert summary.loc["unet", "psnr_gain_db"] == pytest.approx(1.0)  # (1 + 2 + 0 + 1) / 4
+    assert summary.loc["ddpm", "psnr_gain_db"] == pytest.approx(-10.0)  # (10-20 + 14-24) / 2
     # two patients are below the minimum for an interval: the gain is shown without one
-    assert np.isnan(table.loc["unet", "low"]) and np.isnan(table.loc["unet", "high"])
-    fig = figures.method_gains([res, SimpleNamespace(**{**vars(res), "k": 2})], res.methods)  # type: ignore[list-item]
-    assert len(fig.axes) == 2
+    assert np.isnan(summary.loc["unet", "psnr_gain_ci_low"])
+    res = Results(rows=rows, summary=summary.reset_index(), info={}, k=1)
+    table = gain_table([res])
+    assert list(table.index) == ["linear", "U-Net", "DDPM"]
+    assert table.loc["U-Net", "k=1: gain (dB)"] == "+1.00"
+    assert table.loc["U-Net", "k=1: 95 % CI"] == "-"

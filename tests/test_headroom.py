@@ -11,8 +11,8 @@ from slicelib.headroom import (
     apply_linear_filter,
     fit_linear_filter,
     oracle_blend,
-    slice_psnr,
 )
+from slicelib.metrics import psnr
 
 
 def _stacks(n: int = 6, size: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +62,8 @@ def test_block_oracle_finds_the_blend_weight_and_beats_linear() -> None:
     out = oracle_blend(before, after, target, block=4)
     np.testing.assert_allclose(out, target, atol=1e-6)
     linear = 0.5 * (before + after)
-    assert np.all(slice_psnr(out, target) > slice_psnr(linear, target))
+    for o, lin, t in zip(out, linear, target):
+        assert psnr(np.clip(o, 0, 1), t, 1.0) > psnr(lin, t, 1.0)
 
 
 def test_bad_shapes_and_parameters_are_named() -> None:
@@ -73,3 +74,23 @@ def test_bad_shapes_and_parameters_are_named() -> None:
         fit_linear_filter(before, after, before, taps=4)
     with pytest.raises(SlicelibError, match="block must be"):
         oracle_blend(before, after, before, block=0)
+
+
+def test_filter_and_oracle_are_scored_as_methods() -> None:
+    """A fitted filter is an interpolator and an oracle blend a bound: the evaluation's
+    Method predicts with either, clipped to [0, 1] as every method is scored."""
+    import torch
+
+    from slicelib.evaluate import Batch, Method
+    from slicelib.headroom import OracleBlend
+
+    before, after = _stacks(n=2, size=12)
+    target = 0.25 * before + 0.75 * after
+    identity = LinearFilter(weights=np.zeros((2, 3, 3)), bias=0.0)
+    identity.weights[1, 1, 1] = 1.0  # copies S_{i+k}
+    x = torch.from_numpy(np.stack([before, after], axis=1).astype(np.float32))
+    np.testing.assert_allclose(identity(x)[:, 0].numpy(), after, atol=1e-6)
+    items = [type("NB", (), {"before": b, "after": a})() for b, a in zip(before, after)]
+    batch = Batch(refs=[], items=items, targets=target.astype(np.float32))  # type: ignore[arg-type]
+    pred = Method("oracle_tile", OracleBlend(4)).predict(batch)  # type: ignore[arg-type]
+    np.testing.assert_allclose(pred.images, target, atol=1e-6)

@@ -9,10 +9,10 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from slicelib.checkpoint import LoadedRun
-from slicelib.interpolator import Predictor
 from slicelib.config import ModelConfig, TrainConfig
 from slicelib.errors import SlicelibError
 from slicelib.inference import BF16_TOLERANCE, cpu_has_fast_bf16, use_cpu_bf16
+from slicelib.interpolator import Predictor
 from slicelib.models import build_generator
 
 CPU = torch.device("cpu")

@@ -1,6 +1,6 @@
 """The study's notebooks: committed without outputs, one ``parameters`` cell of plain
 values with the smoke defaults, each typed and described for papermill, checked into a
-typed Study in the next cell."""
+typed Study in the next cell; and the one rule of what a notebook holds."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ from pathlib import Path
 import pytest
 
 from slicelib.errors import SlicelibError
-from slicelib.study import Study
-from slicelib.study.notebooks import REQUIRED_NOTEBOOKS, STUDY_NOTEBOOKS, source_hash
-from slicelib.study.parameters import (
+from slicelib.study import notebook_study
+from slicelib.study.notebooks import (
+    REQUIRED_NOTEBOOKS,
+    STUDY_NOTEBOOKS,
     NotebookParameter,
     check_parameter,
     check_parameters,
     notebook_parameters,
     parse_assignment,
+    source_hash,
 )
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -70,9 +72,7 @@ def test_one_parameters_cell_of_plain_values(name: str) -> None:
     assert values["preset"] == "smoke"
     assert values["out_dir"] is None and values["data_root"] is None
     following = source(cells[tagged[0] + 1])
-    assert f'Study.from_notebook(\n    "{name}"' in following or (
-        f'Study.from_notebook("{name}"' in following
-    )
+    assert f'notebook_study(\n    "{name}"' in following or f'notebook_study("{name}"' in following
 
 
 @pytest.mark.parametrize("name", PRESENT)
@@ -134,18 +134,18 @@ def test_wrong_type_names_notebook_and_parameter(name: str, value: object, messa
     assert "\n" not in str(info.value)
 
 
-def test_from_notebook_checks_types_and_values(tmp_path: Path) -> None:
+def test_notebook_study_checks_types_and_values(tmp_path: Path) -> None:
     with pytest.raises(SlicelibError, match=r"notebook 'train': parameter 'k' must be int"):
-        Study.from_notebook("train", preset="smoke", out_dir=str(tmp_path), k="2")
+        notebook_study("train", preset="smoke", out_dir=str(tmp_path), k="2")
     with pytest.raises(SlicelibError, match=r"notebook 'data': parameter 'preset': unknown preset"):
-        Study.from_notebook("data", preset="huge", out_dir=str(tmp_path))
+        notebook_study("data", preset="huge", out_dir=str(tmp_path))
     with pytest.raises(SlicelibError, match=r"parameter 'model': unknown model 'vit'"):
-        Study.from_notebook("train", preset="smoke", out_dir=str(tmp_path), model="vit", k=1)
+        notebook_study("train", preset="smoke", out_dir=str(tmp_path), model="vit", k=1)
     with pytest.raises(SlicelibError, match=r"parameter 'k': the smoke preset trains the DDPM"):
-        Study.from_notebook("train", preset="smoke", out_dir=str(tmp_path), model="ddpm", k=2)
+        notebook_study("train", preset="smoke", out_dir=str(tmp_path), model="ddpm", k=2)
     with pytest.raises(SlicelibError, match=r"unknown parameter 'epochs'"):
-        Study.from_notebook("train", preset="smoke", out_dir=str(tmp_path), epochs=3)
-    study = Study.from_notebook("train", preset="smoke", out_dir=str(tmp_path), model="cnn", k=2)
+        notebook_study("train", preset="smoke", out_dir=str(tmp_path), epochs=3)
+    study = notebook_study("train", preset="smoke", out_dir=str(tmp_path), model="cnn", k=2)
     assert study.out_dir == tmp_path.resolve() and study.preset.name == "smoke"
 
 
@@ -153,7 +153,7 @@ def test_out_dir_none_resolves_under_slicelib_home(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SLICELIB_HOME", str(tmp_path / "home"))
-    study = Study.from_notebook("data", preset="smoke", out_dir=None, data_root=None)
+    study = notebook_study("data", preset="smoke", out_dir=None, data_root=None)
     assert study.out_dir == (tmp_path / "home" / "smoke").resolve()
     assert study.data_root == study.out_dir / "data" and study.synthetic
 
@@ -192,3 +192,26 @@ def test_parse_assignment(text: str, expected: tuple[object, ...]) -> None:
 def test_parse_assignment_rejects_missing_value() -> None:
     with pytest.raises(SlicelibError, match="expected"):
         parse_assignment("samples")
+
+
+@pytest.mark.parametrize("name", PRESENT)
+def test_every_notebook_holds_parameters_calls_and_figures(name: str) -> None:
+    """The rule: a notebook holds its parameters, opens its workspace once with
+    ``notebook_study`` (whose steps make what it reads), calls slicelib for every table
+    and number, and draws the figures it shows. So no notebook builds a workspace of its
+    own, reaches into its steps' folders by path, or calls a figure-making
+    function from slicelib other than the shared helpers of ``slicelib.study.figures``."""
+    code = [source(c) for c in load(name)["cells"] if c["cell_type"] == "code"]
+    text = "\n".join(code[1:])
+    assert text.count("notebook_study(") == 1, name
+    for forbidden in ("Study(", "runs_dir", "results_dir", "cache_dir /", "plt."):
+        assert forbidden not in text, f"{name}: {forbidden}"
+    tree = ast.parse("\n".join(line for line in text.splitlines() if not line.startswith("%")))
+    helpers = {"StudyFigure", "panels", "epoch_axis", "central", "scores", "PAGE_WIDTH",
+               "ERROR_CMAP", "method_families", "comparison_figure"}  # fmt: skip
+    used = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and getattr(node.value, "id", "") == "figures"
+    }
+    assert used <= helpers, f"{name}: {sorted(used - helpers)}"

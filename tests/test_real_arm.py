@@ -12,14 +12,16 @@ import yaml
 
 from slicelib.config import REAL, get_preset
 from slicelib.data.cache import read_manifest
-from slicelib.study import claims, real
+from slicelib.study import analysis as real
+from slicelib.study import claims
 from slicelib.study.book import staged_toc
+from slicelib.study.config import REAL_DATA, real_data_root, study_config
 from slicelib.study.notebooks import REAL_NOTEBOOK, NotebookJob, NotebookRunner, plan_jobs
 from slicelib.study.runner import _real_arm
 from slicelib.study.workspace import Study
 
 ROOT = Path(__file__).resolve().parents[1]
-IXI = ROOT / real.REAL_DATA
+IXI = ROOT / REAL_DATA
 SUBJECTS = 6
 SLICES_PER_PATIENT = 3
 
@@ -47,10 +49,10 @@ def tiny_arm(tmp_path_factory: pytest.TempPathFactory) -> Study:
 
 
 def test_the_repository_carries_the_real_cohort() -> None:
-    assert real.real_data_root(ROOT) == IXI
-    assert real.real_data_root(ROOT / "notebooks") is None
-    assert get_preset("demo").real_arm == "real"
-    assert get_preset("smoke").real_arm is None  # the smoke study stays fast
+    assert real_data_root(ROOT) == IXI
+    assert real_data_root(ROOT / "notebooks") is None
+    assert study_config("demo").real_arm == "real"
+    assert study_config("smoke").real_arm is None  # the smoke study stays fast
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -72,19 +74,25 @@ def test_tiny_real_arm_end_to_end(tiny_arm: Study) -> None:
     same = k1.rows[keys].drop_duplicates().merge(k2.rows[keys].drop_duplicates())
     assert len(same) == len(k1.rows[keys].drop_duplicates())  # the same slices at both k
 
-    table = real.gain_table([k1, k2], study)
+    table = real.gain_table([k1, k2])
     assert {"U-Net", "CNN (EDSR)", "optical flow"} <= set(table.index)
-    numbers = real.gain_numbers([k1, k2], study)
+    numbers = real.gain_numbers([k1, k2])
     n_test = len(cache.entries("test"))
     assert numbers["real_k1_subjects"] == numbers["real_k2_subjects"] == n_test
     gains = real.subject_gains(k2)
     assert set(gains["method"]) == {"nearest", "cubic", "flow", "cnn", "unet"}
 
-    head = real.headroom(study)
-    assert len(head) == 2 * len(real.HEADROOM) * n_test
-    # the per-pixel oracle clips the target to the neighbours' range, where linear lies
-    assert (head.loc[head["predictor"] == "oracle_pixel", "gain_db"] >= -1e-9).all()
-    assert set(real.headroom_numbers(head, study)) >= {"real_headroom_filter_k1"}
+    head = real.headroom_results(study)
+    assert [res.k for res in head] == [1, 2]
+    for res in head:  # every reference on the slices the evaluation scores, beside linear
+        assert set(res.methods) == {"linear", "filter", "oracle_tile", "oracle_pixel"}
+        assert res.rows.groupby("method").size().max() == SLICES_PER_PATIENT * n_test
+        # the per-pixel oracle clips the target to the neighbours' range, where linear lies
+        assert res.row("oracle_pixel")["psnr_gain_db"] >= -1e-9
+    assert set(real.headroom_numbers(head)) >= {"real_headroom_filter_k1"}
+    assert list(real.gain_table(head, real.HEADROOM_LABELS).index) == list(
+        real.HEADROOM_LABELS.values()
+    )
 
     runs = real.training_runs(study)
     assert len(runs) == 4 and (runs["steps"] == 2).all()
@@ -101,11 +109,10 @@ def test_tiny_real_arm_end_to_end(tiny_arm: Study) -> None:
 
     pid = k2.rows["patient_id"].iloc[0]
     index = int(k2.rows["slice_index"].iloc[0])
-    preds = {
-        k: study.predictions(k, [(pid, index)], methods=["linear"], models=["unet"]) for k in (1, 2)
-    }
-    fig = real.error_panels(preds, ["linear", "unet"], (slice(None), slice(None)))
-    assert len(fig.axes) == 2 * 5 + 2  # two rows of five panels and a colour bar each
+    for k in (1, 2):
+        preds = study.predictions(k, [(pid, index)], methods=["linear"], models=["unet"])
+        assert set(preds.predictions) == {"linear", "unet"}
+        assert preds.predictions["unet"].shape == preds.targets.shape == (1, 32, 32)
 
 
 def test_runner_plans_the_real_notebook_on_its_own_workspace(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from slicelib.errors import SlicelibError
 from slicelib.study import Study
 from slicelib.study.notebooks import NotebookJob, NotebookRunner, plan_jobs
 from slicelib.study.runner import run_study
-from slicelib.study.stamps import digest, is_current, read_stamp, tree_fingerprint, write_stamp
+from slicelib.study.steps import digest, is_current, read_stamp, tree_fingerprint, write_stamp
 
 if TYPE_CHECKING:
     from study_fixtures import SmokeStudy
@@ -85,10 +85,11 @@ def test_changed_configuration_reruns_what_read_it(smoke_study: SmokeStudy) -> N
     epochs = {**SMOKE.epochs, "unet": SMOKE.epochs["unet"] + 1}
     longer = Study(dataclasses.replace(SMOKE, epochs=epochs), smoke_study.out)
     same = Study("smoke", smoke_study.out)
-    assert longer.run_hash("unet", 1) != same.run_hash("unet", 1)
-    assert longer.run_identity("unet", 1) == same.run_identity("unet", 1)  # resumable
-    assert longer.run_hash("cnn", 1) == same.run_hash("cnn", 1)
-    assert longer.results_hash(1) != same.results_hash(1)
+    assert longer.step_hash("run/unet_k1") != same.step_hash("run/unet_k1")
+    identity = [s.steps()["run/unet_k1"].inputs["identity"] for s in (longer, same)]
+    assert identity[0] == identity[1]  # the same run with more epochs: resumable
+    assert longer.step_hash("run/cnn_k1") == same.step_hash("run/cnn_k1")
+    assert longer.step_hash("results/k1") != same.step_hash("results/k1")
     jobs = {job.name: job for job in plan_jobs(longer, NOTEBOOKS)}
     runner = NotebookRunner(longer)
     assert not runner.up_to_date(jobs["train_unet_k1"])

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slicelib.study import tables
-from slicelib.study.labels import fmt_int, fmt_p, fmt_tesla, p_text
+from slicelib.study import present as tables
+from slicelib.study.present import fmt_int, fmt_p, fmt_tesla, p_text
 
 
 @pytest.mark.parametrize(

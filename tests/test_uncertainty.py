@@ -124,10 +124,16 @@ def test_evaluation_on_a_cache_gives_maps_and_curves(tiny_cache: Path) -> None:
     }
     result = evaluate_uncertainty(tiny_cache, methods, k=1, bins=5, max_slices=6, examples=2)
     assert set(result.calibration) == {"ensemble", "mc_dropout"}
-    assert len(result.slices) == 12
+    rows = result.results.rows  # one scoring pass: the evaluation's rows, linear's too
+    assert (rows["method"].isin(list(methods)).sum(), set(rows["method"])) == (
+        12,
+        {"linear", *methods},
+    )
     for name in methods:
-        maps = result.examples[name]
-        assert maps["std"].shape == (2, 32, 32) and maps["std"].min() >= 0
+        assert result.results.std[f"{name}/example_std"].shape == (2, 32, 32)
+        maps = result.example(name, 1)
+        assert maps["std"].shape == (32, 32) and maps["std"].min() >= 0
+        np.testing.assert_allclose(maps["error"], np.abs(maps["mean"] - maps["target"]))
         assert len(result.calibration[name].curve()) == 5
         assert result.calibration[name].n_pixels == 6 * 32 * 32
     summary = result.summary().set_index("method")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shlex
 import sys
 from typing import Any
 
 from slicelib.cli.types import add_preset_option
+from slicelib.errors import SlicelibError
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -74,7 +76,24 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
+# The packages of the study's extra (`pip install 'slicelib[study]'`), by import name.
+STUDY_PACKAGES: tuple[str, ...] = (
+    "papermill", "ipykernel", "myst_nb", "matplotlib", "yaml", "jupyter_book",
+)  # fmt: skip
+
+
+def require_study_extra(command: str) -> None:
+    """A one-line error naming what to install when the study's packages are missing."""
+    missing = [name for name in STUDY_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SlicelibError(
+            f"{command} needs the study's packages ({', '.join(missing)} not installed): "
+            "pip install 'slicelib[study]'"
+        )
+
+
 def handler(args: argparse.Namespace) -> int:
+    require_study_extra("slicelib study")
     from slicelib.study.runner import run_study
 
     overrides: dict[str | None, dict[str, Any]] = {}

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from slicelib.cli.study import require_study_extra
+
+    require_study_extra("slicelib verify")
     from slicelib.study.verify import verify_study
 
     return verify_study(args.study, args.only or None, args.fresh, args.source)

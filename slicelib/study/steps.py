@@ -22,6 +22,7 @@ import ast
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -80,23 +81,34 @@ def imported_modules(tree: ast.AST, known: Iterable[str]) -> set[str]:
     return result
 
 
+@lru_cache(maxsize=4096)
+def _module(
+    path: Path, size: int, mtime_ns: int, known: frozenset[str]
+) -> tuple[str, frozenset[str]]:
+    """(content hash, the ``known`` modules it imports) of one file, read again when its
+    size or modification time changes."""
+    data = path.read_bytes()
+    try:
+        imports = imported_modules(ast.parse(data, filename=str(path)), known)
+    except SyntaxError:
+        # A file that does not parse makes any step that runs it fail anyway;
+        # depending on the whole package keeps its hash honest meanwhile.
+        imports = set(known)
+    return hashlib.sha256(data).hexdigest(), frozenset(imports)
+
+
 @lru_cache(maxsize=4)
 def _graph(
     root: Path, signature: tuple[tuple[str, int, int], ...]
 ) -> dict[str, tuple[str, frozenset[str]]]:
     """``{module: (content hash, modules it imports)}`` of the package at ``root``
     (``signature``, every file's size and time, is the cache key)."""
-    paths = {module_name(root / rel, root): root / rel for rel, _, _ in signature}
+    paths = {module_name(root / rel, root): (root / rel, size, t) for rel, size, t in signature}
+    known = frozenset(paths)
     graph: dict[str, tuple[str, frozenset[str]]] = {}
-    for module, path in paths.items():
-        data = path.read_bytes()
-        try:
-            imports = imported_modules(ast.parse(data, filename=str(path)), paths)
-        except SyntaxError:
-            # A file that does not parse makes any step that runs it fail anyway;
-            # depending on the whole package keeps its hash honest meanwhile.
-            imports = set(paths)
-        graph[module] = (hashlib.sha256(data).hexdigest(), frozenset(imports - {module}))
+    for module, (path, size, mtime) in paths.items():
+        digest_, imports = _module(path, size, mtime, known)
+        graph[module] = (digest_, imports - {module})
     return graph
 
 
@@ -104,12 +116,15 @@ def package_graph(root: Path | None = None) -> dict[str, tuple[str, frozenset[st
     """The import graph of the package at ``root`` (default :data:`PACKAGE_ROOT`), read
     again whenever a file's size or modification time changes."""
     root = (root or PACKAGE_ROOT).resolve()
-    signature = tuple(
-        (p.relative_to(root).as_posix(), (st := p.stat()).st_size, st.st_mtime_ns)
-        for p in sorted(root.rglob("*.py"))
-        if "__pycache__" not in p.parts
-    )
-    return _graph(root, signature)
+    entries = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        rel = os.path.relpath(folder, root)
+        for name in sorted(f for f in files if f.endswith(".py")):
+            st = os.stat(os.path.join(folder, name))
+            path = name if rel == "." else f"{rel}/{name}"
+            entries.append((path.replace(os.sep, "/"), st.st_size, st.st_mtime_ns))
+    return _graph(root, tuple(entries))
 
 
 def closure(modules: Iterable[str], root: Path | None = None) -> set[str]:

@@ -127,47 +127,13 @@ class Study:
         self.progress = progress
         self._fingerprint: dict[str, Any] | None = None
         self.out_dir.mkdir(parents=True, exist_ok=True)
-
-    # Paths ------------------------------------------------------------------------
-
-    @property
-    def data_root(self) -> Path:
-        """The collection the study reads: the user's, or the generated cohort."""
-        return self.user_data_root if self.user_data_root is not None else self.out_dir / "data"
-
-    @property
-    def synthetic(self) -> bool:
-        """True when the study runs on the generated synthetic cohort."""
-        return self.user_data_root is None
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.out_dir / "cache"
-
-    @property
-    def scan_csv(self) -> Path:
-        return self.out_dir / "scan.csv"
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.out_dir / "runs"
-
-    @property
-    def results_dir(self) -> Path:
-        return self.out_dir / "results"
-
-    @property
-    def notebooks_dir(self) -> Path:
-        return self.out_dir / "notebooks"
-
-    @property
-    def environment_json(self) -> Path:
-        return self.out_dir / "environment.json"
-
-    @property
-    def lock_dir(self) -> Path:
-        """Where the locks of the workspace's steps live."""
-        return self.out_dir / ".locks"
+        # The collection the study reads: the user's, or the generated cohort.
+        self.synthetic = self.user_data_root is None
+        self.data_root = self.user_data_root or self.out_dir / "data"
+        self.cache_dir, self.scan_csv = self.out_dir / "cache", self.out_dir / "scan.csv"
+        self.runs_dir, self.results_dir = self.out_dir / "runs", self.out_dir / "results"
+        self.notebooks_dir, self.lock_dir = self.out_dir / "notebooks", self.out_dir / ".locks"
+        self.environment_json = self.out_dir / "environment.json"
 
     def run_dir(self, model: str, k: int) -> Path:
         return self.runs_dir / run_name(model, k)
