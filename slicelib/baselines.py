@@ -11,12 +11,13 @@ the evaluation and upsampling use it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 import numpy as np
 from scipy.ndimage import map_coordinates
 from skimage.registration import optical_flow_ilk, optical_flow_tvl1
 
+from slicelib.config import FlowConfig, FlowMethod
 from slicelib.errors import SlicelibError, lookup
 
 __all__ = [
@@ -37,8 +38,8 @@ __all__ = [
     "warp",
 ]
 
-FlowMethod = Literal["tvl1", "ilk"]
-FLOW_METHODS: tuple[FlowMethod, ...] = ("tvl1", "ilk")
+FLOW_METHODS: tuple[FlowMethod, ...] = get_args(FlowMethod)
+DEFAULT_FLOW = FlowConfig()
 
 # Lagrange weights of the cubic through z = -3, -1, 1, 3 evaluated at z = 0
 # (Catmull-Rom at the midpoint): exact for any cubic polynomial in z.
@@ -115,15 +116,16 @@ def cubic(
     return out.astype(np.float32)
 
 
-def optical_flow(reference: np.ndarray, moving: np.ndarray, method: FlowMethod) -> np.ndarray:
+def optical_flow(reference: np.ndarray, moving: np.ndarray, cfg: FlowConfig) -> np.ndarray:
     """Dense flow (2, H, W) (rows, cols) with ``reference(x) ~ moving(x + flow(x))``."""
     ref = np.asarray(reference, dtype=np.float32)
     mov = np.asarray(moving, dtype=np.float32)
-    if method == "tvl1":
-        return np.asarray(optical_flow_tvl1(ref, mov), dtype=np.float32)
-    if method == "ilk":
+    if cfg.method == "tvl1":
+        tvl1 = {"num_warp": cfg.num_warp, "num_iter": cfg.num_iter, "attachment": cfg.attachment}
+        return np.asarray(optical_flow_tvl1(ref, mov, **tvl1), dtype=np.float32)
+    if cfg.method == "ilk":
         return np.asarray(optical_flow_ilk(ref, mov), dtype=np.float32)
-    raise SlicelibError(f"unknown optical flow method {method!r} (choose from tvl1, ilk)")
+    raise SlicelibError(f"unknown optical flow method {cfg.method!r} (choose from tvl1, ilk)")
 
 
 def warp(image: np.ndarray, displacement: np.ndarray) -> np.ndarray:
@@ -138,7 +140,7 @@ def warp(image: np.ndarray, displacement: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
-def flow(before: np.ndarray, after: np.ndarray, method: FlowMethod = "tvl1") -> np.ndarray:
+def flow(before: np.ndarray, after: np.ndarray, cfg: FlowConfig = DEFAULT_FLOW) -> np.ndarray:
     """Motion-compensated interpolation of the middle slice; (H, W) float32.
 
     The flow f from S_{i-k} to S_{i+k} (``S_{i-k}(x) ~ S_{i+k}(x + f(x))``) is
@@ -146,7 +148,7 @@ def flow(before: np.ndarray, after: np.ndarray, method: FlowMethod = "tvl1") -> 
     ``S_i(x) ~ S_{i-k}(x - f/2) ~ S_{i+k}(x + f/2)``; both warps are blended
     equally, which is the linear baseline where the flow is zero.
     """
-    f = optical_flow(before, after, method)
+    f = optical_flow(before, after, cfg)
     half = 0.5 * f
     return 0.5 * (warp(before, -half) + warp(after, half))
 
@@ -172,17 +174,17 @@ class BaselineInterpolator:
     CPU. Called on two neighbours, the cubic method falls back to linear; the evaluation
     gives it its wider context through :meth:`predict`."""
 
-    def __init__(self, name: str, flow_method: FlowMethod = "tvl1") -> None:
+    def __init__(self, name: str, flow: FlowConfig = DEFAULT_FLOW) -> None:
         lookup(BASELINES, name, "baseline")
         self.name = name
-        self.flow_method = flow_method
+        self.flow = flow
 
     def predict(self, nb: Neighbours) -> BaselineOutput:
         """The prediction (H, W) of one slice from its neighbours, unclipped."""
         if self.name == "nearest":
             return BaselineOutput(nearest(nb.before, nb.after), False)
         if self.name == "flow":
-            return BaselineOutput(flow(nb.before, nb.after, self.flow_method), False)
+            return BaselineOutput(flow(nb.before, nb.after, self.flow), False)
         if self.name == "cubic" and nb.far_before is not None and nb.far_after is not None:
             return BaselineOutput(cubic(nb.far_before, nb.before, nb.after, nb.far_after), False)
         return BaselineOutput(linear(nb.before, nb.after), self.name == "cubic")
@@ -196,6 +198,6 @@ class BaselineInterpolator:
         return torch.from_numpy(pred[:, None]).to(inputs.device)
 
 
-def get_baseline(name: str, flow_method: FlowMethod = "tvl1") -> BaselineInterpolator:
+def get_baseline(name: str, flow: FlowConfig = DEFAULT_FLOW) -> BaselineInterpolator:
     """The classical method called ``name``; :class:`SlicelibError` for an unknown one."""
-    return BaselineInterpolator(name, flow_method)
+    return BaselineInterpolator(name, flow)

@@ -36,14 +36,13 @@ from tqdm import tqdm
 from slicelib.baselines import (
     FLOW_METHODS,
     BaselineInterpolator,
-    FlowMethod,
     Neighbours,
     neighbours,
 )
 from slicelib.checkpoint import LoadedRun, load_run
 from slicelib.config import EVAL_SPLITS, EvalConfig, EvalSplit, to_dict
 from slicelib.data.cache import Cache
-from slicelib.data.triplets import evaluable_indices, evenly_spaced
+from slicelib.data.triplets import evaluable_indices, evenly_spaced, part_centres
 from slicelib.device import resolve_device
 from slicelib.environment import device_label, record_environment
 from slicelib.errors import SlicelibError
@@ -198,8 +197,10 @@ class Method:
 
 
 def _check_config(cfg: EvalConfig) -> None:
-    if cfg.flow not in FLOW_METHODS:
-        raise SlicelibError(f"unknown flow method {cfg.flow!r} (choose {', '.join(FLOW_METHODS)})")
+    if cfg.flow.method not in FLOW_METHODS:
+        raise SlicelibError(
+            f"unknown flow method {cfg.flow.method!r} (choose {', '.join(FLOW_METHODS)})"
+        )
     if cfg.batch_size < 1:
         raise SlicelibError(f"batch_size must be >= 1 (got {cfg.batch_size})")
     if cfg.ddpm_samples < 1:
@@ -217,7 +218,7 @@ def build_methods(names: Sequence[str], cfg: EvalConfig) -> list[Method]:
     methods: list[Method] = []
     for name in names:
         try:
-            baseline = BaselineInterpolator(name, cast(FlowMethod, cfg.flow))
+            baseline = BaselineInterpolator(name, cfg.flow)
         except SlicelibError:
             raise SlicelibError(
                 f"unknown method {name!r} (classical methods: nearest, linear, cubic, flow; "
@@ -320,10 +321,8 @@ def select_slices(
         n = int(entry.n_slices)
         indices = evaluable_indices(n, k, common=common)
         if per_patient is not None:
-            indices = np.intersect1d(indices, evaluable_indices(n, k, common=True))
-        if per_patient is not None and len(indices) > per_patient:
-            centres = (np.arange(per_patient) + 0.5) * len(indices) / per_patient
-            indices = indices[np.unique(centres.astype(np.int64))]
+            both = np.intersect1d(indices, evaluable_indices(n, k, common=True))
+            indices = part_centres(both, per_patient)
         for i in indices:
             refs.append(SliceRef(entry.patient_id, int(i), float(i) / (n - 1)))
     if not refs:

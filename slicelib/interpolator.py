@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import torch
 
 from slicelib import refine
+from slicelib.data.motion import with_estimate
 from slicelib.device import check_precision
 from slicelib.diffusion import GaussianDiffusion
 from slicelib.errors import SlicelibError
 from slicelib.inference import inference_autocast, prepare_for_inference, use_cpu_bf16
 from slicelib.methods import Sampler
+from slicelib.models import takes_estimate
 
 if TYPE_CHECKING:
     from slicelib.checkpoint import LoadedRun
@@ -101,6 +103,8 @@ class Predictor:
         if self.cpu_bf16:
             prepare_for_inference(run.model, run.device, cpu_bf16=True)
         self.is_diffusion = run.samples_noise
+        # the motion-compensated network reads the flow estimate too, computed here
+        self.motion = run.config.model_cfg.flow if takes_estimate(run.config.model) else None
         if samples < 1:
             raise SlicelibError(f"samples must be >= 1 (got {samples})")
         if samples > 1 and not self.is_diffusion:
@@ -151,6 +155,8 @@ class Predictor:
             raise SlicelibError(
                 f"predictor inputs must have shape (N, 2, H, W), got {tuple(inputs.shape)}"
             )
+        if self.motion is not None:
+            inputs = with_estimate(inputs, self.motion)
         cond = inputs.to(self.run.device, dtype=torch.float32)
         if self.cpu_bf16:  # oneDNN's bfloat16 convolutions want NHWC
             cond = cond.contiguous(memory_format=torch.channels_last)
@@ -170,6 +176,8 @@ class Predictor:
         """One forward pass of each network on ``inputs[:1]`` (N, 2, H, W) (first-call
         allocations, kernel selection); the sampler's seeded generator stays untouched,
         so results do not depend on warm-up."""
+        if self.motion is not None:
+            inputs = with_estimate(inputs[:1], self.motion)
         x = inputs[:1].to(self.run.device, dtype=torch.float32)
         with inference_autocast(self.run.device, self.precision, self.cpu_bf16):
             if self.refiner is not None:

@@ -32,6 +32,8 @@ FAMILY_LABELS: dict[str, str] = {
     "gan": "GAN",
     "gan_improved": "improved GAN",
     "ddpm": "DDPM",
+    "mcnet": "motion-compensated CNN",
+    "filter": "learned 9x9 filter",
     "refine": "refiner",
 }
 

@@ -60,11 +60,16 @@ class Learner:
     module: nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
+    clip: float | None = None  # gradient norm limit (None: no clipping)
 
     def step(self, loss: torch.Tensor) -> None:
-        """Back-propagate ``loss`` (scaled when fp16) and update this network only."""
+        """Back-propagate ``loss`` (scaled when fp16), clip the gradient norm when asked,
+        and update this network only."""
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.raw.parameters(), self.clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
 
@@ -123,8 +128,14 @@ class Objective(ABC):
         return None
 
 
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "l1": F.l1_loss,
+    "mse": F.mse_loss,
+}
+
+
 class L1Objective(Objective):
-    """cnn, unet: mean absolute error."""
+    """cnn, unet, mcnet, filter: mean absolute error (or, with ``loss="mse"``, squared)."""
 
     roles: tuple[str, ...] = ("generator",)
 
@@ -132,17 +143,20 @@ class L1Objective(Objective):
     def generator(self) -> Learner:
         return self.learners["generator"]
 
+    def error(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return lookup(LOSSES, self.cfg.loss, "loss")(pred.float(), target)
+
     def train_step(self, inputs: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         with self.amp():
             pred = self.generator.module(inputs)
-        loss = F.l1_loss(pred.float(), target)
+        loss = self.error(pred, target)
         self.generator.step(loss)
         return {"loss": loss.detach()}
 
     def val_loss(
         self, inputs: torch.Tensor, target: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
-        return F.l1_loss(self.generator.raw(inputs).float(), target)
+        return self.error(self.generator.raw(inputs), target)
 
     def predict(self, inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.generator.raw(inputs)
@@ -342,6 +356,8 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "gan": AdversarialObjective,
     "gan_improved": AdversarialObjective,
     "ddpm": DiffusionObjective,
+    "mcnet": L1Objective,
+    "filter": L1Objective,
 }
 
 

@@ -46,11 +46,14 @@ from slicelib.checkpoint import (
 )
 from slicelib.config import (
     CUDA_LOADER_WORKERS,
-    MODEL_NAMES,
+    TRAINABLE,
+    CpuPrecision,
     DataOnDevice,
+    Loss,
     Precision,
     RefineConfig,
     RunConfig,
+    Schedule,
     TrainConfig,
     run_defining,
     run_kind,
@@ -60,13 +63,15 @@ from slicelib.config import (
 from slicelib.data.cache import Cache
 from slicelib.data.dataset import TripletDataset
 from slicelib.data.resident import ResidentTriplets, use_resident
-from slicelib.device import autocast, grad_scaler, prepare_module, to_device
+from slicelib.device import grad_scaler, prepare_module, to_device
 from slicelib.distributed import DistInfo
 from slicelib.errors import SlicelibError, unknown_choice
+from slicelib.inference import inference_autocast, use_cpu_bf16
 from slicelib.io import write_json, write_text
 from slicelib.locking import hold_lock
 from slicelib.metrics import batch_psnr, batch_ssim
 from slicelib.model_card import training_domain, write_model_card
+from slicelib.models import takes_estimate
 from slicelib.objectives import Learner, Objective, build_networks, build_objective
 
 log = logging.getLogger(__name__)
@@ -107,8 +112,8 @@ def check_config(run_cfg: RunConfig) -> None:
                 "a refinement diffuses its residual in [-1, 1]: set train.diffusion.rescale=True"
             )
     cfg = train_part(run_cfg)
-    if cfg.model not in MODEL_NAMES:
-        raise unknown_choice("model", cfg.model, MODEL_NAMES)
+    if cfg.model not in TRAINABLE:
+        raise unknown_choice("model", cfg.model, TRAINABLE)
     checks = {
         "k": (cfg.k >= 1, ">= 1"),
         "epochs": (cfg.epochs >= 1, ">= 1"),
@@ -120,6 +125,18 @@ def check_config(run_cfg: RunConfig) -> None:
             "None or >= 1",
         ),
         "val_max_slices": (cfg.val_max_slices is None or cfg.val_max_slices >= 1, "None or >= 1"),
+        "slices_per_patient": (
+            cfg.slices_per_patient is None or cfg.slices_per_patient >= 1,
+            "None or >= 1",
+        ),
+        "schedule": (cfg.schedule in get_args(Schedule), f"one of {get_args(Schedule)}"),
+        "warmup": (0.0 <= cfg.warmup < 1.0, "in [0, 1)"),
+        "loss": (cfg.loss in get_args(Loss), f"one of {get_args(Loss)}"),
+        "grad_clip": (cfg.grad_clip is None or cfg.grad_clip > 0, "None or > 0"),
+        "cpu_precision": (
+            cfg.cpu_precision in get_args(CpuPrecision),
+            f"one of {get_args(CpuPrecision)}",
+        ),
         "val_ddim_steps": (cfg.val_ddim_steps >= 1, ">= 1"),
         "num_workers": (cfg.num_workers is None or cfg.num_workers >= 0, "None or >= 0"),
         "precision": (cfg.precision in get_args(Precision), f"one of {get_args(Precision)}"),
@@ -134,6 +151,22 @@ def check_config(run_cfg: RunConfig) -> None:
             raise SlicelibError(
                 f"training parameter {name}={value!r} is invalid (must be {requirement})"
             )
+
+
+# Warm-up starts the learning rate at this fraction of its peak.
+WARMUP_START = 0.04
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
+    """The learning rate of optimisation step ``step`` (0-based, of ``total``) as a fraction
+    of the peak: a linear warm-up from :data:`WARMUP_START` over the first ``warmup``
+    fraction of the steps, then constant or a cosine decay to 0."""
+    ramp = int(round(warmup * total))
+    if step < ramp:
+        return WARMUP_START + (1.0 - WARMUP_START) * step / ramp
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * (step - ramp) / max(1, total - ramp)))
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -169,10 +202,12 @@ def train(
         _deterministic(device),
         ExitStack() as lock,
     ):
+        motion = cfg.model_cfg.flow if takes_estimate(cfg.model) else None
         train_set = TripletDataset(
-            cache, "train", cfg.k, crop=cfg.crop, augment=cfg.augment, seed=cfg.seed
-        )
-        val_set = TripletDataset(cache, "val", cfg.k, max_slices=cfg.val_max_slices)
+            cache, "train", cfg.k, crop=cfg.crop, augment=cfg.augment, seed=cfg.seed,
+            slices_per_patient=cfg.slices_per_patient, motion=motion,
+        )  # fmt: skip
+        val_set = TripletDataset(cache, "val", cfg.k, max_slices=cfg.val_max_slices, motion=motion)
         for split, data in (("train", train_set), ("val", val_set)):
             if len(data) == 0:
                 most = max((e.n_slices for e in cache.entries(split)), default=0)
@@ -185,13 +220,15 @@ def train(
         if problem:
             raise SlicelibError(problem)
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
-        learners = _build_learners(run_cfg, device, info)
+        cpu_bf16 = use_cpu_bf16(device, cfg.cpu_precision)
+        learners = _build_learners(run_cfg, device, info, cpu_bf16)
         objective = build_objective(
-            run_cfg, learners, lambda: autocast(device, cfg.precision),
+            run_cfg, learners, lambda: inference_autocast(device, cfg.precision, cpu_bf16),
             device=device, image_size=int(size),
         )  # fmt: skip
         meta: dict[str, Any] = {
             "size": size,
+            "autocast": autocast_used(device, cfg, cpu_bf16),
             "cache_config": to_dict(cache.config),
             "world_size": info.world_size,
             "training_domain": training_domain(cache.manifest),  # what the model card states
@@ -236,11 +273,11 @@ def train(
             )  # fmt: skip
             with bar:
                 means, samples = _train_epoch(
-                    objective, loader, steps, device, cfg, epoch, info, bar
+                    objective, loader, steps, device, cfg, epoch, info, bar, cpu_bf16
                 )
             train_seconds = time.perf_counter() - started
 
-            val = _validate(objective, val_loader, device, cfg) if info.is_main else None
+            val = _validate(objective, val_loader, device, cfg, cpu_bf16) if info.is_main else None
             val = distributed.from_main(val, info)
             row: dict[str, float] = {
                 "epoch": epoch,
@@ -291,9 +328,10 @@ def _train_epoch(
     epoch: int,
     info: DistInfo,
     bar: tqdm[Any],
+    cpu_bf16: bool,
 ) -> tuple[dict[str, float], int]:
-    """``steps`` training steps: the mean of each loss term over steps and processes, and
-    the number of samples this process trained on."""
+    """``steps`` training steps at the schedule's learning rates: the mean of each loss
+    term over steps and processes, and the number of samples this process trained on."""
     for learner in objective.learners.values():
         learner.raw.train()
     totals: torch.Tensor | None = None
@@ -304,8 +342,14 @@ def _train_epoch(
     for step in range(1, steps + 1):
         batch = next(batches)
         samples += len(batch.target)
+        factor = lr_factor(
+            (epoch - 1) * steps + step - 1, cfg.epochs * steps, cfg.schedule, cfg.warmup
+        )
+        for learner in objective.learners.values():
+            for group in learner.optimizer.param_groups:
+                group["lr"] = cfg.lr * factor
         parts = objective.train_step(
-            to_device(batch.inputs, device), to_device(batch.target, device)
+            _batch_input(batch.inputs, device, cpu_bf16), to_device(batch.target, device)
         )
         names = list(parts)
         pending.append(torch.stack(list(parts.values())))
@@ -355,17 +399,40 @@ def _make_run_dir(run_dir: Path, lock: ExitStack) -> str | None:
     return None
 
 
-def _build_learners(run_cfg: RunConfig, device: torch.device, info: DistInfo) -> dict[str, Learner]:
+def autocast_used(device: torch.device, cfg: TrainConfig, cpu_bf16: bool) -> str:
+    """The precision a run computes in, as its records state it."""
+    from slicelib.device import amp_dtype
+
+    if device.type == "cpu":
+        return "bf16 autocast (CPU)" if cpu_bf16 else "fp32"
+    dtype = amp_dtype(device, cfg.precision)
+    return "fp32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast (CUDA)"
+
+
+def _batch_input(x: torch.Tensor, device: torch.device, cpu_bf16: bool) -> torch.Tensor:
+    """A batch on ``device``, channels_last where the convolutions want it (CUDA, and the
+    CPU's bfloat16 kernels)."""
+    x = to_device(x, device)
+    return x.contiguous(memory_format=torch.channels_last) if cpu_bf16 else x
+
+
+def _build_learners(
+    run_cfg: RunConfig, device: torch.device, info: DistInfo, cpu_bf16: bool
+) -> dict[str, Learner]:
     cfg = train_part(run_cfg)
     learners = {}
     for role, net in build_networks(run_cfg).items():
-        raw = distributed.sync_batchnorm(prepare_module(net, device), info, device)
+        net = prepare_module(net, device)
+        if cpu_bf16:  # oneDNN's bfloat16 convolutions want NHWC
+            net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        raw = distributed.sync_batchnorm(net, info, device)
         module = distributed.wrap(raw, info, device)
         if cfg.compile:
             module = torch.compile(module)  # type: ignore[assignment]
         # fused: one kernel for all parameters on CUDA (the CPU keeps the reference loop)
         optimizer = torch.optim.Adam(raw.parameters(), lr=cfg.lr, fused=device.type == "cuda")
-        learners[role] = Learner(raw, module, optimizer, grad_scaler(device, cfg.precision))
+        scaler = grad_scaler(device, cfg.precision)
+        learners[role] = Learner(raw, module, optimizer, scaler, clip=cfg.grad_clip)
     return learners
 
 
@@ -471,7 +538,11 @@ def _check_finite(
 
 @torch.no_grad()
 def _validate(
-    objective: Objective, loader: DataLoader[Any], device: torch.device, cfg: TrainConfig
+    objective: Objective,
+    loader: DataLoader[Any],
+    device: torch.device,
+    cfg: TrainConfig,
+    cpu_bf16: bool,
 ) -> dict[str, float]:
     """Mean validation loss, PSNR and Gaussian-window SSIM over full-size slices (data
     range 1), and the PSNR of the objective's reference prediction when it has one
@@ -484,8 +555,9 @@ def _validate(
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     loss_sum, psnrs, ssims, reference_psnrs = 0.0, [], [], []
     for batch in loader:
-        inputs, target = to_device(batch.inputs, device), to_device(batch.target, device)
-        with autocast(device, cfg.precision):
+        inputs = _batch_input(batch.inputs, device, cpu_bf16)
+        target = to_device(batch.target, device)
+        with inference_autocast(device, cfg.precision, cpu_bf16):
             loss = objective.val_loss(inputs, target, generator)
             pred = objective.predict(inputs, generator)
             reference = objective.reference(inputs)
@@ -518,6 +590,7 @@ def _run_config(
         "image_size": meta["size"],
         "world_size": meta["world_size"],
         "device": str(device),
+        "autocast": meta["autocast"],
     }
     if isinstance(run_cfg, RefineConfig):
         config["refine"] = to_dict(run_cfg)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from slicelib import baselines
+from slicelib.config import FlowConfig, FlowMethod
 from slicelib.errors import SlicelibError
 from slicelib.metrics import psnr
 
@@ -73,12 +74,12 @@ def _blob(size: int, col: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize("method", ["tvl1", "ilk"])
-def test_flow_recovers_translation_better_than_linear(method: baselines.FlowMethod) -> None:
+def test_flow_recovers_translation_better_than_linear(method: FlowMethod) -> None:
     size = 48
     target = _blob(size, size / 2)
     before = _blob(size, size / 2 + 2)  # the structure moves 2 px per slice step
     after = _blob(size, size / 2 - 2)
-    pred = baselines.flow(before, after, method)
+    pred = baselines.flow(before, after, FlowConfig(method=method))
     lin = baselines.linear(before, after)
     flow_db = psnr(np.clip(pred, 0, 1), target, data_range=1.0)
     lin_db = psnr(lin, target, data_range=1.0)
@@ -89,7 +90,7 @@ def test_flow_recovers_translation_better_than_linear(method: baselines.FlowMeth
 def test_flow_sign_convention() -> None:
     before = _blob(40, 22)
     after = _blob(40, 18)
-    f = baselines.optical_flow(before, after, "ilk")
+    f = baselines.optical_flow(before, after, FlowConfig(method="ilk"))
     # before(x) ~ after(x + f): the structure is 4 px further left in `after`.
     assert np.median(f[1][before > 0.3]) == pytest.approx(-4.0, abs=0.3)
     np.testing.assert_allclose(baselines.warp(after, f)[8:-8, 8:-8], before[8:-8, 8:-8], atol=0.05)
@@ -102,7 +103,7 @@ def test_neighbours_out_of_range_and_unknown_names() -> None:
     with pytest.raises(SlicelibError, match="unknown baseline 'spline'"):
         baselines.get_baseline("spline")
     with pytest.raises(SlicelibError, match="optical flow method"):
-        baselines.optical_flow(vol[0], vol[1], "farneback")  # type: ignore[arg-type]
+        baselines.optical_flow(vol[0], vol[1], FlowConfig(method="farneback"))  # type: ignore[arg-type]
 
 
 def test_baselines_are_interpolators_on_two_neighbours() -> None:

@@ -14,7 +14,7 @@ import torch
 from slicelib import evaluate as ev
 from slicelib.baselines import neighbours
 from slicelib.cli import main
-from slicelib.config import SMOKE, EvalConfig, PrepareConfig
+from slicelib.config import SMOKE, EvalConfig, FlowConfig, PrepareConfig, to_dict
 from slicelib.data.cache import Cache, write_cache
 from slicelib.errors import SlicelibError
 from slicelib.metrics import psnr, ssim
@@ -94,7 +94,7 @@ def test_summary_and_files(baseline_eval: Results, tmp_path: Path) -> None:
     assert len(back) == len(baseline_eval.rows)
     assert (tmp_path / "res_summary.csv").is_file()
     info = json.loads((tmp_path / "res.json").read_text())
-    assert info["k"] == 1 and info["eval_config"]["flow"] == CFG.flow
+    assert info["k"] == 1 and info["eval_config"]["flow"] == to_dict(CFG.flow)
     assert "packages" in info["environment"]
     assert not list(tmp_path.glob(".*tmp"))
     text = ev.format_summary(baseline_eval.summary)
@@ -187,7 +187,8 @@ def test_bad_input_is_one_line_error(tiny_cache: Path, tmp_path: Path) -> None:
     with pytest.raises(SlicelibError, match="run folder .* not found"):
         ev.evaluate(tiny_cache, 1, CFG, [tmp_path / "missing"], progress=False)
     with pytest.raises(SlicelibError, match="unknown flow method"):
-        ev.evaluate(tiny_cache, 1, dataclasses.replace(CFG, flow="farneback"), progress=False)
+        farneback = FlowConfig(method="farneback")  # type: ignore[arg-type]
+        ev.evaluate(tiny_cache, 1, dataclasses.replace(CFG, flow=farneback), progress=False)
     cache = Cache(tiny_cache)
     vols = {e.patient_id: np.asarray(cache.volume(e.patient_id)) for e in cache.entries()}
     no_test = write_cache(

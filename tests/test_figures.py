@@ -10,10 +10,11 @@ from slicelib.study import figures
 
 
 def test_method_families_group_in_order() -> None:
-    methods = ["linear", "unet", "ddpm_ancestral", "cnn", "flow", "refine_mean2"]
+    methods = ["linear", "unet", "ddpm_ancestral", "cnn", "mcnet", "flow", "refine_mean2"]
     assert figures.method_families(methods) == [
         ("classical interpolation", ["linear", "flow"]),
         ("deterministic networks", ["unet", "cnn"]),
+        ("motion-compensated network (extension)", ["mcnet"]),
         ("diffusion (DDPM)", ["ddpm_ancestral"]),
         ("other", ["refine_mean2"]),
     ]

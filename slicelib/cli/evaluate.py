@@ -115,7 +115,7 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
             ("ddim_steps", tuple(args.ddim_steps) if args.ddim_steps else None),
             ("ddpm_samples", args.ddpm_samples),
             ("ddpm_max_slices", args.ddpm_max_slices),
-            ("flow", args.flow),
+            ("flow", None if args.flow is None else replace_checked(base.flow, method=args.flow)),
             ("batch_size", args.batch_size),
             ("seed", args.seed),
             ("methods", tuple(args.methods) if args.methods else None),

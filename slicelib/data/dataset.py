@@ -17,8 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from slicelib.config import FlowConfig
 from slicelib.data.cache import Cache
-from slicelib.data.triplets import evaluable_indices, evenly_spaced
+from slicelib.data.motion import MotionStore
+from slicelib.data.triplets import evaluable_indices, evenly_spaced, part_centres
 from slicelib.errors import SlicelibError
 
 __all__ = ["Triplet", "TripletDataset", "evaluable_indices"]
@@ -42,7 +44,8 @@ def to_float32(array: np.ndarray) -> torch.Tensor:
 
 
 class Triplet(NamedTuple):
-    """One sample. ``inputs``: float32 (2, H, W) in [0, 1], (S_{i-k}, S_{i+k});
+    """One sample. ``inputs``: float32 (2, H, W) in [0, 1], (S_{i-k}, S_{i+k}) (and their
+    flow estimate of S_i as a third channel, with a motion store);
     ``target``: float32 (1, H, W), S_i; ``position``: i / (S - 1) in [0, 1]."""
 
     inputs: torch.Tensor
@@ -60,7 +63,11 @@ class TripletDataset(Dataset[Triplet]):
     ``augment``: random flips and rot90, identical for inputs and target.
     ``common``: only targets where k=1 and k=2 are both evaluable (2 <= i <= S-3).
     ``max_slices``: an evenly spaced, deterministic subset of at most this many
-    triplets (e.g. a quick validation pass).
+    triplets (e.g. a quick validation pass). ``slices_per_patient``: at most this many
+    evenly spaced target slices of each patient (the centres of equal parts).
+    ``motion``: the inputs get a third channel, the flow estimate of the target slice with
+    these settings (:class:`~slicelib.data.motion.MotionStore`, computed once for the
+    dataset's triplets and kept with the cache).
     """
 
     def __init__(
@@ -74,6 +81,8 @@ class TripletDataset(Dataset[Triplet]):
         common: bool = False,
         seed: int = 0,
         max_slices: int | None = None,
+        slices_per_patient: int | None = None,
+        motion: FlowConfig | None = None,
     ) -> None:
         self.cache = cache if isinstance(cache, Cache) else Cache(cache)
         if k < 1:
@@ -92,12 +101,19 @@ class TripletDataset(Dataset[Triplet]):
         pairs = [
             (p, i)
             for p, e in enumerate(entries)
-            for i in evaluable_indices(e.n_slices, k, common).tolist()
+            for i in part_centres(evaluable_indices(e.n_slices, k, common), slices_per_patient)
         ]
         index = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         if max_slices is not None and len(index) > max_slices:
             index = index[evenly_spaced(len(index), max_slices)]
         self.index = index
+        self.motion: MotionStore | None = None
+        if motion is not None:
+            self.motion = MotionStore(self.cache, k, motion)
+            wanted: dict[str, list[int]] = {}
+            for p, i in index.tolist():
+                wanted.setdefault(self.patients[p], []).append(i)
+            self.motion.ensure(wanted)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -143,6 +159,9 @@ class TripletDataset(Dataset[Triplet]):
         ch, cw = (self.crop, self.crop) if self.crop is not None else (h, w)
         # Slices i-k, i+k, i in one read, still in the cache dtype (float16: half the bytes).
         stack = vol[[i - k, i + k, i], top : top + ch, left : left + cw]
+        if self.motion is not None:  # the flow estimate of S_i, cropped alike, before S_i
+            estimate = self.motion.get(patient, i)[None, top : top + ch, left : left + cw]
+            stack = np.concatenate([stack[:2], estimate.astype(stack.dtype), stack[2:]])
         if self.augment:
             if flip_w:
                 stack = stack[:, :, ::-1]
@@ -153,8 +172,8 @@ class TripletDataset(Dataset[Triplet]):
             stack = np.ascontiguousarray(stack)
         tensor = to_float32(stack)
         return Triplet(
-            inputs=tensor[:2],
-            target=tensor[2:],
+            inputs=tensor[:-1],
+            target=tensor[-1:],
             patient=patient,
             index=i,
             k=k,

@@ -67,6 +67,9 @@ def use_resident(dataset: TripletDataset, device: torch.device, mode: DataOnDevi
         raise SlicelibError(f"data_on_device={mode!r} is invalid (choose auto, always or never)")
     if mode == "never" or (mode == "auto" and device.type != "cuda"):
         return False
+    if dataset.motion is not None:  # flow estimates are read from the store on the host
+        log.info("training data stays on the host: the inputs include flow estimates")
+        return False
     need, free = cache_bytes(dataset), free_memory(device)
     fits = need <= MEMORY_MARGIN * free
     if mode == "auto" and not fits:

@@ -32,6 +32,15 @@ def evenly_spaced(n: int, limit: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
 
 
+def part_centres(indices: np.ndarray, count: int | None) -> np.ndarray:
+    """The elements of ``indices`` at the centres of ``count`` equal parts of it (all of them
+    when ``count`` is None or not smaller): evenly spaced, away from both ends."""
+    if count is None or count >= len(indices):
+        return indices
+    centres = (np.arange(count) + 0.5) * len(indices) / count
+    return indices[np.unique(centres.astype(np.int64))]
+
+
 def cohort_statistics(entries: Iterable[Any]) -> dict[str, dict[str, int]]:
     """Supplement 1.3 counts per split and in total.
 

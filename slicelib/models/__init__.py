@@ -1,4 +1,5 @@
-"""The five architectures of the study, built by name from a :class:`ModelConfig`.
+"""The architectures of the study (the original's five and the motion-compensated CNN),
+built by name from a :class:`ModelConfig`.
 
 >>> from slicelib.config import ModelConfig
 >>> parameter_counts(ModelConfig())["cnn"]
@@ -13,7 +14,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from slicelib.config import MODEL_NAMES, ModelConfig
+from slicelib.config import MODEL_NAMES, TRAINABLE, ModelConfig
 from slicelib.errors import SlicelibError, unknown_choice
 from slicelib.models.ddpm_unet import ConditionalUNet
 from slicelib.models.discriminators import (
@@ -23,6 +24,7 @@ from slicelib.models.discriminators import (
 )
 from slicelib.models.edsr import EDSRGenerator, ImprovedGenerator
 from slicelib.models.layers import count_parameters
+from slicelib.models.mcnet import LearnedFilter, MotionCompensatedCNN
 from slicelib.models.unet import UNet
 
 __all__ = [
@@ -31,6 +33,8 @@ __all__ = [
     "ConditionalUNet",
     "EDSRGenerator",
     "ImprovedGenerator",
+    "LearnedFilter",
+    "MotionCompensatedCNN",
     "PatchDiscriminator",
     "UNet",
     "build_discriminator",
@@ -59,6 +63,10 @@ def _ddpm(cfg: ModelConfig) -> nn.Module:
     return ConditionalUNet(channels=cfg.ddpm_channels, time_dim=cfg.ddpm_time_dim)
 
 
+def _mcnet(cfg: ModelConfig) -> nn.Module:
+    return MotionCompensatedCNN(features=cfg.mc_features, dilations=cfg.mc_dilations)
+
+
 # The basic GAN's generator is the CNN (supplement 2.3).
 GENERATORS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "cnn": _residual_cnn,
@@ -66,6 +74,8 @@ GENERATORS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "gan": _residual_cnn,
     "gan_improved": functools.partial(_residual_cnn, improved=True),
     "ddpm": _ddpm,
+    "mcnet": _mcnet,
+    "filter": lambda cfg: LearnedFilter(),
 }
 DISCRIMINATORS: dict[str, Callable[[ModelConfig], PatchDiscriminator]] = {
     "gan": lambda cfg: basic_discriminator(features=cfg.features),
@@ -87,23 +97,35 @@ def check_model_config(cfg: ModelConfig) -> None:
         raise SlicelibError(f"ModelConfig.dropout must be in [0, 1) (got {cfg.dropout})")
     if cfg.ddpm_time_dim % 2:
         raise SlicelibError(f"ModelConfig.ddpm_time_dim must be even (got {cfg.ddpm_time_dim})")
+    if cfg.mc_features < 1 or not cfg.mc_dilations or min(cfg.mc_dilations) < 1:
+        raise SlicelibError(
+            f"ModelConfig.mc_features and mc_dilations must be >= 1 "
+            f"(got {cfg.mc_features}, {list(cfg.mc_dilations)})"
+        )
 
 
 def _check_name(name: str) -> None:
     if name not in GENERATORS:
-        raise unknown_choice("model", name, MODEL_NAMES)
+        raise unknown_choice("model", name, TRAINABLE)
 
 
 def build_generator(name: str, cfg: ModelConfig) -> nn.Module:
     """The generator of model ``name`` (for ``ddpm``: the denoiser), freshly initialised.
 
-    cnn, unet, gan, gan_improved: ``forward(x (N, 2, H, W) in [0, 1]) -> (N, 1, H, W)``.
+    cnn, unet, gan, gan_improved, filter: ``forward(x (N, 2, H, W) in [0, 1]) -> (N, 1, H, W)``.
+    mcnet: ``forward(x (N, 3, H, W))``, the neighbours and their flow estimate.
     ddpm: ``forward(x_t (N, 1, H, W), t (N,) long, cond (N, 2, H, W)) -> noise
     (N, 1, H, W)``.
     """
     _check_name(name)
     check_model_config(cfg)
     return GENERATORS[name](cfg)
+
+
+def takes_estimate(name: str) -> bool:
+    """Whether model ``name`` reads the flow estimate of the target slice as a third input
+    channel (the motion-compensated network)."""
+    return name == "mcnet"
 
 
 def build_discriminator(name: str, cfg: ModelConfig) -> PatchDiscriminator | None:

@@ -30,6 +30,7 @@ PAGE_WIDTH = 7.5
 FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("classical interpolation", CLASSICAL),
     ("deterministic networks", DETERMINISTIC_MODELS),
+    ("motion-compensated network (extension)", ("mcnet",)),
     ("diffusion (DDPM)", ()),  # every method of the DDPM family
 )
 

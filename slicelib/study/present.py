@@ -102,7 +102,7 @@ def fmt_int(value: Any) -> str:
 
 
 # What the qualitative figures show: every method, or a short list for Fig. 2.
-FIGURE_METHODS: tuple[str, ...] = (*CLASSICAL, *DETERMINISTIC_MODELS, ANCESTRAL)
+FIGURE_METHODS: tuple[str, ...] = (*CLASSICAL, *DETERMINISTIC_MODELS, "mcnet", ANCESTRAL)
 SHORT_FIGURE_METHODS: tuple[str, ...] = ("linear", "flow", "unet", "gan_improved", ANCESTRAL)
 
 
@@ -299,6 +299,7 @@ LOSSES: dict[str, str] = {
     "gan": "L1 + 0.001 adversarial",
     "gan_improved": "L1 + 0.01 adversarial + 0.1 feature matching",
     "ddpm": "MSE on the noise",
+    "mcnet": "MSE, a correction of the flow estimate",
 }
 
 SCAN_COLUMNS: tuple[str, ...] = (
