@@ -17,7 +17,7 @@ from slicelib import original
 from slicelib.config import MODEL_NAMES, PAPER, PAPER_EPOCHS, DiffusionConfig, EvalConfig
 from slicelib.errors import SlicelibError
 from slicelib.methods import ANCESTRAL, DETERMINISTIC_MODELS, family_of, is_ddim, method_label
-from slicelib.stats import MIN_TEST_PATIENTS, Comparison, compare
+from slicelib.stats import MIN_TEST_PATIENTS, Comparison, compare, infer_mean
 from slicelib.study.present import (
     comparison_sentence,
     fmt,
@@ -774,3 +774,73 @@ def marked_verdicts(table: pd.DataFrame) -> pd.DataFrame:
     rows = table[~table["verdict"].str.endswith(CODE_FACT)].copy()
     rows["verdict"] = rows["verdict"] + NOTE_SEPARATOR + REAL_NOTE
     return rows[["original", "this run", "rule", "verdict"]]
+
+
+# The budget curve ---------------------------------------------------------------------
+
+
+def _subject_gain(rows: pd.DataFrame, model: str) -> pd.Series:
+    """Per subject: the mean PSNR gain of ``model`` over linear on the slices both scored."""
+    pivot = rows.pivot_table(index=["patient_id", "slice_index"], columns="method", values="psnr")
+    return (pivot[model] - pivot["linear"]).groupby(level="patient_id").mean()
+
+
+def budget_curve(rows: pd.DataFrame, cfg: EvalConfig) -> pd.DataFrame:
+    """Per model and budget (training samples): the test gain over linear interpolation,
+    mean over subjects with its 95 % interval (columns ``model, samples, run, gain, lo,
+    hi, subjects``), from the budget step's rows."""
+    out = []
+    for (run, model, samples), part in rows.groupby(["run", "model", "samples"], sort=True):
+        inf = infer_mean(_subject_gain(part, str(model)).to_numpy(), n_boot=cfg.bootstrap,
+                         seed=cfg.seed)  # fmt: skip
+        out.append({"model": model, "samples": int(str(samples)), "run": run, "gain": inf.mean,
+                    "lo": inf.ci_low, "hi": inf.ci_high, "subjects": inf.n_patients})  # fmt: skip
+    return pd.DataFrame(out).sort_values(["model", "samples"], ignore_index=True)
+
+
+def curve_table(curve: pd.DataFrame) -> pd.DataFrame:
+    """The budget curve as the chapter shows it: one row per budget, one column per model."""
+    cells = {
+        (int(r["samples"]), method_label(str(r["model"]))): f"{r['gain']:+.2f} "
+        + fmt_ci(r["lo"], r["hi"])
+        for r in curve.to_dict("records")
+    }
+    table = pd.Series(cells).unstack().fillna("-")
+    return table.rename_axis("training samples").rename_axis("gain over linear, dB", axis=1)
+
+
+def budget_sentence(
+    rows: pd.DataFrame, curve: pd.DataFrame, references: dict[str, float], cfg: EvalConfig
+) -> str:
+    """Whether each model was still learning at its largest budget ("not learned yet": the
+    paired gain from its second-largest budget to its largest has an interval above 0) or
+    had stopped, and then where it stopped against ``references`` (label -> gain, dB)."""
+    sentences = []
+    for model, part in curve.groupby("model", sort=False):
+        label = method_label(str(model))
+        if len(part) < 2:
+            continue
+        before, last = part.iloc[-2], part.iloc[-1]
+        runs = {run: rows[rows["run"] == run] for run in (before["run"], last["run"])}
+        gains = [_subject_gain(runs[r], str(model)) for r in (before["run"], last["run"])]
+        step = infer_mean((gains[1] - gains[0]).dropna().to_numpy(), n_boot=cfg.bootstrap,
+                          seed=cfg.seed)  # fmt: skip
+        change = (
+            f"from {int(before['samples']):,} to {int(last['samples']):,} training samples its "
+            f"gain over linear went from {before['gain']:+.2f} to {last['gain']:+.2f} dB "
+            f"(change {step.mean:+.2f} dB {fmt_ci(step.ci_low, step.ci_high)})"
+        )
+        if step.above_zero:
+            sentences.append(f"The {label} was still learning: {change}; not learned yet.")
+            continue
+        above = [f"{name} ({level:+.2f} dB)" for name, level in references.items()
+                 if last["gain"] >= level]  # fmt: skip
+        below = [f"{name} ({level:+.2f} dB)" for name, level in references.items()
+                 if last["gain"] < level]  # fmt: skip
+        where = (
+            f"at or above {', '.join(above)}" + (f" and below {', '.join(below)}" if below else "")
+            if above
+            else f"below {', '.join(below)}"
+        )
+        sentences.append(f"The {label} had stopped gaining at this budget: {change}, {where}.")
+    return " ".join(sentences) or "This run trains no budget curve."

@@ -67,6 +67,12 @@ class StudyConfig:
     uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
     ddpm_ablation: dict[str, dict[str, Any]] = field(default_factory=dict)
     real_arm: PresetName | None = None
+    # The budget curve: each of ``budget_models`` trained at ``budget_k`` with each of
+    # ``budgets`` training samples (the preset's recipe, its epochs, as many steps as the
+    # budget needs), scored on the test split.
+    budget_models: tuple[str, ...] = ()
+    budgets: tuple[int, ...] = ()
+    budget_k: int = 1
 
     def ablation_diffusion(self, diffusion: DiffusionConfig, variant: str) -> DiffusionConfig:
         """``diffusion`` with ablation ``variant``'s fields replaced."""

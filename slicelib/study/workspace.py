@@ -186,6 +186,24 @@ class Study:
             for v in self.config.ddpm_ablation
         }
 
+    def budget_configs(self) -> dict[str, TrainConfig]:
+        """The budget curve's runs by name (``unet_k1_b2560``): each budget model at each
+        budget, with the preset's recipe and epochs and as many steps per epoch as the
+        budget's training samples need (the preset's own run where it has that budget)."""
+        cfg, runs = self.config, {}
+        for model in cfg.budget_models:
+            base = self.train_config(model, cfg.budget_k)  # type: ignore[arg-type]
+            for samples in cfg.budgets:
+                steps = max(1, round(samples / (base.epochs * base.batch_size)))
+                run = dataclasses.replace(base, steps_per_epoch=steps)
+                own = run == base
+                runs[
+                    run_name(model, cfg.budget_k)
+                    if own
+                    else f"{run_name(model, cfg.budget_k)}_b{samples}"
+                ] = run
+        return runs
+
     def refine_config(self) -> RefineConfig:
         """The preset's refinement settings with its DDPM architecture and schedule
         (diffusing in [-1, 1]) on the study's device."""
@@ -416,6 +434,34 @@ class Study:
             f"results/{csv.stem}", csv, ("slicelib.evaluate",), inputs, make, True, what=what
         )
 
+    def budget_step(self) -> Step:
+        """The budget curve's runs scored on the test split beside linear interpolation
+        (``results/budget.csv``: the evaluation's rows with ``run``, ``model``, ``samples``)."""
+        from slicelib.evaluate import evaluate
+
+        csv, k, cfg = self.results_dir / "budget.csv", self.config.budget_k, self.eval_config()
+        runs = {name: self.run_step(name, c) for name, c in self.budget_configs().items()}
+
+        def make() -> None:
+            frames = []
+            for name, step in runs.items():
+                train = self.budget_configs()[name]
+                scored = evaluate(self.cache(), k, cfg, [self._made(step)], methods=[],
+                                  progress=False).rows  # fmt: skip
+                samples = train.epochs * (train.steps_per_epoch or 0) * train.batch_size
+                frames.append(scored.assign(run=name, model=train.model, samples=samples))
+            rows = pd.concat(frames, ignore_index=True)
+            rows = rows.drop_duplicates(["method", "patient_id", "slice_index", "run"])
+            atomic_write(csv, lambda tmp: rows.to_csv(tmp, index=False))
+
+        inputs = {
+            "cache": self.cache_step().hash,
+            "eval": {**to_dict(cfg), "device": None},
+            "runs": {name: step.hash for name, step in runs.items()},
+        }
+        what = "scoring the budget curve"
+        return Step("results/budget", csv, ("slicelib.evaluate",), inputs, make, True, what=what)
+
     def headroom_step(self, ks: tuple[int, ...] = (1, 2)) -> Step:
         """Per slice the evaluation scores: the best linear filter of the two neighbours
         (fitted on the training split) and two oracle blends (bounds), beside linear
@@ -459,12 +505,15 @@ class Study:
         runs = {run_name(m, k): self.train_config(m, k) for m, k in self.runs()}
         runs.update(self.uncertainty_configs())
         runs.update({f"ddpm_k{self.ablation_k}_{v}": c for v, c in self.ablation_configs().items()})
+        runs.update(self.budget_configs())
         if "ddpm" in self.preset.models and "unet" in self.preset.models:
             runs[f"refine_k{self.preset.refine.k}"] = self.refine_config()  # type: ignore[assignment]
         steps += [self.run_step(name, cfg) for name, cfg in runs.items()]
         for k in self.preset.ks:
             steps += [self.results_step(k), self.results_step(k, common=True)]
         steps.append(self.headroom_step())
+        if self.config.budgets:
+            steps.append(self.budget_step())
         if "ddpm" in self.preset.models:
             if "unet" in self.preset.models:
                 steps.append(self.refine_results_step())
@@ -560,6 +609,12 @@ class Study:
         if not self.config.ddpm_ablation:
             return pd.DataFrame(columns=["variant", "method", "patient_id", "slice_index"])
         return pd.read_csv(self._made(self.ablation_results_step()), dtype={"patient_id": str})
+
+    def budget_results(self) -> pd.DataFrame:
+        """The budget curve's rows (empty when the study has no budget curve)."""
+        if not self.config.budgets:
+            return pd.DataFrame(columns=["run", "model", "samples", "method", "patient_id"])
+        return pd.read_csv(self._made(self.budget_step()), dtype={"patient_id": str})
 
     def headroom(self) -> pd.DataFrame:
         """The headroom references' rows beside linear interpolation's, at k=1 and k=2."""
