@@ -5,7 +5,8 @@ with ``torch.load(..., weights_only=True)``:
 
 ``format``, ``slicelib_version``, ``model`` (name), ``k``, ``image_size``,
 ``train_config`` and ``cache_config`` (dicts), ``epoch`` (epochs completed),
-``history`` (list of dicts), ``best_epoch``, ``best_value``, ``world_size``,
+``history`` (list of dicts), ``best_epoch``, ``best_value``, ``world_size`` and
+``process_batch`` (each process's share of ``train_config``'s effective batch),
 ``models`` / ``optimizers`` / ``scalers`` (dicts by role: ``generator``,
 ``discriminator``, ``denoiser``), ``objective`` (the objective's plain values).
 A refinement run (``model`` ``"refine"``) adds ``refine_config``; its ``models`` hold

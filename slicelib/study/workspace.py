@@ -39,6 +39,7 @@ from slicelib.config import (
     RunConfig,
     TrainConfig,
     get_preset,
+    recorded_run_defining,
     run_defining,
     to_dict,
 )
@@ -585,13 +586,19 @@ class Study:
     def _adoptable(self, run_dir: Path, cfg: TrainConfig) -> bool:
         """True when ``run_dir`` holds a run that ``slicelib train`` (for example a
         multi-GPU job) made from this cache with these settings, which resuming
-        finishes or returns at once."""
+        finishes or returns at once. The settings compare as run identities
+        (:func:`~slicelib.config.run_defining`): a run on several processes is this
+        setting when its effective batch is this one (:data:`~slicelib.config.BATCH_RULE`)."""
         try:
             saved = json.loads((run_dir / "config.json").read_text())
         except (OSError, ValueError):
             return False
         ours = run_defining(cfg)
-        theirs = {k: v for k, v in dict(saved.get("train", {})).items() if k in ours}
+        recorded = recorded_run_defining(
+            dict(saved.get("train", {})), int(saved.get("world_size", 1)),
+            saved.get("process_batch"),
+        )  # fmt: skip
+        theirs = {k: v for k, v in recorded.items() if k in ours}
         same_cache = Path(str(saved.get("cache", {}).get("dir", ""))) == self.cache_dir.resolve()
         epochs = int(saved.get("train", {}).get("epochs", cfg.epochs + 1))
         adopt = same_cache and digest(ours) == digest(theirs) and epochs <= cfg.epochs
