@@ -10,6 +10,7 @@ Layout under ``out_dir``::
     results/<name>.csv           the refiner's, the DDPM ablation's and the headroom's scores
     notebooks/, book/            the executed notebooks and the staged book (the runner's)
     environment.json             the software and hardware of the run
+    .data-identity.json          a user's collection: each file's sampled digest (a memo)
 
 Each step (:meth:`Study.steps` lists them by name) is made by :func:`~.steps.ensure`:
 when missing, unfinished or made from other inputs; otherwise it is reused, so that each
@@ -48,7 +49,7 @@ from slicelib.io import atomic_write, write_json
 from slicelib.methods import family_of
 from slicelib.results import Results, output_paths
 from slicelib.study.config import StudyConfig, study_config
-from slicelib.study.steps import Stamp, Step, digest, ensure, step_hash, tree_fingerprint
+from slicelib.study.steps import Stamp, Step, digest, ensure, step_hash
 
 if TYPE_CHECKING:
     from slicelib.data.cache import Cache
@@ -135,6 +136,7 @@ class Study:
         self.runs_dir, self.results_dir = self.out_dir / "runs", self.out_dir / "results"
         self.notebooks_dir, self.lock_dir = self.out_dir / "notebooks", self.out_dir / ".locks"
         self.environment_json = self.out_dir / "environment.json"
+        self.data_memo = self.out_dir / ".data-identity.json"  # the data's per-file digests
 
     def run_dir(self, model: str, k: int) -> Path:
         return self.runs_dir / run_name(model, k)
@@ -206,12 +208,16 @@ class Study:
     # Steps --------------------------------------------------------------------------
 
     def _data_inputs(self) -> dict[str, Any]:
+        """The data's identity: the synthetic cohort's settings, or the content of the
+        user's collection (:data:`~slicelib.data.fingerprint.CONTENT_RULE`: not its path,
+        not its timestamps, so that moving or touching it keeps every trained run)."""
         if self.synthetic:
             return {"synthetic": to_dict(self.preset.cohort)}
         if self._fingerprint is None:
+            from slicelib.data.fingerprint import content_fingerprint
+
             assert self.user_data_root is not None
-            self._fingerprint = {"root": str(self.user_data_root)}
-            self._fingerprint.update(tree_fingerprint(self.user_data_root))
+            self._fingerprint = content_fingerprint(self.user_data_root, self.data_memo)
         return self._fingerprint
 
     def cohort_step(self) -> Step:
