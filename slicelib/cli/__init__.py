@@ -40,7 +40,8 @@ class VersionAction(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> NoReturn:
         from slicelib.environment import code_label
 
-        parser.exit(0, f"slicelib {code_label()}\n")
+        print(f"slicelib {code_label()}")  # on stdout, as argparse's own version action
+        parser.exit(0)
 
 
 class OneLineParser(argparse.ArgumentParser):
