@@ -3,10 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The oldest Python the locks install on (pyproject.toml's requires-python says the same;
-# tests/test_install.py checks every pin against it).
+# tests/test_packaging.py checks every pin against it).
 PYTHON_FLOOR := 3.11.5
 TORCH_SPEC ?= torch==2.13.0
 CPU_INDEX := https://download.pytorch.org/whl/cpu
+# Whether PyTorch's CPU index answers from here ("yes" or empty). Where it does not (an
+# offline machine with a mirror or a wheel folder), torch comes from the configured
+# indexes, which must then hold its CPU build; the install says which build it got.
+CPU_INDEX_ANSWERS ?= $(shell $(PYTHON) -c "import urllib.request as r; r.urlopen('$(CPU_INDEX)/torch/', timeout=5)" >/dev/null 2>&1 && echo yes)
 # The build of torch: cuda where an NVIDIA driver lists a GPU (nvidia-smi -L), else cpu.
 # `make install TORCH_BUILD=cpu` (or cuda) chooses by hand.
 ifeq ($(origin TORCH_BUILD),undefined)
@@ -29,7 +33,9 @@ LOCK ?= $(GPU_LOCK)
 TORCH_INDEX ?=
 else
 LOCK ?= $(CPU_LOCK)
-TORCH_INDEX ?= $(CPU_INDEX)
+ifeq ($(origin TORCH_INDEX),undefined)
+TORCH_INDEX := $(if $(CPU_INDEX_ANSWERS),$(CPU_INDEX))
+endif
 endif
 TORCH_PIP_ARGS ?= $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 PIP_TOOLS ?= pip-tools==7.6.2
@@ -67,11 +73,16 @@ else
 	$(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
 	$(PY) -m pip install -q -e ".[study,test]"
 endif
+ifeq ($(TORCH_BUILD),cpu)
+	@$(PY) -c "import sys, torch; sys.exit(torch.version.cuda is not None)" || \
+	  echo "make install: no GPU here, but torch $$($(PY) -c 'import torch; print(torch.__version__)') is a CUDA build (PyTorch's CPU index did not answer); for the CPU build: make install TORCH_INDEX=$(CPU_INDEX)" >&2
+endif
 	touch $(STAMP)
 
 # Regenerate the CPU lock from pyproject.toml (core, study and test) with torch at
-# TORCH_SPEC from the CPU index. The CPU wheel's local label (+cpu) is dropped, so that
-# the lock installs from the CPU index and from plain PyPI alike.
+# TORCH_SPEC from the CPU index (where it does not answer, the configured indexes must
+# hold the CPU build). The CPU wheel's local label (+cpu) is dropped, so that the lock
+# installs from the CPU index and from plain PyPI alike.
 lock: | $(PY)
 	$(PY) -m pip install -q "$(PIP_TOOLS)"
 	mkdir -p $(dir $(CPU_LOCK))
@@ -79,7 +90,7 @@ lock: | $(PY)
 	CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile --quiet \
 	  --extra study --extra test --strip-extras --allow-unsafe \
 	  --no-emit-index-url --no-emit-find-links --constraint $(dir $(CPU_LOCK)).torch-constraint.txt \
-	  --extra-index-url $(CPU_INDEX) $(LOCK_ARGS) --output-file $(CPU_LOCK) pyproject.toml
+	  $(if $(CPU_INDEX_ANSWERS),--extra-index-url $(CPU_INDEX)) $(LOCK_ARGS) --output-file $(CPU_LOCK) pyproject.toml
 	sed -i.bak -E 's/^(torch==[^+]+)[+][a-z0-9.]+$$/\1/' $(CPU_LOCK) && rm -f $(CPU_LOCK).bak $(dir $(CPU_LOCK)).torch-constraint.txt
 
 # The GPU lock: every pin of the CPU lock, and the CUDA libraries (nvidia-*, cuda-*,

@@ -153,9 +153,12 @@ def test_every_imported_package_is_declared() -> None:
 # The torch build make install picks -----------------------------------------------------
 
 
-def make(*args: str, gpu: bool, venv: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+def make(
+    *args: str, gpu: bool, venv: Path, check: bool = True, cpu_index: bool = True
+) -> subprocess.CompletedProcess[str]:
     """``make -C ROOT ARGS VENV=venv`` on a machine with or without an NVIDIA GPU (a
-    stand-in nvidia-smi first on PATH answers as the driver would)."""
+    stand-in nvidia-smi first on PATH answers as the driver would) that reaches
+    PyTorch's CPU index or not (``CPU_INDEX_ANSWERS``, the Makefile's probe)."""
     if shutil.which("make") is None:
         pytest.fail("make not found: the install is driven by the Makefile")
     bin_dir = venv.parent / ("gpu-bin" if gpu else "cpu-bin")
@@ -166,6 +169,7 @@ def make(*args: str, gpu: bool, venv: Path, check: bool = True) -> subprocess.Co
     smi.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("TORCH_BUILD", "TORCH_INDEX", "LOCK")}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    env["CPU_INDEX_ANSWERS"] = "yes" if cpu_index else ""
     command = ["make", "--no-print-directory", "-C", str(ROOT), *args, f"VENV={venv}"]
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if check:
@@ -190,6 +194,23 @@ def test_without_a_gpu_make_installs_the_cpu_build_from_plain_pypi(tmp_path: Pat
     assert "requirements/cpu.lock --extra-index-url" in forced
     wrong = make("-n", "install", "TORCH_BUILD=gpu", gpu=False, venv=venv, check=False)
     assert wrong.returncode != 0 and "TORCH_BUILD=gpu: choose cpu or cuda" in wrong.stderr
+
+
+def test_without_the_cpu_index_the_configured_indexes_serve_and_the_build_is_checked(
+    tmp_path: Path,
+) -> None:
+    # An offline machine whose mirror or wheel folder holds the CPU build: no index is
+    # added (pip would retry the unreachable one for every package), and the install
+    # says so if the torch it got is a CUDA build after all.
+    plan = make("-n", "install", gpu=False, venv=tmp_path / ".venv", cpu_index=False).stdout
+    lines = [line.strip() for line in plan.splitlines()]
+    assert f"{tmp_path}/.venv/bin/python -m pip install -q -r requirements/cpu.lock" in lines
+    assert "torch.version.cuda is not None" in plan and "is a CUDA build" in plan
+    assert "--extra-index-url" not in plan
+
+
+def test_cpu_lock_has_no_cuda_library() -> None:
+    assert not [name for name in pins(LOCKS["cpu"]) if CUDA_RUNTIME.match(name)]
 
 
 def test_install_stamp_notices_the_torch_build(tmp_path: Path) -> None:
