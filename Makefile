@@ -2,17 +2,45 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The oldest Python the locks install on (pyproject.toml's requires-python says the same;
+# tests/test_packaging.py checks every pin against it).
+PYTHON_FLOOR := 3.11.5
 TORCH_SPEC ?= torch==2.13.0
-# Where pip also looks for torch. Empty: the configured indexes (plain PyPI gives the
-# CUDA build on Linux). Without a GPU on plain PyPI (README, "Installing"):
-#   make study TORCH_INDEX=https://download.pytorch.org/whl/cpu
-# pip then takes torch 2.13.0+cpu, which ranks above 2.13.0.
+CPU_INDEX := https://download.pytorch.org/whl/cpu
+# Whether PyTorch's CPU index answers from here ("yes" or empty). Where it does not (an
+# offline machine with a mirror or a wheel folder), torch comes from the configured
+# indexes, which must then hold its CPU build; the install says which build it got.
+CPU_INDEX_ANSWERS ?= $(shell $(PYTHON) -c "import urllib.request as r; r.urlopen('$(CPU_INDEX)/torch/', timeout=5)" >/dev/null 2>&1 && echo yes)
+# The build of torch: cuda where an NVIDIA driver lists a GPU (nvidia-smi -L), else cpu.
+# `make install TORCH_BUILD=cpu` (or cuda) chooses by hand.
+ifeq ($(origin TORCH_BUILD),undefined)
+TORCH_BUILD := $(if $(shell nvidia-smi -L 2>/dev/null | grep '^GPU'),cuda,cpu)
+endif
+ifeq ($(filter cpu cuda,$(TORCH_BUILD)),)
+$(error TORCH_BUILD=$(TORCH_BUILD): choose cpu or cuda)
+endif
+# The locks: the full environment pinned (`make lock`, `make lock-gpu` write them).
+# cpu: torch from the CPU index, where pip takes 2.13.0+cpu (it ranks above 2.13.0) with
+# no CUDA libraries; cuda: plain PyPI's torch 2.13.0 (its CUDA build on Linux) and the
+# CUDA libraries it needs, pinned. TORCH_INDEX names another index for torch (e.g. a
+# CUDA version's, https://download.pytorch.org/whl/cu126, with LOCK=$(CPU_LOCK): the
+# GPU lock pins the CUDA libraries of PyPI's build). With LOCK= the install resolves
+# pyproject.toml's ranges instead.
+CPU_LOCK := requirements/cpu.lock
+GPU_LOCK := requirements/gpu.lock
+ifeq ($(TORCH_BUILD),cuda)
+LOCK ?= $(GPU_LOCK)
 TORCH_INDEX ?=
+else
+LOCK ?= $(CPU_LOCK)
+ifeq ($(origin TORCH_INDEX),undefined)
+TORCH_INDEX := $(if $(CPU_INDEX_ANSWERS),$(CPU_INDEX))
+endif
+endif
 TORCH_PIP_ARGS ?= $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-# The lock of the full CPU environment (`make lock` writes it); with LOCK= the install
-# resolves pyproject.toml's ranges instead.
-LOCK ?= requirements/cpu.lock
 PIP_TOOLS ?= pip-tools==7.6.2
+# Extra pip-compile options for `make lock` and `make lock-gpu` (e.g. an --index-url).
+LOCK_ARGS ?=
 PRESET ?= demo
 OUT ?= study
 # make verify: the study whose executed notebooks are checked, and which of them
@@ -20,11 +48,23 @@ OUT ?= study
 STUDY ?= $(OUT)
 NOTEBOOKS ?=
 STAMP := $(VENV)/.installed
+# The torch build installed, named by build and index: switching either reinstalls torch
+# (2.13.0+cpu satisfies torch==2.13.0, so pip alone would keep the build it has).
+TORCH_STAMP := $(VENV)/.torch-$(TORCH_BUILD)-$(shell printf '%s' '$(TORCH_INDEX)' | cksum | cut -d' ' -f1)
 
-.PHONY: install tools study test test-fast lint bench book clean lock verify
+.PHONY: install tools study test test-fast lint bench book clean lock lock-gpu verify
 
-$(STAMP): pyproject.toml $(wildcard $(LOCK))
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	@$(PYTHON) -c 'import sys; v = "$(PYTHON_FLOOR)"; sys.exit(sys.version_info[:3] < tuple(map(int, v.split("."))))' || \
+	  { echo "slicelib needs Python >= $(PYTHON_FLOOR) ($(PYTHON) is $$($(PYTHON) -V 2>&1)): make install PYTHON=python3.11" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(TORCH_STAMP): | $(PY)
+	rm -f $(VENV)/.torch-*
+	$(PY) -m pip show -q torch >/dev/null 2>&1 && $(PY) -m pip uninstall -y -q torch || true
+	touch $@
+
+$(STAMP): pyproject.toml $(wildcard $(LOCK)) $(TORCH_STAMP) | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 ifneq ($(wildcard $(LOCK)),)
 	$(PY) -m pip install -q -r $(LOCK) $(TORCH_PIP_ARGS)
@@ -33,21 +73,35 @@ else
 	$(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
 	$(PY) -m pip install -q -e ".[study,test]"
 endif
+ifeq ($(TORCH_BUILD),cpu)
+	@$(PY) -c "import sys, torch; sys.exit(torch.version.cuda is not None)" || \
+	  echo "make install: no GPU here, but torch $$($(PY) -c 'import torch; print(torch.__version__)') is a CUDA build (PyTorch's CPU index did not answer); for the CPU build: make install TORCH_INDEX=$(CPU_INDEX)" >&2
+endif
 	touch $(STAMP)
 
-# Regenerate the lock from pyproject.toml (core, study and test) with torch at
-# TORCH_SPEC. The CPU wheel's local label (+cpu) is dropped, so that the lock installs
-# from the CPU index and from plain PyPI alike.
-lock:
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+# Regenerate the CPU lock from pyproject.toml (core, study and test) with torch at
+# TORCH_SPEC from the CPU index (where it does not answer, the configured indexes must
+# hold the CPU build). The CPU wheel's local label (+cpu) is dropped, so that the lock
+# installs from the CPU index and from plain PyPI alike.
+lock: | $(PY)
 	$(PY) -m pip install -q "$(PIP_TOOLS)"
-	mkdir -p $(dir $(LOCK))
-	printf '%s\n' "$(TORCH_SPEC)" > $(dir $(LOCK)).torch-constraint.txt
+	mkdir -p $(dir $(CPU_LOCK))
+	printf '%s\n' "$(TORCH_SPEC)" > $(dir $(CPU_LOCK)).torch-constraint.txt
 	CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile --quiet \
 	  --extra study --extra test --strip-extras --allow-unsafe \
-	  --no-emit-index-url --no-emit-find-links --constraint $(dir $(LOCK)).torch-constraint.txt \
-	  $(TORCH_PIP_ARGS) --output-file $(LOCK) pyproject.toml
-	sed -i.bak -E 's/^(torch==[^+]+)[+][a-z0-9.]+$$/\1/' $(LOCK) && rm -f $(LOCK).bak $(dir $(LOCK)).torch-constraint.txt
+	  --no-emit-index-url --no-emit-find-links --constraint $(dir $(CPU_LOCK)).torch-constraint.txt \
+	  $(if $(CPU_INDEX_ANSWERS),--extra-index-url $(CPU_INDEX)) $(LOCK_ARGS) --output-file $(CPU_LOCK) pyproject.toml
+	sed -i.bak -E 's/^(torch==[^+]+)[+][a-z0-9.]+$$/\1/' $(CPU_LOCK) && rm -f $(CPU_LOCK).bak $(dir $(CPU_LOCK)).torch-constraint.txt
+
+# The GPU lock: every pin of the CPU lock, and the CUDA libraries (nvidia-*, cuda-*,
+# triton) that plain PyPI's build of the same torch needs on Linux x86_64. Run after
+# `make lock`, against plain PyPI (no CPU index, no local wheel of torch).
+lock-gpu: | $(PY)
+	$(PY) -m pip install -q "$(PIP_TOOLS)"
+	CUSTOM_COMPILE_COMMAND="make lock-gpu" $(PY) -m piptools compile --quiet \
+	  --extra study --extra test --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links --constraint $(CPU_LOCK) \
+	  $(LOCK_ARGS) --output-file $(GPU_LOCK) pyproject.toml
 
 install: $(STAMP)
 

@@ -5,7 +5,8 @@ with ``torch.load(..., weights_only=True)``:
 
 ``format``, ``slicelib_version``, ``model`` (name), ``k``, ``image_size``,
 ``train_config`` and ``cache_config`` (dicts), ``epoch`` (epochs completed),
-``history`` (list of dicts), ``best_epoch``, ``best_value``, ``world_size``,
+``history`` (list of dicts), ``best_epoch``, ``best_value``, ``world_size`` and
+``process_batch`` (each process's share of ``train_config``'s effective batch),
 ``models`` / ``optimizers`` / ``scalers`` (dicts by role: ``generator``,
 ``discriminator``, ``denoiser``), ``objective`` (the objective's plain values).
 A refinement run (``model`` ``"refine"``) adds ``refine_config``; its ``models`` hold
@@ -19,6 +20,7 @@ residual blocks this way).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import pickle
 import re
@@ -203,6 +205,29 @@ class LoadedRun:
     def samples_noise(self) -> bool:
         """True when predictions are sampled (the DDPM, the refiner)."""
         return self.refine is not None or self.config.model == "ddpm"
+
+
+# Hex digits of a checkpoint's SHA-256 that name it in what leaves the machine (64 bits:
+# unique among any realistic number of checkpoints, short enough to read).
+DIGEST_CHARS = 16
+
+
+def checkpoint_digest(path: Path) -> str:
+    """The SHA-256 (hex) of the checkpoint file's bytes: the model's name in derived
+    data, the same wherever the file lies."""
+    sha = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                sha.update(block)
+    except OSError as exc:
+        raise SlicelibError(f"checkpoint {path}: cannot read ({exc.strerror or exc})") from None
+    return sha.hexdigest()
+
+
+def checkpoint_label(path: Path) -> str:
+    """``sha256:<first DIGEST_CHARS hex digits>`` of the checkpoint at ``path``."""
+    return f"sha256:{checkpoint_digest(path)[:DIGEST_CHARS]}"
 
 
 def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:

@@ -18,6 +18,7 @@ Presets:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args
 
@@ -174,7 +175,7 @@ class TrainConfig:
     model: TrainableName = "unet"
     k: int = 1
     epochs: int = 25
-    batch_size: int = 4
+    batch_size: int = 4  # the effective batch, over all processes (BATCH_RULE)
     lr: float = 1e-4
     # Learning rate over the run: constant (the original), or cosine decay to 0 after a
     # linear warm-up over the first ``warmup`` fraction of the steps (from lr / 25).
@@ -229,14 +230,54 @@ RUN_INVARIANT_FIELDS: tuple[str, ...] = (
     "data_on_device",
 )
 
+# How the processes of a torchrun job share a batch, and what that makes of the run.
+BATCH_RULE = (
+    "batch_size is the effective batch, the samples of one optimiser step over all "
+    "processes: under torchrun each of N processes takes batch_size / N (N must divide "
+    "it), so a run on N GPUs makes the steps of one process with that batch and is the "
+    "same setting; a run of another effective batch is another setting. A run's identity "
+    "therefore holds its effective batch (per-process batch x processes), not the number "
+    "of processes"
+)
+
+
+def process_batch(batch_size: int, world_size: int) -> int:
+    """Each process's share of the effective ``batch_size`` (:data:`BATCH_RULE`)."""
+    if world_size < 1 or batch_size % world_size:
+        raise SlicelibError(
+            f"batch_size={batch_size} (the effective batch) does not split over {world_size} "
+            f"processes: choose a number of processes that divides it, or another batch "
+            f"size (then the run is another setting than the preset's)"
+        )
+    return batch_size // world_size
+
 
 def run_defining(cfg: TrainConfig) -> dict[str, Any]:
-    """The settings of ``cfg`` that define a run: all but :data:`RUN_INVARIANT_FIELDS`
-    and, under a constant learning rate, ``epochs`` (a run with more epochs continues the
-    same one; a schedule spans the run's epochs, so there they define it) (JSON-ready)."""
-    constant = cfg.schedule == "constant" and cfg.warmup == 0
+    """The settings of ``cfg`` that define a run (JSON-ready): all but
+    :data:`RUN_INVARIANT_FIELDS` and, under a constant learning rate, ``epochs`` (a run
+    with more epochs continues the same one; a schedule spans the run's epochs, so there
+    they define it), with the batch as ``effective_batch`` (:data:`BATCH_RULE`)."""
+    return recorded_run_defining(to_dict(cfg))
+
+
+def recorded_run_defining(
+    train: Mapping[str, Any], world_size: int = 1, per_process: int | None = None
+) -> dict[str, Any]:
+    """:func:`run_defining` of a trained run from what it recorded: ``train`` (the
+    ``train`` of its ``config.json``, or its checkpoint's ``train_config``), its
+    ``world_size`` and its per-process batch (``process_batch``). A run recorded
+    without the latter (slicelib 0.1) took ``batch_size`` in every process: its
+    effective batch is ``batch_size x world_size``."""
+    constant = train.get("schedule", "constant") == "constant" and not train.get("warmup")
     skip = (*RUN_INVARIANT_FIELDS, "epochs") if constant else RUN_INVARIANT_FIELDS
-    return {name: value for name, value in to_dict(cfg).items() if name not in skip}
+    defining: dict[str, Any] = {}
+    for name, value in train.items():
+        if name == "batch_size":  # in its place, so that errors name it in the same order
+            share = value if per_process is None else per_process
+            defining["effective_batch"] = int(share) * int(world_size)
+        elif name not in skip:
+            defining[name] = value
+    return defining
 
 
 # Training data loader workers on CUDA when TrainConfig.num_workers is None: they load the

@@ -3,17 +3,19 @@ chapter shows and what ``slicelib study`` writes to ``<out>/environment.json``."
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from slicelib import __version__
 from slicelib.io import write_json
 
 if TYPE_CHECKING:
@@ -40,9 +42,14 @@ PACKAGES: tuple[str, ...] = (
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
-    """Installed version of each distribution, ``None`` when it is not installed."""
+    """Installed version of each distribution, ``None`` when it is not installed.
+    slicelib's is the running code's :data:`slicelib.__version__` (an editable install's
+    metadata keeps the version it was installed with)."""
     versions: dict[str, str | None] = {}
     for name in names:
+        if name == "slicelib":
+            versions[name] = __version__
+            continue
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -96,6 +103,30 @@ def git_state(repo: Path | None = None) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=1)
+def _package_git_state() -> tuple[str | None, bool | None]:
+    state = git_state()
+    return state["commit"], state["dirty"]
+
+
+def code_version() -> dict[str, Any]:
+    """The running code: ``version`` (:data:`slicelib.__version__`), ``commit`` (the git
+    commit of the package's checkout, ``None`` when it is not one, e.g. a wheel) and
+    ``dirty`` (tracked files changed since that commit). Read once per process."""
+    commit, dirty = _package_git_state()
+    return {"version": __version__, "commit": commit, "dirty": dirty}
+
+
+def code_label() -> str:
+    """The running code in one line: ``0.2.0 (commit 1a2b3c4d5e6f)``, ``... modified)``
+    when the checkout has uncommitted changes, or ``0.2.0`` outside a git checkout."""
+    code = code_version()
+    if code["commit"] is None:
+        return str(code["version"])
+    modified = ", modified" if code["dirty"] else ""
+    return f"{code['version']} (commit {code['commit'][:12]}{modified})"
+
+
 def device_label(device: torch.device) -> str:
     """A readable name of the device that ran a computation, for results files."""
     if device.type == "cuda":
@@ -140,12 +171,15 @@ def device_info() -> dict[str, Any]:
 def record_environment() -> dict[str, Any]:
     """Everything that identifies the software and hardware of this process.
 
-    Keys: ``recorded_at`` (UTC, ISO 8601), ``python``, ``platform``, ``cpu``,
-    ``cpu_count``, ``device`` (see :func:`device_info`), ``packages``
-    (see :func:`package_versions`), ``git`` (see :func:`git_state`).
+    Keys: ``recorded_at`` (UTC, ISO 8601), ``slicelib`` (the code's version and commit,
+    see :func:`code_version`), ``python``, ``platform``, ``cpu``, ``cpu_count``,
+    ``device`` (see :func:`device_info`), ``packages`` (see :func:`package_versions`),
+    ``git`` (see :func:`git_state`).
     """
+    git = git_state()
     return {
-        "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "slicelib": {"version": __version__, "commit": git["commit"], "dirty": git["dirty"]},
         "python": sys.version.split()[0],
         "python_executable": sys.executable,
         "platform": platform.platform(),
@@ -153,7 +187,7 @@ def record_environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "device": device_info(),
         "packages": package_versions(),
-        "git": git_state(),
+        "git": git,
     }
 
 

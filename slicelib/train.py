@@ -13,8 +13,12 @@ The same loop trains the refinement of a trained U-Net (a
 its history adds the loss terms and the U-Net's validation PSNR (``val_unet_psnr``).
 
 Under ``torchrun`` the same function trains with DistributedDataParallel (see
-:mod:`slicelib.distributed`): the batch size is per process and rank 0 writes. A run
-folder has one writer at a time (:func:`slicelib.locking.hold_lock`).
+:mod:`slicelib.distributed`): ``batch_size`` is the effective batch, split over the
+processes (:data:`~slicelib.config.BATCH_RULE`), and rank 0 writes. A run folder has one
+writer at a time (:func:`slicelib.locking.hold_lock`).
+
+Every epoch logs one line (rank 0): the losses, validation PSNR and SSIM, the
+throughput, the epoch's time and the time left at that pace.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ from slicelib.config import (
     RunConfig,
     Schedule,
     TrainConfig,
+    process_batch,
+    recorded_run_defining,
     run_defining,
     run_kind,
     to_dict,
@@ -215,6 +221,7 @@ def train(
                     f"cache {cache_dir}: no {split} triplets at k={cfg.k} (a volume needs "
                     f"at least {2 * cfg.k + 1} slices; its {split} volumes have at most {most})"
                 )
+        per_process = process_batch(cfg.batch_size, info.world_size)
         problem = _make_run_dir(run_dir, lock) if info.is_main else None
         problem = distributed.from_main(problem, info)  # every rank stops, none waits
         if problem:
@@ -231,6 +238,7 @@ def train(
             "autocast": autocast_used(device, cfg, cpu_bf16),
             "cache_config": to_dict(cache.config),
             "world_size": info.world_size,
+            "process_batch": per_process,
             "training_domain": training_domain(cache.manifest),  # what the model card states
         }
         start, history, best = (
@@ -244,11 +252,11 @@ def train(
         if workers is None:
             workers = CUDA_LOADER_WORKERS if device.type == "cuda" else 0
         loader: DataLoader[Any] | ResidentTriplets = DataLoader(
-            train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
+            train_set, batch_size=per_process, sampler=sampler, num_workers=workers,
             pin_memory=device.type == "cuda", generator=loader_gen,
         )  # fmt: skip
         if use_resident(train_set, device, cfg.data_on_device):  # same batches, built on device
-            loader = ResidentTriplets(train_set, sampler, cfg.batch_size, device)
+            loader = ResidentTriplets(train_set, sampler, per_process, device)
         val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False)
         steps = min(cfg.steps_per_epoch or len(loader), len(loader))
         if start == 0:  # e.g. the refinement's residual scale, the same on every rank
@@ -260,6 +268,7 @@ def train(
                 _run_config(run_cfg, cache_dir, meta, device, objective),
             )
 
+        epoch_seconds: list[float] = []  # this process's epochs: the pace of the time left
         for epoch in range(start + 1, cfg.epochs + 1):
             started = time.perf_counter()
             seed = epoch_seed(cfg.seed, epoch, info.rank)
@@ -301,11 +310,15 @@ def train(
                     save_checkpoint(run_dir / "best.pt", state)
                 save_checkpoint(run_dir / "last.pt", state)
                 _write_history(run_dir / "history.csv", history)
+            epoch_seconds.append(time.perf_counter() - started)
+            if info.is_main:
+                left = float(np.mean(epoch_seconds)) * (cfg.epochs - epoch)
                 log.info(
                     "%s k=%d epoch %d/%d: train loss %.4f, val loss %.4f, PSNR %.2f dB, "
-                    "SSIM %.4f, %.1f samples/s%s", kind, cfg.k, epoch, cfg.epochs,
-                    row["train_loss"], row["val_loss"], row["val_psnr"], row["val_ssim"],
-                    row["samples_per_s"], " (best)" if improved else "",
+                    "SSIM %.4f, %.1f samples/s, %s this epoch, %s left%s", kind, cfg.k,
+                    epoch, cfg.epochs, row["train_loss"], row["val_loss"], row["val_psnr"],
+                    row["val_ssim"], row["samples_per_s"], duration(epoch_seconds[-1]),
+                    duration(left), " (best)" if improved else "",
                 )  # fmt: skip
             distributed.barrier(info)
             if on_epoch_end is not None and on_epoch_end(dict(row)):
@@ -317,6 +330,17 @@ def train(
                 run_dir, to_dict(cfg), cache_dir, meta["training_domain"], history, best[0]
             )
         return TrainResult(history=history, best_epoch=best[0], best_value=best[1], run_dir=run_dir)
+
+
+def duration(seconds: float) -> str:
+    """A wall-clock span for a log line: ``"8.2 s"``, ``"4 min 36 s"``, ``"2 h 05 min"``."""
+    if round(seconds, 1) < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def _train_epoch(
@@ -452,6 +476,7 @@ def _state(
         "train_config": to_dict(cfg),
         "cache_config": meta["cache_config"],
         "world_size": meta["world_size"],
+        "process_batch": meta["process_batch"],
         "training_domain": meta["training_domain"],
         "models": {
             **{role: ln.raw.state_dict() for role, ln in learners.items()},
@@ -482,7 +507,9 @@ def _resume(
     cfg = train_part(run_cfg)
     state = read_checkpoint(path, device)
     check_compatible(state, path, model=run_kind(run_cfg), k=cfg.k, image_size=meta["size"])
-    saved = state["train_config"]
+    saved = recorded_run_defining(
+        state["train_config"], int(state.get("world_size", 1)), state.get("process_batch")
+    )
     defining = run_defining(cfg)
     if isinstance(run_cfg, RefineConfig):
         saved = {**saved, **state.get("refine_config", {})}
@@ -589,6 +616,7 @@ def _run_config(
         "cache": {"dir": str(Path(cache_dir).resolve()), "config": meta["cache_config"]},
         "image_size": meta["size"],
         "world_size": meta["world_size"],
+        "process_batch": meta["process_batch"],
         "device": str(device),
         "autocast": meta["autocast"],
     }

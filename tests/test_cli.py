@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import slicelib
 from slicelib import __version__
 from slicelib.cli import COMMANDS, build_parser, main
 
@@ -17,11 +19,19 @@ def test_help_lists_every_registered_command() -> None:
         assert name.replace("_", "-") in help_text
 
 
-def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+def test_version_names_the_release_and_the_commit(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0
-    assert __version__ in capsys.readouterr().out
+    printed = capsys.readouterr().out.strip()
+    head = subprocess.run(
+        ["git", "-C", str(Path(slicelib.__file__).parent), "rev-parse", "HEAD"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    if head:  # a git checkout: the commit too
+        assert printed.startswith(f"slicelib {__version__} (commit {head[:12]}")
+    else:
+        assert printed == f"slicelib {__version__}"
 
 
 def test_python_dash_m_runs_the_same_cli() -> None:

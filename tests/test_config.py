@@ -11,13 +11,17 @@ from slicelib.config import (
     MODEL_NAMES,
     PAPER,
     PRESETS,
+    RUN_INVARIANT_FIELDS,
     DiffusionConfig,
     ModelConfig,
     TrainConfig,
     from_dict,
     get_preset,
     preset_differences,
+    process_batch,
+    recorded_run_defining,
     replace_checked,
+    run_defining,
     to_dict,
 )
 from slicelib.errors import SlicelibError
@@ -112,3 +116,20 @@ def test_saved_configs_with_the_old_residual_name_still_load() -> None:
     saved = to_dict(ModelConfig(residual_from_linear=True))
     saved["unet_residual"] = saved.pop("residual_from_linear")
     assert from_dict(ModelConfig, saved) == ModelConfig(residual_from_linear=True)
+
+
+def test_a_run_is_defined_by_its_effective_batch_not_its_processes() -> None:
+    cfg = PAPER.train_config("unet", 1)
+    defining = run_defining(cfg)
+    assert defining["effective_batch"] == 4 and "batch_size" not in defining
+    assert not set(RUN_INVARIANT_FIELDS) & set(defining)
+    # The paper's batch over 4 GPUs: 1 each; it does not split over 3.
+    assert [process_batch(4, n) for n in (1, 2, 4)] == [4, 2, 1]
+    with pytest.raises(SlicelibError, match=r"batch_size=4 .* does not split over 3 processes"):
+        process_batch(4, 3)
+    # What a run recorded: this rule's (batch_size effective, process_batch its share) and
+    # slicelib 0.1's (batch_size per process): 4 processes of 4 are 16, not the paper's 4.
+    train = to_dict(cfg)
+    assert recorded_run_defining(train, world_size=4, per_process=1) == defining
+    assert recorded_run_defining(train, world_size=4)["effective_batch"] == 16
+    assert recorded_run_defining(train)["effective_batch"] == 4

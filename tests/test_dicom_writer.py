@@ -15,10 +15,13 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, RLELossless, gen
 
 import slicelib
 from slicelib.data.dicom import load_series, normal
+from slicelib.environment import code_label, code_version
 from slicelib.errors import SlicelibError
 from slicelib.io import OUTPUT_MARKER, atomic_directory
 from slicelib.upsample.dicom_writer import (
     ACQUIRED_COMMENT,
+    ACQUISITION_ATTRIBUTES,
+    MM_DECIMALS,
     SYNTHESIZED_COMMENT,
     Derivation,
     write_dicom_series,
@@ -48,6 +51,7 @@ def write_test_series(
     gaps: list[float] | None = None,
     seed: int = 0,
     transfer_syntax: str = ExplicitVRLittleEndian,
+    position_decimals: int = 4,
 ) -> list[Path]:
     """A small MR series that passes an IOD validator (the data tests' minimal series in
     ``dicom_factory`` would not), written with pydicom; files named out of slice order.
@@ -88,7 +92,7 @@ def write_test_series(
         ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
         ds.PatientPosition, ds.BodyPartExamined = "HFS", "PROSTATE"
         ds.InstanceNumber = slices - s  # reversed: the loader must sort by position
-        ds.ImagePositionPatient = [f"{v:.4f}" for v in origin + along[s] * n]
+        ds.ImagePositionPatient = [f"{v:.{position_decimals}f}" for v in origin + along[s] * n]
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in iop]
         ds.SliceLocation = f"{along[s] + 12.5:.4f}"
         ds.PixelSpacing = ["0.7", "0.7"]
@@ -134,7 +138,9 @@ class NeighbourSamples:
 std_predict = NeighbourSamples()
 
 
-DERIVATION = Derivation(method="linear (test)", checkpoint="runs/test/best.pt", detail="epoch 1")
+DERIVATION = Derivation(
+    method="linear (test)", checkpoint="sha256:0123456789abcdef", detail="epoch 1"
+)
 
 
 @pytest.fixture
@@ -200,7 +206,12 @@ def test_headers_mark_derived_and_synthesized_slices(series: Path, tmp_path: Pat
     for j, ds in enumerate(written):
         assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
         assert "linear (test)" in ds.DerivationDescription
-        assert "runs/test/best.pt" in ds.DerivationDescription
+        assert "checkpoint sha256:0123456789abcdef" in ds.DerivationDescription
+        assert f"slicelib {code_label()}" in ds.DerivationDescription
+        derivation = ds.DerivationCodeSequence
+        assert [(c.CodeValue, c.CodingSchemeDesignator) for c in derivation] == [
+            ("113085", "DCM")  # Spatial resampling, CID 7203
+        ]
         assert ds.SeriesDescription == "t2_tse_tra [x2 interpolated]"
         refs = [item.ReferencedSOPInstanceUID for item in ds.SourceImageSequence]
         if j % 2 == 0:
@@ -218,7 +229,12 @@ def test_headers_mark_derived_and_synthesized_slices(series: Path, tmp_path: Pat
         assert ds.SeriesTime != source[0].get("SeriesTime")
         equipment = ds.ContributingEquipmentSequence[-1]
         assert equipment.Manufacturer == "slicelib"
-        assert equipment.SoftwareVersions == slicelib.__version__
+        versions = equipment.SoftwareVersions
+        versions = [versions] if isinstance(versions, str) else list(versions)
+        code = code_version()
+        assert versions[0] == slicelib.__version__
+        if code["commit"] is not None:  # run from a git checkout: the commit too
+            assert versions[1].startswith(f"commit {code['commit']}")
         purpose = equipment.PurposeOfReferenceCodeSequence[0]
         assert (purpose.CodeValue, purpose.CodingSchemeDesignator) == ("109102", "DCM")
 
@@ -345,3 +361,64 @@ def test_output_passes_an_independent_iod_validator(series: Path, tmp_path: Path
     # So must the std map, its real values in a RealWorldValueMappingSequence (no rescale).
     for path in sorted((tmp_path / "std").iterdir())[:2]:
         assert _dciodvfy(path) == [], path
+
+
+ACQUISITION_VALUES = {
+    "AcquisitionDate": "20200101",
+    "AcquisitionTime": "120102.500000",
+    "AcquisitionDateTime": "20200101120102.5",
+    "AcquisitionNumber": 3,
+    "ImagesInAcquisition": 5,
+}
+
+
+def test_computed_slices_carry_no_acquisition_they_did_not_have(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    for path in write_test_series(folder):
+        ds = pydicom.dcmread(path)
+        for keyword, value in ACQUISITION_VALUES.items():
+            setattr(ds, keyword, value)
+        ds.ScanOptions, ds.TriggerTime = "CG", "250"  # cardiac gating: TriggerTime required
+        ds.save_as(path)
+    up = upsampled(folder, with_std=True)
+    write_dicom_series(up, tmp_path / "img", DERIVATION)
+    write_dicom_series(up, tmp_path / "std", DERIVATION, kind="std")
+    image, std = read_all(tmp_path / "img"), read_all(tmp_path / "std")
+    for j, ds in enumerate(image):
+        if j % 2 == 0:  # acquired: its own acquisition, as the scanner wrote it
+            assert {k: ds.get(k) for k in ACQUISITION_VALUES} == ACQUISITION_VALUES
+            assert ds.TriggerTime == "250"
+        else:
+            assert not any(k in ds for k in ACQUISITION_ATTRIBUTES), j
+            assert "TriggerTime" in ds and ds.TriggerTime in (None, "")  # Type 2C: empty
+    for ds in std:  # a computed map: acquired nowhere
+        assert not any(k in ds for k in ACQUISITION_ATTRIBUTES)
+        derivation = [(c.CodeValue, c.CodingSchemeDesignator) for c in ds.DerivationCodeSequence]
+        assert derivation == [("113085", "DCM"), ("113061", "DCM")]  # + Standard Deviation
+    assert _dciodvfy(up.source.files[0]) == []
+    for path in (sorted((tmp_path / "img").iterdir())[1], sorted((tmp_path / "std").iterdir())[1]):
+        assert _dciodvfy(path) == [], path
+
+
+def test_geometry_is_written_without_float_noise(tmp_path: Path) -> None:
+    # Positions written with 10 decimals, 3.6000000433 mm apart: the spacing estimated
+    # from them halves to 1.80000002165, which float arithmetic would write out in full.
+    folder = tmp_path / "in"
+    write_test_series(folder, gaps=[3.6000000433] * 4, position_decimals=10)
+    up = upsampled(folder)
+    assert repr(up.slice_spacing) != "1.8"  # the noise is there to be hidden
+    write_dicom_series(up, tmp_path / "out", DERIVATION)
+    written = read_all(tmp_path / "out")
+    source = sorted((pydicom.dcmread(f) for f in up.source.files), key=lambda d: d.SliceLocation)
+    if float(written[0].SliceLocation) != float(source[0].SliceLocation):
+        source.reverse()
+    for j, ds in enumerate(written):
+        assert ds["SpacingBetweenSlices"].repval.strip("'") == "1.8"
+        if j % 2 == 0:  # acquired: the values as the source wrote them
+            src = source[j // 2]
+            assert list(ds.ImagePositionPatient) == list(src.ImagePositionPatient)
+            assert ds.SliceLocation == src.SliceLocation
+        else:
+            texts = [str(v.original_string) for v in ds.ImagePositionPatient]
+            texts.append(str(ds.SliceLocation.original_string))
+            assert all(len(t.partition(".")[2]) <= MM_DECIMALS for t in texts), texts

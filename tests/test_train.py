@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from slicelib.cli import main
 from slicelib.config import MODEL_NAMES, SMOKE, ModelConfig, PrepareConfig, TrainConfig
 from slicelib.errors import SlicelibError
 from slicelib.objectives import L1Objective
-from slicelib.train import HISTORY_COLUMNS, train
+from slicelib.train import HISTORY_COLUMNS, duration, train
 
 # Narrow networks: the loop, not the architectures, is under test here.
 TINY_MODELS = ModelConfig(
@@ -151,7 +153,7 @@ def test_stopping_after_an_epoch_and_extending_matches_a_longer_run(
 
 def test_resuming_with_other_settings_is_refused(tiny_cache: Path, tmp_path: Path) -> None:
     train(tiny_config("cnn", epochs=1, steps_per_epoch=1), tiny_cache, tmp_path, progress=False)
-    with pytest.raises(SlicelibError, match="batch_size=4, not 2"):
+    with pytest.raises(SlicelibError, match="effective_batch=4, not 2"):
         train(tiny_config("cnn", batch_size=2), tiny_cache, tmp_path, progress=False)
     with pytest.raises(SlicelibError, match="holds model 'cnn' .* expected model 'unet'"):
         train(tiny_config("unet"), tiny_cache, tmp_path, progress=False)
@@ -314,3 +316,28 @@ def test_device_helpers() -> None:
     assert amp_dtype(torch.device("cuda"), "fp32") is None
     with pytest.raises(SlicelibError, match="unknown precision 'fp64'"):
         amp_dtype(cpu, "fp64")
+
+
+def test_every_epoch_logs_one_line_with_losses_throughput_and_time_left(
+    tiny_cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="slicelib.train")
+    cfg = tiny_config("cnn", epochs=3, steps_per_epoch=1)
+    train(cfg, tiny_cache, tmp_path / "run", progress=False)
+    lines = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage()]
+    assert len(lines) == 3
+    pattern = (
+        r"cnn k=1 epoch {}/3: train loss \d\.\d{{4}}, val loss \d\.\d{{4}}, PSNR [\d.]+ dB, "
+        r"SSIM [\d.]+, [\d.]+ samples/s, [\d.]+ s this epoch, (?P<left>[\d.]+ s) left"
+    )
+    for epoch, line in enumerate(lines, 1):
+        assert re.match(pattern.format(epoch), line), line
+    assert lines[-1].split(", ")[-1].startswith("0.0 s left")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(8.24, "8.2 s"), (276, "4 min 36 s"), (7500, "2 h 05 min"), (59.96, "1 min 00 s")],
+)
+def test_durations_read_as_spans(seconds: float, text: str) -> None:
+    assert duration(seconds) == text

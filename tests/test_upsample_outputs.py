@@ -20,9 +20,11 @@ import torch
 from test_dicom_writer import DERIVATION, _dciodvfy, upsampled, write_test_series
 from test_upsample import _train
 
-from slicelib.checkpoint import read_checkpoint, save_checkpoint
+import slicelib
+from slicelib.checkpoint import checkpoint_digest, read_checkpoint, save_checkpoint
 from slicelib.cli import main
 from slicelib.data.nifti import load_nifti
+from slicelib.environment import code_version
 from slicelib.errors import SlicelibError
 from slicelib.io import OUTPUT_MARKER
 from slicelib.model_card import MODEL_CARD, domain_differences, matching_presets
@@ -329,6 +331,44 @@ def test_prostatex_t2_upsampled_with_no_new_dciodvfy_finding(run: Path, tmp_path
     assert len(image) == len(std) == 39
     for path in (image[0], image[1], std[1]):
         assert set(_dciodvfy(path)) - source == set(), path
+
+    # What leaves the machine says what made it, and nothing about this machine.
+    labels = [f"sha256:{checkpoint_digest(p)[:16]}" for p in (run / "best.pt", other)]
+    code = code_version()
+    local = [str(p) for p in (run, other, tmp_path, Path.home(), PROSTATEX_T2)]
+    for path in (image[0], image[1], std[1]):
+        ds = pydicom.dcmread(path)
+        assert not [text for text in _texts(ds) if any(place in text for place in local)]
+        assert all(label in ds.DerivationDescription for label in labels)
+        assert f"slicelib {slicelib.__version__}" in ds.DerivationDescription
+        codes = [(c.CodeValue, c.CodingSchemeDesignator) for c in ds.DerivationCodeSequence]
+        assert codes[0] == ("113085", "DCM")
+        versions = list(ds.ContributingEquipmentSequence[-1].SoftwareVersions)
+        assert versions[0] == slicelib.__version__
+        assert code["commit"] is not None and versions[1].startswith(f"commit {code['commit']}")
+        assert code["commit"][:12] in ds.DerivationDescription
+        assert ds["SpacingBetweenSlices"].repval.strip("'") == "1.8"  # not 1.80000002167304
+    acquired, synthesized = pydicom.dcmread(image[0]), pydicom.dcmread(image[1])
+    assert "AcquisitionTime" in acquired
+    assert not any(k in synthesized for k in ("AcquisitionTime", "AcquisitionDate"))
+    assert "AcquisitionTime" not in pydicom.dcmread(std[0])
+    record = json.loads((out / "upsample.json").read_text())
+    assert record["checkpoint_sha256"].startswith(labels[0][len("sha256:") :])
+    assert record["slicelib_commit"] == code["commit"]
+
+
+def _texts(ds: pydicom.Dataset) -> list[str]:
+    """Every text value of ``ds``, in nested sequences too."""
+    found: list[str] = []
+    for elem in ds.iterall():
+        if elem.VR in ("LO", "LT", "SH", "ST", "UT", "UC", "UR", "PN", "CS"):
+            values = (
+                elem.value
+                if isinstance(elem.value, list | pydicom.multival.MultiValue)
+                else [elem.value]
+            )
+            found += [str(v) for v in values]
+    return found
 
 
 def test_slice_axis_option_overrides_the_header(run: Path, tmp_path: Path) -> None:

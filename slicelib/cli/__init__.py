@@ -14,7 +14,6 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from slicelib import __version__
 from slicelib.errors import SlicelibError
 
 # Module names under slicelib.cli, in the order --help lists them.
@@ -31,6 +30,20 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
+class VersionAction(argparse.Action):
+    """``--version``: the release and the commit of the code that runs (read only when
+    asked: it calls git)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and commit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> NoReturn:
+        from slicelib.environment import code_label
+
+        print(f"slicelib {code_label()}")  # on stdout, as argparse's own version action
+        parser.exit(0)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """A parser whose errors are one line, ``slicelib COMMAND: error: ...`` (exit 2),
     without the usage block: the line says what is wrong and ``--help`` says the rest."""
@@ -44,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="slicelib",
         description="Deep learning for MRI slice interpolation: data, models, evaluation, study.",
     )
-    parser.add_argument("--version", action="version", version=f"slicelib {__version__}")
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:

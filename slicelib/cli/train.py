@@ -1,7 +1,8 @@
 """``slicelib train``: train one model at one k on a prepared cache.
 
 Works the same under ``torchrun --nproc_per_node N -m slicelib train ...``
-(DistributedDataParallel; ``--batch-size`` is then per process).
+(DistributedDataParallel; ``--batch-size`` is the effective batch, split over the
+processes: :data:`slicelib.config.BATCH_RULE`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         "--epochs", type=positive_int(MAX_COUNT), help="override the preset's epochs"
     )
     parser.add_argument(
-        "--batch-size", type=positive_int(MAX_BATCH), help="override the preset's batch size"
+        "--batch-size",
+        type=positive_int(MAX_BATCH),
+        help="override the preset's batch size, the effective batch over all processes "
+        "(under torchrun each of N processes takes 1/N of it)",
     )
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument(

@@ -24,7 +24,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -322,7 +322,7 @@ class CacheWriter:
         manifest: dict[str, Any] = {
             "format": FORMAT,
             "slicelib_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "fingerprint": fingerprint,
             "config": to_dict(self.config),
             "patients": patients,

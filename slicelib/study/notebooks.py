@@ -25,6 +25,8 @@ import json
 import logging
 import os
 import re
+import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -388,24 +390,29 @@ class NotebookRunner:
         reads_log = self.dir / f".{job.name}.reads.jsonl"
         reads_log.unlink(missing_ok=True)
         self._update_state(job.name, None)
-        previous = os.environ.get(READS_ENV)
+        previous = {name: os.environ.get(name) for name in (READS_ENV, KERNEL_LOG_ENV)}
         os.environ[READS_ENV] = str(reads_log)
+        # The kernel logs into a file that this runner forwards to its own log as it
+        # grows: progress reaches the terminal (a SLURM job's output), not the book.
+        kernel_log = self.dir / f".{job.name}.log"
+        os.environ[KERNEL_LOG_ENV] = str(kernel_log)
         papermill_log = logging.getLogger("papermill")
         papermill_level = papermill_log.level
         papermill_log.setLevel(logging.WARNING)
         start = time.perf_counter()
         try:
-            papermill.execute_notebook(
-                str(job.source),
-                str(output),
-                parameters=job.parameters,
-                kernel_name=KERNEL,
-                cwd=str(self.dir),
-                progress_bar=False,
-                log_output=False,
-                # The kernel's own start-up notices would interleave with the runner's log.
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
-            )
+            with KernelLogForwarder(kernel_log, job.name):
+                papermill.execute_notebook(
+                    str(job.source),
+                    str(output),
+                    parameters=job.parameters,
+                    kernel_name=KERNEL,
+                    cwd=str(self.dir),
+                    progress_bar=False,
+                    log_output=False,
+                    # The kernel's own start-up notices would interleave with the runner's log.
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                )
         except PapermillExecutionError as exc:
             where = f"notebook {job.name!r}"
             if exc.ename.endswith("SlicelibError"):
@@ -418,10 +425,11 @@ class NotebookRunner:
             ) from None
         finally:
             papermill_log.setLevel(papermill_level)
-            if previous is None:
-                os.environ.pop(READS_ENV, None)
-            else:
-                os.environ[READS_ENV] = previous
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
         seconds = time.perf_counter() - start
         reads: dict[str, str] = {}
         if reads_log.is_file():
@@ -440,14 +448,92 @@ class NotebookRunner:
         return seconds
 
 
+# Where slicelib's log goes in a notebook's kernel (:func:`kernel_logging`). Unset: the
+# running cell's stdout, one line per record, which ``papermill --log-output`` (and so a
+# SLURM job's output) shows as it comes and the executed notebook keeps. A file path:
+# that file, which the study runner forwards to its own log, so that the book's pages
+# hold no wall-clock lines. "off": nowhere.
+KERNEL_LOG_ENV = "SLICELIB_KERNEL_LOG"
+KERNEL_LOG_OFF = "off"
+KERNEL_LOG_FORMAT = "%(asctime)s %(message)s"
+KERNEL_LOG_DATES = "%Y-%m-%d %H:%M:%S"
+
+
+def _in_kernel() -> bool:
+    """True inside a Jupyter kernel (its stdout is the kernel's output stream)."""
+    iostream = sys.modules.get("ipykernel.iostream")
+    return iostream is not None and isinstance(sys.stdout, iostream.OutStream)
+
+
+def kernel_logging() -> None:
+    """In a notebook's kernel, send slicelib's INFO log where :data:`KERNEL_LOG_ENV` says
+    (default: the cell's stdout); a kernel has no handler of its own, so a long cell
+    (training, evaluation) would otherwise print nothing. Idempotent; outside a kernel
+    it does nothing (the command line configures logging itself)."""
+    target = os.environ.get(KERNEL_LOG_ENV, "")
+    package = logging.getLogger("slicelib")
+    if not _in_kernel() or target == KERNEL_LOG_OFF:
+        return
+    if any(getattr(h, "slicelib_kernel", False) for h in package.handlers):
+        return
+    handler: logging.Handler = (
+        logging.FileHandler(target, encoding="utf-8") if target else
+        logging.StreamHandler(sys.stdout)
+    )  # fmt: skip
+    handler.setFormatter(logging.Formatter(KERNEL_LOG_FORMAT, KERNEL_LOG_DATES))
+    handler.slicelib_kernel = True  # type: ignore[attr-defined]
+    package.addHandler(handler)
+    if package.level == logging.NOTSET or package.level > logging.INFO:
+        package.setLevel(logging.INFO)
+
+
+class KernelLogForwarder:
+    """Forward, line by line while a notebook runs, what its kernel logs into ``path``
+    (:data:`KERNEL_LOG_ENV`) to this process's log, prefixed with the notebook's name."""
+
+    def __init__(self, path: Path, name: str, poll_s: float = 0.5) -> None:
+        self.path, self.name, self.poll_s = path, name, poll_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+
+    def __enter__(self) -> KernelLogForwarder:
+        self.path.write_text("")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.path.unlink(missing_ok=True)
+
+    def _pump(self) -> None:
+        pending = ""
+        with open(self.path, encoding="utf-8", errors="replace") as fh:
+            while True:
+                chunk = fh.readline()
+                if chunk:
+                    pending += chunk
+                    if pending.endswith("\n"):
+                        logger.info("[%s] %s", self.name, pending.rstrip("\n"))
+                        pending = ""
+                    continue
+                if self._stop.is_set():  # the kernel has exited: nothing more will come
+                    if pending:
+                        logger.info("[%s] %s", self.name, pending)
+                    return
+                self._stop.wait(self.poll_s)
+
+
 def notebook_study(notebook: str, **parameters: Any) -> Study:
-    """The workspace a notebook works in, from its ``parameters`` cell's values.
+    """The workspace a notebook works in, from its ``parameters`` cell's values; in a
+    kernel, slicelib's log goes to the cell's output first (:func:`kernel_logging`).
 
     Checks the type of every parameter (and the value of ``preset``, ``model``, ``k``)
     and raises a one-line :class:`SlicelibError` naming the notebook and the parameter
     when one is wrong. The real-anatomy notebook defaults to the checkout's IXI data in
     ``$SLICELIB_HOME/<preset>-real``.
     """
+    kernel_logging()
     values = check_parameters(notebook, parameters)
     try:
         preset = get_preset(values.get("preset", "smoke"))

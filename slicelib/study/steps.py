@@ -217,17 +217,6 @@ def is_current(output: Path, hash_: str) -> bool:
     return output.exists() and stamp is not None and stamp.complete and stamp.hash == hash_
 
 
-def tree_fingerprint(root: Path) -> dict[str, Any]:
-    """A cheap fingerprint of every file under ``root``: relative path, size, mtime
-    (stats files only, so it stays fast on an 80 GB collection)."""
-    entries = [
-        (p.relative_to(root).as_posix(), (st := p.stat()).st_size, st.st_mtime_ns)
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    ]
-    return {"files": len(entries), "bytes": sum(e[1] for e in entries), "hash": digest(entries)}
-
-
 # Steps -------------------------------------------------------------------------------
 
 Resumable = bool | Callable[[Stamp | None], bool]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -164,4 +165,8 @@ def verify_study(
         *pytest_args,
         *map(str, targets),
     ]
-    return subprocess.run(command, cwd=fresh, check=False).returncode
+    # The stored notebooks hold no log lines (the runner kept them out): neither may these.
+    from slicelib.study.notebooks import KERNEL_LOG_ENV, KERNEL_LOG_OFF
+
+    env = {**os.environ, KERNEL_LOG_ENV: KERNEL_LOG_OFF}
+    return subprocess.run(command, cwd=fresh, env=env, check=False).returncode

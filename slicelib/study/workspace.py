@@ -10,6 +10,7 @@ Layout under ``out_dir``::
     results/<name>.csv           the refiner's, the DDPM ablation's and the headroom's scores
     notebooks/, book/            the executed notebooks and the staged book (the runner's)
     environment.json             the software and hardware of the run
+    .data-identity.json          a user's collection: each file's sampled digest (a memo)
 
 Each step (:meth:`Study.steps` lists them by name) is made by :func:`~.steps.ensure`:
 when missing, unfinished or made from other inputs; otherwise it is reused, so that each
@@ -39,6 +40,7 @@ from slicelib.config import (
     RunConfig,
     TrainConfig,
     get_preset,
+    recorded_run_defining,
     run_defining,
     to_dict,
 )
@@ -47,7 +49,7 @@ from slicelib.io import atomic_write, write_json
 from slicelib.methods import family_of
 from slicelib.results import Results, output_paths
 from slicelib.study.config import StudyConfig, study_config
-from slicelib.study.steps import Stamp, Step, digest, ensure, step_hash, tree_fingerprint
+from slicelib.study.steps import Stamp, Step, digest, ensure, step_hash
 
 if TYPE_CHECKING:
     from slicelib.data.cache import Cache
@@ -134,6 +136,7 @@ class Study:
         self.runs_dir, self.results_dir = self.out_dir / "runs", self.out_dir / "results"
         self.notebooks_dir, self.lock_dir = self.out_dir / "notebooks", self.out_dir / ".locks"
         self.environment_json = self.out_dir / "environment.json"
+        self.data_memo = self.out_dir / ".data-identity.json"  # the data's per-file digests
 
     def run_dir(self, model: str, k: int) -> Path:
         return self.runs_dir / run_name(model, k)
@@ -223,12 +226,16 @@ class Study:
     # Steps --------------------------------------------------------------------------
 
     def _data_inputs(self) -> dict[str, Any]:
+        """The data's identity: the synthetic cohort's settings, or the content of the
+        user's collection (:data:`~slicelib.data.fingerprint.CONTENT_RULE`: not its path,
+        not its timestamps, so that moving or touching it keeps every trained run)."""
         if self.synthetic:
             return {"synthetic": to_dict(self.preset.cohort)}
         if self._fingerprint is None:
+            from slicelib.data.fingerprint import content_fingerprint
+
             assert self.user_data_root is not None
-            self._fingerprint = {"root": str(self.user_data_root)}
-            self._fingerprint.update(tree_fingerprint(self.user_data_root))
+            self._fingerprint = content_fingerprint(self.user_data_root, self.data_memo)
         return self._fingerprint
 
     def cohort_step(self) -> Step:
@@ -640,13 +647,19 @@ class Study:
     def _adoptable(self, run_dir: Path, cfg: TrainConfig) -> bool:
         """True when ``run_dir`` holds a run that ``slicelib train`` (for example a
         multi-GPU job) made from this cache with these settings, which resuming
-        finishes or returns at once."""
+        finishes or returns at once. The settings compare as run identities
+        (:func:`~slicelib.config.run_defining`): a run on several processes is this
+        setting when its effective batch is this one (:data:`~slicelib.config.BATCH_RULE`)."""
         try:
             saved = json.loads((run_dir / "config.json").read_text())
         except (OSError, ValueError):
             return False
         ours = run_defining(cfg)
-        theirs = {k: v for k, v in dict(saved.get("train", {})).items() if k in ours}
+        recorded = recorded_run_defining(
+            dict(saved.get("train", {})), int(saved.get("world_size", 1)),
+            saved.get("process_batch"),
+        )  # fmt: skip
+        theirs = {k: v for k, v in recorded.items() if k in ours}
         same_cache = Path(str(saved.get("cache", {}).get("dir", ""))) == self.cache_dir.resolve()
         epochs = int(saved.get("train", {}).get("epochs", cfg.epochs + 1))
         adopt = same_cache and digest(ours) == digest(theirs) and epochs <= cfg.epochs

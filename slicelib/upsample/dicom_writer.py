@@ -6,16 +6,26 @@ study, frame of reference and acquisition attributes carry over. What changes:
 - new SeriesInstanceUID (one per output series) and SOPInstanceUID (one per file);
   InstanceNumber 1..2n-1 along the slice normal; SeriesDescription marked; its own
   SeriesDate/SeriesTime (when it was written); a ContributingEquipmentSequence item
-  naming slicelib and its version as Processing Equipment (DCM 109102);
-- ImageType ``DERIVED\\SECONDARY`` (later values kept), DerivationDescription naming
-  the method and checkpoint, SourceImageSequence referencing the acquired
-  instance(s) each slice comes from (itself for an acquired slice, both
-  neighbours for a synthesized one), ImageComments saying which slices were
-  synthesized (supplement 6.2: no reader may take them for acquired data);
+  naming slicelib, its version and the code's git commit as Processing Equipment
+  (DCM 109102);
+- ImageType ``DERIVED\\SECONDARY`` (later values kept), a DerivationCodeSequence
+  (DCM 113085 "Spatial resampling"), DerivationDescription naming the method, the
+  code's version and commit and the model by its checkpoint's SHA-256 (never a local
+  path), SourceImageSequence referencing the acquired instance(s) each slice comes
+  from (itself for an acquired slice, both neighbours for a synthesized one),
+  ImageComments saying which slices were synthesized (supplement 6.2: no reader may
+  take them for acquired data);
+- a synthesized slice (and every slice of the std series) carries no attribute of an
+  acquisition it did not have: the General Acquisition module's (AcquisitionDate,
+  AcquisitionTime, AcquisitionDateTime, AcquisitionNumber, ...) are removed and
+  TriggerTime is empty (:data:`ACQUISITION_ATTRIBUTES`);
 - geometry of the new grid: ImagePositionPatient, SliceLocation,
   SpacingBetweenSlices (half the acquired spacing), and the validated
   ImageOrientationPatient and PixelSpacing of the volume. SliceThickness keeps the
   acquired value: halving the spacing does not make the acquired slab thinner.
+  Acquired slices keep their positions as the source wrote them; computed lengths
+  are written to 1e-6 mm (:data:`MM_DECIMALS`), so that float arithmetic does not
+  show in the header (``1.8``, not ``1.80000002167304``).
 
 Every value copied from the sources has been validated first
 (:mod:`slicelib.upsample.sources`): damaged optional elements are dropped with a
@@ -56,6 +66,7 @@ from pydicom.valuerep import format_number_as_ds
 from slicelib import __version__
 from slicelib.data.dicom import normal
 from slicelib.data.headers import dataset_value
+from slicelib.environment import code_label, code_version
 from slicelib.errors import SlicelibError
 from slicelib.io import atomic_directory, check_replaceable
 from slicelib.upsample.sources import read_sources
@@ -78,6 +89,35 @@ PROCESSING_PURPOSE = (
     codes.DCM.ProcessingEquipment.scheme_designator,
     codes.DCM.ProcessingEquipment.meaning,
 )
+# DerivationCodeSequence, CID 7203 Image Derivation: DCM 113085 "Spatial resampling".
+# The series is the acquired volume resampled onto a through-plane grid twice as fine:
+# new slice positions between the acquired ones, in the acquired plane. 113072
+# "Multiplanar reformatting" re-slices a volume in another orientation and 113091
+# "Spatially-related frames extracted from the volume" takes frames that exist: neither
+# makes new positions. The std series adds DCM 113061 "Standard Deviation" (PS3.16
+# Annex D): its values are the predicted standard deviation, not signal.
+RESAMPLING = codes.DCM.SpatialResampling
+STANDARD_DEVIATION = codes.DCM.StandardDeviation
+# Attributes of one acquisition event, which a synthesized slice did not have: the
+# General Acquisition module (PS3.3 C.7.10.1, every one Type 3 where the MR Image IOD
+# repeats them in the General Image module) and the per-slice TriggerTime (Type 2C in
+# the MR Image module, hence kept empty, not removed). The technique (sequence, TR, TE,
+# field strength, ...) stays: it describes the acquired slices the new one comes from.
+ACQUISITION_ATTRIBUTES: tuple[str, ...] = (
+    "AcquisitionUID",
+    "AcquisitionNumber",
+    "AcquisitionDate",
+    "AcquisitionTime",
+    "AcquisitionDateTime",
+    "AcquisitionDuration",
+    "ImagesInAcquisition",
+    "IrradiationEventUID",
+)
+EMPTIED_ACQUISITION_ATTRIBUTES: tuple[str, ...] = ("TriggerTime",)
+# Computed lengths (mm: positions and locations of synthesized slices, the new spacing)
+# are rounded to this many decimals, 1 nm: far below any scanner's precision, and
+# enough to hide float arithmetic on the source's values.
+MM_DECIMALS = 6
 MANUFACTURER = "slicelib"
 # MR signal has no physical unit: the std map is in the source's arbitrary units.
 NO_UNITS = ("1", "UCUM", "no units")
@@ -92,18 +132,19 @@ Kind = Literal["image", "std"]
 class Derivation:
     """What made the new slices, for DerivationDescription.
 
-    ``method``: e.g. ``"unet (k=1)"``; ``checkpoint``: the checkpoint file;
+    ``method``: e.g. ``"unet (k=1)"``; ``checkpoint``: the model's name by content,
+    :func:`slicelib.checkpoint.checkpoint_label` (a local path would leave the machine);
     ``detail``: anything else worth recording (epoch, sampler, uncertainty method).
     """
 
     method: str
-    checkpoint: str
+    checkpoint: str  # the model's name: the checkpoint's content hash, "sha256:..."
     detail: str = ""
 
     def description(self, kind: Kind = "image") -> str:
         what = "predicted standard deviation of " if kind == "std" else ""
         text = (
-            f"{what}x2 through-plane slice interpolation (slicelib {__version__}): "
+            f"{what}x2 through-plane slice interpolation (slicelib {code_label()}): "
             f"a slice synthesized between each acquired pair by {self.method}, "
             f"checkpoint {self.checkpoint}"
         )
@@ -138,6 +179,12 @@ def check_new_output(out: Path, *, force: bool = False) -> None:
 
 def _ds(value: float) -> str:
     return format_number_as_ds(float(value))
+
+
+def _ds_mm(value: float) -> str:
+    """A computed length in mm as DS, to :data:`MM_DECIMALS` decimals without trailing
+    zeros (``1.8``, not ``1.80000002167304``)."""
+    return format_number_as_ds(round(float(value), MM_DECIMALS) + 0.0)  # + 0.0: no "-0.0"
 
 
 def slice_locations(sources: Sequence[Dataset], up: Upsampled) -> np.ndarray:
@@ -251,7 +298,7 @@ def _header(
         number=(0 if number.reason else int(number.value)) + SERIES_NUMBER_OFFSET[kind],
         description=(("" if description.reason else str(description.value)) + suffix).strip()[:64],
         derivation=deriv.description(kind),
-        spacing=_ds(up.slice_spacing),
+        spacing=_ds_mm(up.slice_spacing),
         date=now.strftime("%Y%m%d"),
         time=now.strftime("%H%M%S.%f"),
         orientation=[_ds(v) for v in up.source.orientation],
@@ -263,12 +310,36 @@ def _contributing_equipment(ds: Dataset, head: _SeriesHeader) -> DicomSequence:
     """The source's ContributingEquipmentSequence (when readable) plus slicelib's item."""
     item = Dataset()
     item.Manufacturer = MANUFACTURER
-    item.SoftwareVersions = __version__
+    item.SoftwareVersions = _software_versions()
     item.PurposeOfReferenceCodeSequence = DicomSequence([_code_item(PROCESSING_PURPOSE)])
     item.ContributionDateTime = head.date + head.time
     item.ContributionDescription = "x2 through-plane slice interpolation"
     earlier = list(ds.get("ContributingEquipmentSequence", []))
     return DicomSequence([*earlier, item])
+
+
+def _software_versions() -> str | list[str]:
+    """SoftwareVersions (LO, 1-n): the release, and ``commit <sha>`` (``... modified``
+    with uncommitted changes) when the code runs from a git checkout."""
+    code = code_version()
+    if code["commit"] is None:
+        return __version__
+    return [__version__, f"commit {code['commit']}" + (" modified" if code["dirty"] else "")]
+
+
+def _derivation_codes(kind: Kind) -> DicomSequence:
+    codes_ = [RESAMPLING] + ([STANDARD_DEVIATION] if kind == "std" else [])
+    return DicomSequence([_code_item((c.value, c.scheme_designator, c.meaning)) for c in codes_])
+
+
+def _remove_acquisition(ds: Dataset) -> None:
+    """Drop the attributes of an acquisition ``ds`` did not have (a synthesized slice)."""
+    for keyword in ACQUISITION_ATTRIBUTES:
+        if keyword in ds:
+            del ds[keyword]
+    for keyword in EMPTIED_ACQUISITION_ATTRIBUTES:
+        if keyword in ds:
+            ds[keyword].value = None
 
 
 def _real_world_values(slope: float) -> DicomSequence:
@@ -293,10 +364,13 @@ def _instance(
     position: np.ndarray,
     location: float,
     comment: str,
+    acquired: bool,
     kind: Kind = "image",
     std_slope: float = 1.0,
 ) -> Dataset:
-    """Set the series-, instance- and derivation-level attributes of one output dataset."""
+    """Set the series-, instance- and derivation-level attributes of one output dataset.
+    ``acquired``: an acquired slice copied from the source (it keeps its acquisition
+    attributes and its position as written); otherwise a computed one."""
     ds = template
     sop_uid = generate_uid()
     ds.SOPInstanceUID = sop_uid
@@ -315,12 +389,16 @@ def _instance(
     if kind == "std":
         ds.RealWorldValueMappingSequence = _real_world_values(std_slope)
     ds.DerivationDescription = head.derivation
+    ds.DerivationCodeSequence = _derivation_codes(kind)
     ds.SourceImageSequence = _source_sequence(refs)
     ds.ImageComments = comment
-    ds.ImagePositionPatient = [_ds(v) for v in position]
+    if not acquired:
+        _remove_acquisition(ds)
+    fmt = _ds if acquired else _ds_mm  # an acquired slice's values are the source's
+    ds.ImagePositionPatient = [fmt(v) for v in position]
     ds.ImageOrientationPatient = head.orientation
     ds.PixelSpacing = head.pixel_spacing
-    ds.SliceLocation = _ds(location)
+    ds.SliceLocation = fmt(location)
     ds.SpacingBetweenSlices = head.spacing
     ds.ContentDate, ds.ContentTime = head.date, head.time
     ds.InstanceCreationDate, ds.InstanceCreationTime = head.date, head.time
@@ -389,6 +467,7 @@ def write_dicom_series(
                 position=up.positions[j],
                 location=float(locations[j]),
                 comment=comment,
+                acquired=kind == "image" and bool(up.acquired[j]),
                 kind=kind,
                 std_slope=std_slope,
             )

@@ -173,6 +173,8 @@ def upsample_to_folder(
     checkpoints, the series (at least 2 uniformly spaced slices). ``slice_axis``:
     the through-plane voxel axis of a NIfTI input (None: from its header).
     """
+    from slicelib.checkpoint import checkpoint_digest, checkpoint_label
+    from slicelib.environment import code_version
     from slicelib.interpolator import Predictor
     from slicelib.io import atomic_directory
     from slicelib.upsample.dicom_writer import (
@@ -232,11 +234,14 @@ def upsample_to_folder(
         where=where,
     )
     seconds_predict = time.perf_counter() - predict_start
+    # The model is named by its content: a local path means nothing where the series goes.
+    labels = [checkpoint_label(r.path) for r in runs]
     derivation = Derivation(
         method=method,
-        checkpoint=str(run.path),
+        checkpoint=labels[0],
         detail=f"epoch {run.epoch}, model input {run.image_size}x{run.image_size}"
-        + (f"; uncertainty: {std_name}" if std_name else ""),
+        + (f"; uncertainty: {std_name}" if std_name else "")
+        + (f" with {', '.join(labels[1:])}" if len(labels) > 1 else ""),
     )
     files: dict[str, list[Path]] = {}
     with atomic_directory(output) as tmp:
@@ -260,9 +265,11 @@ def upsample_to_folder(
                 files["std"] = [output / name]
         record = {
             "slicelib_version": __version__,
+            "slicelib_commit": code_version()["commit"],
             "input": str(input_path.resolve()),
             "output": {k: [p.name for p in v] for k, v in files.items()},
             "checkpoint": str(run.path),
+            "checkpoint_sha256": checkpoint_digest(run.path),
             "model": run.name,
             "k": run.config.k,
             "epoch": run.epoch,
@@ -270,6 +277,7 @@ def upsample_to_folder(
             "method": method,
             "uncertainty": std_name or None,
             "ensemble": [str(r.path) for r in runs[1:]],
+            "ensemble_sha256": [checkpoint_digest(r.path) for r in runs[1:]],
             "slices_in": volume.n_slices,
             "slices_out": up.n_slices,
             "spacing_in_mm": volume.slice_spacing,
