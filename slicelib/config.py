@@ -27,7 +27,11 @@ ModelName = Literal["cnn", "unet", "gan", "gan_improved", "ddpm"]
 MODEL_NAMES: tuple[ModelName, ...] = ("cnn", "unet", "gan", "gan_improved", "ddpm")
 PresetName = Literal["demo", "paper", "real", "smoke"]
 PRESET_NAMES: tuple[PresetName, ...] = get_args(PresetName)
-DEFAULT_PRESET: PresetName = "demo"  # every command's --preset, so they fit together
+# The default --preset (README, "The presets"): commands applied to a user's own data
+# (prepare, train, evaluate, models) take the study's settings; the commands that make
+# or run the demo (demo-data, study, and so `make study`) take the demo's.
+USER_PRESET: PresetName = "paper"
+DEMO_PRESET: PresetName = "demo"
 Precision = Literal["fp16", "bf16", "fp32"]
 CpuPrecision = Literal["auto", "bf16", "fp32"]
 # Training triplets in the device's memory (slicelib.data.resident): "auto" on CUDA when

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from slicelib import __version__
+from slicelib.cli.types import resolve_preset
 from slicelib.errors import SlicelibError
 
 # Module names under slicelib.cli, in the order --help lists them.
@@ -60,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
         stream=sys.stderr,
     )
+    resolve_preset(args)
     try:
         result = args.func(args)
     except SlicelibError as exc:
