@@ -31,11 +31,11 @@ ifneq ($(wildcard $(LOCK)),)
 	$(PY) -m pip install -q --no-deps -e .
 else
 	$(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
-	$(PY) -m pip install -q -e ".[study,test]"
+	$(PY) -m pip install -q -e ".[study,test,pacs]"
 endif
 	touch $(STAMP)
 
-# Regenerate the lock from pyproject.toml (core, study and test) with torch at
+# Regenerate the lock from pyproject.toml (core, study, test and pacs) with torch at
 # TORCH_SPEC. The CPU wheel's local label (+cpu) is dropped, so that the lock installs
 # from the CPU index and from plain PyPI alike.
 lock:
@@ -44,7 +44,7 @@ lock:
 	mkdir -p $(dir $(LOCK))
 	printf '%s\n' "$(TORCH_SPEC)" > $(dir $(LOCK)).torch-constraint.txt
 	CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile --quiet \
-	  --extra study --extra test --strip-extras --allow-unsafe \
+	  --extra study --extra test --extra pacs --strip-extras --allow-unsafe \
 	  --no-emit-index-url --no-emit-find-links --constraint $(dir $(LOCK)).torch-constraint.txt \
 	  $(TORCH_PIP_ARGS) --output-file $(LOCK) pyproject.toml
 	sed -i.bak -E 's/^(torch==[^+]+)[+][a-z0-9.]+$$/\1/' $(LOCK) && rm -f $(LOCK).bak $(dir $(LOCK)).torch-constraint.txt
