@@ -60,11 +60,24 @@ lint: install
 	$(PY) -m mypy
 
 # The DICOM writer's tests validate the output with an independent tool (dicom3tools).
+# The DICOMweb tests run a real Orthanc with its DICOMweb plugin (tests/orthanc_server.py):
+# installed where apt-get runs as root, elsewhere those tests skip and say why. The
+# package's own service is disabled: the tests start Orthanc themselves on a free port.
+ORTHANC_PLUGIN ?= /usr/share/orthanc/plugins/libOrthancDicomWeb.so
+SBIN_PATH := $$PATH:/usr/sbin:/usr/local/sbin
 tools:
 	@command -v dciodvfy >/dev/null || { \
 	  command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || \
 	    { echo "make test needs dciodvfy: install the Debian package dicom3tools" >&2; exit 1; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null; }
+	@{ PATH="$(SBIN_PATH)" command -v Orthanc >/dev/null && [ -e $(ORTHANC_PLUGIN) ]; } || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null && \
+	    { ! command -v systemctl >/dev/null || systemctl disable --now orthanc >/dev/null 2>&1 || true; }; \
+	  else \
+	    echo "the DICOMweb tests against Orthanc will skip: install the Debian packages orthanc and orthanc-dicomweb" >&2; \
+	  fi; }
 
 test: lint tools
 	$(PY) -m pytest tests notebooks --nbval-lax
