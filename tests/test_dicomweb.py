@@ -109,6 +109,17 @@ def test_credentials_from_the_url_then_the_environment_else_netrc(
     assert _auth(parse_server("http://ann:x@pacs/dicom-web")) == ("ann", "x")
 
 
+def test_a_dicomweb_timeout_without_dicomweb_is_refused(
+    series: list[Path], run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = str(series[0].parent)
+    assert _upsample(folder, tmp_path / "out", run, "--dicomweb-timeout", "5") == 2
+    assert (
+        "--dicomweb-timeout needs a DICOMweb input or --store-dicomweb" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_pacs_extra_is_named_when_missing(
     monkeypatch: pytest.MonkeyPatch,
     series: list[Path],

@@ -32,6 +32,7 @@ from slicelib.cli.types import (
     positive_int,
 )
 from slicelib.config import FACTOR, CpuPrecision, UpsampleConfig
+from slicelib.errors import SlicelibError
 from slicelib.upsample.dicomweb import (
     DEFAULT_TIMEOUT_S,
     ENV_PASSWORD,
@@ -127,7 +128,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         "already; DICOM input only",
     )  # fmt: skip
     parser.add_argument(
-        "--dicomweb-timeout", metavar="SECONDS", default=DEFAULT_TIMEOUT_S,
+        "--dicomweb-timeout", metavar="SECONDS", default=None,
         type=bounded_float(0.0, MAX_TIMEOUT_S, lo_open=True),
         help=f"seconds to wait for a DICOMweb server's answer (default {DEFAULT_TIMEOUT_S:g})",
     )  # fmt: skip
@@ -157,7 +158,10 @@ def handler(args: argparse.Namespace) -> int:
         slice_axis=args.slice_axis,
     )
     started = time.perf_counter()
-    if is_dicomweb_url(args.input) or args.store_dicomweb:
+    remote = is_dicomweb_url(args.input) or args.store_dicomweb is not None
+    if args.dicomweb_timeout is not None and not remote:
+        raise SlicelibError("--dicomweb-timeout needs a DICOMweb input or --store-dicomweb")
+    if remote:
         from slicelib.upsample.pacs import upsample_with_dicomweb
 
         result = upsample_with_dicomweb(
@@ -165,7 +169,7 @@ def handler(args: argparse.Namespace) -> int:
             args.output,
             args.checkpoint,
             store=args.store_dicomweb,
-            timeout=args.dicomweb_timeout,
+            timeout=args.dicomweb_timeout or DEFAULT_TIMEOUT_S,
             force=args.force,
             **options,
         )
