@@ -220,6 +220,11 @@ def test_round_trip_stores_the_derived_series_once(
         records = [(tmp_path / n / "upsample.json").read_text() for n in ("x2", "again")]
         assert PASSWORD not in "".join([out.out, out.err, again.out, again.err, *records])
 
+    # The same series upsampled from its folder gets the same UIDs as from the server.
+    assert _upsample(str(series[0].parent), tmp_path / "local", run) == 0
+    local = read_all(tmp_path / "local" / "interpolated")
+    assert [ds.SOPInstanceUID for ds in local] == [ds.SOPInstanceUID for ds in written]
+
 
 def test_a_local_series_can_be_stored_and_a_nifti_cannot(
     series: list[Path], run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
