@@ -71,7 +71,7 @@ ifneq ($(wildcard $(LOCK)),)
 	$(PY) -m pip install -q --no-deps -e .
 else
 	$(PY) -m pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
-	$(PY) -m pip install -q -e ".[study,test]"
+	$(PY) -m pip install -q -e ".[study,test,pacs]"
 endif
 ifeq ($(TORCH_BUILD),cpu)
 	@$(PY) -c "import sys, torch; sys.exit(torch.version.cuda is not None)" || \
@@ -79,7 +79,7 @@ ifeq ($(TORCH_BUILD),cpu)
 endif
 	touch $(STAMP)
 
-# Regenerate the CPU lock from pyproject.toml (core, study and test) with torch at
+# Regenerate the CPU lock from pyproject.toml (core, study, test and pacs) with torch at
 # TORCH_SPEC from the CPU index (where it does not answer, the configured indexes must
 # hold the CPU build). The CPU wheel's local label (+cpu) is dropped, so that the lock
 # installs from the CPU index and from plain PyPI alike.
@@ -88,7 +88,7 @@ lock: | $(PY)
 	mkdir -p $(dir $(CPU_LOCK))
 	printf '%s\n' "$(TORCH_SPEC)" > $(dir $(CPU_LOCK)).torch-constraint.txt
 	CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile --quiet \
-	  --extra study --extra test --strip-extras --allow-unsafe \
+	  --extra study --extra test --extra pacs --strip-extras --allow-unsafe \
 	  --no-emit-index-url --no-emit-find-links --constraint $(dir $(CPU_LOCK)).torch-constraint.txt \
 	  $(if $(CPU_INDEX_ANSWERS),--extra-index-url $(CPU_INDEX)) $(LOCK_ARGS) --output-file $(CPU_LOCK) pyproject.toml
 	sed -i.bak -E 's/^(torch==[^+]+)[+][a-z0-9.]+$$/\1/' $(CPU_LOCK) && rm -f $(CPU_LOCK).bak $(dir $(CPU_LOCK)).torch-constraint.txt
@@ -99,7 +99,7 @@ lock: | $(PY)
 lock-gpu: | $(PY)
 	$(PY) -m pip install -q "$(PIP_TOOLS)"
 	CUSTOM_COMPILE_COMMAND="make lock-gpu" $(PY) -m piptools compile --quiet \
-	  --extra study --extra test --strip-extras --allow-unsafe \
+	  --extra study --extra test --extra pacs --strip-extras --allow-unsafe \
 	  --no-emit-index-url --no-emit-find-links --constraint $(CPU_LOCK) \
 	  $(LOCK_ARGS) --output-file $(GPU_LOCK) pyproject.toml
 
@@ -114,11 +114,24 @@ lint: install
 	$(PY) -m mypy
 
 # The DICOM writer's tests validate the output with an independent tool (dicom3tools).
+# The DICOMweb tests run a real Orthanc with its DICOMweb plugin (tests/orthanc_server.py):
+# installed where apt-get runs as root, elsewhere those tests skip and say why. The
+# package's own service is disabled: the tests start Orthanc themselves on a free port.
+ORTHANC_PLUGIN ?= /usr/share/orthanc/plugins/libOrthancDicomWeb.so
+SBIN_PATH := $$PATH:/usr/sbin:/usr/local/sbin
 tools:
 	@command -v dciodvfy >/dev/null || { \
 	  command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || \
 	    { echo "make test needs dciodvfy: install the Debian package dicom3tools" >&2; exit 1; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null; }
+	@{ PATH="$(SBIN_PATH)" command -v Orthanc >/dev/null && [ -e $(ORTHANC_PLUGIN) ]; } || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null && \
+	    { ! command -v systemctl >/dev/null || systemctl disable --now orthanc >/dev/null 2>&1 || true; }; \
+	  else \
+	    echo "the DICOMweb tests against Orthanc will skip: install the Debian packages orthanc and orthanc-dicomweb" >&2; \
+	  fi; }
 
 test: lint tools
 	$(PY) -m pytest tests notebooks --nbval-lax

@@ -20,9 +20,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # What ``make test-fast`` (``pytest -m "not slow"``) leaves out: whole modules that build
-# a book, start processes or install packages, tests that use a study or train twice to
-# compare (by fixture or name), and every notebook check (nbval).
-SLOW_MODULES = ("test_book", "test_distributed", "test_install", "test_verify", "test_fuzz")
+# a book, start processes (torchrun, Orthanc) or install packages, tests that use a study
+# or train twice to compare (by fixture or name), and every notebook check (nbval).
+SLOW_MODULES = (
+    "test_book", "test_distributed", "test_install", "test_verify", "test_fuzz", "test_orthanc",
+)  # fmt: skip
 SLOW_FIXTURES = ("smoke_study", "tiny_arm")
 SLOW_NAMES = ("resumes_to_the_same_weights", "gives_the_same_weights")
 

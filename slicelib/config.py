@@ -33,7 +33,11 @@ TrainableName = ModelName | Literal["filter"]
 TRAINABLE: tuple[TrainableName, ...] = (*MODEL_NAMES, "filter")
 PresetName = Literal["demo", "paper", "real", "smoke"]
 PRESET_NAMES: tuple[PresetName, ...] = get_args(PresetName)
-DEFAULT_PRESET: PresetName = "demo"  # every command's --preset, so they fit together
+# The default --preset (README, "The presets"): commands applied to a user's own data
+# (prepare, train, evaluate, models) take the study's settings; the commands that make
+# or run the demo (demo-data, study, and so `make study`) take the demo's.
+USER_PRESET: PresetName = "paper"
+DEMO_PRESET: PresetName = "demo"
 Precision = Literal["fp16", "bf16", "fp32"]
 CpuPrecision = Literal["auto", "bf16", "fp32"]
 Schedule = Literal["constant", "cosine"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -54,6 +55,19 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache_dir = tmp_path_factory.mktemp("tiny_cache_parent") / "cache"
     write_cache(cache_dir, volumes, splits, PrepareConfig(size=32))
     return cache_dir
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Orthanc with its DICOMweb plugin on 127.0.0.1, authentication on
+    (tests/orthanc_server.py); the tests that use it skip, saying why, where Orthanc is
+    not installed."""
+    from orthanc_server import SKIP_REASON, available, running_orthanc
+
+    if not available():
+        pytest.skip(SKIP_REASON)
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

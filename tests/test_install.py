@@ -1,6 +1,7 @@
 """A light library: ``pip install`` without extras gives scan, prepare, train, evaluate,
-upsample and the models, without the study's packages; ``slicelib study`` then says in
-one line what to install."""
+upsample and the models, without the study's packages or the DICOMweb client;
+``slicelib study`` and a DICOMweb ``slicelib upsample`` then say in one line what to
+install."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def run(*argv: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
     return done
 
 
+def errors(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """The error lines of a command's stderr (INFO lines such as the preset's aside)."""
+    return [line for line in done.stderr.splitlines() if ": error: " in line]
+
+
 @pytest.mark.slow
 def test_library_without_extras_upsamples_a_real_series(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
@@ -31,7 +37,14 @@ def test_library_without_extras_upsamples_a_real_series(tmp_path: Path) -> None:
     python, slicelib = venv / "bin" / "python", venv / "bin" / "slicelib"
     run(python, "-m", "pip", "install", "-q", TORCH)
     run(python, "-m", "pip", "install", "-q", "-e", ROOT)
-    for module in ("papermill", "nbval", "myst_nb", "jupyter_book", "matplotlib"):
+    for module in (
+        "papermill",
+        "nbval",
+        "myst_nb",
+        "jupyter_book",
+        "matplotlib",
+        "dicomweb_client",
+    ):
         assert run(python, "-c", f"import {module}", ok=False).returncode != 0, module
 
     # The whole path of a user's own model: data, cache, training, upsampling.
@@ -46,9 +59,21 @@ def test_library_without_extras_upsamples_a_real_series(tmp_path: Path) -> None:
 
     study = run(slicelib, "study", "--preset", "smoke", "--out", tmp_path / "s", ok=False)
     assert study.returncode != 0
-    assert study.stderr.strip().splitlines() == [
+    assert "slicelib study: preset smoke (--preset)" in study.stderr  # logged (INFO) first
+    assert errors(study) == [
         f"slicelib study: error: slicelib study needs the study's packages "
         f"({', '.join(('papermill', 'ipykernel', 'myst_nb', 'matplotlib', 'yaml', 'jupyter_book'))}"
         " not installed): pip install 'slicelib[study]'"
     ]
     assert not (tmp_path / "s").exists()
+
+    # A PACS round trip needs the pacs extra, and says so before anything is written.
+    url = "http://127.0.0.1:9/dicom-web/studies/1.2/series/3.4"
+    pacs = run(
+        slicelib, "upsample", url, tmp_path / "p", "--checkpoint", tmp_path / "run", ok=False
+    )
+    assert errors(pacs) == [
+        "slicelib upsample: error: a DICOMweb input needs the pacs extra (dicomweb-client not "
+        "installed): pip install 'slicelib[pacs]'"
+    ]
+    assert not (tmp_path / "p").exists()

@@ -100,6 +100,8 @@ NEEDS_TEST_EXTRA = {
     # the pytest plugin of `slicelib verify`, which says to install the test extra
     "slicelib/study/nbval_glue.py",
 }
+# The DICOMweb client of `slicelib upsample`, which says to install the pacs extra.
+NEEDS_PACS_EXTRA = {"slicelib/upsample/dicomweb.py"}
 
 
 def declared(*extras: str) -> set[str]:
@@ -141,6 +143,8 @@ def test_every_imported_package_is_declared() -> None:
         extras = ("study",) if rel.startswith("slicelib/study/") else ()
         if rel in NEEDS_TEST_EXTRA:
             extras += ("test",)
+        if rel in NEEDS_PACS_EXTRA:
+            extras += ("pacs",)
         allowed = declared(*extras)
         missing += [
             f"{rel} imports {module} ({dist})"

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from slicelib.cli.types import resolve_preset
 from slicelib.errors import SlicelibError
 
 # Module names under slicelib.cli, in the order --help lists them.
@@ -73,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
         stream=sys.stderr,
     )
+    resolve_preset(args)
     try:
         result = args.func(args)
     except SlicelibError as exc:

@@ -21,7 +21,7 @@ from slicelib.cli.types import (
     non_negative_int,
     positive_int,
 )
-from slicelib.config import CohortConfig, get_preset, replace_checked
+from slicelib.config import DEMO_PRESET, CohortConfig, get_preset, replace_checked
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help=f"random seed of the whole cohort (default: the preset's; demo {CohortConfig.seed})",
     )
-    add_preset_option(parser, "cohort size settings to start from")
+    add_preset_option(parser, "cohort size settings to start from", DEMO_PRESET)
     parser.add_argument(
         "--force", action="store_true", help="replace an OUT that slicelib wrote before"
     )

@@ -16,7 +16,7 @@ from slicelib.cli.types import (
     non_negative_int,
     positive_int,
 )
-from slicelib.config import EVAL_SPLITS, EvalConfig, get_preset, replace_checked
+from slicelib.config import EVAL_SPLITS, USER_PRESET, EvalConfig, get_preset, replace_checked
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         metavar="RUN_DIR",
         help="a training run folder with best.pt (repeatable)",
     )
-    add_preset_option(parser, "take the evaluation defaults from this preset")
+    add_preset_option(parser, "take the evaluation defaults from this preset", USER_PRESET)
     parser.add_argument(
         "--common",
         action="store_true",

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from slicelib.cli.types import add_preset_option
-from slicelib.config import get_preset
+from slicelib.config import USER_PRESET, get_preset
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    add_preset_option(parser, "use this preset's model settings")
+    add_preset_option(parser, "use this preset's model settings", USER_PRESET)
     parser.set_defaults(func=handler)
     return parser
 

@@ -14,6 +14,7 @@ from slicelib.config import (
     INPUT_KIND_RULE,
     INPUT_KINDS,
     ORIGINAL_CLIP_PERCENTILES,
+    USER_PRESET,
     PrepareConfig,
     get_preset,
 )
@@ -27,11 +28,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "prepare",
         help="scan, filter, normalise and resize a cohort into a cache with a seeded split",
         description="Build the preprocessed cache from a DICOM tree (or a folder of NIfTI "
-        "volumes, one per patient). Unset options come from the preset (default: demo).",
+        "volumes, one per patient). Unset options come from the preset (default: paper, "
+        "the study's settings).",
     )
     parser.add_argument("data_root", type=Path, metavar="DATA_ROOT")
     parser.add_argument("cache_dir", type=Path, metavar="CACHE_DIR")
-    add_preset_option(parser, "settings to start from")
+    add_preset_option(parser, "settings to start from", USER_PRESET)
     parser.add_argument(
         "--size",
         type=bounded_int(MIN_SIZE, MAX_SIZE),

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from slicelib.cli.types import add_preset_option
+from slicelib.config import DEMO_PRESET
 from slicelib.errors import SlicelibError
 
 
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_preset_option(
         parser,
         "demo: 2 CPU cores, minutes; paper: GPU; real: the real arm alone; smoke: seconds",
+        DEMO_PRESET,
     )
     parser.add_argument(
         "--data-root",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from slicelib.cli.types import MAX_BATCH, MAX_COUNT, MAX_K, add_preset_option, positive_int
-from slicelib.config import MODEL_NAMES, Precision, get_preset
+from slicelib.config import MODEL_NAMES, USER_PRESET, Precision, get_preset
 from slicelib.errors import SlicelibError
 
 
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
     )
     parser.add_argument("--cache", type=Path, required=True, help="prepared cache directory")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
-    add_preset_option(parser, "settings to start from")
+    add_preset_option(parser, "settings to start from", USER_PRESET)
     parser.add_argument(
         "--epochs", type=positive_int(MAX_COUNT), help="override the preset's epochs"
     )

@@ -9,9 +9,16 @@ where the option is declared, e.g. ``type=bounded_int(1, 1024)``.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from slicelib.config import PresetName
+
+log = logging.getLogger(__name__)
 
 # The largest integer any option accepts (a seed, a step count): beyond this a
 # value is a typo, and numpy or torch would fail on it later with a traceback.
@@ -85,14 +92,36 @@ def output_file(text: str) -> Path:
     return path
 
 
-def add_preset_option(parser: argparse.ArgumentParser, what: str) -> None:
-    """``--preset``, the same on every command: one of the presets, default
-    :data:`slicelib.config.DEFAULT_PRESET`; ``what`` says what the command takes from it."""
-    from slicelib.config import DEFAULT_PRESET, PRESET_NAMES
+def add_preset_option(parser: argparse.ArgumentParser, what: str, default: PresetName) -> None:
+    """``--preset``, the same on every command: one of the presets, default ``default``
+    (:data:`~slicelib.config.USER_PRESET` for a command applied to a user's data,
+    :data:`~slicelib.config.DEMO_PRESET` for one that makes or runs the demo); ``what``
+    says what the command takes from it. :func:`resolve_preset` fills it in and says
+    which preset the command uses."""
+    from slicelib.config import PRESET_NAMES
 
     parser.add_argument(
         "--preset",
         choices=PRESET_NAMES,
-        default=DEFAULT_PRESET,
-        help=f"{what} ({', '.join(PRESET_NAMES)}; default {DEFAULT_PRESET})",
+        default=None,
+        help=f"{what} ({', '.join(PRESET_NAMES)}; default {default})",
     )
+    parser.set_defaults(preset_default=default)
+
+
+def resolve_preset(args: argparse.Namespace) -> None:
+    """Set ``args.preset`` to the default when ``--preset`` was not given, and log (INFO)
+    which preset the command uses and why; nothing for a command without ``--preset``."""
+    from slicelib.config import USER_PRESET
+
+    default = getattr(args, "preset_default", None)
+    if default is None:
+        return
+    if args.preset is not None:
+        why = "--preset"
+    elif default == USER_PRESET:
+        why = "the default for your own data; --preset demo for the demo's settings"
+    else:
+        why = "the default for the demo; --preset paper for the study's settings"
+    args.preset = args.preset or default
+    log.info("slicelib %s: preset %s (%s)", args.command, args.preset, why)

@@ -8,11 +8,17 @@ Output folder layout (written to a temporary folder beside it, then renamed):
 - ``OUTPUT_DIR/upsample.json``: what was done, with which checkpoint, how long, and
   how the input differs from the checkpoint's training domain;
 - ``OUTPUT_DIR/.slicelib-output``: the marker that lets ``--force`` replace the folder.
+
+INPUT_SERIES may be a series on a DICOMweb server, named by its WADO-RS URL
+(``http(s)://HOST[:PORT]/PREFIX/studies/STUDY_UID/series/SERIES_UID``), and
+``--store-dicomweb URL`` stores the derived series on a DICOMweb server (STOW-RS) once
+they are written and checked (:mod:`slicelib.upsample.pacs`; the ``pacs`` extra).
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import get_args
 
@@ -20,16 +26,28 @@ from slicelib.cli.types import (
     MAX_BATCH,
     MAX_COUNT,
     MAX_SEED,
+    bounded_float,
     bounded_int,
     non_negative_int,
     positive_int,
 )
 from slicelib.config import FACTOR, CpuPrecision, UpsampleConfig
+from slicelib.errors import SlicelibError
+from slicelib.upsample.dicomweb import (
+    DEFAULT_TIMEOUT_S,
+    ENV_PASSWORD,
+    ENV_TOKEN,
+    ENV_USER,
+    SERIES_URL_FORM,
+    is_dicomweb_url,
+)
 from slicelib.upsample.folder import IMAGE_FOLDER
 
 # Only x2 is supported; a larger factor is parsed (and refused with its reason)
 # up to this bound, beyond which it is a typo.
 MAX_FACTOR = 16
+# A day: beyond that a timeout is a typo.
+MAX_TIMEOUT_S = 86_400.0
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -41,10 +59,17 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
             "Insert a slice predicted by a trained model between every pair of acquired "
             "slices (2n-1 slices from n). Acquired slices are kept unchanged; synthesized "
             "ones are labelled as such. DICOM in: a new DERIVED series in "
-            f"OUTPUT_DIR/{IMAGE_FOLDER}; NIfTI in: OUTPUT_DIR/<name>_x2.nii.gz."
+            f"OUTPUT_DIR/{IMAGE_FOLDER}; NIfTI in: OUTPUT_DIR/<name>_x2.nii.gz. A series on "
+            f"a DICOMweb server is named by its URL, {SERIES_URL_FORM}; --store-dicomweb "
+            "stores the derived series on a server once written and checked. Credentials: "
+            f"user:password@ in the URL, {ENV_USER} and {ENV_PASSWORD} (or {ENV_TOKEN}), "
+            "or ~/.netrc."
         ),
     )
-    parser.add_argument("input", type=Path, metavar="INPUT_SERIES", help="DICOM folder or NIfTI")
+    parser.add_argument(
+        "input", metavar="INPUT_SERIES",
+        help=f"DICOM folder, NIfTI file, or a series on a DICOMweb server: {SERIES_URL_FORM}",
+    )  # fmt: skip
     parser.add_argument("output", type=Path, metavar="OUTPUT_DIR", help="folder to create")
     parser.add_argument(
         "--checkpoint", type=Path, required=True, metavar="CKPT",
@@ -96,6 +121,17 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         help="on the CPU: bf16 (auto: where the CPU has AMX/AVX512-BF16) or fp32 "
         f"(default {defaults.cpu_precision})",
     )  # fmt: skip
+    parser.add_argument(
+        "--store-dicomweb", metavar="URL", default=None,
+        help="store the derived series (and the uncertainty series) on this DICOMweb server "
+        "(base URL, e.g. http://pacs:8042/dicom-web) with STOW-RS, unless it holds them "
+        "already; DICOM input only",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dicomweb-timeout", metavar="SECONDS", default=None,
+        type=bounded_float(0.0, MAX_TIMEOUT_S, lo_open=True),
+        help=f"seconds to wait for a DICOMweb server's answer (default {DEFAULT_TIMEOUT_S:g})",
+    )  # fmt: skip
     parser.set_defaults(func=handler)
     return parser
 
@@ -111,12 +147,8 @@ def handler(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, ddim_steps=args.ddim_steps, seed=args.seed,
         cpu_precision=args.cpu_precision,
     )  # fmt: skip
-    report = upsample_to_folder(
-        args.input,
-        args.output,
-        args.checkpoint,
+    options = dict(
         factor=args.factor,
-        force=args.force,
         device=args.device,
         uncertainty=args.uncertainty,
         mc_samples=args.mc_samples,
@@ -125,8 +157,34 @@ def handler(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         slice_axis=args.slice_axis,
     )
+    started = time.perf_counter()
+    remote = is_dicomweb_url(args.input) or args.store_dicomweb is not None
+    if args.dicomweb_timeout is not None and not remote:
+        raise SlicelibError("--dicomweb-timeout needs a DICOMweb input or --store-dicomweb")
+    if remote:
+        from slicelib.upsample.pacs import upsample_with_dicomweb
+
+        result = upsample_with_dicomweb(
+            args.input,
+            args.output,
+            args.checkpoint,
+            store=args.store_dicomweb,
+            timeout=args.dicomweb_timeout or DEFAULT_TIMEOUT_S,
+            force=args.force,
+            **options,
+        )
+        report = result.upsample
+    else:
+        report = upsample_to_folder(
+            Path(args.input), args.output, args.checkpoint, force=args.force, **options
+        )
+        result = None
     for kind, paths in report.files.items():
         where = paths[0].parent if len(paths) > 1 else paths[0]
         print(f"{kind}: {where} ({report.slices_out} slices from {report.slices_in})")
-    print(f"done in {report.seconds_total:.1f} s")
+    if result is not None and result.server is not None:
+        for item in result.stored:
+            what = f"{item.sent} instances stored" if item.sent else "already there, nothing stored"
+            print(f"{item.kind}: series {item.series} on {result.server} ({what})")
+    print(f"done in {time.perf_counter() - started:.1f} s")
     return 0

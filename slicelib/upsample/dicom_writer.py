@@ -3,7 +3,10 @@
 Every output instance is built from the source series' own datasets, so patient,
 study, frame of reference and acquisition attributes carry over. What changes:
 
-- new SeriesInstanceUID (one per output series) and SOPInstanceUID (one per file);
+- new SeriesInstanceUID (one per output series) and SOPInstanceUID (one per file),
+  derived from :attr:`Derivation.identity` and the source instances when it is set, so
+  that the same input upsampled the same way gets the same UIDs (a PACS that already
+  holds the series recognises it), else random;
   InstanceNumber 1..2n-1 along the slice normal; SeriesDescription marked; its own
   SeriesDate/SeriesTime (when it was written); a ContributingEquipmentSequence item
   naming slicelib, its version and the code's git commit as Processing Equipment
@@ -134,12 +137,17 @@ class Derivation:
 
     ``method``: e.g. ``"unet (k=1)"``; ``checkpoint``: the model's name by content,
     :func:`slicelib.checkpoint.checkpoint_label` (a local path would leave the machine);
-    ``detail``: anything else worth recording (epoch, sampler, uncertainty method).
+    ``detail``: anything else worth recording (epoch, sampler, uncertainty method);
+    ``identity``: a digest of everything that decides the new pixels (the checkpoints'
+    contents, the sampler, the software version; see
+    :func:`slicelib.upsample.folder.derivation_identity`), from which, with the source
+    instances, the new UIDs are derived; empty: random UIDs.
     """
 
     method: str
     checkpoint: str  # the model's name: the checkpoint's content hash, "sha256:..."
     detail: str = ""
+    identity: str = ""
 
     def description(self, kind: Kind = "image") -> str:
         what = "predicted standard deviation of " if kind == "std" else ""
@@ -275,6 +283,7 @@ def _set_pixels(ds: Dataset, values: np.ndarray, std_slope: float | None = None)
 @dataclass(frozen=True)
 class _SeriesHeader:
     uid: UID
+    deterministic: bool  # instance UIDs derived from the series UID
     number: int
     description: str
     derivation: str
@@ -285,16 +294,27 @@ class _SeriesHeader:
     pixel_spacing: list[str]
 
 
+def derived_uid(*parts: str) -> UID:
+    """A UID determined by ``parts`` (pydicom's root, then digits of their SHA-512)."""
+    return generate_uid(entropy_srcs=["slicelib derived", *parts])
+
+
 def _header(
     sources: Sequence[Dataset], up: Upsampled, deriv: Derivation, kind: Kind
 ) -> _SeriesHeader:
     first = sources[0]
+    uid = (
+        derived_uid(deriv.identity, kind, *(str(s.get("SOPInstanceUID", "")) for s in sources))
+        if deriv.identity
+        else generate_uid()
+    )
     suffix = STD_SUFFIX if kind == "std" else IMAGE_SUFFIX
     number = dataset_value(first, "SeriesNumber", "int")
     description = dataset_value(first, "SeriesDescription", "text")
     now = dt.datetime.now()
     return _SeriesHeader(
-        uid=generate_uid(),
+        uid=uid,
+        deterministic=bool(deriv.identity),
         number=(0 if number.reason else int(number.value)) + SERIES_NUMBER_OFFSET[kind],
         description=(("" if description.reason else str(description.value)) + suffix).strip()[:64],
         derivation=deriv.description(kind),
@@ -372,7 +392,7 @@ def _instance(
     ``acquired``: an acquired slice copied from the source (it keeps its acquisition
     attributes and its position as written); otherwise a computed one."""
     ds = template
-    sop_uid = generate_uid()
+    sop_uid = derived_uid(head.uid, str(number)) if head.deterministic else generate_uid()
     ds.SOPInstanceUID = sop_uid
     ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID

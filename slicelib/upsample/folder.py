@@ -8,6 +8,8 @@ the std series beside it, and ``upsample.json`` recording what was done.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -128,6 +130,38 @@ def check_training_domain(run: Any, volume: Any, where: str) -> list[str]:
     return found
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in chunks (a checkpoint may be large)."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise SlicelibError(f"checkpoint {path}: cannot read ({exc.strerror})") from None
+    return digest.hexdigest()
+
+
+def derivation_identity(
+    runs: Sequence[Any], *, method: str, uncertainty: str, factor: int, cfg: UpsampleConfig
+) -> str:
+    """A digest of everything that decides the new pixels: the checkpoints' contents (not
+    their paths), the method with its sampler and seed, the uncertainty estimate, the
+    factor, the CPU precision and the software version. The derived series' UIDs follow
+    from it and the source instances, so upsampling the same series the same way again
+    gives the same UIDs and a PACS that holds the series already recognises it; a new
+    slicelib version gives new UIDs, as its output may differ."""
+    payload = {
+        "slicelib": __version__,
+        "checkpoints": [file_sha256(Path(r.path)) for r in runs],
+        "method": method,
+        "uncertainty": uncertainty,
+        "factor": factor,
+        "cpu_precision": cfg.cpu_precision,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
 def _method_name(run: Any, ddim_steps: int, seed: int) -> str:
     name = f"{run.name} (k={run.config.k})"
     if run.samples_noise:
@@ -165,6 +199,7 @@ def upsample_to_folder(
     cfg: UpsampleConfig | None = None,
     progress: bool = False,
     slice_axis: int | None = None,
+    source_name: str | None = None,
 ) -> UpsampleReport:
     """Upsample the series or NIfTI at ``input_path`` into the new folder ``output``.
 
@@ -172,6 +207,8 @@ def upsample_to_folder(
     neither inside nor around the input and does not exist (unless ``force``), the
     checkpoints, the series (at least 2 uniformly spaced slices). ``slice_axis``:
     the through-plane voxel axis of a NIfTI input (None: from its header).
+    ``source_name``: how messages and ``upsample.json`` name the input (default: its
+    path; a DICOMweb URL when the series was downloaded into ``input_path``).
     """
     from slicelib.checkpoint import checkpoint_digest, checkpoint_label
     from slicelib.environment import code_version
@@ -215,7 +252,7 @@ def upsample_to_folder(
     if uncertainty:
         std_method, std_name = _uncertainty(runs, samples, cfg.seed, make)
     volume = _load_input(input_path, slice_axis)
-    where = f"input {input_path}"
+    where = f"input {source_name or input_path}"
     check_upsamplable(volume, where)
     outside = check_training_domain(run, volume, where)
     clip = run.cache_config.clip_percentiles if run.cache_config is not None else None
@@ -236,12 +273,16 @@ def upsample_to_folder(
     seconds_predict = time.perf_counter() - predict_start
     # The model is named by its content: a local path means nothing where the series goes.
     labels = [checkpoint_label(r.path) for r in runs]
+    identity = derivation_identity(
+        runs, method=method, uncertainty=std_name, factor=factor, cfg=cfg
+    )
     derivation = Derivation(
         method=method,
         checkpoint=labels[0],
         detail=f"epoch {run.epoch}, model input {run.image_size}x{run.image_size}"
         + (f"; uncertainty: {std_name}" if std_name else "")
         + (f" with {', '.join(labels[1:])}" if len(labels) > 1 else ""),
+        identity=identity,
     )
     files: dict[str, list[Path]] = {}
     with atomic_directory(output) as tmp:
@@ -266,7 +307,7 @@ def upsample_to_folder(
         record = {
             "slicelib_version": __version__,
             "slicelib_commit": code_version()["commit"],
-            "input": str(input_path.resolve()),
+            "input": source_name or str(input_path.resolve()),
             "output": {k: [p.name for p in v] for k, v in files.items()},
             "checkpoint": str(run.path),
             "checkpoint_sha256": checkpoint_digest(run.path),
@@ -275,6 +316,7 @@ def upsample_to_folder(
             "epoch": run.epoch,
             "image_size": run.image_size,
             "method": method,
+            "derivation_identity": identity,
             "uncertainty": std_name or None,
             "ensemble": [str(r.path) for r in runs[1:]],
             "ensemble_sha256": [checkpoint_digest(r.path) for r in runs[1:]],
