@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
@@ -30,3 +31,11 @@ def lookup(table: Mapping[str, T], name: str, what: str) -> T:
         return table[name]
     except KeyError:
         raise unknown_choice(what, name, table) from None
+
+
+def os_error_text(exc: OSError) -> str:
+    """An OS error in one line, naming its path: ``/data/x2: No space left on device``."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return reason
+    return f"{os.fsdecode(exc.filename)}: {reason}"

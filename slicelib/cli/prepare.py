@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from slicelib.cli.scan import add_scan_options, scan_config
-from slicelib.cli.types import MAX_SEED, add_preset_option, bounded_int, non_negative_int
+from slicelib.cli.types import (
+    MAX_SEED,
+    add_preset_option,
+    bounded_int,
+    non_negative_int,
+    path_arg,
+)
 from slicelib.config import (
     DEFAULT_INPUT_KIND,
     INPUT_KIND_RULE,
@@ -29,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Build the preprocessed cache from a DICOM tree (or a folder of NIfTI "
         "volumes, one per patient). Unset options come from the preset (default: demo).",
     )
-    parser.add_argument("data_root", type=Path, metavar="DATA_ROOT")
-    parser.add_argument("cache_dir", type=Path, metavar="CACHE_DIR")
+    parser.add_argument("data_root", type=path_arg, metavar="DATA_ROOT")
+    parser.add_argument("cache_dir", type=path_arg, metavar="CACHE_DIR")
     add_preset_option(parser, "settings to start from")
     parser.add_argument(
         "--size",
@@ -50,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="store_true",
         help=f"clip to the {lo:g}-{hi:g}th percentiles before min-max (the original code)",
     )
-    add_scan_options(parser)
+    add_scan_options(parser, volume_cap=True)
     parser.add_argument(
         "--input-kind",
         choices=INPUT_KINDS,

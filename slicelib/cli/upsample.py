@@ -7,24 +7,27 @@ Output folder layout (written to a temporary folder beside it, then renamed):
 - NIfTI input: ``OUTPUT_DIR/<name>_x2.nii.gz`` (and ``<name>_x2_std.nii.gz``);
 - ``OUTPUT_DIR/upsample.json``: what was done, with which checkpoint, how long, and
   how the input differs from the checkpoint's training domain;
-- ``OUTPUT_DIR/.slicelib-output``: the marker that lets ``--force`` replace the folder.
+- ``OUTPUT_DIR/.slicelib-output``: the marker (kind ``upsampled series``) that lets
+  ``--force`` replace the folder, and only this kind of folder.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import get_args
 
+from slicelib.cli.scan import add_size_caps, size_caps
 from slicelib.cli.types import (
     MAX_BATCH,
     MAX_COUNT,
     MAX_SEED,
     bounded_int,
     non_negative_int,
+    path_arg,
     positive_int,
 )
-from slicelib.config import FACTOR, CpuPrecision, UpsampleConfig
+from slicelib.config import FACTOR, NEIGHBOUR_RANGE_TOL, CpuPrecision, UpsampleConfig
+from slicelib.model_card import DOMAIN_REL_TOL
 from slicelib.upsample.folder import IMAGE_FOLDER
 
 # Only x2 is supported; a larger factor is parsed (and refused with its reason)
@@ -41,13 +44,25 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
             "Insert a slice predicted by a trained model between every pair of acquired "
             "slices (2n-1 slices from n). Acquired slices are kept unchanged; synthesized "
             "ones are labelled as such. DICOM in: a new DERIVED series in "
-            f"OUTPUT_DIR/{IMAGE_FOLDER}; NIfTI in: OUTPUT_DIR/<name>_x2.nii.gz."
+            f"OUTPUT_DIR/{IMAGE_FOLDER}; NIfTI in: OUTPUT_DIR/<name>_x2.nii.gz. "
+            "Two checks warn (one line each, recorded in OUTPUT_DIR/upsample.json) and "
+            "write the series all the same. The training domain: the neighbour distance "
+            "(a model trained at k on slices s mm apart learned to fill a gap of 2k*s mm, "
+            "so the input's slices should lie that far apart) and the pixel size more than "
+            f"{DOMAIN_REL_TOL * 100:.0f} % outside the checkpoint's training range, or "
+            "another matrix, modality or sequence. The predictions: a predicted slice "
+            "whose mean, or 1st or 99th percentile before clipping, lies more than "
+            f"{NEIGHBOUR_RANGE_TOL * 100:.0f} % of the series' intensity range outside what "
+            "its two neighbours span (a saturated or collapsed prediction, e.g. from a "
+            "damaged checkpoint). NaN or infinite predictions or weights are refused."
         ),
     )
-    parser.add_argument("input", type=Path, metavar="INPUT_SERIES", help="DICOM folder or NIfTI")
-    parser.add_argument("output", type=Path, metavar="OUTPUT_DIR", help="folder to create")
     parser.add_argument(
-        "--checkpoint", type=Path, required=True, metavar="CKPT",
+        "input", type=path_arg, metavar="INPUT_SERIES", help="DICOM folder or NIfTI"
+    )
+    parser.add_argument("output", type=path_arg, metavar="OUTPUT_DIR", help="folder to create")
+    parser.add_argument(
+        "--checkpoint", type=path_arg, required=True, metavar="CKPT",
         help="a run folder (its best.pt) or a checkpoint file",
     )  # fmt: skip
     parser.add_argument(
@@ -80,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         help=f"MC dropout passes (default {defaults.mc_samples})",
     )  # fmt: skip
     parser.add_argument(
-        "--ensemble", type=Path, nargs="+", metavar="CKPT", default=None,
+        "--ensemble", type=path_arg, nargs="+", metavar="CKPT", default=None,
         help="further checkpoints of the same task: the std across them and CKPT",
     )  # fmt: skip
     parser.add_argument(
@@ -91,6 +106,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         "--seed", type=non_negative_int(MAX_SEED), default=defaults.seed,
         help="seed of any sampling",
     )  # fmt: skip
+    add_size_caps(parser)
     parser.add_argument(
         "--cpu-precision", choices=get_args(CpuPrecision), default=defaults.cpu_precision,
         help="on the CPU: bf16 (auto: where the CPU has AMX/AVX512-BF16) or fp32 "
@@ -124,6 +140,7 @@ def handler(args: argparse.Namespace) -> int:
         cfg=cfg,
         progress=not args.quiet,
         slice_axis=args.slice_axis,
+        **size_caps(args),
     )
     for kind, paths in report.files.items():
         where = paths[0].parent if len(paths) > 1 else paths[0]
