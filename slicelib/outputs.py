@@ -3,8 +3,9 @@
 Every folder that slicelib writes as a whole holds the marker file
 :data:`~slicelib.io.OUTPUT_MARKER`, which names its kind (:data:`OutputKind`: a cache
 from ``prepare``, a run from ``train``, a cohort from ``demo-data``, an upsampled
-series from ``upsample``, a study from ``study``) and, for a folder written at once,
-the entries it wrote. :func:`check_output` applies the rule before anything is written:
+series from ``upsample``, a study from ``study``, the html book that ``study``
+publishes) and, for a folder written at once, the entries it wrote.
+:func:`check_output` applies the rule before anything is written:
 
 - a path that does not exist, or an empty folder, may be written;
 - a folder slicelib wrote as the same kind may be continued (a run resumes, a study
@@ -39,7 +40,7 @@ from slicelib.locking import hold_lock
 
 log = logging.getLogger(__name__)
 
-OutputKind = Literal["cache", "run", "cohort", "upsampled series", "study"]
+OutputKind = Literal["cache", "run", "cohort", "upsampled series", "study", "book"]
 OUTPUT_KINDS: tuple[str, ...] = get_args(OutputKind)
 # How a command treats an existing folder of its own kind: "replace" it whole (only
 # with --force), or "continue" writing into it (a resumed run, a resumed study).
@@ -92,6 +93,8 @@ def _legacy_kind(folder: Path, marker: dict[str, Any] | None) -> str | None:
         return "run"
     if "preset" in _json(folder / "study.json"):
         return "study"
+    if (folder / "index.html").is_file() and (folder / "searchindex.js").is_file():
+        return "book"  # what Jupyter Book builds
     return None
 
 

@@ -603,3 +603,26 @@ def test_stale_temporary_folders_of_a_killed_demo_data_are_removed(tmp_path: Pat
             "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     assert not stale.exists()
+
+
+def test_book_published_only_over_a_book_slicelib_wrote(tmp_path: Path) -> None:
+    """``study --book DIR`` replaced any folder with an index.html in it."""
+    from slicelib.study.book import publish
+
+    html = tmp_path / "html"
+    (html / "_static").mkdir(parents=True)
+    (html / "index.html").write_text("<html>book</html>")
+    site = tmp_path / "site"  # the user's own web site
+    site.mkdir()
+    (site / "index.html").write_text("<html>mine</html>")
+    (site / "cv.pdf").write_bytes(b"%PDF")
+    with pytest.raises(SlicelibError, match="not written by slicelib"):
+        publish(html, site)
+    assert sorted(p.name for p in site.iterdir()) == ["cv.pdf", "index.html"]
+    dest = tmp_path / "book"
+    publish(html, dest)
+    assert json.loads((dest / OUTPUT_MARKER).read_text())["kind"] == "book"
+    (html / "index.html").write_text("<html>book, again</html>")
+    publish(html, dest)  # its own book: replaced
+    assert (dest / "index.html").read_text() == "<html>book, again</html>"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["book", "html", "site"]

@@ -20,6 +20,7 @@ executed copy exists, it is not run again.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import json
 import logging
@@ -437,6 +438,8 @@ class NotebookRunner:
             ) from None
         finally:
             partial.unlink(missing_ok=True)  # interrupted: never a partial notebook
+            with contextlib.suppress(OSError):  # empty unless another runner is writing
+                partial.parent.rmdir()
             papermill_log.setLevel(papermill_level)
             if previous is None:
                 os.environ.pop(READS_ENV, None)

@@ -198,7 +198,12 @@ def upsample_to_folder(
         write_dicom_series,
     )
     from slicelib.upsample.nifti_writer import write_nifti
-    from slicelib.upsample.volume import check_factor, check_upsamplable, upsample_volume
+    from slicelib.upsample.volume import (
+        check_factor,
+        check_upsamplable,
+        outside_neighbours_message,
+        upsample_volume,
+    )
 
     started = time.perf_counter()
     cfg = cfg or UpsampleConfig()
@@ -253,6 +258,8 @@ def upsample_to_folder(
         where=where,
     )
     seconds_predict = time.perf_counter() - predict_start
+    if up.outside_neighbours:
+        log.warning("%s", outside_neighbours_message(where, up))
     derivation = Derivation(
         method=method,
         checkpoint=str(run.path),

@@ -22,10 +22,11 @@ learned, which ``slicelib upsample`` reports as outside the training domain
 (:func:`slicelib.model_card.domain_differences`).
 
 Every predicted slice is compared with the two acquired slices it lies between
-(:data:`NEIGHBOUR_RANGE_TOL`): a prediction far outside what they span (a saturated
-or collapsed slice, e.g. from a damaged checkpoint, which clipping would turn into
-plausible-looking data) is reported in one warning line and in
-:attr:`Upsampled.outside_neighbours`.
+(:data:`~slicelib.config.NEIGHBOUR_RANGE_TOL`): a prediction far outside what they
+span (a saturated or collapsed slice, e.g. from a damaged checkpoint, which clipping
+would turn into plausible-looking data) is listed in
+:attr:`Upsampled.outside_neighbours`, which ``slicelib upsample`` reports in one
+warning line (:func:`outside_neighbours_message`).
 """
 
 from __future__ import annotations
@@ -205,15 +206,17 @@ def neighbour_excess(pred: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> 
     return np.maximum(np.max(np.stack(gaps), axis=0), 0.0)
 
 
-def _warn_outside(where: str, flagged: list[tuple[int, float]], total: int) -> None:
-    worst, excess = max(flagged, key=lambda item: item[1])
-    log.warning(
-        "%s: %d of %d predicted slices leave the range of their two neighbours by more than "
-        "%.0f %% of the series' intensity range (worst: between acquired slices %d-%d, by "
-        "%.0f %%); the checkpoint may be damaged or unsuited to this series",
-        where, len(flagged), total, NEIGHBOUR_RANGE_TOL * 100, worst + 1, worst + 2,
-        excess * 100,
-    )  # fmt: skip
+def outside_neighbours_message(where: str, up: Upsampled) -> str:
+    """The one-line warning for the predicted slices of ``up`` that leave the range of
+    their neighbours (:attr:`Upsampled.outside_neighbours`, not empty)."""
+    worst, excess = max(up.outside_neighbours, key=lambda item: item[1])
+    return (
+        f"{where}: {len(up.outside_neighbours)} of {up.source.n_slices - 1} predicted slices "
+        f"leave the range of their two neighbours by more than "
+        f"{NEIGHBOUR_RANGE_TOL * 100:.0f} % of the series' intensity range (worst: between "
+        f"acquired slices {worst + 1}-{worst + 2}, by {excess * 100:.0f} %); the checkpoint "
+        "may be damaged or unsuited to this series"
+    )
 
 
 def upsample_volume(
@@ -278,8 +281,6 @@ def upsample_volume(
     acquired = np.zeros(2 * n - 1, dtype=bool)
     acquired[0::2] = True
     log.info("%s: %d -> %d slices (%s)", where, n, 2 * n - 1, method)
-    if flagged:
-        _warn_outside(where, flagged, n - 1)
     return Upsampled(
         source=volume,
         pixels=pixels,
