@@ -32,7 +32,9 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+from slicelib.errors import os_error_cause
 
 __all__ = [
     "OUTPUT_MARKER",
@@ -52,21 +54,49 @@ __all__ = [
 OUTPUT_MARKER = ".slicelib-output"
 
 
-def _name_target(exc: OSError, target: Path, inside: Path | None = None) -> None:
-    """Make ``exc`` name ``target`` when it names no file, or a temporary one (``inside``
-    that temporary folder, or a hidden temporary file beside ``target``). An error raised
-    with a message of its own (no errno) is left as it is."""
+def _named(exc: OSError, target: Path, inside: Path | None = None) -> OSError:
+    """The OS error behind ``exc`` (:func:`~slicelib.errors.os_error_cause`), made to name
+    ``target`` when it names no file or a temporary one (``inside`` that temporary
+    folder, or a hidden temporary file beside ``target``). An error raised with a
+    message of its own and no errno behind it is returned as it is."""
+    exc = os_error_cause(exc)
     if exc.errno is None:
-        return
+        return exc
     name = exc.filename
     if name is None:
         exc.filename = str(target)
-        return
-    path = Path(os.fsdecode(name))
+        return exc
+    path = Path(os.path.abspath(os.fsdecode(name)))
+    target, inside = Path(os.path.abspath(target)), None if inside is None else inside.absolute()
     temporary = path.name.startswith(f".{target.name}.") and path.parent == target.parent
     if temporary or (inside is not None and (path == inside or inside in path.parents)):
         exc.filename = str(target)
         exc.filename2 = None
+    return exc
+
+
+def _os_error_behind(exc: BaseException) -> OSError | None:
+    """``exc`` if an OS error, else the OS error (with an errno) it was raised from or
+    while handling: a writer may turn a full disk into an error of its own (torch.save
+    raises a RuntimeError while handling the OSError of a Python file's write)."""
+    if isinstance(exc, OSError):
+        return exc
+    found = exc.__cause__ or exc.__context__
+    for _ in range(8):  # a short chain: the writer's own error and what it handled
+        if found is None:
+            return None
+        if isinstance(found, OSError) and found.errno is not None:
+            return found
+        found = found.__cause__ or found.__context__
+    return None
+
+
+def _reraise(exc: OSError, target: Path, inside: Path | None = None) -> NoReturn:
+    """Raise the OS error behind ``exc``, naming ``target`` (see :func:`_named`)."""
+    named = _named(exc, target, inside)
+    if named is exc:
+        raise exc
+    raise named from None
 
 
 def _mode(*, folder: bool) -> int:
@@ -95,8 +125,7 @@ def atomic_write(
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
         os.close(fd)
     except OSError as exc:
-        _name_target(exc, path)
-        raise
+        _reraise(exc, path)
     tmp = Path(name)
     try:
         tmp.chmod(_mode(folder=False))
@@ -108,8 +137,9 @@ def atomic_write(
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            _name_target(exc, path)
+        found = _os_error_behind(exc)
+        if found is not None:
+            _reraise(found, path)
         raise
     return path
 
@@ -153,14 +183,12 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     except OSError as exc:
-        _name_target(exc, target)
-        raise
+        _reraise(exc, target)
     try:
         tmp.chmod(_mode(folder=True))
         yield tmp
     except OSError as exc:
-        _name_target(exc, target, inside=tmp)
-        raise
+        _reraise(exc, target, inside=tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -183,8 +211,7 @@ def publish_directory(tmp: Path, target: Path) -> None:
                 os.replace(old, target)
             raise
     except OSError as exc:
-        _name_target(exc, target, inside=tmp)
-        raise
+        _reraise(exc, target, inside=tmp)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -30,11 +30,11 @@ import json
 import logging
 import shutil
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from slicelib.errors import SlicelibError
+from slicelib.errors import SlicelibError, os_error_text
 from slicelib.io import OUTPUT_MARKER
 from slicelib.locking import hold_lock
 
@@ -218,12 +218,13 @@ def remove_stale_files(folder: Path, names: Iterable[str]) -> None:
 def writing(target: Path, what: str) -> Iterator[None]:
     """Hold the lock of the output ``target`` for the block (a second writer stops at once,
     naming this one) and remove what killed writers left beside it first."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SlicelibError(
-            f"{what} {target}: cannot create {target.parent} ({exc.strerror})"
-        ) from None
-    with hold_lock(target, f"{what} {target}"):
+    with ExitStack() as stack:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(hold_lock(target, f"{what} {target}"))
+        except OSError as exc:  # the lock is a file beside the output: none can be written
+            raise SlicelibError(
+                f"{what} {target}: cannot write in {target.parent} ({os_error_text(exc)})"
+            ) from None
         remove_stale(target)
         yield

@@ -626,3 +626,24 @@ def test_book_published_only_over_a_book_slicelib_wrote(tmp_path: Path) -> None:
     publish(html, dest)  # its own book: replaced
     assert (dest / "index.html").read_text() == "<html>book, again</html>"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["book", "html", "site"]
+
+
+def test_full_disk_while_saving_a_checkpoint_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.save reports a full disk as a RuntimeError about a zip position, raised while
+    handling the OSError of the write."""
+    import torch
+
+    def full(obj: object, handle: object) -> None:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos") from None
+
+    monkeypatch.setattr(torch, "save", full)
+    path = tmp_path / "run" / "best.pt"
+    with pytest.raises(OSError) as err:
+        save_checkpoint(path, {"format": 1})
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    assert list((tmp_path / "run").iterdir()) == []

@@ -224,104 +224,106 @@ def upsample_to_folder(
     check_output_location(output, [input_path])
     check_new_output(output, force=force)
 
-    runs = _load_runs(checkpoint, members, device)
-    run = runs[0]
-
-    def make(r: Any) -> Any:
-        steps = min(cfg.ddim_steps, r.config.diffusion.timesteps)
-        return Predictor(
-            r, sampler="ddim", steps=steps, seed=cfg.seed, cpu_precision=cfg.cpu_precision
-        )
-
-    std_method, std_name = (None, "")
-    if uncertainty:
-        std_method, std_name = _uncertainty(runs, samples, cfg.seed, make)
-    volume = _load_input(
-        input_path, slice_axis, max_slice_mb=max_slice_mb, max_volume_mb=max_volume_mb
-    )
-    where = f"input {input_path}"
-    check_upsamplable(volume, where)
-    outside = check_training_domain(run, volume, where)
-    clip = run.cache_config.clip_percentiles if run.cache_config is not None else None
-    method = _method_name(run, min(cfg.ddim_steps, run.config.diffusion.timesteps), cfg.seed)
-
-    predict_start = time.perf_counter()
-    up: Upsampled = upsample_volume(
-        volume,
-        make(run),
-        run.image_size,
-        uncertainty=std_method,
-        method=method,
-        batch_size=cfg.batch_size,
-        clip_percentiles=clip,
-        progress=progress,
-        where=where,
-    )
-    seconds_predict = time.perf_counter() - predict_start
-    if up.outside_neighbours:
-        log.warning("%s", outside_neighbours_message(where, up))
-    derivation = Derivation(
-        method=method,
-        checkpoint=str(run.path),
-        detail=f"epoch {run.epoch}, model input {run.image_size}x{run.image_size}"
-        + (f"; uncertainty: {std_name}" if std_name else ""),
-    )
-    files: dict[str, list[Path]] = {}
-    with writing(output, "output"), atomic_directory(output, kind="upsampled series") as tmp:
+    # One writer at a time (the lock names it); what a killed run left is removed first.
+    with writing(output, "output"):
         check_new_output(output, force=force)  # again, now that no one else writes there
-        if volume.files:
-            written = write_dicom_series(up, tmp / IMAGE_FOLDER, derivation)
-            files["image"] = [output / IMAGE_FOLDER / p.name for p in written]
-            if uncertainty:
-                written = write_dicom_series(up, tmp / STD_FOLDER, derivation, kind="std")
-                files["std"] = [output / STD_FOLDER / p.name for p in written]
-        else:
-            from slicelib.data.nifti import nifti_stem
+        runs = _load_runs(checkpoint, members, device)
+        run = runs[0]
 
-            suffix = ".nii.gz" if input_path.name.lower().endswith(".gz") else ".nii"
-            stem = nifti_stem(input_path)
-            name = write_nifti(up, input_path, tmp / f"{stem}_x2{suffix}", axis=slice_axis).name
-            files["image"] = [output / name]
-            if uncertainty:
-                name = write_nifti(
-                    up, input_path, tmp / f"{stem}_x2_std{suffix}", kind="std", axis=slice_axis
-                ).name
-                files["std"] = [output / name]
-        record = {
-            "slicelib_version": __version__,
-            "input": str(input_path.resolve()),
-            "output": {k: [p.name for p in v] for k, v in files.items()},
-            "checkpoint": str(run.path),
-            "model": run.name,
-            "k": run.config.k,
-            "epoch": run.epoch,
-            "image_size": run.image_size,
-            "method": method,
-            "uncertainty": std_name or None,
-            "ensemble": [str(r.path) for r in runs[1:]],
-            "slices_in": volume.n_slices,
-            "slices_out": up.n_slices,
-            "spacing_in_mm": volume.slice_spacing,
-            "spacing_out_mm": up.slice_spacing,
-            "outside_training_domain": outside,
-            "outside_neighbour_range": [
-                {"between_acquired": [i + 1, i + 2], "excess": round(excess, 4)}
-                for i, excess in up.outside_neighbours
-            ],
-            "synthesized_instances": [j + 1 for j in range(up.n_slices) if not up.acquired[j]],
-            "device": str(run.device),
-            "seconds_predict": round(seconds_predict, 3),
-            "config": to_dict(cfg),
-        }
-        write_json(tmp / RECORD, record)
-    total = time.perf_counter() - started
-    log.info("%d -> %d slices in %.1f s (%s)", volume.n_slices, up.n_slices, total, output)
-    return UpsampleReport(
-        output=output,
-        files=files,
-        slices_in=volume.n_slices,
-        slices_out=up.n_slices,
-        seconds_predict=seconds_predict,
-        seconds_total=total,
-        record=record,
-    )
+        def make(r: Any) -> Any:
+            steps = min(cfg.ddim_steps, r.config.diffusion.timesteps)
+            return Predictor(
+                r, sampler="ddim", steps=steps, seed=cfg.seed, cpu_precision=cfg.cpu_precision
+            )
+
+        std_method, std_name = (None, "")
+        if uncertainty:
+            std_method, std_name = _uncertainty(runs, samples, cfg.seed, make)
+        volume = _load_input(
+            input_path, slice_axis, max_slice_mb=max_slice_mb, max_volume_mb=max_volume_mb
+        )
+        where = f"input {input_path}"
+        check_upsamplable(volume, where)
+        outside = check_training_domain(run, volume, where)
+        clip = run.cache_config.clip_percentiles if run.cache_config is not None else None
+        method = _method_name(run, min(cfg.ddim_steps, run.config.diffusion.timesteps), cfg.seed)
+
+        predict_start = time.perf_counter()
+        up: Upsampled = upsample_volume(
+            volume,
+            make(run),
+            run.image_size,
+            uncertainty=std_method,
+            method=method,
+            batch_size=cfg.batch_size,
+            clip_percentiles=clip,
+            progress=progress,
+            where=where,
+        )
+        seconds_predict = time.perf_counter() - predict_start
+        if up.outside_neighbours:
+            log.warning("%s", outside_neighbours_message(where, up))
+        derivation = Derivation(
+            method=method,
+            checkpoint=str(run.path),
+            detail=f"epoch {run.epoch}, model input {run.image_size}x{run.image_size}"
+            + (f"; uncertainty: {std_name}" if std_name else ""),
+        )
+        files: dict[str, list[Path]] = {}
+        with atomic_directory(output, kind="upsampled series") as tmp:
+            if volume.files:
+                written = write_dicom_series(up, tmp / IMAGE_FOLDER, derivation)
+                files["image"] = [output / IMAGE_FOLDER / p.name for p in written]
+                if uncertainty:
+                    written = write_dicom_series(up, tmp / STD_FOLDER, derivation, kind="std")
+                    files["std"] = [output / STD_FOLDER / p.name for p in written]
+            else:
+                from slicelib.data.nifti import nifti_stem
+
+                suffix = ".nii.gz" if input_path.name.lower().endswith(".gz") else ".nii"
+                stem = nifti_stem(input_path)
+                name = write_nifti(up, input_path, tmp / f"{stem}_x2{suffix}", axis=slice_axis).name
+                files["image"] = [output / name]
+                if uncertainty:
+                    name = write_nifti(
+                        up, input_path, tmp / f"{stem}_x2_std{suffix}", kind="std", axis=slice_axis
+                    ).name
+                    files["std"] = [output / name]
+            record = {
+                "slicelib_version": __version__,
+                "input": str(input_path.resolve()),
+                "output": {k: [p.name for p in v] for k, v in files.items()},
+                "checkpoint": str(run.path),
+                "model": run.name,
+                "k": run.config.k,
+                "epoch": run.epoch,
+                "image_size": run.image_size,
+                "method": method,
+                "uncertainty": std_name or None,
+                "ensemble": [str(r.path) for r in runs[1:]],
+                "slices_in": volume.n_slices,
+                "slices_out": up.n_slices,
+                "spacing_in_mm": volume.slice_spacing,
+                "spacing_out_mm": up.slice_spacing,
+                "outside_training_domain": outside,
+                "outside_neighbour_range": [
+                    {"between_acquired": [i + 1, i + 2], "excess": round(excess, 4)}
+                    for i, excess in up.outside_neighbours
+                ],
+                "synthesized_instances": [j + 1 for j in range(up.n_slices) if not up.acquired[j]],
+                "device": str(run.device),
+                "seconds_predict": round(seconds_predict, 3),
+                "config": to_dict(cfg),
+            }
+            write_json(tmp / RECORD, record)
+        total = time.perf_counter() - started
+        log.info("%d -> %d slices in %.1f s (%s)", volume.n_slices, up.n_slices, total, output)
+        return UpsampleReport(
+            output=output,
+            files=files,
+            slices_in=volume.n_slices,
+            slices_out=up.n_slices,
+            seconds_predict=seconds_predict,
+            seconds_total=total,
+            record=record,
+        )
