@@ -67,8 +67,9 @@ def _named(exc: OSError, target: Path, inside: Path | None = None) -> OSError:
         exc.filename = str(target)
         return exc
     path = Path(os.path.abspath(os.fsdecode(name)))
-    target, inside = Path(os.path.abspath(target)), None if inside is None else inside.absolute()
-    temporary = path.name.startswith(f".{target.name}.") and path.parent == target.parent
+    where = Path(os.path.abspath(target))
+    inside = None if inside is None else inside.absolute()
+    temporary = path.name.startswith(f".{where.name}.") and path.parent == where.parent
     if temporary or (inside is not None and (path == inside or inside in path.parents)):
         exc.filename = str(target)
         exc.filename2 = None
