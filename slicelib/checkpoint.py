@@ -79,8 +79,15 @@ def generator_role(model: str) -> str:
 
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically and durably, so a crash never leaves a
-    truncated checkpoint behind."""
-    atomic_write(path, lambda tmp: torch.save(dict(state), tmp), durable=True)
+    truncated checkpoint behind (and a full disk is an OS error naming ``path``)."""
+
+    def write(tmp: Path) -> None:
+        # Through a Python file: a failed write is then an OSError that torch's own error
+        # carries, where torch writing to a path reports only a zip position.
+        with tmp.open("wb") as handle:
+            torch.save(dict(state), handle)
+
+    atomic_write(path, write, durable=True)
 
 
 def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:

@@ -94,6 +94,10 @@ class ScanConfig:
     # Largest decoded image a file may announce (rows x columns x frames x bytes),
     # checked from the header before any pixel is read; a safety limit, not a criterion.
     max_slice_mb: float = 64.0
+    # Largest volume (a series, a NIfTI file) as slicelib holds it, float32, from the
+    # headers before any voxel is read: a 4 MB .nii.gz can inflate to gigabytes, and
+    # upsampling holds several copies. 1024 MB is 1024 x 1024 x 256 voxels.
+    max_volume_mb: float = 1024.0
 
 
 @dataclass(frozen=True)
@@ -308,6 +312,15 @@ class EvalConfig:
     # At most this many slices per patient, the same at every k: evenly spaced over the
     # slices both k=1 and k=2 can score, away from the volume's ends (None: every slice).
     slices_per_patient: int | None = None
+
+
+# upsample: a predicted slice whose mean, or whose 1st or 99th percentile before
+# clipping, lies more than this fraction of the series' intensity range outside what its
+# two neighbours span (their means; their lowest and highest values) is reported in a
+# warning: a good model's slice lies between its neighbours, give or take noise and
+# small shifts, while a saturated or collapsed one (a damaged checkpoint) looks like
+# data once clipped.
+NEIGHBOUR_RANGE_TOL = 0.1
 
 
 @dataclass(frozen=True)

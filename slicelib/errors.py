@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
@@ -30,3 +31,24 @@ def lookup(table: Mapping[str, T], name: str, what: str) -> T:
         return table[name]
     except KeyError:
         raise unknown_choice(what, name, table) from None
+
+
+def os_error_cause(exc: OSError) -> OSError:
+    """``exc``, or the OS error with an errno that it was raised from: a library may wrap
+    one in an error of its own message (pydicom adds the tag and a traceback)."""
+    found: BaseException | None = exc
+    while isinstance(found, OSError):
+        if found.errno is not None:
+            return found
+        found = found.__cause__
+    return exc
+
+
+def os_error_text(exc: OSError) -> str:
+    """An OS error in one line, naming its path: ``/data/x2: No space left on device``."""
+    cause = os_error_cause(exc)
+    lines = str(cause).strip().splitlines()
+    reason = cause.strerror or (lines[0] if lines else type(cause).__name__)
+    if cause.filename is None:
+        return reason
+    return f"{os.fsdecode(cause.filename)}: {reason}"

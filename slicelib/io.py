@@ -12,9 +12,14 @@ owner-only mode of ``tempfile``, so that results, checkpoints and upsampled
 series on a shared group storage are readable by the group. Who else may read
 them is the user's umask to decide.
 
-Every output folder written by :func:`atomic_directory` carries the marker file
-:data:`OUTPUT_MARKER`; :func:`check_replaceable` lets ``--force`` replace only a
-folder that has it, so a mistyped output path never deletes someone's data.
+Every output folder written by :func:`atomic_directory` with a ``kind`` carries the
+marker file :data:`OUTPUT_MARKER` naming it; :mod:`slicelib.outputs` lets a command
+write only into a folder of its own kind, so a mistyped output path never deletes
+someone's data.
+
+An OS error while writing (a read-only file system, a full disk, no permission) leaves
+the target as it was and propagates with ``filename`` set to the target the user
+named, never to a temporary path, so that the command line reports it in one line.
 """
 
 from __future__ import annotations
@@ -27,17 +32,19 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+from slicelib.errors import os_error_cause
 
 __all__ = [
     "OUTPUT_MARKER",
     "atomic_directory",
-    "check_replaceable",
     "atomic_write",
     "publish_directory",
     "staged_directory",
     "write_bytes",
     "write_json",
+    "write_marker",
     "write_text",
 ]
 
@@ -45,6 +52,52 @@ __all__ = [
 # The file that says "slicelib wrote this folder" (hidden, and not DICOM, so that
 # series readers skip it).
 OUTPUT_MARKER = ".slicelib-output"
+
+
+def _named(exc: OSError, target: Path, inside: Path | None = None) -> OSError:
+    """The OS error behind ``exc`` (:func:`~slicelib.errors.os_error_cause`), made to name
+    ``target`` when it names no file or a temporary one (``inside`` that temporary
+    folder, or a hidden temporary file beside ``target``). An error raised with a
+    message of its own and no errno behind it is returned as it is."""
+    exc = os_error_cause(exc)
+    if exc.errno is None:
+        return exc
+    name = exc.filename
+    if name is None:
+        exc.filename = str(target)
+        return exc
+    path = Path(os.path.abspath(os.fsdecode(name)))
+    where = Path(os.path.abspath(target))
+    inside = None if inside is None else inside.absolute()
+    temporary = path.name.startswith(f".{where.name}.") and path.parent == where.parent
+    if temporary or (inside is not None and (path == inside or inside in path.parents)):
+        exc.filename = str(target)
+        exc.filename2 = None
+    return exc
+
+
+def _os_error_behind(exc: BaseException) -> OSError | None:
+    """``exc`` if an OS error, else the OS error (with an errno) it was raised from or
+    while handling: a writer may turn a full disk into an error of its own (torch.save
+    raises a RuntimeError while handling the OSError of a Python file's write)."""
+    if isinstance(exc, OSError):
+        return exc
+    found = exc.__cause__ or exc.__context__
+    for _ in range(8):  # a short chain: the writer's own error and what it handled
+        if found is None:
+            return None
+        if isinstance(found, OSError) and found.errno is not None:
+            return found
+        found = found.__cause__ or found.__context__
+    return None
+
+
+def _reraise(exc: OSError, target: Path, inside: Path | None = None) -> NoReturn:
+    """Raise the OS error behind ``exc``, naming ``target`` (see :func:`_named`)."""
+    named = _named(exc, target, inside)
+    if named is exc:
+        raise exc
+    raise named from None
 
 
 def _mode(*, folder: bool) -> int:
@@ -67,10 +120,13 @@ def atomic_write(
     ``path`` is left as it was. Creates the parent folder. Returns ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".tmp" + "".join(path.suffixes[-2:])
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        _reraise(exc, path)
     tmp = Path(name)
     try:
         tmp.chmod(_mode(folder=False))
@@ -79,8 +135,12 @@ def atomic_write(
             with tmp.open("rb+") as handle:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        found = _os_error_behind(exc)
+        if found is not None:
+            _reraise(found, path)
         raise
     return path
 
@@ -120,11 +180,16 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
     published (an error, an early return) is removed.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as exc:
+        _reraise(exc, target)
     try:
         tmp.chmod(_mode(folder=True))
         yield tmp
+    except OSError as exc:
+        _reraise(exc, target, inside=tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -136,68 +201,47 @@ def publish_directory(tmp: Path, target: Path) -> None:
     place; if the rename fails it is moved back.
     """
     old: Path | None = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(target, old)
     try:
-        os.replace(tmp, target)
-    except OSError:
-        if old is not None:
-            os.replace(old, target)
-        raise
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if old is not None:
+                os.replace(old, target)
+            raise
+    except OSError as exc:
+        _reraise(exc, target, inside=tmp)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def atomic_directory(target: str | Path, *, marker: bool = True) -> Iterator[Path]:
+def atomic_directory(target: str | Path, *, kind: str | None = None) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``target`` when the block ends without error.
 
-    ``marker``: write :data:`OUTPUT_MARKER` into it (False for a folder whose every
-    file is read by other programs, such as a DICOM series folder).
+    ``kind``: write :data:`OUTPUT_MARKER` naming this kind of output and the entries
+    written (see :mod:`slicelib.outputs`); None for a folder whose every file is read
+    by other programs, such as a DICOM series folder.
 
     On error the temporary folder is removed and ``target`` is left as it was. Checks
-    on an existing ``target`` (refuse it, or allow it with ``--force``) are the caller's.
+    on an existing ``target`` (:func:`slicelib.outputs.check_output`) are the caller's.
     """
     target = Path(target)
     with staged_directory(target) as tmp:
         yield tmp
-        if marker:
-            write_marker(tmp)
+        if kind is not None:
+            write_marker(tmp, kind, entries=sorted(p.name for p in tmp.iterdir()))
         publish_directory(tmp, target)
 
 
-def write_marker(folder: Path) -> None:
-    """Mark ``folder`` as written by slicelib (see :func:`check_replaceable`)."""
+def write_marker(folder: Path, kind: str, entries: list[str] | None = None) -> None:
+    """Mark ``folder`` as written by slicelib as ``kind`` (a cache, a run, ...);
+    ``entries``: the names it wrote at its top level, when written at once."""
     from slicelib import __version__
 
-    write_json(folder / OUTPUT_MARKER, {"written_by": "slicelib", "version": __version__})
-
-
-def check_replaceable(target: str | Path, *, force: bool) -> None:
-    """Raise :class:`SlicelibError` unless ``target`` may be (re)placed by a new folder.
-
-    Allowed: ``target`` does not exist, is an empty folder, or (with ``force``) is a
-    folder slicelib wrote (it holds :data:`OUTPUT_MARKER`). Refused: a file, a
-    non-empty folder without ``force``, and any folder without the marker.
-    """
-    from slicelib.errors import SlicelibError
-
-    target = Path(target)
-    if not target.exists() and not target.is_symlink():
-        return
-    if not target.is_dir() or target.is_symlink():
-        raise SlicelibError(f"output {target} exists and is not a folder")
-    try:
-        empty = not any(target.iterdir())
-    except OSError as exc:
-        raise SlicelibError(f"output {target}: cannot read ({exc.strerror})") from None
-    if empty:
-        return
-    if not force:
-        raise SlicelibError(f"output {target} already exists (use --force to replace it)")
-    if not (target / OUTPUT_MARKER).is_file():
-        raise SlicelibError(
-            f"output {target} was not written by slicelib (no {OUTPUT_MARKER} file); "
-            "refusing to replace it, even with --force"
-        )
+    marker: dict[str, Any] = {"written_by": "slicelib", "version": __version__, "kind": kind}
+    if entries is not None:
+        marker["entries"] = entries
+    write_json(folder / OUTPUT_MARKER, marker)

@@ -5,7 +5,8 @@ pixel size, matrix, series descriptions, modality, patients per split) from the
 cache manifest; training stores it in every checkpoint (``training_domain``) and
 :func:`write_model_card` writes it, with the run's metrics and its intended use
 and limits, to ``model_card.md`` beside ``best.pt``. :func:`domain_differences`
-says how an input to ``slicelib upsample`` differs from that domain.
+says how an input to ``slicelib upsample`` differs from that domain, the distance
+between the neighbours the model was trained on (``2k`` slice spacings) included.
 
 Values unknown to the cache (a cache written without DICOM metadata, the
 modality of NIfTI volumes) are None and are not compared.
@@ -82,6 +83,12 @@ def _mm(bounds: Sequence[float]) -> str:
     return f"{lo:.2f} mm" if abs(hi - lo) < 1e-6 else f"{lo:.2f}-{hi:.2f} mm"
 
 
+def neighbour_distance(k: int, slice_spacing_mm: Sequence[float]) -> list[float]:
+    """[min, max] distance in mm between the two inputs a model saw in training: its
+    neighbours ``S_{i-k}`` and ``S_{i+k}`` are ``2k`` slice spacings apart."""
+    return [round(2 * k * float(v), 4) for v in slice_spacing_mm]
+
+
 def domain_differences(
     domain: Mapping[str, Any] | None,
     *,
@@ -90,19 +97,28 @@ def domain_differences(
     matrix: Sequence[int],
     modality: str | None = None,
     description: str | None = None,
+    k: int = 1,
 ) -> list[str]:
-    """How an input differs from a training ``domain`` (:func:`training_domain`): one
-    short phrase per property that differs, with by how much; [] when none does or
-    nothing is known."""
+    """How an input to ``slicelib upsample`` differs from a training ``domain``
+    (:func:`training_domain`) of a model trained at ``k``: one short phrase per property
+    that differs, with by how much; [] when none does or nothing is known.
+
+    The through-plane property is the neighbour distance: upsampling gives the model
+    two acquired slices ``slice_spacing`` apart, which should be the distance it
+    learned to fill, ``2k`` training slice spacings (:func:`neighbour_distance`).
+    """
     if not domain:
         return []
     found: list[str] = []
     spacing = domain.get("slice_spacing_mm")
-    if spacing is not None and _outside(slice_spacing, spacing):
-        ratio = slice_spacing / float(np.mean(spacing))
-        found.append(
-            f"slice spacing {slice_spacing:.2f} mm (trained on {_mm(spacing)}, x{ratio:.2f})"
-        )
+    if spacing is not None:
+        distance = neighbour_distance(k, spacing)
+        if _outside(slice_spacing, distance):
+            ratio = slice_spacing / float(np.mean(distance))
+            found.append(
+                f"neighbour distance {slice_spacing:.2f} mm (the k={k} model was trained on "
+                f"neighbours {_mm(distance)} apart, x{ratio:.2f})"
+            )
     pixel = domain.get("pixel_spacing_mm")
     if pixel is not None and any(_outside(float(p), pixel) for p in pixel_spacing):
         shown = "x".join(f"{float(p):.2f}" for p in pixel_spacing)
@@ -154,6 +170,10 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _distance(k: Any, spacing: Sequence[float] | None) -> list[float] | None:
+    return neighbour_distance(int(k), spacing) if spacing is not None and k else None
+
+
 def model_card(
     run_dir: str | Path,
     train_config: Mapping[str, Any],
@@ -187,6 +207,8 @@ def model_card(
         f"- modality: {_fmt(domain.get('modality'))}",
         f"- sequence (series description): {_fmt(domain.get('series_descriptions'))}",
         f"- slice spacing (mm): {_fmt(domain.get('slice_spacing_mm'))}",
+        f"- neighbour distance (mm, the inputs S_i-k and S_i+k at k={k}): "
+        f"{_fmt(_distance(k, domain.get('slice_spacing_mm')))}",
         f"- pixel size (mm, acquired): {_fmt(domain.get('pixel_spacing_mm'))}",
         f"- matrix (rows x columns, acquired): {_fmt(domain.get('matrix'))}",
         "",
@@ -208,7 +230,8 @@ def model_card(
         f"Research on through-plane slice interpolation: predicting the slice half-way "
         f"between two acquired slices {2 * int(k or 1)} spacings apart (k={k}), and "
         "`slicelib upsample` of series like the training ones (same modality, sequence, "
-        "slice spacing, pixel size and matrix). Synthesized slices are labelled as such.",
+        "pixel size and matrix, and slices as far apart as the neighbour distance above: "
+        "the gap the model learned to fill). Synthesized slices are labelled as such.",
         "",
         "## Limits",
         "",

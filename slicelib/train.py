@@ -4,7 +4,8 @@
 once per epoch (loss, PSNR and Gaussian-window SSIM on full-size validation
 slices) and keeps ``best.pt`` (best validation SSIM; for the DDPM lowest
 validation loss), ``last.pt``, ``history.csv`` and ``config.json`` in the run
-directory. Runs resume from ``last.pt``; every epoch reseeds from ``(seed,
+directory (a new or empty folder, or a run slicelib wrote: :mod:`slicelib.outputs`).
+Runs resume from ``last.pt``; every epoch reseeds from ``(seed,
 epoch, rank)``, so on the CPU an interrupted and resumed run ends with the same
 weights as an uninterrupted one.
 
@@ -76,9 +77,10 @@ from slicelib.inference import inference_autocast, use_cpu_bf16
 from slicelib.io import write_json, write_text
 from slicelib.locking import hold_lock
 from slicelib.metrics import batch_psnr, batch_ssim
-from slicelib.model_card import training_domain, write_model_card
+from slicelib.model_card import MODEL_CARD, training_domain, write_model_card
 from slicelib.models import takes_estimate
 from slicelib.objectives import Learner, Objective, build_networks, build_objective
+from slicelib.outputs import check_output, claim, remove_stale_files, require_path
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +202,9 @@ def train(
     check_config(run_cfg)
     cfg = train_part(run_cfg)
     kind = run_kind(run_cfg)
-    cache = Cache(cache_dir)
+    run_dir = require_path(run_dir, "run directory")
+    cache = Cache(require_path(cache_dir, "cache"))
     size = cache.config.size
-    run_dir = Path(run_dir)
     with (
         distributed.session(cfg.device) as (info, device),
         _deterministic(device),
@@ -408,14 +410,25 @@ def _deterministic(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark = benchmark
 
 
+# What a run folder holds (the marker aside): the only names training writes there.
+RUN_FILES: tuple[str, ...] = (
+    "best.pt", "last.pt", "history.csv", "config.json", MODEL_CARD,
+)  # fmt: skip
+
+
 def _make_run_dir(run_dir: Path, lock: ExitStack) -> str | None:
-    """Create ``run_dir``, check it is writable and take its lock for as long as ``lock``
-    lasts (one training process per run folder); the problem in one line, or None."""
+    """Check that ``run_dir`` is new, empty or a run slicelib wrote
+    (:func:`slicelib.outputs.check_output`), create it, take its lock for as long as
+    ``lock`` lasts (one training process per run folder), mark it as a run and remove
+    the temporary files of a killed save; the problem in one line, or None."""
     try:
+        check_output(run_dir, "run", mode="continue", what="run directory")
         run_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=run_dir):
             pass
         lock.enter_context(hold_lock(run_dir, f"training run {run_dir}"))
+        claim(run_dir, "run")
+        remove_stale_files(run_dir, RUN_FILES)
     except OSError as exc:
         return f"cannot write to run directory {run_dir} ({exc.strerror or exc})"
     except SlicelibError as exc:

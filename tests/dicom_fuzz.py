@@ -276,6 +276,28 @@ def mutate_odd_entry(rng: np.random.Generator, files: list[Path], folder: Path) 
     return f"{f.name}: preamble removed"
 
 
+# SOP classes a damaged file may claim: a DICOMDIR's (a directory record), a report's.
+OTHER_CLASSES: tuple[str, ...] = (
+    "1.2.840.10008.1.3.10",  # Media Storage Directory Storage
+    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
+)
+
+
+def mutate_sop_class(rng: np.random.Generator, files: list[Path], folder: Path) -> str:
+    """An image whose SOP class (in the data set, the file meta or both) says it is
+    something else: it must never be skipped as "other DICOM" in silence."""
+    f = _pick(rng, files)
+    uid = OTHER_CLASSES[int(rng.integers(len(OTHER_CLASSES)))]
+    where = ("data set", "file meta", "both")[int(rng.integers(3))]
+    ds = pydicom.dcmread(f)
+    if where in ("data set", "both"):
+        ds.SOPClassUID = uid
+    if where in ("file meta", "both"):
+        ds.file_meta.MediaStorageSOPClassUID = uid
+    ds.save_as(f)
+    return f"{f.name}: SOP class {uid} in the {where}"
+
+
 Mutation = Callable[[np.random.Generator, list[Path], Path], str]
 MUTATIONS: dict[str, Mutation] = {
     "truncate": mutate_truncate,
@@ -288,6 +310,7 @@ MUTATIONS: dict[str, Mutation] = {
     "pixel_length": mutate_pixel_length,
     "huge_dims": mutate_huge,
     "odd_entry": mutate_odd_entry,
+    "sop_class": mutate_sop_class,
 }
 
 

@@ -467,3 +467,20 @@ def _ppid(pid: int) -> int | None:
 def _state(pid: int) -> str:
     fields = _stat_fields(pid)
     return fields[0] if fields else ""
+
+
+@pytest.mark.parametrize("which", [0, -1])
+def test_directory_record_class_on_an_end_slice_excludes_the_series(
+    tmp_path: Path, which: int
+) -> None:
+    """A first or last slice whose SOP class reads as a DICOMDIR's was skipped as "other
+    DICOM" and its series cached one slice short (the fuzz campaign's one loss)."""
+    specs = write_cohort(tmp_path / "data", n_patients=2, **SMALL)
+    victim = specs[0].files[which]
+    ds = pydicom.dcmread(victim)
+    ds.SOPClassUID = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+    ds.save_as(victim)
+    row = next(r for r in scan(tmp_path / "data", SCAN, progress=False).series if r.n_files > 4)
+    assert not row.included and victim.name in row.reason and "DICOMDIR" in row.reason
+    cache = prepare(tmp_path / "data", tmp_path / "cache", CFG, SCAN, progress=False)
+    assert [e.patient_id for e in cache.entries()] == [specs[1].patient_id]

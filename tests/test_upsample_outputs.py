@@ -235,7 +235,8 @@ def test_domain_differences_say_what_differs_and_by_how_much() -> None:
         "modality": "MR",
         "series_descriptions": ["t2_tse_tra"],
     }
-    same = dict(slice_spacing=3.0, pixel_spacing=[0.5, 0.5], matrix=[384, 384], modality="MR")
+    # a k=1 model trained on 3 mm slices fills 6 mm gaps: a 6 mm series is its domain
+    same = dict(slice_spacing=6.0, pixel_spacing=[0.5, 0.5], matrix=[384, 384], modality="MR")
     assert domain_differences(domain, **same, description="T2_TSE_TRA") == []  # type: ignore[arg-type]
     found = domain_differences(
         domain,
@@ -246,7 +247,7 @@ def test_domain_differences_say_what_differs_and_by_how_much() -> None:
         description="ep2d_diff",
     )
     assert found == [
-        "slice spacing 1.50 mm (trained on 3.00 mm, x0.50)",
+        "neighbour distance 1.50 mm (the k=1 model was trained on neighbours 6.00 mm apart, x0.25)",
         "matrix 20x24 (trained on 384x384)",
         "modality CT (trained on MR)",
         "sequence 'ep2d_diff' (trained on 't2_tse_tra')",
@@ -271,13 +272,15 @@ def test_upsample_warns_in_one_line_outside_the_training_domain(
     assert _upsample(series, tmp_path / "o", ckpt) == 0
     lines = [r.getMessage() for r in caplog.records if "training domain" in r.getMessage()]
     assert len(lines) == 1 and "\n" not in lines[0]
-    assert "slice spacing 1.50 mm (trained on 3.00 mm, x0.50)" in lines[0]
+    assert (
+        "neighbour distance 1.50 mm (the k=1 model was trained on neighbours 6.00 mm" in (lines[0])
+    )
     assert "pixel size" in lines[0] and "matrix" not in lines[0]
     record = json.loads((tmp_path / "o" / "upsample.json").read_text())
     assert len(record["outside_training_domain"]) == 2
 
     caplog.clear()
-    state["training_domain"]["slice_spacing_mm"] = [1.5, 1.5]
+    state["training_domain"]["slice_spacing_mm"] = [0.75, 0.75]  # neighbours 1.5 mm apart
     state["training_domain"]["pixel_spacing_mm"] = [0.25, 0.75]
     save_checkpoint(ckpt, state)
     assert _upsample(series, tmp_path / "o2", ckpt) == 0

@@ -3,6 +3,10 @@
 Each subcommand lives in its own module under :mod:`slicelib.cli` and exposes
 ``register(subparsers) -> argparse.ArgumentParser`` whose parser sets
 ``func=handler``. A subcommand is listed in :data:`COMMANDS` only once it works.
+
+Every command ends a user's mistake (:class:`~slicelib.errors.SlicelibError`) and an
+OS error (a read-only file system, a full disk, no permission: the library names the
+path it was writing) in one line and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from slicelib.cli.types import resolve_preset
-from slicelib.errors import SlicelibError
+from slicelib.errors import SlicelibError, os_error_text
 
 # Module names under slicelib.cli, in the order --help lists them.
 COMMANDS: tuple[str, ...] = (
@@ -80,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SlicelibError as exc:
         print(f"slicelib {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a read-only file system, a full disk, no permission
+        print(f"slicelib {args.command}: error: {os_error_text(exc)}", file=sys.stderr)
+        return SlicelibError.exit_code
     except KeyboardInterrupt:
         print(f"slicelib {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -2,8 +2,9 @@
 
 Writes the synthetic demo cohort (DICOM in the TCIA layout) into a temporary
 folder beside OUT, then renames it to OUT, so an interrupted run leaves nothing
-half-written. Refuses a non-empty OUT unless ``--force``, and even then one that
-slicelib did not write (it lacks the marker file of :func:`slicelib.io.check_replaceable`).
+half-written (and the next run removes what a killed one left). Refuses a non-empty
+OUT unless ``--force``, and even then one that slicelib did not write as a cohort
+(:func:`slicelib.outputs.check_output`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from slicelib.cli.types import (
     MAX_SEED,
     add_preset_option,
     non_negative_int,
+    path_arg,
     positive_int,
 )
 from slicelib.config import DEMO_PRESET, CohortConfig, get_preset, replace_checked
@@ -35,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "layout with a metadata.csv. Deterministic for a seed. Unset options come from the "
         "preset (default: demo).",
     )
-    parser.add_argument("out", type=Path, metavar="OUT", help="folder to create")
+    parser.add_argument("out", type=path_arg, metavar="OUT", help="folder to create")
     parser.add_argument(
         "--patients",
         type=positive_int(MAX_COUNT),
@@ -50,7 +52,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_preset_option(parser, "cohort size settings to start from", DEMO_PRESET)
     parser.add_argument(
-        "--force", action="store_true", help="replace an OUT that slicelib wrote before"
+        "--force",
+        action="store_true",
+        help="replace an OUT that slicelib wrote as a cohort before (never any other folder)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=handler)
@@ -59,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def handler(args: argparse.Namespace) -> int:
     from slicelib.data.synthetic import validate_cohort_config, write_demo_cohort
-    from slicelib.io import atomic_directory, check_replaceable
+    from slicelib.io import atomic_directory
+    from slicelib.outputs import check_output, writing
 
     changes: dict[str, Any] = {}
     if args.patients is not None:
@@ -69,13 +74,15 @@ def handler(args: argparse.Namespace) -> int:
     cfg = replace_checked(get_preset(args.preset).cohort, **changes)
     validate_cohort_config(cfg)
     out = Path(args.out).expanduser().absolute()
-    check_replaceable(out, force=args.force)
+    check_output(out, "cohort", force=args.force)
 
     start = time.perf_counter()
-    with atomic_directory(out) as tmp:
-        write_demo_cohort(tmp, cfg, progress=not args.no_progress)
-        files = sum(1 for _ in tmp.rglob("*.dcm"))
-        series = len({p.parent for p in tmp.rglob("*.dcm")})
+    with writing(out, "cohort"):
+        check_output(out, "cohort", force=args.force)  # again, now that no one else writes
+        with atomic_directory(out, kind="cohort") as tmp:
+            write_demo_cohort(tmp, cfg, progress=not args.no_progress)
+            files = sum(1 for _ in tmp.rglob("*.dcm"))
+            series = len({p.parent for p in tmp.rglob("*.dcm")})
     log.info(
         "wrote %s: %d patients, %d series, %d DICOM files in %.1f s (seed %d, %dx%d, %d slices)",
         out,

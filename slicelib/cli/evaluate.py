@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from slicelib.cli.types import (
@@ -14,6 +13,7 @@ from slicelib.cli.types import (
     MAX_SEED,
     add_preset_option,
     non_negative_int,
+    path_arg,
     positive_int,
 )
 from slicelib.config import EVAL_SPLITS, USER_PRESET, EvalConfig, get_preset, replace_checked
@@ -32,11 +32,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
             "RESULTS.std.npz), and print the summary."
         ),
     )
-    parser.add_argument("--cache", type=Path, required=True, help="prepared cache directory")
+    parser.add_argument("--cache", type=path_arg, required=True, help="prepared cache directory")
     parser.add_argument(
         "--k", type=positive_int(MAX_K), required=True, help=f"neighbour distance (1..{MAX_K})"
     )
-    parser.add_argument("--out", type=Path, required=True, help="per-slice results (.csv)")
+    parser.add_argument("--out", type=path_arg, required=True, help="per-slice results (.csv)")
     parser.add_argument(
         "--methods",
         nargs="+",
@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
     parser.add_argument(
         "--run",
         dest="runs",
-        type=Path,
+        type=path_arg,
         action="append",
         default=[],
         metavar="RUN_DIR",

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from slicelib.cli.scan import add_scan_options, scan_config
-from slicelib.cli.types import MAX_SEED, add_preset_option, bounded_int, non_negative_int
+from slicelib.cli.types import (
+    MAX_SEED,
+    add_preset_option,
+    bounded_int,
+    non_negative_int,
+    path_arg,
+)
 from slicelib.config import (
     DEFAULT_INPUT_KIND,
     INPUT_KIND_RULE,
@@ -31,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "volumes, one per patient). Unset options come from the preset (default: paper, "
         "the study's settings).",
     )
-    parser.add_argument("data_root", type=Path, metavar="DATA_ROOT")
-    parser.add_argument("cache_dir", type=Path, metavar="CACHE_DIR")
+    parser.add_argument("data_root", type=path_arg, metavar="DATA_ROOT")
+    parser.add_argument("cache_dir", type=path_arg, metavar="CACHE_DIR")
     add_preset_option(parser, "settings to start from", USER_PRESET)
     parser.add_argument(
         "--size",
@@ -52,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="store_true",
         help=f"clip to the {lo:g}-{hi:g}th percentiles before min-max (the original code)",
     )
-    add_scan_options(parser)
+    add_scan_options(parser, volume_cap=True)
     parser.add_argument(
         "--input-kind",
         choices=INPUT_KINDS,

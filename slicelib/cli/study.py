@@ -8,7 +8,7 @@ import shlex
 import sys
 from typing import Any
 
-from slicelib.cli.types import add_preset_option
+from slicelib.cli.types import add_preset_option, path_arg
 from slicelib.config import DEMO_PRESET
 from slicelib.errors import SlicelibError
 
@@ -31,15 +31,21 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--data-root",
+        type=path_arg,
         default=None,
         metavar="DIR",
         help="a DICOM (or NIfTI) collection; default: generate the synthetic demo cohort",
     )
     parser.add_argument(
-        "--out", default="study", metavar="DIR", help="the study's workspace (default: study)"
+        "--out",
+        type=path_arg,
+        default="study",
+        metavar="DIR",
+        help="the study's workspace (default: study)",
     )
     parser.add_argument(
         "--book",
+        type=path_arg,
         default="_build/html",
         metavar="DIR",
         help="where the built book goes (default: _build/html)",
@@ -70,6 +76,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--source",
+        type=path_arg,
         default=None,
         metavar="DIR",
         help="the checkout with notebooks/, book/, _config.yml, _toc.yml (default: found)",

@@ -8,10 +8,16 @@ processes: :data:`slicelib.config.BATCH_RULE`).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any, get_args
 
-from slicelib.cli.types import MAX_BATCH, MAX_COUNT, MAX_K, add_preset_option, positive_int
+from slicelib.cli.types import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_K,
+    add_preset_option,
+    path_arg,
+    positive_int,
+)
 from slicelib.config import MODEL_NAMES, USER_PRESET, Precision, get_preset
 from slicelib.errors import SlicelibError
 
@@ -30,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
     parser.add_argument(
         "--k", type=positive_int(MAX_K), required=True, help=f"neighbour distance (1..{MAX_K})"
     )
-    parser.add_argument("--cache", type=Path, required=True, help="prepared cache directory")
-    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--cache", type=path_arg, required=True, help="prepared cache directory")
+    parser.add_argument("--out", type=path_arg, required=True, help="run directory")
     add_preset_option(parser, "settings to start from", USER_PRESET)
     parser.add_argument(
         "--epochs", type=positive_int(MAX_COUNT), help="override the preset's epochs"

@@ -1,6 +1,7 @@
 """Argument types for the command line: bounded numbers and output paths.
 
-Each factory returns a callable for ``argparse``'s ``type=``; a bad value is
+Each factory returns a callable for ``argparse``'s ``type=`` (and :func:`path_arg` is one,
+for every file or folder argument: an empty path is refused); a bad value is
 reported by argparse as ``argument --size: must be an integer in 8..4096
 (got '100000')`` with exit status 2, never a traceback. Bounds are stated once,
 where the option is declared, e.g. ``type=bounded_int(1, 1024)``.
@@ -82,9 +83,30 @@ def bounded_float(
     return parse
 
 
+def path_arg(text: str) -> Path:
+    """A file or folder name, not empty or blank (``Path("")`` is the current folder, which
+    a command would silently read or overwrite)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path; give a file or folder name")
+    return Path(text).expanduser()
+
+
+path_arg.__name__ = "path"
+
+
+def source_arg(text: str) -> str:
+    """An input named by a path or a URL (kept as text), not empty or blank."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path; give a file, folder or URL")
+    return text
+
+
+source_arg.__name__ = "input"
+
+
 def output_file(text: str) -> Path:
     """A file to write: not an existing folder, in a folder that exists."""
-    path = Path(text).expanduser()
+    path = path_arg(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
     if not path.parent.is_dir():

@@ -7,7 +7,8 @@ Output folder layout (written to a temporary folder beside it, then renamed):
 - NIfTI input: ``OUTPUT_DIR/<name>_x2.nii.gz`` (and ``<name>_x2_std.nii.gz``);
 - ``OUTPUT_DIR/upsample.json``: what was done, with which checkpoint, how long, and
   how the input differs from the checkpoint's training domain;
-- ``OUTPUT_DIR/.slicelib-output``: the marker that lets ``--force`` replace the folder.
+- ``OUTPUT_DIR/.slicelib-output``: the marker (kind ``upsampled series``) that lets
+  ``--force`` replace the folder, and only this kind of folder.
 
 INPUT_SERIES may be a series on a DICOMweb server, named by its WADO-RS URL
 (``http(s)://HOST[:PORT]/PREFIX/studies/STUDY_UID/series/SERIES_UID``), and
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 from typing import get_args
 
+from slicelib.cli.scan import add_size_caps, size_caps
 from slicelib.cli.types import (
     MAX_BATCH,
     MAX_COUNT,
@@ -29,10 +31,13 @@ from slicelib.cli.types import (
     bounded_float,
     bounded_int,
     non_negative_int,
+    path_arg,
     positive_int,
+    source_arg,
 )
-from slicelib.config import FACTOR, CpuPrecision, UpsampleConfig
+from slicelib.config import FACTOR, NEIGHBOUR_RANGE_TOL, CpuPrecision, UpsampleConfig
 from slicelib.errors import SlicelibError
+from slicelib.model_card import DOMAIN_REL_TOL
 from slicelib.upsample.dicomweb import (
     DEFAULT_TIMEOUT_S,
     ENV_PASSWORD,
@@ -63,16 +68,26 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
             f"a DICOMweb server is named by its URL, {SERIES_URL_FORM}; --store-dicomweb "
             "stores the derived series on a server once written and checked. Credentials: "
             f"user:password@ in the URL, {ENV_USER} and {ENV_PASSWORD} (or {ENV_TOKEN}), "
-            "or ~/.netrc."
+            "or ~/.netrc. Two checks warn (one line each, recorded in "
+            "OUTPUT_DIR/upsample.json) and write the series all the same. The training "
+            "domain: the neighbour distance (a model trained at k on slices s mm apart "
+            "learned to fill a gap of 2k*s mm, so the input's slices should lie that far "
+            "apart) and the pixel size more than "
+            f"{DOMAIN_REL_TOL * 100:.0f} % outside the checkpoint's training range, or "
+            "another matrix, modality or sequence. The predictions: a predicted slice "
+            "whose mean, or 1st or 99th percentile before clipping, lies more than "
+            f"{NEIGHBOUR_RANGE_TOL * 100:.0f} % of the series' intensity range outside what "
+            "its two neighbours span (a saturated or collapsed prediction, e.g. from a "
+            "damaged checkpoint). NaN or infinite predictions or weights are refused."
         ),
     )
     parser.add_argument(
-        "input", metavar="INPUT_SERIES",
+        "input", type=source_arg, metavar="INPUT_SERIES",
         help=f"DICOM folder, NIfTI file, or a series on a DICOMweb server: {SERIES_URL_FORM}",
     )  # fmt: skip
-    parser.add_argument("output", type=Path, metavar="OUTPUT_DIR", help="folder to create")
+    parser.add_argument("output", type=path_arg, metavar="OUTPUT_DIR", help="folder to create")
     parser.add_argument(
-        "--checkpoint", type=Path, required=True, metavar="CKPT",
+        "--checkpoint", type=path_arg, required=True, metavar="CKPT",
         help="a run folder (its best.pt) or a checkpoint file",
     )  # fmt: skip
     parser.add_argument(
@@ -105,7 +120,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         help=f"MC dropout passes (default {defaults.mc_samples})",
     )  # fmt: skip
     parser.add_argument(
-        "--ensemble", type=Path, nargs="+", metavar="CKPT", default=None,
+        "--ensemble", type=path_arg, nargs="+", metavar="CKPT", default=None,
         help="further checkpoints of the same task: the std across them and CKPT",
     )  # fmt: skip
     parser.add_argument(
@@ -116,6 +131,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         "--seed", type=non_negative_int(MAX_SEED), default=defaults.seed,
         help="seed of any sampling",
     )  # fmt: skip
+    add_size_caps(parser)
     parser.add_argument(
         "--cpu-precision", choices=get_args(CpuPrecision), default=defaults.cpu_precision,
         help="on the CPU: bf16 (auto: where the CPU has AMX/AVX512-BF16) or fp32 "
@@ -156,6 +172,7 @@ def handler(args: argparse.Namespace) -> int:
         cfg=cfg,
         progress=not args.quiet,
         slice_axis=args.slice_axis,
+        **size_caps(args),
     )
     started = time.perf_counter()
     remote = is_dicomweb_url(args.input) or args.store_dicomweb is not None
@@ -176,7 +193,7 @@ def handler(args: argparse.Namespace) -> int:
         report = result.upsample
     else:
         report = upsample_to_folder(
-            Path(args.input), args.output, args.checkpoint, force=args.force, **options
+            Path(args.input).expanduser(), args.output, args.checkpoint, force=args.force, **options
         )
         result = None
     for kind, paths in report.files.items():

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from slicelib.cli.types import path_arg
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             ".nbval-sanitize.cfg. Fails naming the notebook and the cell that differ."
         ),
     )
-    parser.add_argument("study", type=Path, metavar="STUDY", help="a study folder")
+    parser.add_argument("study", type=path_arg, metavar="STUDY", help="a study folder")
     parser.add_argument(
         "--only",
         action="append",
@@ -27,13 +28,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--fresh",
-        type=Path,
+        type=path_arg,
         default=None,
         metavar="DIR",
         help="the fresh workspace (default: STUDY-verify, replaced by each check)",
     )
     parser.add_argument(
-        "--source", type=Path, default=None, metavar="DIR", help="the checkout (default: found)"
+        "--source", type=path_arg, default=None, metavar="DIR", help="the checkout (default: found)"
     )
     parser.set_defaults(func=run)
     return parser

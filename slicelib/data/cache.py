@@ -9,7 +9,9 @@ Layout::
 "config": PrepareConfig, "patients": [{"patient_id", "series_uid", "split",
 "n_slices", "spacing_mm", "file", ...}], "statistics": ..., ...}`` with ``file``
 relative to the cache. A cache is written into a temporary folder beside its
-target and renamed into place, so a failure never leaves a half-written cache.
+target and renamed into place, so a failure never leaves a half-written cache; it
+holds the marker of :mod:`slicelib.outputs` (kind ``cache``), and only a folder that
+slicelib wrote as a cache is ever replaced.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from slicelib import __version__
 from slicelib.config import PrepareConfig, from_dict, to_dict
 from slicelib.data.triplets import SPLITS, cohort_statistics, format_statistics
 from slicelib.errors import SlicelibError
-from slicelib.io import publish_directory, staged_directory
+from slicelib.io import publish_directory, staged_directory, write_marker
+from slicelib.outputs import check_output
 
 log = logging.getLogger(__name__)
 
@@ -195,37 +198,34 @@ def check_target(
 
     Returns the existing :class:`Cache` when it was made with the same
     ``config`` and ``fingerprint`` (nothing to do), None when writing may go on.
-    Raises :class:`SlicelibError` for a folder that is not a cache, or a cache
-    with other settings unless ``force``. With ``fingerprint=None`` only the
-    config is compared (an early check, before the inputs are known).
+    Raises :class:`SlicelibError` for a folder that slicelib did not write as a cache
+    (:func:`slicelib.outputs.check_output`, ``--force`` or not), or a cache with other
+    settings unless ``force``. With ``fingerprint=None`` only the config is compared
+    (an early check, before the inputs are known).
     """
-    if not cache_dir.exists():
-        if not cache_dir.parent.is_dir():
-            raise SlicelibError(f"cache folder's parent {cache_dir.parent} does not exist")
-        return None
-    if not cache_dir.is_dir():
-        raise SlicelibError(f"cache path {cache_dir} is a file, not a folder")
-    if not (cache_dir / MANIFEST).is_file():
-        if any(cache_dir.iterdir()):
-            raise SlicelibError(
-                f"{cache_dir} exists and is not a slicelib cache (no {MANIFEST}); "
-                "choose a new or empty folder"
-            )
+    if not cache_dir.exists() and not cache_dir.parent.is_dir():
+        raise SlicelibError(f"cache folder's parent {cache_dir.parent} does not exist")
+    # A cache of the same settings is kept as it is; one of other settings is replaced
+    # only with force, and only when it holds nothing that slicelib did not write.
+    if not check_output(cache_dir, "cache", mode="continue", what="cache"):
         return None
     try:
         old = read_manifest(cache_dir)
         old_config = old["config"]
     except (SlicelibError, KeyError):
         if force:
+            check_output(cache_dir, "cache", force=True, what="cache")
             return None
         raise SlicelibError(
-            f"cache {cache_dir} is unreadable; pass --force (force=True) to replace it"
+            f"cache {cache_dir} (written by slicelib) has an unreadable {MANIFEST}; pass "
+            "--force (force=True) to replace it"
         ) from None
     diffs = config_differences(old_config, json.loads(json.dumps(to_dict(config))))
     same_inputs = fingerprint is None or old.get("fingerprint") == fingerprint
     if not diffs and same_inputs:
         return Cache(cache_dir) if fingerprint is not None else None
     if force:
+        check_output(cache_dir, "cache", force=True, what="cache")
         return None
     what = ", ".join(diffs) if diffs else "other input data"
     raise SlicelibError(
@@ -261,8 +261,8 @@ class CacheWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._stage is not None:
-            self._stage.close()
+        if self._stage is not None:  # the error, if any, goes through: it names the cache
+            self._stage.__exit__(exc_type, exc, tb)
         self._stage = None
         self.tmp = None
 
@@ -330,6 +330,7 @@ class CacheWriter:
         }
         manifest.update(extra or {})
         (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))
+        write_marker(self.tmp, "cache", entries=[MANIFEST, VOLUME_DIR])
         if (self.target / MANIFEST).exists() and not force:
             # Another writer finished first: keep its cache rather than clobber it.
             raise SlicelibError(f"cache {self.target} appeared while writing; not replaced")

@@ -181,8 +181,9 @@ def rescale_of(ds: Dataset, path: Path) -> tuple[float, float]:
     return values[0], values[1]
 
 
-def check_image_size(ds: Dataset, path: Path, max_slice_mb: float) -> None:
-    """Refuse, from the header alone, an image larger than ``max_slice_mb`` decoded."""
+def check_image_size(ds: Dataset, path: Path, max_slice_mb: float) -> int:
+    """Refuse, from the header alone, an image larger than ``max_slice_mb`` decoded;
+    returns its number of values (rows x columns x frames x samples)."""
     rows, cols = _int(ds, "Rows", path, 0), _int(ds, "Columns", path, 0)
     frames = _int(ds, "NumberOfFrames", path, 1)
     samples = _int(ds, "SamplesPerPixel", path, 1)
@@ -197,6 +198,7 @@ def check_image_size(ds: Dataset, path: Path, max_slice_mb: float) -> None:
             f"file {path}: image of {rows} x {cols} x {frames} ({size_mb:.0f} MB) exceeds "
             f"the {max_slice_mb:g} MB cap (max_slice_mb)"
         )
+    return rows * cols * max(frames, 1) * max(samples, 1)
 
 
 def stored_range(ds: Dataset, path: Path) -> tuple[int, int]:
@@ -289,12 +291,14 @@ def load_series(
     *,
     spacing_rel_tol: float = ScanConfig.spacing_rel_tol,
     max_slice_mb: float = ScanConfig.max_slice_mb,
+    max_volume_mb: float = ScanConfig.max_volume_mb,
 ) -> Volume:
     """Read one series (a folder, not recursive, or a list of files) into a :class:`Volume`.
 
     Raises :class:`SlicelibError` (one line naming the file or folder) on mixed
     series, missing or duplicate positions, non-uniform spacing, differing
-    orientation or image size, and unreadable or truncated files.
+    orientation or image size, unreadable or truncated files, and an image or a
+    series larger than ``max_slice_mb`` or ``max_volume_mb`` (from the headers).
     """
     files = series_files(path_or_files)
     where = str(Path(path_or_files)) if isinstance(path_or_files, (str, Path)) else "series"
@@ -325,8 +329,14 @@ def load_series(
     spacing = _floats(datasets[0], "PixelSpacing", 2, files[0], positive=True)
     order, slice_spacing = sort_positions(positions, orientations[0], spacing_rel_tol, where)
 
-    for i in order:  # every size from the headers before the first pixel is decoded
-        check_image_size(datasets[i], files[i], max_slice_mb)
+    # every size from the headers before the first pixel is decoded
+    values = sum(check_image_size(datasets[i], files[i], max_slice_mb) for i in order)
+    volume_mb = values * np.dtype(np.float32).itemsize / 2**20
+    if volume_mb > max_volume_mb:
+        raise SlicelibError(
+            f"{where} ({len(order)} images, {volume_mb:.3g} MB as float32) exceeds the "
+            f"{max_volume_mb:g} MB cap (--max-volume-mb)"
+        )
     stored = [decode_stored(datasets[i], files[i], max_slice_mb) for i in order]
     shapes = {s.shape for s in stored}
     if len(shapes) > 1:

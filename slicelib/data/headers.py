@@ -483,6 +483,15 @@ def _read_header(path: str, caught: list[warnings.WarningMessage]) -> FileHeader
             if "SOPClassUID" in hd.problems:
                 error = hd.problems["SOPClassUID"]
                 return FileHeader(path, "unreadable", error=error, series_uid=series_uid)
+            if is_image or hd.present("Rows"):
+                # A directory record's class on a file that holds an image (a damaged
+                # class): skipping it would shorten its series without a word.
+                error = (
+                    f"SOP class {DICOMDIR_CLASS} (a DICOMDIR) on a file that holds an image "
+                    f"(SOP class {sop_class or '-'}, media class {media_class or '-'}, "
+                    f"{'Rows' if hd.present('Rows') else 'no Rows'})"
+                )
+                return FileHeader(path, "unreadable", error=error, series_uid=series_uid)
             return FileHeader(path, "other_dicom", transfer_syntax=ts)
         truncated = check_pixel_data(fp, size, hd, ts == ImplicitVRLittleEndian)
 

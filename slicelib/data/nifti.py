@@ -11,6 +11,12 @@ chosen by :func:`slice_axis`, first rule that applies:
    of a thick-slice scan;
 4. otherwise (isotropic voxels, or two axes tied) the third voxel axis,
    :data:`DEFAULT_SLICE_AXIS`, which is where most writers put the slices.
+
+Before any voxel is read (a 4 MB ``.nii.gz`` can inflate to gigabytes), the header's
+shape and voxel type are checked: a volume or a slice larger than its cap
+(``ScanConfig.max_volume_mb`` and ``max_slice_mb``, ``--max-volume-mb`` and
+``--max-slice-mb``) and a voxel type without one real intensity per voxel (complex,
+RGB, boolean, extended precision) are refused in one line naming the file.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any, Literal
 import nibabel as nib
 import numpy as np
 
+from slicelib.config import ScanConfig
 from slicelib.data.dicom import Volume, normal
 from slicelib.errors import SlicelibError
 
@@ -35,6 +42,10 @@ SPACING_REL_TOL = 0.01
 MIN_SPACING_MM = 1e-6
 
 SliceAxisRule = Literal["option", "dim_info", "largest spacing", "default"]
+# Voxels are read into float32: this many bytes each at least (more for wider types,
+# which numpy reads whole before converting).
+FLOAT32_BYTES = 4
+MB = 2**20
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,49 @@ def _volume_shape(img: Any, path: Path) -> tuple[int, int, int]:
             "slicelib needs a single 3-D volume"
         )
     return shape[0], shape[1], shape[2]
+
+
+def check_voxel_type(img: Any, path: Path) -> np.dtype:
+    """The header's voxel type; one-line error unless it is an integer or a real float of
+    at most 64 bits: a complex value has two intensities, an RGB voxel three, a boolean
+    none to interpolate, and wider floats are not kept by every platform's numpy."""
+    dtype = np.dtype(img.header.get_data_dtype())
+    usable = dtype.kind in "iu" or (dtype.kind == "f" and dtype.itemsize <= 8)
+    if dtype.fields is not None or not usable:
+        label = "RGB" if dtype.fields else dtype.name
+        raise SlicelibError(
+            f"NIfTI file {path}: voxel type {label} is not usable: slicelib needs one real "
+            "intensity per voxel (integers, float32 or float64)"
+        )
+    return dtype
+
+
+def check_size(
+    img: Any,
+    path: Path,
+    shape: tuple[int, int, int],
+    axis: int,
+    max_slice_mb: float,
+    max_volume_mb: float,
+) -> None:
+    """Refuse, from the header alone, a volume or a slice (the plane across ``axis``)
+    larger than its cap once read as float32."""
+    per_voxel = max(FLOAT32_BYTES, np.dtype(img.header.get_data_dtype()).itemsize)
+    dims = " x ".join(str(n) for n in shape)
+    volume_mb = float(np.prod(shape, dtype=np.float64)) * per_voxel / MB
+    if volume_mb > max_volume_mb:
+        raise SlicelibError(
+            f"NIfTI file {path}: a volume of {dims} voxels ({volume_mb:.3g} MB as float32) "
+            f"exceeds the {max_volume_mb:g} MB cap (--max-volume-mb raises it)"
+        )
+    plane = [n for a, n in enumerate(shape) if a != axis]
+    slice_mb = float(np.prod(plane, dtype=np.float64)) * per_voxel / MB
+    if slice_mb > max_slice_mb:
+        raise SlicelibError(
+            f"NIfTI file {path}: slices of {plane[0]} x {plane[1]} voxels ({dims} in all, "
+            f"{slice_mb:.3g} MB each as float32) exceed the {max_slice_mb:g} MB cap "
+            "(--max-slice-mb raises it)"
+        )
 
 
 def _raw_pixdim(img: Any, path: Path) -> np.ndarray:
@@ -154,7 +208,13 @@ def slice_axis(path: str | Path, requested: int | None = None) -> SliceAxis:
     return _resolve(img, spacing, requested)
 
 
-def load_nifti(path: str | Path, slice_axis: int | None = None) -> Volume:
+def load_nifti(
+    path: str | Path,
+    slice_axis: int | None = None,
+    *,
+    max_slice_mb: float = ScanConfig.max_slice_mb,
+    max_volume_mb: float = ScanConfig.max_volume_mb,
+) -> Volume:
     """One NIfTI file as a :class:`Volume`, slices along its through-plane axis.
 
     ``slice_axis``: 0, 1 or 2, or None to take it from the header (see the module
@@ -164,14 +224,17 @@ def load_nifti(path: str | Path, slice_axis: int | None = None) -> Volume:
     third axis this is ``data[:, :, s].T``. Geometry is converted from the NIfTI
     (RAS) to the DICOM (LPS) patient frame; slices are sorted by ascending position
     along the normal. ``patient_id`` and ``series_uid`` are the file name without its
-    suffix.
+    suffix. The voxel type and the size (``max_slice_mb``, ``max_volume_mb``) are
+    checked from the header before any voxel is read (see the module docstring).
     """
     check_slice_axis(slice_axis)
     path = Path(path)
     img = _open(path)
     shape = _volume_shape(img, path)
+    check_voxel_type(img, path)
     lps, spacing = _spacing(img, path)
     axis = _resolve(img, spacing, slice_axis).axis
+    check_size(img, path, shape, axis, max_slice_mb, max_volume_mb)
     try:
         data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)  # applies scl_slope
     except Exception as exc:

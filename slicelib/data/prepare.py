@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ from slicelib.data.preprocess import preprocess_volume
 from slicelib.data.scan import DEFAULT_SCAN_CONFIG, scan, walk_files
 from slicelib.data.split import split_patients
 from slicelib.errors import SlicelibError
-from slicelib.locking import hold_lock
+from slicelib.outputs import require_path, writing
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +126,7 @@ def dicom_source(root: Path, scan_cfg: ScanConfig, progress: bool) -> Source:
                         files,
                         spacing_rel_tol=scan_cfg.spacing_rel_tol,
                         max_slice_mb=scan_cfg.max_slice_mb,
+                        max_volume_mb=scan_cfg.max_volume_mb,
                     ),
                     meta=meta,
                     inputs=_stat(root, files),
@@ -136,9 +136,15 @@ def dicom_source(root: Path, scan_cfg: ScanConfig, progress: bool) -> Source:
     return Source("dicom", root, patients, result.summary())
 
 
-def nifti_source(root: Path, files: list[Path], requested_axis: int | None = None) -> Source:
+def nifti_source(
+    root: Path,
+    files: list[Path],
+    requested_axis: int | None = None,
+    scan_cfg: ScanConfig = DEFAULT_SCAN_CONFIG,
+) -> Source:
     """One candidate per file; each file's slice axis (and the rule that chose it) is read
-    from its header now, so that a broken header stops ``prepare`` naming the file."""
+    from its header now, so that a broken header stops ``prepare`` naming the file.
+    ``scan_cfg``: its size caps (``max_slice_mb``, ``max_volume_mb``) apply to each file."""
     check_slice_axis(requested_axis)
     patients: dict[str, list[Candidate]] = {}
     for f in files:
@@ -150,7 +156,13 @@ def nifti_source(root: Path, files: list[Path], requested_axis: int | None = Non
             Candidate(
                 patient_id=pid,
                 series_uid=pid,
-                load=partial(load_nifti, f, axis.axis),
+                load=partial(
+                    load_nifti,
+                    f,
+                    axis.axis,
+                    max_slice_mb=scan_cfg.max_slice_mb,
+                    max_volume_mb=scan_cfg.max_volume_mb,
+                ),
                 meta={
                     "series_uid": pid,
                     "file_name": str(f.relative_to(root)),
@@ -233,22 +245,10 @@ def check_not_nested(root: Path, target: Path) -> None:
         raise SlicelibError(f"data root {root} is inside the cache folder {target}")
 
 
-def remove_stale_temp(target: Path) -> None:
-    """Remove the temporary folders that killed writers of ``target`` left beside it.
-
-    Call with the lock of ``target`` held: then no live writer owns them.
-    """
-    for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*"):
-        for stale in target.parent.glob(pattern):
-            if stale.is_dir() and not stale.is_symlink():
-                log.info("removing %s, left by an interrupted prepare", stale)
-                shutil.rmtree(stale, ignore_errors=True)
-
-
 def fingerprint(source: Source, cfg: PrepareConfig, scan_cfg: ScanConfig) -> str:
     """SHA-256 over the settings and every input file's name, size and mtime."""
     # Safety limits and parallelism change no result for valid data.
-    ignored = ("workers", "max_slice_mb")
+    ignored = ("workers", "max_slice_mb", "max_volume_mb")
     scan_settings = {k: v for k, v in to_dict(scan_cfg).items() if k not in ignored}
     payload = {
         "kind": source.kind,
@@ -327,16 +327,15 @@ def prepare(
     and when another ``prepare`` is writing the same cache (naming it).
     """
     validate_config(cfg)
-    root = Path(data_root).expanduser()
+    root = require_path(data_root, "data root")
     if not root.exists():
         raise SlicelibError(f"data root {root} does not exist")
     if not root.is_dir():
         raise SlicelibError(f"data root {root} is not a folder")
-    target = Path(cache_dir).expanduser().absolute()
+    target = require_path(cache_dir, "cache").absolute()
     check_not_nested(root, target)
     check_target(target, cfg, None, force)  # refuse early, before a long scan
-    with hold_lock(target, f"cache {target}"):
-        remove_stale_temp(target)
+    with writing(target, "cache"):
         return _prepare_locked(root, target, cfg, scan_cfg, force, progress, input_kind)
 
 
@@ -351,7 +350,7 @@ def _prepare_locked(
 ) -> Cache:
     kind, nifti = input_kind(root, kind)
     source = (
-        nifti_source(root, nifti, cfg.slice_axis)
+        nifti_source(root, nifti, cfg.slice_axis, scan_cfg)
         if kind == "nifti"
         else dicom_source(root, scan_cfg, progress)
     )

@@ -35,7 +35,8 @@ import pandas as pd
 import yaml
 
 from slicelib.environment import environment_rows
-from slicelib.errors import SlicelibError
+from slicelib.io import atomic_directory
+from slicelib.outputs import check_output, writing
 from slicelib.study.config import study_differences
 from slicelib.study.notebooks import NotebookJob, StudyError
 from slicelib.study.steps import digest
@@ -544,17 +545,13 @@ def build_book(stage: Path) -> Path:
 
 
 def publish(html: Path, dest: Path) -> Path:
-    """Copy the built html to ``dest``, replacing an earlier book there.
+    """Copy the built html to ``dest`` in one rename, replacing an earlier book there.
 
-    Refuses to replace a non-empty folder that does not look like a built book.
+    Refuses to replace a folder that slicelib did not write as a book, or one where
+    files were added beside the book's (:func:`slicelib.outputs.check_output`).
     """
     dest = dest.resolve()
-    if dest.exists():
-        if any(dest.iterdir()) and not (dest / "index.html").is_file():
-            raise SlicelibError(
-                f"--book {dest}: folder exists and is not a built book; choose another"
-            )
-        shutil.rmtree(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(html, dest)
+    check_output(dest, "book", force=True, what="--book")
+    with writing(dest, "--book"), atomic_directory(dest, kind="book") as tmp:
+        shutil.copytree(html, tmp, dirs_exist_ok=True)
     return dest

@@ -20,11 +20,13 @@ executed copy exists, it is not run again.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import json
 import logging
 import os
 import re
+import shutil
 import sys
 import threading
 import time
@@ -319,9 +321,16 @@ def plan_jobs(
     return jobs
 
 
+# Where the runner has papermill write a notebook while it runs (papermill rewrites its
+# output after every cell): renamed over ``<name>.ipynb`` only once complete, so that a
+# kill or a concurrent run never leaves a partial notebook under the real name.
+PARTIAL_DIR = ".partial"
+
+
 class NotebookRunner:
     """Executes :class:`NotebookJob` s into ``study.notebooks_dir``, skipping the
-    ones whose inputs are unchanged since their last successful run."""
+    ones whose inputs are unchanged since their last successful run. Each executed
+    notebook appears whole or not at all (:data:`PARTIAL_DIR`)."""
 
     def __init__(self, study: Study, arms: Mapping[str, Study] | None = None) -> None:
         self.study = study
@@ -336,6 +345,11 @@ class NotebookRunner:
 
     def output(self, job: NotebookJob) -> Path:
         return self.dir / f"{job.name}.ipynb"
+
+    def remove_partial(self) -> None:
+        """Remove the notebooks that killed runs left half-written (call with the
+        study's lock held: then no live runner is writing them)."""
+        shutil.rmtree(self.dir / PARTIAL_DIR, ignore_errors=True)
 
     def fingerprint(self, job: NotebookJob) -> str:
         return digest(
@@ -381,12 +395,16 @@ class NotebookRunner:
 
         Raises :class:`SlicelibError` (the user's mistake, e.g. a parameter) or
         :class:`StudyError` (anything else) in one line; the failed copy stays in
-        the notebooks folder for inspection and is run again next time.
+        the notebooks folder for inspection and is run again next time. Papermill
+        writes into :data:`PARTIAL_DIR`; the notebook is renamed into place when it
+        finished (or failed in a cell), and removed when the run was interrupted.
         """
         import papermill
         from papermill.exceptions import PapermillExecutionError
 
         output = self.output(job)
+        partial = self.dir / PARTIAL_DIR / f"{job.name}.{os.getpid()}.ipynb"
+        partial.parent.mkdir(exist_ok=True)
         reads_log = self.dir / f".{job.name}.reads.jsonl"
         reads_log.unlink(missing_ok=True)
         self._update_state(job.name, None)
@@ -404,7 +422,7 @@ class NotebookRunner:
             with KernelLogForwarder(kernel_log, job.name):
                 papermill.execute_notebook(
                     str(job.source),
-                    str(output),
+                    str(partial),
                     parameters=job.parameters,
                     kernel_name=KERNEL,
                     cwd=str(self.dir),
@@ -413,7 +431,9 @@ class NotebookRunner:
                     # The kernel's own start-up notices would interleave with the runner's log.
                     extra_arguments=["--IPKernelApp.log_level=ERROR"],
                 )
+            os.replace(partial, output)
         except PapermillExecutionError as exc:
+            os.replace(partial, output)  # complete up to the failed cell, for inspection
             where = f"notebook {job.name!r}"
             if exc.ename.endswith("SlicelibError"):
                 message = (
@@ -424,6 +444,9 @@ class NotebookRunner:
                 f"{where} failed in cell {exc.cell_index}: {exc.ename}: {exc.evalue} (see {output})"
             ) from None
         finally:
+            partial.unlink(missing_ok=True)  # interrupted: never a partial notebook
+            with contextlib.suppress(OSError):  # empty unless another runner is writing
+                partial.parent.rmdir()
             papermill_log.setLevel(papermill_level)
             for name, value in previous.items():
                 if value is None:

@@ -10,7 +10,8 @@
    to ``book_dir``.
 
 Each step logs what it does and the elapsed time. What finished is kept when a
-later step fails, and a second run picks up where the first stopped.
+later step fails, and a second run picks up where the first stopped. One run at a
+time works in a study folder (a second is refused, naming the first).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from slicelib.config import get_preset
 from slicelib.environment import installed_distributions, record_environment, write_environment
 from slicelib.errors import SlicelibError
 from slicelib.io import write_json
+from slicelib.outputs import check_output, claim, writing
 from slicelib.study.book import build_book, publish, stage_book, tree_hash
 from slicelib.study.config import REAL_DATA, REAL_WORKSPACE, find_source_root, real_data_root
 from slicelib.study.notebooks import NotebookRunner, plan_jobs
@@ -144,16 +146,44 @@ def run_study(
         real: run the real-anatomy arm when the preset has one (``Preset.real_arm``)
             and the checkout carries its data; False leaves it and its chapter out.
 
+    One study runs in a folder at a time (a lock beside it names the holder), and only in
+    a new or empty folder or one that slicelib wrote as a study
+    (:func:`slicelib.outputs.check_output`).
+
     Raises:
         SlicelibError: the user's mistake (preset, data root, parameter), one line.
         StudyError: a notebook or the book build failed (one line, with the path).
     """
     clock = _Clock()
     get_preset(preset)
-    root = find_source_root(Path(source_root) if source_root is not None else None)
     out = resolve_out_dir(preset, out_dir)
+    check_output(out, "study", mode="continue", what="study folder")
+    with writing(out, "study"):
+        return _run_locked(
+            clock, preset, out, data_root, book_dir, source_root, overrides, only, device,
+            command, progress, real,
+        )  # fmt: skip
+
+
+def _run_locked(
+    clock: _Clock,
+    preset: str,
+    out: Path,
+    data_root: str | Path | None,
+    book_dir: str | Path | None,
+    source_root: str | Path | None,
+    overrides: Mapping[str | None, Mapping[str, Any]] | None,
+    only: Sequence[str] | None,
+    device: str,
+    command: str | None,
+    progress: bool,
+    real: bool,
+) -> StudyReport:
+    """:func:`run_study` with the study folder's lock held."""
+    root = find_source_root(Path(source_root) if source_root is not None else None)
     previous = _check_workspace(out, preset)
     study = Study(preset, out, data_root, device=device, progress=progress)
+    claim(out, "study")
     scoped: dict[str | None, dict[str, Any]] = {k: dict(v) for k, v in (overrides or {}).items()}
     if device != "auto":
         scoped.setdefault(None, {})["device"] = device
@@ -199,6 +229,7 @@ def run_study(
     )
 
     runner = NotebookRunner(study, {} if real_arm is None else {"real": real_arm})
+    runner.remove_partial()
     for number, job in enumerate(jobs, start=1):
         tag = f"[{clock}] notebook {number}/{len(jobs)} {job.name}"
         if runner.up_to_date(job):

@@ -71,7 +71,8 @@ from slicelib.data.dicom import normal
 from slicelib.data.headers import dataset_value
 from slicelib.environment import code_label, code_version
 from slicelib.errors import SlicelibError
-from slicelib.io import atomic_directory, check_replaceable
+from slicelib.io import atomic_directory
+from slicelib.outputs import check_output
 from slicelib.upsample.sources import read_sources
 from slicelib.upsample.volume import Upsampled
 
@@ -175,10 +176,10 @@ def check_output_location(out: Path, inputs: Iterable[Path]) -> None:
 
 
 def check_new_output(out: Path, *, force: bool = False) -> None:
-    """Refuse an existing ``out`` unless ``force`` and slicelib wrote it
-    (:func:`~slicelib.io.check_replaceable`); make sure its parent can be created."""
+    """Refuse an existing ``out`` unless ``force`` and slicelib wrote it as an upsampled
+    series (:func:`~slicelib.outputs.check_output`); make sure its parent can be created."""
     out = Path(out)
-    check_replaceable(out, force=force)
+    check_output(out, "upsampled series", force=force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -462,7 +463,7 @@ def write_dicom_series(
     names: list[Path] = []
     check_new_output(out, force=force)
     # No marker file in the series folder: PACS import tools read every file there.
-    with atomic_directory(out, marker=False) as tmp:
+    with atomic_directory(out) as tmp:
         for j in range(up.n_slices):
             refs = [sources[i] for i in up.sources(j)]
             if kind == "image" and up.acquired[j]:

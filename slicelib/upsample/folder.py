@@ -3,7 +3,9 @@
 ``upsample_to_folder`` checks everything it can before the slow work, predicts the
 missing slices with a trained run (and, on request, their per-pixel std), and
 writes the result atomically: a labelled DERIVED DICOM series (or a NIfTI file),
-the std series beside it, and ``upsample.json`` recording what was done.
+the std series beside it, and ``upsample.json`` recording what was done. The output
+folder is one writer's at a time (a lock beside it names the holder), and what a
+killed run left beside it is removed first.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slicelib import __version__
-from slicelib.config import FACTOR, UpsampleConfig, to_dict
+from slicelib.config import FACTOR, ScanConfig, UpsampleConfig, to_dict
 from slicelib.errors import SlicelibError
 from slicelib.io import write_json
+from slicelib.outputs import require_path, writing
 
 if TYPE_CHECKING:
     from slicelib.interpolator import Interpolator
@@ -52,16 +55,24 @@ def _is_nifti(path: Path) -> bool:
     return path.is_file() and is_nifti(path)
 
 
-def _load_input(path: Path, slice_axis: int | None = None) -> Any:
-    """The input as a :class:`~slicelib.data.dicom.Volume`; one-line errors otherwise."""
+def _load_input(
+    path: Path,
+    slice_axis: int | None = None,
+    *,
+    max_slice_mb: float = ScanConfig.max_slice_mb,
+    max_volume_mb: float = ScanConfig.max_volume_mb,
+) -> Any:
+    """The input as a :class:`~slicelib.data.dicom.Volume`; one-line errors otherwise
+    (an image or a volume beyond its cap among them, decided from the headers)."""
     from slicelib.data.dicom import has_dicom_preamble, load_series
     from slicelib.data.headers import looks_like_dicom_name
     from slicelib.data.nifti import load_nifti
 
     if not path.exists():
         raise SlicelibError(f"input {path} does not exist")
+    caps = {"max_slice_mb": max_slice_mb, "max_volume_mb": max_volume_mb}
     if _is_nifti(path):
-        return load_nifti(path, slice_axis)
+        return load_nifti(path, slice_axis, **caps)
     if path.is_dir():
         # Every file named like a DICOM image is a slice: one that cannot be read is
         # an error naming it, never a slice silently left out of the new series.
@@ -73,9 +84,9 @@ def _load_input(path: Path, slice_axis: int | None = None) -> Any:
             raise SlicelibError(f"input {path}: cannot list ({exc.strerror})") from None
         if not files:
             raise SlicelibError(f"input {path}: no DICOM files")
-        return load_series(files)
+        return load_series(files, **caps)
     if has_dicom_preamble(path):
-        return load_series(path)
+        return load_series(path, **caps)
     raise SlicelibError(f"input {path}: unreadable (not a DICOM series folder or a NIfTI file)")
 
 
@@ -108,8 +119,8 @@ def _header_text(path: Path, keyword: str) -> str | None:
 
 def check_training_domain(run: Any, volume: Any, where: str) -> list[str]:
     """Log ONE warning line when ``volume`` lies outside the training domain that
-    ``run``'s checkpoint records (slice spacing, pixel size, matrix, modality,
-    sequence); returns the differences (empty when none, or none recorded)."""
+    ``run``'s checkpoint records (the neighbour distance for its k, pixel size, matrix,
+    modality, sequence); returns the differences (empty when none, or none recorded)."""
     from slicelib.model_card import domain_differences
 
     domain = run.training_domain
@@ -121,6 +132,7 @@ def check_training_domain(run: Any, volume: Any, where: str) -> list[str]:
         matrix=[int(n) for n in volume.pixels.shape[1:]],
         modality=_header_text(first, "Modality") if first else None,
         description=_header_text(first, "SeriesDescription") if first else None,
+        k=int(run.config.k),
     )
     if found:
         log.warning(
@@ -199,16 +211,20 @@ def upsample_to_folder(
     cfg: UpsampleConfig | None = None,
     progress: bool = False,
     slice_axis: int | None = None,
+    max_slice_mb: float = ScanConfig.max_slice_mb,
+    max_volume_mb: float = ScanConfig.max_volume_mb,
     source_name: str | None = None,
 ) -> UpsampleReport:
     """Upsample the series or NIfTI at ``input_path`` into the new folder ``output``.
 
-    Checks everything it can before the slow work: the factor, that ``output`` is
-    neither inside nor around the input and does not exist (unless ``force``), the
-    checkpoints, the series (at least 2 uniformly spaced slices). ``slice_axis``:
-    the through-plane voxel axis of a NIfTI input (None: from its header).
-    ``source_name``: how messages and ``upsample.json`` name the input (default: its
-    path; a DICOMweb URL when the series was downloaded into ``input_path``).
+    Checks everything it can before the slow work: the paths (none empty), the factor,
+    that ``output`` is neither inside nor around the input and is new, empty or (with
+    ``force``) an upsampled series slicelib wrote, the checkpoints, the series (at least
+    2 uniformly spaced slices, each image and the volume within ``max_slice_mb`` and
+    ``max_volume_mb``, from the headers). ``slice_axis``: the through-plane voxel axis
+    of a NIfTI input (None: from its header). ``source_name``: how messages and
+    ``upsample.json`` name the input (default: its path; a DICOMweb URL when the series
+    was downloaded into ``input_path``).
     """
     from slicelib.checkpoint import checkpoint_digest, checkpoint_label
     from slicelib.environment import code_version
@@ -221,11 +237,19 @@ def upsample_to_folder(
         write_dicom_series,
     )
     from slicelib.upsample.nifti_writer import write_nifti
-    from slicelib.upsample.volume import check_factor, check_upsamplable, upsample_volume
+    from slicelib.upsample.volume import (
+        check_factor,
+        check_upsamplable,
+        outside_neighbours_message,
+        upsample_volume,
+    )
 
     started = time.perf_counter()
     cfg = cfg or UpsampleConfig()
-    input_path, output, checkpoint = Path(input_path), Path(output), Path(checkpoint)
+    input_path = require_path(input_path, "input")
+    output = require_path(output, "output")
+    checkpoint = require_path(checkpoint, "--checkpoint")
+    members = [require_path(p, "--ensemble") for p in ensemble]
     check_factor(factor)
     if cfg.batch_size < 1:
         raise SlicelibError(f"--batch-size must be >= 1 (got {cfg.batch_size})")
@@ -239,106 +263,117 @@ def upsample_to_folder(
     check_output_location(output, [input_path])
     check_new_output(output, force=force)
 
-    runs = _load_runs(checkpoint, [Path(p) for p in ensemble], device)
-    run = runs[0]
+    # One writer at a time (the lock names it); what a killed run left is removed first.
+    with writing(output, "output"):
+        check_new_output(output, force=force)  # again, now that no one else writes there
+        runs = _load_runs(checkpoint, members, device)
+        run = runs[0]
 
-    def make(r: Any) -> Any:
-        steps = min(cfg.ddim_steps, r.config.diffusion.timesteps)
-        return Predictor(
-            r, sampler="ddim", steps=steps, seed=cfg.seed, cpu_precision=cfg.cpu_precision
+        def make(r: Any) -> Any:
+            steps = min(cfg.ddim_steps, r.config.diffusion.timesteps)
+            return Predictor(
+                r, sampler="ddim", steps=steps, seed=cfg.seed, cpu_precision=cfg.cpu_precision
+            )
+
+        std_method, std_name = (None, "")
+        if uncertainty:
+            std_method, std_name = _uncertainty(runs, samples, cfg.seed, make)
+        volume = _load_input(
+            input_path, slice_axis, max_slice_mb=max_slice_mb, max_volume_mb=max_volume_mb
         )
+        where = f"input {source_name or input_path}"
+        check_upsamplable(volume, where)
+        outside = check_training_domain(run, volume, where)
+        clip = run.cache_config.clip_percentiles if run.cache_config is not None else None
+        method = _method_name(run, min(cfg.ddim_steps, run.config.diffusion.timesteps), cfg.seed)
 
-    std_method, std_name = (None, "")
-    if uncertainty:
-        std_method, std_name = _uncertainty(runs, samples, cfg.seed, make)
-    volume = _load_input(input_path, slice_axis)
-    where = f"input {source_name or input_path}"
-    check_upsamplable(volume, where)
-    outside = check_training_domain(run, volume, where)
-    clip = run.cache_config.clip_percentiles if run.cache_config is not None else None
-    method = _method_name(run, min(cfg.ddim_steps, run.config.diffusion.timesteps), cfg.seed)
+        predict_start = time.perf_counter()
+        up: Upsampled = upsample_volume(
+            volume,
+            make(run),
+            run.image_size,
+            uncertainty=std_method,
+            method=method,
+            batch_size=cfg.batch_size,
+            clip_percentiles=clip,
+            progress=progress,
+            where=where,
+        )
+        seconds_predict = time.perf_counter() - predict_start
+        if up.outside_neighbours:
+            log.warning("%s", outside_neighbours_message(where, up))
+        # The model is named by its content: a local path means nothing where it goes.
+        labels = [checkpoint_label(r.path) for r in runs]
+        identity = derivation_identity(
+            runs, method=method, uncertainty=std_name, factor=factor, cfg=cfg
+        )
+        derivation = Derivation(
+            method=method,
+            checkpoint=labels[0],
+            detail=f"epoch {run.epoch}, model input {run.image_size}x{run.image_size}"
+            + (f"; uncertainty: {std_name}" if std_name else "")
+            + (f" with {', '.join(labels[1:])}" if len(labels) > 1 else ""),
+            identity=identity,
+        )
+        files: dict[str, list[Path]] = {}
+        with atomic_directory(output, kind="upsampled series") as tmp:
+            if volume.files:
+                written = write_dicom_series(up, tmp / IMAGE_FOLDER, derivation)
+                files["image"] = [output / IMAGE_FOLDER / p.name for p in written]
+                if uncertainty:
+                    written = write_dicom_series(up, tmp / STD_FOLDER, derivation, kind="std")
+                    files["std"] = [output / STD_FOLDER / p.name for p in written]
+            else:
+                from slicelib.data.nifti import nifti_stem
 
-    predict_start = time.perf_counter()
-    up: Upsampled = upsample_volume(
-        volume,
-        make(run),
-        run.image_size,
-        uncertainty=std_method,
-        method=method,
-        batch_size=cfg.batch_size,
-        clip_percentiles=clip,
-        progress=progress,
-        where=where,
-    )
-    seconds_predict = time.perf_counter() - predict_start
-    # The model is named by its content: a local path means nothing where the series goes.
-    labels = [checkpoint_label(r.path) for r in runs]
-    identity = derivation_identity(
-        runs, method=method, uncertainty=std_name, factor=factor, cfg=cfg
-    )
-    derivation = Derivation(
-        method=method,
-        checkpoint=labels[0],
-        detail=f"epoch {run.epoch}, model input {run.image_size}x{run.image_size}"
-        + (f"; uncertainty: {std_name}" if std_name else "")
-        + (f" with {', '.join(labels[1:])}" if len(labels) > 1 else ""),
-        identity=identity,
-    )
-    files: dict[str, list[Path]] = {}
-    with atomic_directory(output) as tmp:
-        if volume.files:
-            written = write_dicom_series(up, tmp / IMAGE_FOLDER, derivation)
-            files["image"] = [output / IMAGE_FOLDER / p.name for p in written]
-            if uncertainty:
-                written = write_dicom_series(up, tmp / STD_FOLDER, derivation, kind="std")
-                files["std"] = [output / STD_FOLDER / p.name for p in written]
-        else:
-            from slicelib.data.nifti import nifti_stem
-
-            suffix = ".nii.gz" if input_path.name.lower().endswith(".gz") else ".nii"
-            stem = nifti_stem(input_path)
-            name = write_nifti(up, input_path, tmp / f"{stem}_x2{suffix}", axis=slice_axis).name
-            files["image"] = [output / name]
-            if uncertainty:
-                name = write_nifti(
-                    up, input_path, tmp / f"{stem}_x2_std{suffix}", kind="std", axis=slice_axis
-                ).name
-                files["std"] = [output / name]
-        record = {
-            "slicelib_version": __version__,
-            "slicelib_commit": code_version()["commit"],
-            "input": source_name or str(input_path.resolve()),
-            "output": {k: [p.name for p in v] for k, v in files.items()},
-            "checkpoint": str(run.path),
-            "checkpoint_sha256": checkpoint_digest(run.path),
-            "model": run.name,
-            "k": run.config.k,
-            "epoch": run.epoch,
-            "image_size": run.image_size,
-            "method": method,
-            "derivation_identity": identity,
-            "uncertainty": std_name or None,
-            "ensemble": [str(r.path) for r in runs[1:]],
-            "ensemble_sha256": [checkpoint_digest(r.path) for r in runs[1:]],
-            "slices_in": volume.n_slices,
-            "slices_out": up.n_slices,
-            "spacing_in_mm": volume.slice_spacing,
-            "spacing_out_mm": up.slice_spacing,
-            "outside_training_domain": outside,
-            "synthesized_instances": [j + 1 for j in range(up.n_slices) if not up.acquired[j]],
-            "device": str(run.device),
-            "seconds_predict": round(seconds_predict, 3),
-            "config": to_dict(cfg),
-        }
-        write_json(tmp / RECORD, record)
-    total = time.perf_counter() - started
-    log.info("%d -> %d slices in %.1f s (%s)", volume.n_slices, up.n_slices, total, output)
-    return UpsampleReport(
-        output=output,
-        files=files,
-        slices_in=volume.n_slices,
-        slices_out=up.n_slices,
-        seconds_predict=seconds_predict,
-        seconds_total=total,
-        record=record,
-    )
+                suffix = ".nii.gz" if input_path.name.lower().endswith(".gz") else ".nii"
+                stem = nifti_stem(input_path)
+                name = write_nifti(up, input_path, tmp / f"{stem}_x2{suffix}", axis=slice_axis).name
+                files["image"] = [output / name]
+                if uncertainty:
+                    name = write_nifti(
+                        up, input_path, tmp / f"{stem}_x2_std{suffix}", kind="std", axis=slice_axis
+                    ).name
+                    files["std"] = [output / name]
+            record = {
+                "slicelib_version": __version__,
+                "slicelib_commit": code_version()["commit"],
+                "input": source_name or str(input_path.resolve()),
+                "output": {k: [p.name for p in v] for k, v in files.items()},
+                "checkpoint": str(run.path),
+                "checkpoint_sha256": checkpoint_digest(run.path),
+                "model": run.name,
+                "k": run.config.k,
+                "epoch": run.epoch,
+                "image_size": run.image_size,
+                "method": method,
+                "derivation_identity": identity,
+                "uncertainty": std_name or None,
+                "ensemble": [str(r.path) for r in runs[1:]],
+                "ensemble_sha256": [checkpoint_digest(r.path) for r in runs[1:]],
+                "slices_in": volume.n_slices,
+                "slices_out": up.n_slices,
+                "spacing_in_mm": volume.slice_spacing,
+                "spacing_out_mm": up.slice_spacing,
+                "outside_training_domain": outside,
+                "outside_neighbour_range": [
+                    {"between_acquired": [i + 1, i + 2], "excess": round(excess, 4)}
+                    for i, excess in up.outside_neighbours
+                ],
+                "synthesized_instances": [j + 1 for j in range(up.n_slices) if not up.acquired[j]],
+                "device": str(run.device),
+                "seconds_predict": round(seconds_predict, 3),
+                "config": to_dict(cfg),
+            }
+            write_json(tmp / RECORD, record)
+        total = time.perf_counter() - started
+        log.info("%d -> %d slices in %.1f s (%s)", volume.n_slices, up.n_slices, total, output)
+        return UpsampleReport(
+            output=output,
+            files=files,
+            slices_in=volume.n_slices,
+            slices_out=up.n_slices,
+            seconds_predict=seconds_predict,
+            seconds_total=total,
+            record=record,
+        )

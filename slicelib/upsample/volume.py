@@ -14,9 +14,19 @@ slice the model never saw the strips outside the centre square; there the new
 slice is the linear interpolation (mean) of its two neighbours.
 
 A model trained with ``k`` predicts the middle of two slices ``2k`` acquired
-spacings apart; here its two inputs are one acquired spacing apart, so a
-``k = 1`` model halves the spacing of the volume it was trained on (the study's
-1.5 mm -> 0.75 mm setting when applied to 1.5 mm series).
+spacings apart; here its two inputs are one acquired spacing apart. A ``k = 1``
+model trained on 1.5 mm slices therefore learned to fill a 3 mm gap: applied to a
+3 mm series it does what it learned (3 mm -> 1.5 mm); applied to a 1.5 mm series
+(the study's 1.5 mm -> 0.75 mm setting) it fills a gap half as wide as the one it
+learned, which ``slicelib upsample`` reports as outside the training domain
+(:func:`slicelib.model_card.domain_differences`).
+
+Every predicted slice is compared with the two acquired slices it lies between
+(:data:`~slicelib.config.NEIGHBOUR_RANGE_TOL`): a prediction far outside what they
+span (a saturated or collapsed slice, e.g. from a damaged checkpoint, which clipping
+would turn into plausible-looking data) is listed in
+:attr:`Upsampled.outside_neighbours`, which ``slicelib upsample`` reports in one
+warning line (:func:`outside_neighbours_message`).
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from slicelib.config import FACTOR
+from slicelib.config import FACTOR, NEIGHBOUR_RANGE_TOL
 from slicelib.data.dicom import Volume, normal
 from slicelib.data.preprocess import normalise, resize_slices, square_crop
 from slicelib.errors import SlicelibError
@@ -51,6 +61,9 @@ class Upsampled:
     of each slice. ``acquired``: (2n-1,) bool. ``std``: float32 (2n-1, H, W), the
     predicted standard deviation in the source's units (0 on acquired slices), or
     None. ``method``: a short name of what predicted the new slices.
+    ``outside_neighbours``: (i, excess) for each predicted slice between acquired
+    slices ``i`` and ``i + 1`` (0-based) that leaves what they span by more than
+    :data:`NEIGHBOUR_RANGE_TOL` (excess: a fraction of the series' intensity range).
     """
 
     source: Volume
@@ -59,6 +72,7 @@ class Upsampled:
     acquired: np.ndarray
     std: np.ndarray | None
     method: str
+    outside_neighbours: tuple[tuple[int, float], ...] = ()
 
     @property
     def n_slices(self) -> int:
@@ -176,6 +190,35 @@ def _check_finite(values: np.ndarray, what: str, start: int, stop: int) -> None:
         )
 
 
+def neighbour_excess(pred: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """(N,) how far each predicted slice of ``pred`` (N, h, w), before clipping, leaves
+    what its neighbours ``lower`` and ``upper`` (N, h, w) span, all in the normalised
+    units of the series (0 when inside): the largest of how far its mean lies outside
+    their two means and how far its 1st and 99th percentiles lie outside their lowest
+    and highest values."""
+    axes = (1, 2)
+    low = np.minimum(lower.min(axis=axes), upper.min(axis=axes))
+    high = np.maximum(lower.max(axis=axes), upper.max(axis=axes))
+    means = np.stack([lower.mean(axis=axes), upper.mean(axis=axes)])
+    p1, p99 = np.percentile(pred, [1.0, 99.0], axis=axes)
+    mean = pred.mean(axis=axes)
+    gaps = [low - p1, p99 - high, means.min(axis=0) - mean, mean - means.max(axis=0)]
+    return np.maximum(np.max(np.stack(gaps), axis=0), 0.0)
+
+
+def outside_neighbours_message(where: str, up: Upsampled) -> str:
+    """The one-line warning for the predicted slices of ``up`` that leave the range of
+    their neighbours (:attr:`Upsampled.outside_neighbours`, not empty)."""
+    worst, excess = max(up.outside_neighbours, key=lambda item: item[1])
+    return (
+        f"{where}: {len(up.outside_neighbours)} of {up.source.n_slices - 1} predicted slices "
+        f"leave the range of their two neighbours by more than "
+        f"{NEIGHBOUR_RANGE_TOL * 100:.0f} % of the series' intensity range (worst: between "
+        f"acquired slices {worst + 1}-{worst + 2}, by {excess * 100:.0f} %); the checkpoint "
+        "may be damaged or unsuited to this series"
+    )
+
+
 def upsample_volume(
     volume: Volume,
     predict: Interpolator,
@@ -213,6 +256,7 @@ def upsample_volume(
     # Outside the centre square (and as the starting frame) the new slice is linear.
     synth = 0.5 * (src[:-1] + src[1:])
     std = np.zeros_like(synth) if uncertainty is not None else None
+    flagged: list[tuple[int, float]] = []
     starts = range(0, n - 1, batch_size)
     for start in tqdm(starts, desc="upsample", unit="batch", disable=not progress):
         stop = min(start + batch_size, n - 1)
@@ -222,6 +266,10 @@ def upsample_volume(
         with torch.inference_mode():  # no autograd records at all (predictions only)
             raw = _from_model(predict(inputs), (ch, cw))
             _check_finite(raw, f"{where}: the model's prediction", start, stop)
+            excess = neighbour_excess(raw, norm[start:stop][box], norm[start + 1 : stop + 1][box])
+            flagged += [
+                (start + i, float(e)) for i, e in enumerate(excess) if e > NEIGHBOUR_RANGE_TOL
+            ]
             synth[start:stop][box] = np.clip(raw, 0.0, 1.0) * np.float32(scale) + np.float32(lo)
             if uncertainty is not None and std is not None:
                 spread = _from_model(predict_std(uncertainty, inputs), (ch, cw))
@@ -240,6 +288,7 @@ def upsample_volume(
         acquired=acquired,
         std=std_units,
         method=method,
+        outside_neighbours=tuple(flagged),
     )
 
 
