@@ -125,7 +125,7 @@ def test_the_book_workflow_builds_the_study_and_deploys_its_book_to_pages() -> N
     assert ["make", "study"] in runs
     upload = next(s for s in build["steps"] if s.get("uses", "").startswith("actions/upload-pages"))
     book = build_parser().parse_args(["study"]).book  # where `slicelib study` puts the book
-    assert upload["with"]["path"] == book == "_build/html"
+    assert upload["with"]["path"] == str(book) == "_build/html"
     assert deploy["needs"] == "build" and deploy["environment"]["name"] == "github-pages"
     assert [s["uses"].split("@")[0] for s in deploy["steps"]] == ["actions/deploy-pages"]
     assert "study" in _makefile_targets()
