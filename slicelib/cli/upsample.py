@@ -46,7 +46,7 @@ from slicelib.upsample.dicomweb import (
     SERIES_URL_FORM,
     is_dicomweb_url,
 )
-from slicelib.upsample.folder import IMAGE_FOLDER
+from slicelib.upsample.folder import CLASSICAL_METHODS, IMAGE_FOLDER
 
 # Only x2 is supported; a larger factor is parsed (and refused with its reason)
 # up to this bound, beyond which it is a typo.
@@ -86,9 +86,16 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
         help=f"DICOM folder, NIfTI file, or a series on a DICOMweb server: {SERIES_URL_FORM}",
     )  # fmt: skip
     parser.add_argument("output", type=path_arg, metavar="OUTPUT_DIR", help="folder to create")
-    parser.add_argument(
-        "--checkpoint", type=path_arg, required=True, metavar="CKPT",
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument(
+        "--checkpoint", type=path_arg, metavar="CKPT",
         help="a run folder (its best.pt) or a checkpoint file",
+    )  # fmt: skip
+    model.add_argument(
+        "--method", choices=CLASSICAL_METHODS,
+        help="a classical method instead of a trained model, at the full matrix: linear, "
+        "cubic (through four acquired slices) or flow (optical flow, both neighbours "
+        "warped half-way; the best classical method on the real anatomy of the book)",
     )  # fmt: skip
     parser.add_argument(
         "--factor",
@@ -164,6 +171,7 @@ def handler(args: argparse.Namespace) -> int:
         cpu_precision=args.cpu_precision,
     )  # fmt: skip
     options = dict(
+        method=args.method,
         factor=args.factor,
         device=args.device,
         uncertainty=args.uncertainty,

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slicelib import __version__
-from slicelib.config import FACTOR, ScanConfig, UpsampleConfig, to_dict
+from slicelib.baselines import BaselineInterpolator
+from slicelib.config import FACTOR, FlowConfig, ScanConfig, UpsampleConfig, to_dict
 from slicelib.errors import SlicelibError
 from slicelib.io import write_json
 from slicelib.outputs import require_path, writing
@@ -174,6 +175,24 @@ def derivation_identity(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+# What ``upsample --method`` offers: the classical methods that need no trained model.
+CLASSICAL_METHODS: tuple[str, ...] = ("linear", "cubic", "flow")
+
+
+def classical_label(method: str) -> str:
+    """How a classical method is named in the derived series: ``flow (TV-L1 optical flow,
+    3 warps, 5 iterations, attachment 30)``."""
+    if method != "flow":
+        return f"{method} interpolation"
+    cfg = FlowConfig()
+    if cfg.method != "tvl1":
+        return f"flow ({cfg.method} optical flow)"
+    return (
+        f"flow (TV-L1 optical flow, {cfg.num_warp} warps, {cfg.num_iter} iterations, "
+        f"attachment {cfg.attachment:g})"
+    )
+
+
 def _method_name(run: Any, ddim_steps: int, seed: int) -> str:
     name = f"{run.name} (k={run.config.k})"
     if run.samples_noise:
@@ -200,8 +219,9 @@ def _uncertainty(
 def upsample_to_folder(
     input_path: str | Path,
     output: str | Path,
-    checkpoint: str | Path,
+    checkpoint: str | Path | None = None,
     *,
+    method: str | None = None,
     factor: int = FACTOR,
     force: bool = False,
     device: str = "auto",
@@ -224,7 +244,8 @@ def upsample_to_folder(
     ``max_volume_mb``, from the headers). ``slice_axis``: the through-plane voxel axis
     of a NIfTI input (None: from its header). ``source_name``: how messages and
     ``upsample.json`` name the input (default: its path; a DICOMweb URL when the series
-    was downloaded into ``input_path``).
+    was downloaded into ``input_path``). ``method``: a classical method (linear, cubic,
+    flow: :data:`CLASSICAL_METHODS`) at the full matrix instead of a ``checkpoint``.
     """
     from slicelib.checkpoint import checkpoint_digest, checkpoint_label
     from slicelib.environment import code_version
@@ -248,7 +269,13 @@ def upsample_to_folder(
     cfg = cfg or UpsampleConfig()
     input_path = require_path(input_path, "input")
     output = require_path(output, "output")
-    checkpoint = require_path(checkpoint, "--checkpoint")
+    if (checkpoint is None) == (method is None):
+        raise SlicelibError("give a --checkpoint or a --method (one of them)")
+    if method is not None and method not in CLASSICAL_METHODS:
+        raise SlicelibError(f"--method {method!r}: choose from {', '.join(CLASSICAL_METHODS)}")
+    if method is not None and uncertainty:
+        raise SlicelibError("--uncertainty needs a trained model (--checkpoint), not --method")
+    checkpoint = None if checkpoint is None else require_path(checkpoint, "--checkpoint")
     members = [require_path(p, "--ensemble") for p in ensemble]
     check_factor(factor)
     if cfg.batch_size < 1:
@@ -266,8 +293,8 @@ def upsample_to_folder(
     # One writer at a time (the lock names it); what a killed run left is removed first.
     with writing(output, "output"):
         check_new_output(output, force=force)  # again, now that no one else writes there
-        runs = _load_runs(checkpoint, members, device)
-        run = runs[0]
+        runs = [] if checkpoint is None else _load_runs(checkpoint, members, device)
+        run = runs[0] if runs else None
 
         def make(r: Any) -> Any:
             steps = min(cfg.ddim_steps, r.config.diffusion.timesteps)
@@ -283,17 +310,23 @@ def upsample_to_folder(
         )
         where = f"input {source_name or input_path}"
         check_upsamplable(volume, where)
-        outside = check_training_domain(run, volume, where)
-        clip = run.cache_config.clip_percentiles if run.cache_config is not None else None
-        method = _method_name(run, min(cfg.ddim_steps, run.config.diffusion.timesteps), cfg.seed)
+        if run is None:  # a classical method: no training domain, plain min-max
+            assert method is not None
+            predictor: Any = BaselineInterpolator(method, FlowConfig())
+            outside, clip, image_size, label = [], None, 0, classical_label(method)
+        else:
+            predictor, outside = make(run), check_training_domain(run, volume, where)
+            clip = run.cache_config.clip_percentiles if run.cache_config is not None else None
+            steps = min(cfg.ddim_steps, run.config.diffusion.timesteps)
+            image_size, label = run.image_size, _method_name(run, steps, cfg.seed)
 
         predict_start = time.perf_counter()
         up: Upsampled = upsample_volume(
             volume,
-            make(run),
-            run.image_size,
+            predictor,
+            image_size,
             uncertainty=std_method,
-            method=method,
+            method=label,
             batch_size=cfg.batch_size,
             clip_percentiles=clip,
             progress=progress,
@@ -305,12 +338,17 @@ def upsample_to_folder(
         # The model is named by its content: a local path means nothing where it goes.
         labels = [checkpoint_label(r.path) for r in runs]
         identity = derivation_identity(
-            runs, method=method, uncertainty=std_name, factor=factor, cfg=cfg
+            runs, method=label, uncertainty=std_name, factor=factor, cfg=cfg
+        )
+        detail = (
+            "no trained model, full matrix"
+            if run is None
+            else f"epoch {run.epoch}, model input {run.image_size}x{run.image_size}"
         )
         derivation = Derivation(
-            method=method,
-            checkpoint=labels[0],
-            detail=f"epoch {run.epoch}, model input {run.image_size}x{run.image_size}"
+            method=label,
+            checkpoint=labels[0] if labels else "none",
+            detail=detail
             + (f"; uncertainty: {std_name}" if std_name else "")
             + (f" with {', '.join(labels[1:])}" if len(labels) > 1 else ""),
             identity=identity,
@@ -340,13 +378,13 @@ def upsample_to_folder(
                 "slicelib_commit": code_version()["commit"],
                 "input": source_name or str(input_path.resolve()),
                 "output": {k: [p.name for p in v] for k, v in files.items()},
-                "checkpoint": str(run.path),
-                "checkpoint_sha256": checkpoint_digest(run.path),
-                "model": run.name,
-                "k": run.config.k,
-                "epoch": run.epoch,
-                "image_size": run.image_size,
-                "method": method,
+                "checkpoint": None if run is None else str(run.path),
+                "checkpoint_sha256": None if run is None else checkpoint_digest(run.path),
+                "model": method if run is None else run.name,
+                "k": None if run is None else run.config.k,
+                "epoch": None if run is None else run.epoch,
+                "image_size": None if run is None else run.image_size,
+                "method": label,
                 "derivation_identity": identity,
                 "uncertainty": std_name or None,
                 "ensemble": [str(r.path) for r in runs[1:]],
@@ -361,7 +399,7 @@ def upsample_to_folder(
                     for i, excess in up.outside_neighbours
                 ],
                 "synthesized_instances": [j + 1 for j in range(up.n_slices) if not up.acquired[j]],
-                "device": str(run.device),
+                "device": "cpu" if run is None else str(run.device),
                 "seconds_predict": round(seconds_predict, 3),
                 "config": to_dict(cfg),
             }

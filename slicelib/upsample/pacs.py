@@ -188,7 +188,7 @@ def _checked_download(ref: SeriesRef, folder: Path) -> None:
 def upsample_with_dicomweb(
     input_text: str,
     output: str | Path,
-    checkpoint: str | Path,
+    checkpoint: str | Path | None,
     *,
     store: str | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,

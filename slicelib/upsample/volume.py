@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from slicelib.baselines import BaselineInterpolator, Neighbours
 from slicelib.config import FACTOR, NEIGHBOUR_RANGE_TOL
 from slicelib.data.dicom import Volume, normal
 from slicelib.data.preprocess import normalise, resize_slices, square_crop
@@ -219,6 +220,24 @@ def outside_neighbours_message(where: str, up: Upsampled) -> str:
     )
 
 
+def classical_slices(norm: np.ndarray, method: BaselineInterpolator) -> np.ndarray:
+    """The slices (n - 1, H, W) a classical method puts between the n acquired slices of
+    ``norm`` (values in [0, 1]), at the full matrix: each from its two neighbours, the cubic
+    method also from the next acquired slice on either side where there is one."""
+    n = len(norm)
+    out = [
+        method.predict(
+            Neighbours(
+                before=norm[j], after=norm[j + 1],
+                far_before=norm[j - 1] if j >= 1 else None,
+                far_after=norm[j + 2] if j + 2 < n else None,
+            )
+        ).prediction
+        for j in range(n - 1)
+    ]  # fmt: skip
+    return np.stack(out).astype(np.float32)
+
+
 def upsample_volume(
     volume: Volume,
     predict: Interpolator,
@@ -235,7 +254,9 @@ def upsample_volume(
 
     ``volume``: n >= 2 slices (H, W) at uniform spacing. ``predict``: the model at
     its training size ``image_size``, (N, 2, s, s) in [0, 1] -> (N, 1, s, s) in
-    [0, 1]. ``uncertainty``: optional, an interpolator that draws samples; their std, scaled
+    [0, 1]; a classical method (:class:`~slicelib.baselines.BaselineInterpolator`) works
+    at the full matrix instead (``image_size`` unused), see :func:`classical_slices`.
+    ``uncertainty``: optional, an interpolator that draws samples; their std, scaled
     to the volume's units, becomes :attr:`Upsampled.std`. ``clip_percentiles``:
     the cache's normalisation (None: plain min-max, the default of
     :class:`~slicelib.config.PrepareConfig`).
@@ -257,7 +278,11 @@ def upsample_volume(
     synth = 0.5 * (src[:-1] + src[1:])
     std = np.zeros_like(synth) if uncertainty is not None else None
     flagged: list[tuple[int, float]] = []
-    starts = range(0, n - 1, batch_size)
+    classical = isinstance(predict, BaselineInterpolator)
+    if isinstance(predict, BaselineInterpolator):  # the whole matrix, without resampling
+        synth = np.clip(classical_slices(norm, predict), 0.0, 1.0) * np.float32(scale)
+        synth += np.float32(lo)
+    starts = range(0, n - 1, batch_size) if not classical else range(0)
     for start in tqdm(starts, desc="upsample", unit="batch", disable=not progress):
         stop = min(start + batch_size, n - 1)
         lower = _to_model(norm[start:stop][box], image_size)
