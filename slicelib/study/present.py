@@ -27,7 +27,12 @@ from slicelib.methods import (
     method_label,
     method_spec,
 )
-from slicelib.original import APPROXIMATE_TOLERANCE, REPORTED_COHORT, reported_model
+from slicelib.original import (
+    APPROXIMATE_TOLERANCE,
+    REPORTED_COHORT,
+    ReportedModel,
+    reported_model,
+)
 from slicelib.stats import MIN_TEST_PATIENTS, Comparison
 
 if TYPE_CHECKING:
@@ -501,7 +506,10 @@ def training_table(study: Study) -> pd.DataFrame:
         cfg = study.train_config(model, k)
         history = study.history(model, k)
         best = best_epoch(history, model)
-        paper = reported_model(model)
+        try:
+            paper: ReportedModel | None = reported_model(model)
+        except KeyError:  # an extension of the original (the motion-compensated CNN)
+            paper = None
         rows.append(
             {
                 "model": method_label(model),
@@ -515,9 +523,11 @@ def training_table(study: Study) -> pd.DataFrame:
                 "best epoch": best,
                 "s per epoch": wall_clock(history["seconds"].mean(), 1, " s"),
                 "samples/s": wall_clock(history["samples_per_s"].mean(), 1, " /s"),
-                "supplement: epochs, batch": f"{paper.epochs}, {paper.batch_size}",
-                "supplement: min per epoch": fmt(paper.minutes_per_epoch, 0),
-                "supplement: best epoch": paper.best_epoch if k == 1 else "-",
+                "supplement: epochs, batch": f"{paper.epochs}, {paper.batch_size}"
+                if paper
+                else "-",
+                "supplement: min per epoch": fmt(paper.minutes_per_epoch, 0) if paper else "-",
+                "supplement: best epoch": paper.best_epoch if paper and k == 1 else "-",
             }
         )
     return pd.DataFrame(rows).set_index(["model", "k"])
