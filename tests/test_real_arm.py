@@ -35,7 +35,7 @@ TINY = dataclasses.replace(
     steps_per_epoch=2,
     val_max_slices=2,
     eval=dataclasses.replace(
-        REAL.eval, bootstrap=100, slices_per_patient=SLICES_PER_PATIENT, flow="ilk", device="cpu"
+        REAL.eval, slices_per_patient=SLICES_PER_PATIENT, flow="ilk", device="cpu"
     ),
 )
 
