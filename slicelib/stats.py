@@ -570,12 +570,15 @@ class Estimate:
             if one_sided:
                 return f"above {f(a)}" if math.isinf(b) else f"below {f(b)}"
             return f"inside {band}" if a == -b == -m.value else f"inside {f(a)} to {f(b)}"
-        if one_sided and (hi <= a or lo >= b) and -m.value < lo and hi < m.value:
+        # A difference on the wrong side of a one-sided range: too small to matter, or
+        # beyond the margin the other way.
+        difference = one_sided and m.signed
+        if difference and (hi <= a or lo >= b) and -m.value < lo and hi < m.value:
             return f"inside {band}: negligible"
         if hi <= a:
-            return f"below {f(a)}" + (": the other way" if one_sided and hi < -a else "")
+            return f"below {f(a)}" + (": the other way" if difference and hi < -a else "")
         if lo >= b:
-            return f"above {f(b)}" + (": the other way" if one_sided and lo > -b else "")
+            return f"above {f(b)}" + (": the other way" if difference and lo > -b else "")
         return "across " + " and ".join(f(v) for v in (a, b) if math.isfinite(v) and lo <= v <= hi)
 
     def text(self, overturned: float | None = None) -> str:

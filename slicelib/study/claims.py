@@ -253,13 +253,13 @@ class Evidence:
             history = self.histories.get((model, k))
             if history is None:
                 continue
-            run = f"{method_label(model)}, k={k}"
+            run = f"{method_label(model)} at k={k}"
             if len(history) < 2:
-                moving.append(f"{run}: one epoch")
+                moving.append(f"{run} (one epoch)")
                 continue
             change = float(history[column].iloc[-1] - history[column].iloc[-2])
             if abs(change) > margin.value:
-                moving.append(f"{run} {margin.fmt(change)}")
+                moving.append(f"{run} ({margin.fmt(change)})")
         return moving
 
     def verdict(
@@ -277,8 +277,9 @@ class Evidence:
         if moving:
             metric = CURVE[margin].removeprefix("val_").upper()
             text += (
-                f"; validation {metric} still moving by more than {margin.value:g}"
-                f"{margin.unit} over the last epoch: {', '.join(moving)}"
+                f"; training had not converged (validation {metric} changed by more than "
+                f"{margin.value:g}{margin.unit} over the last epoch, or one epoch only): "
+                + ", ".join(moving)
             )
             return Verdict(text, NOT_AT_BUDGET, caveat)
         if missing and outcome != NOT_REPRODUCED:
