@@ -91,6 +91,18 @@ def test_front_page_says_preset_and_data(smoke_study: SmokeStudy) -> None:
     assert "smoke preset" in text and "synthetic cohort" in text
 
 
+def test_front_page_states_margins_p_floor_and_code_checks_apart(smoke_study: SmokeStudy) -> None:
+    from slicelib.study.claims import CLAIMS
+
+    text = page_text(smoke_study.html / "book" / "intro.html")
+    for claim in CLAIMS:  # each verdict beside its margin, and every margin's reason
+        assert claim.margin.name in text and claim.margin.why in text, claim.margin.name
+    assert "2/2^1 = 1 (the p floor)" in text  # the smoke study's single test patient
+    claims, checks = text.split("Checks of the code against the paper")
+    assert "U-Net" in checks and "matches" in checks
+    assert "The CNN has 297,217 parameters" not in text  # a check, not a claim
+
+
 def test_reproducibility_page_has_environment_and_command(smoke_study: SmokeStudy) -> None:
     text = page_text(smoke_study.html / "book" / "reproducibility.html")
     assert platform.python_version() in text
