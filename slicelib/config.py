@@ -302,7 +302,6 @@ class EvalConfig:
     ddim_steps: tuple[int, ...] = (10, 20, 50)
     ddpm_samples: int = 4  # samples averaged for the "mean of n" DDPM variant
     ddpm_max_slices: int | None = None  # None: the whole test split
-    bootstrap: int = 2000
     seed: int = 0
     device: str = "auto"
     flow: FlowConfig = field(default_factory=FlowConfig)  # of the "flow" baseline
@@ -475,7 +474,7 @@ DEMO = Preset(
     crop=40,
     steps_per_epoch=DEMO_STEPS_PER_EPOCH,
     val_max_slices=16,
-    eval=EvalConfig(ddpm_max_slices=6, ddim_steps=(10, 25), ddpm_samples=2, bootstrap=1000),
+    eval=EvalConfig(ddpm_max_slices=6, ddim_steps=(10, 25), ddpm_samples=2),
     refine=RefineConfig(
         dataclasses.replace(
             _refine_train(), epochs=2, crop=40, steps_per_epoch=50, val_max_slices=8, lr=1e-3
@@ -498,7 +497,7 @@ SMOKE = Preset(
     crop=None,
     steps_per_epoch=2,
     val_max_slices=4,
-    eval=EvalConfig(ddpm_max_slices=2, ddim_steps=(2,), ddpm_samples=2, bootstrap=100),
+    eval=EvalConfig(ddpm_max_slices=2, ddim_steps=(2,), ddpm_samples=2),
     upsample=UpsampleConfig(batch_size=4, mc_samples=3, ddim_steps=2),
     refine=RefineConfig(
         dataclasses.replace(

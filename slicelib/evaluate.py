@@ -536,7 +536,7 @@ def evaluate(
         ["method", "patient_id", "slice_index"],
         key=lambda c: c.map(order) if c.name == "method" else c,
     ).reset_index(drop=True)
-    summary = summarize(rows, reference=REFERENCE, n_boot=cfg.bootstrap, seed=cfg.seed)
+    summary = summarize(rows, reference=REFERENCE, seed=cfg.seed)
     summary["device"] = summary["method"].map({m.name: m.device for m in all_methods})
     summary["split"] = cfg.split  # which patients were scored
     for name, collector in collectors.items():
@@ -585,7 +585,7 @@ def summarize_on_slices(
     keys = set(zip(subset["patient_id"].astype(str), subset["slice_index"].astype(int)))
     mine = [(str(p), int(i)) in keys for p, i in zip(rows["patient_id"], rows["slice_index"])]
     both = pd.concat([rows[mine], subset], ignore_index=True)
-    return summarize(both, reference=REFERENCE, n_boot=cfg.bootstrap, seed=cfg.seed)
+    return summarize(both, reference=REFERENCE, seed=cfg.seed)
 
 
 def format_summary(summary: pd.DataFrame) -> str:
@@ -626,8 +626,9 @@ def format_summary(summary: pd.DataFrame) -> str:
     )
     lines.append(
         f"best PSNR: {best}; mean ± std over slices; pat.mean: mean of per-patient means; "
-        "95% CI: bootstrap over patients; gain and p: paired per-patient means, sign-flip "
-        f"permutation test on PSNR ('-': fewer than {MIN_TEST_PATIENTS} patients)"
+        "95% CI: Student t over patients; gain and p: paired per-patient means, sign-flip "
+        f"permutation test on PSNR ('-': fewer than {MIN_TEST_PATIENTS} patients; with n "
+        "patients p is at least 2/2^n); p vs best: against a winner picked from the same data"
     )
     if len(cubic):
         lines.append(f"cubic fell back to linear on {int(cubic[0])} slice(s) near the ends")

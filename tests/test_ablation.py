@@ -45,7 +45,7 @@ DIFFUSIONS = {
 
 def test_table_has_one_row_per_variant_with_the_schedule_end() -> None:
     rows = ablation_rows({"cosine": 2.0, "rescaled": 0.0})
-    table = ablation.ablation_table(rows, DIFFUSIONS, n_boot=200)
+    table = ablation.ablation_table(rows, DIFFUSIONS)
     assert list(table.index) == [ablation.variant_label(v) for v in DIFFUSIONS]
     # the original's linear schedule leaves 0.60 of x_0 at T=100; the cosine none
     assert table.loc[ablation.variant_label("original"), "x_T"] == "0.60 x_0 + 0.80 noise"
@@ -68,7 +68,7 @@ def test_table_has_one_row_per_variant_with_the_schedule_end() -> None:
 def test_summary_follows_the_intervals(
     gains: dict[str, float], patients: int, finding: str
 ) -> None:
-    numbers = ablation.ablation_numbers(ablation_rows(gains, patients), n_boot=200)
+    numbers = ablation.ablation_numbers(ablation_rows(gains, patients))
     assert finding in numbers["abl_summary"]
     assert numbers["abl_variants"] == 2
     assert numbers["abl_sentences"].startswith("With the cosine schedule, ancestral sampling")

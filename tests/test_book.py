@@ -91,6 +91,18 @@ def test_front_page_says_preset_and_data(smoke_study: SmokeStudy) -> None:
     assert "smoke preset" in text and "synthetic cohort" in text
 
 
+def test_front_page_states_margins_p_floor_and_code_checks_apart(smoke_study: SmokeStudy) -> None:
+    from slicelib.study.claims import CLAIMS
+
+    text = page_text(smoke_study.html / "book" / "intro.html")
+    for claim in CLAIMS:  # each verdict beside its margin, and every margin's reason
+        assert claim.margin.name in text and claim.margin.why in text, claim.margin.name
+    assert "2/2^1 = 1 (the p floor)" in text  # the smoke study's single test patient
+    claims, checks = text.split("Checks of the code against the paper")
+    assert "U-Net" in checks and "matches" in checks
+    assert "The CNN has 297,217 parameters" not in text  # a check, not a claim
+
+
 def test_reproducibility_page_has_environment_and_command(smoke_study: SmokeStudy) -> None:
     text = page_text(smoke_study.html / "book" / "reproducibility.html")
     assert platform.python_version() in text
@@ -140,20 +152,27 @@ def test_demo_edition_lists_the_reductions_in_words() -> None:
 
 
 def test_findings_box_keeps_code_checks_apart() -> None:
-    table = pd.DataFrame(
+    claims = pd.DataFrame(
         {
-            "claim": ["The U-Net is best", "The CNN has 297,217 parameters"],
-            "original": ["30.08 dB", "297,217"],
-            "this run": ["29.1 dB [28.7, 29.5]", "297,217"],
-            "verdict": ["not reproduced", "reproduced"],
+            "claim": ["The U-Net is best"],
+            "original": ["30.08 dB"],
+            "this run": ["U-Net minus CNN +0.02 dB [-0.10, +0.14], across +0.10 dB"],
+            "margin": ["0.1 dB PSNR"],
+            "rule": ["not on the front page"],
+            "verdict": ["not reproduced"],
         }
     ).set_index("claim")
-    box = findings_html(table)
+    checks = pd.DataFrame(
+        {"parameters of": ["CNN"], "supplement": ["297,217"], "verdict": ["matches"]}
+    ).set_index("parameters of")
+    box = findings_html(claims, checks)
     empirical, code = box.split("Checks of the code")
     assert "The U-Net is best" in empirical and "verdict-not-reproduced" in empirical
-    assert "297,217 parameters" in code and "verdict-reproduced" in code
-    assert "[28.7, 29.5]" in empirical
-    flagged = findings_html(table.assign(verdict="illustration (synthetic cohort)"))
+    assert "0.1 dB PSNR" in empirical and "across +0.10 dB" in empirical
+    assert "not on the front page" not in box
+    assert "297,217" in code and "verdict-reproduced" in code and "CNN" in code
+    assert "Checks of the code" not in findings_html(claims)
+    flagged = findings_html(claims.assign(verdict="reproduced — illustration (synthetic cohort)"))
     assert "verdict-illustration" in flagged
 
 
@@ -277,7 +296,6 @@ def test_results_and_claims_pages_show_patient_level_inference(smoke_study: Smok
     study's single test patient nothing is tested."""
     from slicelib.stats import MIN_TEST_PATIENTS, TOO_FEW
     from slicelib.study.claims import (
-        CODE_FACT,
         ILLUSTRATION,
         NOT_REPRODUCED,
         NOTE_SEPARATOR,
@@ -302,9 +320,11 @@ def test_results_and_claims_pages_show_patient_level_inference(smoke_study: Smok
     assert patients < MIN_TEST_PATIENTS and TOO_FEW in page
     for this_run, verdict in zip(claims["this run"], claims["verdict"]):
         outcome, _, note = str(verdict).partition(NOTE_SEPARATOR)
-        assert note in (ILLUSTRATION, CODE_FACT), verdict
+        assert note.startswith(ILLUSTRATION.removesuffix(")")), verdict
         if TOO_FEW in str(this_run):  # no verdict on a comparison of too few patients
             assert outcome not in (REPRODUCED, NOT_REPRODUCED), (this_run, verdict)
+    assert "parameters" not in " ".join(claims.index)  # the checks of the code are apart
+    assert "Checks of the code" in page and "p floor" in page
     ddpm = page_text(smoke_study.html / "book" / "ddpm.html")
     assert "With the cosine schedule, ancestral sampling scores" in ddpm
     assert (smoke_study.out / "results" / "ddpm_ablation_k1.csv").is_file()

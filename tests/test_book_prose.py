@@ -142,7 +142,7 @@ def _paired_rows(gains: list[float], base: float = 20.0) -> pd.DataFrame:
 def test_comparison_sentence_follows_the_interval(gains: list[float], verdict: str) -> None:
     from slicelib.stats import compare
 
-    c = compare(_paired_rows(gains), "b", "a", "psnr", n_boot=200)
+    c = compare(_paired_rows(gains), "b", "a", "psnr")
     text = prose.comparison_sentence(c, "B", "A", " dB")
     assert text.endswith(f"{verdict}.") or f"({len(gains)} patients: {verdict})" in text
     assert f"{np.mean(gains):+.2f} dB" in text

@@ -21,7 +21,7 @@ from slicelib.metrics import psnr, ssim
 from slicelib.results import Results
 
 # Small and quick: the smoke preset's DDPM settings on 2 evenly spaced slices.
-CFG = dataclasses.replace(SMOKE.eval, device="cpu", ddpm_max_slices=2, bootstrap=100)
+CFG = dataclasses.replace(SMOKE.eval, device="cpu", ddpm_max_slices=2)
 N_SLICES = 20  # tiny_cache volumes
 
 

@@ -48,7 +48,7 @@ def test_gains_are_paired_differences_on_shared_slices() -> None:
             "ssim": np.linspace(0.5, 0.9, 10),
         }
     ).assign(ssim_gauss=0.5, mae=0.1, ms_per_slice=1.0)
-    summary = summarize(rows, n_boot=100).set_index("method")
+    summary = summarize(rows).set_index("method")
     assert summary.loc["unet", "psnr_gain_db"] == pytest.approx(1.0)  # (1 + 2 + 0 + 1) / 4
     assert summary.loc["ddpm", "psnr_gain_db"] == pytest.approx(-10.0)  # (10-20 + 14-24) / 2
     # two patients are below the minimum for an interval: the gain is shown without one

@@ -191,7 +191,7 @@ def test_refinement_checkpoints_load_strictly(trained: dict[str, Path], tmp_path
 def test_refinement_is_scored_on_the_ddpm_slices(
     trained: dict[str, Path], tiny_cache: Path
 ) -> None:
-    cfg = EvalConfig(ddim_steps=(2,), ddpm_samples=2, ddpm_max_slices=3, bootstrap=20, device="cpu")
+    cfg = EvalConfig(ddim_steps=(2,), ddpm_samples=2, ddpm_max_slices=3, device="cpu")
     runs = [trained["unet"], trained["ddpm"], trained["refine"]]
     ev = evaluate(tiny_cache, 1, cfg, runs, methods=["linear"], progress=False)
     methods = list(ev.summary["method"])
@@ -253,7 +253,7 @@ def test_combined_summary_compares_every_method_on_the_refined_slices() -> None:
 
     evaluation = pd.concat([rows("linear", [1, 2, 3, 4], 20.0), rows("unet", [1, 2, 3, 4], 25.0)])
     refined = rows("refine_ddim2", [2, 4], 26.0)
-    summary = summarize_on_slices(evaluation, refined, EvalConfig(bootstrap=10))
+    summary = summarize_on_slices(evaluation, refined, EvalConfig())
     summary = summary.set_index("method")
     assert summary["n_slices"].tolist() == [2, 2, 2]
     assert summary.loc["linear", "psnr_mean"] == pytest.approx(22.0)  # slices 2 and 4: 21, 23

@@ -73,3 +73,25 @@ def test_scan_table_limit_keeps_the_selected_series_first() -> None:
     frame = scan_frame().iloc[[1, 2, 0]]
     out = tables.scan_table(frame, limit=1)
     assert list(out["selected"]) == ["yes"] and list(out.index) == ["P1"]
+
+
+def test_p_values_say_their_floor() -> None:
+    assert p_text(2 / 64, 6) == "p = 0.031, the floor for 6 patients"
+    assert p_text(0.5, 6) == "p = 0.5, floor 0.031 with 6 patients"
+    note = tables.p_floor_note(6)
+    assert "2/2^6 = 0.031" in note and "unadjusted" in note
+    assert "no comparison is tested" in tables.p_floor_note(5)
+    assert "0.0002" in tables.p_floor_note(21)
+
+
+def test_code_checks_are_the_stated_counts_of_the_architecture_table() -> None:
+    from slicelib.config import DEMO
+
+    architecture = tables.architecture_table(DEMO.model, DEMO.model.cnn_convs_per_block)
+    checks = tables.code_checks_table(architecture)
+    assert set(checks["verdict"]) <= {tables.MATCHES, tables.DIFFERS}
+    assert checks.loc["U-Net", "verdict"] == tables.MATCHES
+    # The supplement's text describes two convolutions per CNN block; its count fits one.
+    two_convs = next(i for i in checks.index if "conv-ReLU-conv" in i)
+    assert checks.loc[two_convs, "verdict"] == tables.DIFFERS
+    assert "GAN discriminator (PatchGAN)" not in checks.index  # no count stated

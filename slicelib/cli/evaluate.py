@@ -95,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
     parser.add_argument(
         "--seed",
         type=non_negative_int(MAX_SEED),
-        help="seed of the DDPM samplers and the bootstrap",
+        help="seed of the DDPM samplers and the Monte Carlo sign-flip test",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=handler)

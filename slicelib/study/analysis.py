@@ -25,6 +25,7 @@ from slicelib.study.present import (
     fmt_p,
     fmt_pm,
     fmt_signed,
+    p_floor_note,
     p_text,
     plural,
 )
@@ -491,7 +492,7 @@ def ablation_table(
         c = compared.get(variant)
         entry["ancestral PSNR vs original (dB)"] = "-" if c is None else fmt_signed(c.gain)
         entry["95% CI"] = "-" if c is None else fmt_ci(c.ci_low, c.ci_high)
-        entry["p"] = "-" if c is None else (p_text(c.p_value) if c.tested else c.test)
+        entry["p"] = "-" if c is None else (p_text(c.p_value, c.n_patients) if c.tested else c.test)
         table.append(entry)
     return pd.DataFrame(table).set_index("variant")
 
@@ -611,13 +612,15 @@ def gain_table(results: Sequence[Results], labels: dict[str, str] | None = None)
 
 def gain_numbers(results: Sequence[Results], prefix: str = "real") -> dict[str, Any]:
     """``<prefix>_k<k>_<method>_gain`` (dB) with ``_lo``, ``_hi``, ``_p``;
-    ``<prefix>_k<k>_linear_psnr``, ``<prefix>_k<k>_subjects``, ``<prefix>_k<k>_slices``."""
+    ``<prefix>_k<k>_linear_psnr``, ``<prefix>_k<k>_subjects``, ``<prefix>_k<k>_slices``;
+    ``<prefix>_p_floor_note``: what the p-values can show with the first k's subjects."""
     values: dict[str, Any] = {}
     for res in results:
         linear = res.row("linear")
         values[f"{prefix}_k{res.k}_linear_psnr"] = linear["psnr_mean"]
         values[f"{prefix}_k{res.k}_subjects"] = int(linear["n_patients"])
         values[f"{prefix}_k{res.k}_slices"] = int(linear["n_slices"])
+        values.setdefault(f"{prefix}_p_floor_note", p_floor_note(int(linear["n_patients"])))
     for r in _gains(results).to_dict("records"):
         key = f"{prefix}_k{r['k']}_{r['method']}"
         values[f"{key}_gain"], values[f"{key}_p"] = r["psnr_gain_db"], fmt_p(r["p_psnr_vs_linear"])
@@ -634,7 +637,7 @@ def headroom_results(study: Study) -> list[Results]:
     rows, cfg = study.headroom(), study.preset.eval
     out = []
     for k, part in rows.groupby("k", sort=True):
-        summary = summarize(part, reference="linear", n_boot=cfg.bootstrap, seed=cfg.seed)
+        summary = summarize(part, reference="linear", seed=cfg.seed)
         out.append(Results(rows=part, summary=summary, info={}, k=int(str(k))))
     return out
 
@@ -767,13 +770,12 @@ def panel_models(study: Study) -> list[str]:
 
 
 def marked_verdicts(table: pd.DataFrame) -> pd.DataFrame:
-    """The claims table of this arm, data-derived rows only, each verdict marked with
-    :data:`REAL_NOTE` (facts of the code are shown with the synthetic arm)."""
-    from slicelib.study.claims import CODE_FACT, NOTE_SEPARATOR
+    """The claims table of this arm, each verdict marked with :data:`REAL_NOTE` (the
+    checks of the code are shown with the synthetic arm)."""
+    from slicelib.study.claims import NOTE_SEPARATOR
 
-    rows = table[~table["verdict"].str.endswith(CODE_FACT)].copy()
-    rows["verdict"] = rows["verdict"] + NOTE_SEPARATOR + REAL_NOTE
-    return rows[["original", "this run", "rule", "verdict"]]
+    rows = table.assign(verdict=table["verdict"] + NOTE_SEPARATOR + REAL_NOTE)
+    return rows[["original", "this run", "margin", "rule", "verdict"]]
 
 
 # The budget curve ---------------------------------------------------------------------
@@ -791,8 +793,7 @@ def budget_curve(rows: pd.DataFrame, cfg: EvalConfig) -> pd.DataFrame:
     hi, subjects``), from the budget step's rows."""
     out = []
     for (run, model, samples), part in rows.groupby(["run", "model", "samples"], sort=True):
-        inf = infer_mean(_subject_gain(part, str(model)).to_numpy(), n_boot=cfg.bootstrap,
-                         seed=cfg.seed)  # fmt: skip
+        inf = infer_mean(_subject_gain(part, str(model)).to_numpy(), seed=cfg.seed)
         out.append({"model": model, "samples": int(str(samples)), "run": run, "gain": inf.mean,
                     "lo": inf.ci_low, "hi": inf.ci_high, "subjects": inf.n_patients})  # fmt: skip
     return pd.DataFrame(out).sort_values(["model", "samples"], ignore_index=True)
@@ -823,8 +824,7 @@ def budget_sentence(
         before, last = part.iloc[-2], part.iloc[-1]
         runs = {run: rows[rows["run"] == run] for run in (before["run"], last["run"])}
         gains = [_subject_gain(runs[r], str(model)) for r in (before["run"], last["run"])]
-        step = infer_mean((gains[1] - gains[0]).dropna().to_numpy(), n_boot=cfg.bootstrap,
-                          seed=cfg.seed)  # fmt: skip
+        step = infer_mean((gains[1] - gains[0]).dropna().to_numpy(), seed=cfg.seed)
         change = (
             f"from {int(before['samples']):,} to {int(last['samples']):,} training samples its "
             f"gain over linear went from {before['gain']:+.2f} to {last['gain']:+.2f} dB "

@@ -132,7 +132,6 @@ SETTING_NAMES: dict[str, str] = {
     "eval.ddim_steps": "DDIM step counts",
     "eval.ddpm_samples": "DDPM samples averaged per slice",
     "eval.ddpm_max_slices": "test slices the DDPM is scored on",
-    "eval.bootstrap": "bootstrap resamples",
     "uncertainty.members": "ensemble members",
     "uncertainty.mc_samples": "MC dropout samples",
 }
@@ -272,34 +271,38 @@ def edition_markdown(record: Mapping[str, Any], compute_seconds: float | None = 
     return "\n".join(lines)
 
 
-# Verdicts and the badge class that colours them (slicelib.css).
+# Verdicts and the badge class that colours them (slicelib.css), by the outcome before
+# any note; a verdict that is an illustration gets its own colour.
 BADGES: dict[str, str] = {
     "reproduced": "verdict-reproduced",
+    "matches": "verdict-reproduced",
     "not reproduced": "verdict-not-reproduced",
+    "differs": "verdict-not-reproduced",
     "not testable here": "verdict-not-testable-here",
+    "not testable at this budget": "verdict-not-testable-here",
 }
-# A claim about the code (a parameter count), not about what training and testing found.
-CODE_CHECK = re.compile(r"\bparameters?\b", re.IGNORECASE)
 
 
 def verdict_badge(verdict: str) -> str:
-    """The verdict as an html badge; verdicts starting "illustration" get their own colour."""
+    """The verdict as an html badge, coloured by its outcome or as an illustration."""
+    from slicelib.study.claims import NOTE_SEPARATOR
+
     text = str(verdict)
-    css = BADGES.get(text.lower())
-    if css is None:
-        css = "verdict-illustration" if text.lower().startswith("illustration") else "verdict-other"
+    if "illustration" in text.lower():
+        css = "verdict-illustration"
+    else:
+        css = BADGES.get(text.split(NOTE_SEPARATOR)[0].lower(), "verdict-other")
     return f'<span class="verdict-badge {css}">{html.escape(text)}</span>'
 
 
 def _findings_table(table: pd.DataFrame, title: str) -> str:
-    head = "".join(f"<th>{name}</th>" for name in ("claim", "original", "this run", "verdict"))
+    """``table``: a first column naming the row, then the columns shown, ``verdict`` last."""
+    names = list(table.columns)
+    head = "".join(f"<th>{html.escape(str(name))}</th>" for name in names)
     body = "".join(
         "<tr>"
-        f"<td>{html.escape(str(row['claim']))}</td>"
-        f"<td>{html.escape(str(row['original']))}</td>"
-        f"<td>{html.escape(str(row['this run']))}</td>"
-        f"<td>{verdict_badge(str(row['verdict']))}</td>"
-        "</tr>"
+        + "".join(f"<td>{html.escape(str(row[n]))}</td>" for n in names[:-1])
+        + f"<td>{verdict_badge(str(row[names[-1]]))}</td></tr>"
         for _, row in table.iterrows()
     )
     return (
@@ -308,22 +311,17 @@ def _findings_table(table: pd.DataFrame, title: str) -> str:
     )
 
 
-def findings_html(claims: pd.DataFrame) -> str:
-    """The front page's results box from the claims table.
-
-    ``claims`` has a row per claim with columns ``original``, ``this run`` and
-    ``verdict`` and the claim in a ``claim`` column or the index. An optional
-    ``kind`` column ("code" for checks of the code) decides which rows are code
-    checks; without it, claims about parameter counts are.
-    """
-    table = claims.reset_index() if "claim" not in claims.columns else claims.reset_index(drop=True)
-    if "kind" in table.columns:
-        code = table["kind"].astype(str).str.lower().str.startswith("code")
-    else:
-        code = table["claim"].astype(str).str.contains(CODE_CHECK)
-    parts = [_findings_table(table[~code], "The original's claims, tested by this run")]
-    if code.any():
-        parts.append(_findings_table(table[code], "Checks of the code against the paper's text"))
+def findings_html(claims: pd.DataFrame, checks: pd.DataFrame | None = None) -> str:
+    """The front page's results box: the claims table (a row per claim, indexed by the
+    claim, with ``original``, ``this run``, ``margin`` and ``verdict``) and, apart, the
+    checks of the code (``checks``: indexed by what is checked, its columns shown as
+    they are, ``verdict`` last)."""
+    shown = [c for c in ("original", "this run", "margin", "verdict") if c in claims.columns]
+    claims = claims[shown].rename_axis("claim").reset_index()
+    parts = [_findings_table(claims, "The original's claims, tested by this run")]
+    if checks is not None and len(checks):
+        checks = checks.reset_index()
+        parts.append(_findings_table(checks, "Checks of the code against the paper's text"))
     return '<div class="findings-box">' + "".join(parts) + "</div>"
 
 

@@ -27,8 +27,13 @@ from slicelib.methods import (
     method_label,
     method_spec,
 )
-from slicelib.original import APPROXIMATE_TOLERANCE, REPORTED_COHORT, reported_model
-from slicelib.stats import MIN_TEST_PATIENTS, Comparison
+from slicelib.original import (
+    APPROXIMATE_TOLERANCE,
+    REPORTED_COHORT,
+    ReportedModel,
+    reported_model,
+)
+from slicelib.stats import EXACT_MAX_PATIENTS, MIN_TEST_PATIENTS, Comparison, p_floor
 
 if TYPE_CHECKING:
     from slicelib.data.cache import Cache
@@ -74,10 +79,37 @@ def fmt_p(value: Any) -> str:
     return f"< {P_FLOOR:g}" if value < P_FLOOR else f"{value:.2g}"
 
 
-def p_text(value: Any) -> str:
-    """A p-value in a sentence: "p = 0.031" or "p < 0.001" ("p -" when missing)."""
+def p_text(value: Any, n_patients: int | None = None) -> str:
+    """A p-value in a sentence: "p = 0.031" or "p < 0.001" ("p -" when missing); with
+    ``n_patients``, the sign-flip test's floor beside it: "p = 0.031, the floor for 6
+    patients" or "p = 0.42, floor 0.031 with 6 patients"."""
     text = fmt_p(value)
-    return f"p {text}" if text.startswith("<") else f"p = {text}"
+    text = f"p {text}" if text.startswith("<") else f"p = {text}"
+    if n_patients is None or missing(value):
+        return text
+    floor = p_floor(n_patients)
+    if float(value) <= floor:
+        return f"{text}, the floor for {patients(n_patients)}"
+    return f"{text}, floor {fmt_p(floor)} with {patients(n_patients)}"
+
+
+def p_floor_note(n_patients: int) -> str:
+    """What the sign-flip p-values of a table over ``n_patients`` paired patients can
+    show: the smallest p the test can give (the p floor), and that they are unadjusted."""
+    floor = f"{p_floor(n_patients):.2g}"
+    if n_patients <= EXACT_MAX_PATIENTS:
+        floor = f"2/2^{n_patients} = {floor}"
+    text = (
+        f"With {patients(n_patients)} the sign-flip test cannot give a p below {floor} "
+        "(the p floor), however large and consistent the difference"
+    )
+    if n_patients < MIN_TEST_PATIENTS:
+        return f"{text}; below {MIN_TEST_PATIENTS} patients no comparison is tested."
+    return (
+        f"{text}; each p is for one comparison, unadjusted, and says whether a difference "
+        "is consistent across patients, not whether it matters (the verdicts judge that "
+        "against margins)."
+    )
 
 
 def fmt_tesla(value: Any) -> str:
@@ -264,7 +296,7 @@ def comparison_sentence(
     interval = f"[{c.ci_low:+.{digits}f}, {c.ci_high:+.{digits}f}]"
     return (
         f"{what} scores {gain} against {other} ({100 * c.confidence:.0f} % CI {interval}, "
-        f"{p_text(c.p_value)}, {patients(c.n_patients)}): {verdict}."
+        f"{p_text(c.p_value, c.n_patients)}): {verdict}."
     )
 
 
@@ -333,8 +365,8 @@ def results_table(res: Results) -> pd.DataFrame:
     """Every method at one k. Description over slices: PSNR and both SSIMs with their
     std. Inference over patients (:mod:`slicelib.stats`): the 95 % CI of each mean,
     the paired gain over linear with its 95 % CI, and sign-flip p-values against
-    linear and against the best; "too few patients to test" where there are none."""
-    best = res.summary["best_psnr"].iloc[0]
+    linear; "too few patients to test" where there are none. (No p against the best
+    method: a winner picked from the same data is no hypothesis set before the run.)"""
     rows = []
     for r in res.summary.to_dict("records"):
         rows.append(
@@ -361,9 +393,6 @@ def results_table(res: Results) -> pd.DataFrame:
                 ),
                 "p vs linear (SSIM)": _p_or_reason(
                     r.get("p_ssim_vs_linear"), r.get("test_vs_linear")
-                ),
-                f"p vs best ({method_label(best)}, PSNR)": _p_or_reason(
-                    r.get("p_psnr_vs_best"), r.get("test_vs_best")
                 ),
             }
         )
@@ -475,6 +504,24 @@ def architecture_table(preset_model: ModelConfig, trained_convs: int) -> pd.Data
     return pd.DataFrame(rows).set_index("component")
 
 
+# A check of the code against the paper's text: matches or differs, never a finding.
+MATCHES, DIFFERS = "matches", "differs"
+
+
+def code_checks_table(architecture: pd.DataFrame) -> pd.DataFrame:
+    """The checks of the code against the paper's text, apart from the claims: each
+    component of :func:`architecture_table` whose count the supplement states, its
+    stated count, the code's at the paper's settings, and whether they match."""
+    stated = architecture[architecture["matches"].isin(["yes", "no"])]
+    return pd.DataFrame(
+        {
+            "supplement": stated["supplement"],
+            "this code (paper settings)": stated["parameters (paper settings)"],
+            "verdict": stated["matches"].map({"yes": MATCHES, "no": DIFFERS}),
+        }
+    ).rename_axis("parameters of")
+
+
 def unet_parts_table() -> pd.DataFrame:
     """The U-Net's parameters by part (paper settings) beside the supplement's."""
     from slicelib.models import parameter_counts
@@ -501,7 +548,10 @@ def training_table(study: Study) -> pd.DataFrame:
         cfg = study.train_config(model, k)
         history = study.history(model, k)
         best = best_epoch(history, model)
-        paper = reported_model(model)
+        try:
+            paper: ReportedModel | None = reported_model(model)
+        except KeyError:  # an extension of the original (the motion-compensated CNN)
+            paper = None
         rows.append(
             {
                 "model": method_label(model),
@@ -515,9 +565,11 @@ def training_table(study: Study) -> pd.DataFrame:
                 "best epoch": best,
                 "s per epoch": wall_clock(history["seconds"].mean(), 1, " s"),
                 "samples/s": wall_clock(history["samples_per_s"].mean(), 1, " /s"),
-                "supplement: epochs, batch": f"{paper.epochs}, {paper.batch_size}",
-                "supplement: min per epoch": fmt(paper.minutes_per_epoch, 0),
-                "supplement: best epoch": paper.best_epoch if k == 1 else "-",
+                "supplement: epochs, batch": f"{paper.epochs}, {paper.batch_size}"
+                if paper
+                else "-",
+                "supplement: min per epoch": fmt(paper.minutes_per_epoch, 0) if paper else "-",
+                "supplement: best epoch": paper.best_epoch if paper and k == 1 else "-",
             }
         )
     return pd.DataFrame(rows).set_index(["model", "k"])
@@ -654,7 +706,8 @@ def cohort_table(cache: Cache, ks: tuple[int, ...] = (1, 2)) -> pd.DataFrame:
 
 def result_numbers(results: list[Results]) -> dict[str, Any]:
     """Numbers of the results for the prose: ``k<k>_<method>_{psnr,ssim,ssim_gauss,
-    gain_pct,gain_db,gain_ci,p_linear,ms}``, ``k<k>_slices``, ``k<k>_best`` (its label)."""
+    gain_pct,gain_db,gain_ci,p_linear,ms}``, ``k<k>_slices``, ``k<k>_best`` (its label),
+    ``k<k>_p_floor_note``, and ``p_floor`` / ``p_floor_note`` of the first k."""
     values: dict[str, Any] = {}
     for res in results:
         k = res.k
@@ -674,7 +727,7 @@ def result_numbers(results: list[Results]) -> dict[str, Any]:
             tested = not missing(r.get("p_psnr_vs_linear"))
             values[f"k{k}_{m}_inference"] = (
                 f"95 % CI of the gain {values[f'k{k}_{m}_gain_ci']} dB, "
-                f"{p_text(r.get('p_psnr_vs_linear'))}"
+                f"{p_text(r.get('p_psnr_vs_linear'), int(r['n_patients_vs_linear']))}"
                 if tested
                 else str(r.get("test_vs_linear") or "no test")
             )
@@ -682,6 +735,9 @@ def result_numbers(results: list[Results]) -> dict[str, Any]:
         values[f"k{k}_slices"] = int(res.summary["n_slices"].max())
         values[f"k{k}_patients"] = int(res.summary["n_patients"].max())
         values[f"k{k}_best"] = method_label(str(res.summary["best_psnr"].iloc[0]))
+        values[f"k{k}_p_floor_note"] = p_floor_note(values[f"k{k}_patients"])
+        values.setdefault("p_floor_note", values[f"k{k}_p_floor_note"])
+        values.setdefault("p_floor", p_floor(values[f"k{k}_patients"]))
     values["min_test_patients"] = MIN_TEST_PATIENTS
     return values
 

@@ -376,7 +376,7 @@ class Study:
             rows = rows[[(str(p), int(i)) in both for p, i in keys]]
             if rows.empty:
                 raise SlicelibError(f"no test slice is evaluable at both k=1 and k=2 ({full})")
-            summary = summarize(rows, reference="linear", n_boot=cfg.bootstrap, seed=cfg.seed)
+            summary = summarize(rows, reference="linear", seed=cfg.seed)
             paths, info = output_paths(csv), output_paths(full)["info"]
             atomic_write(paths["rows"], lambda tmp: rows.to_csv(tmp, index=False))
             atomic_write(paths["summary"], lambda tmp: summary.to_csv(tmp, index=False))
