@@ -1,9 +1,11 @@
 """The real-anatomy arm on a tiny subset of the repository's IXI volumes: 6 subjects at
-32 px, each network 1 epoch of 2 steps; the runner's planning of the arm."""
+32 px, each network 1 epoch of 2 steps (the budget curve 1 and 2 epochs); the runner's
+planning of the arm."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import yaml
 
 from slicelib.config import REAL, FlowConfig, get_preset
 from slicelib.data.cache import read_manifest
+from slicelib.stats import MIN_TEST_PATIENTS
 from slicelib.study import analysis as real
 from slicelib.study import claims
 from slicelib.study.book import staged_toc
@@ -37,6 +40,14 @@ TINY = dataclasses.replace(
     eval=dataclasses.replace(
         REAL.eval, slices_per_patient=SLICES_PER_PATIENT, flow=FlowConfig("ilk"), device="cpu"
     ),
+    # the real recipe at the tiny budget: each model's own steps per epoch and crop left out
+    per_model={
+        m: {key: v for key, v in own.items() if key not in ("steps_per_epoch", "crop")}
+        for m, own in REAL.per_model.items()
+    },
+)
+TINY_STUDY = dataclasses.replace(
+    study_config("real"), budgets={"unet": (1, 2), "mcnet": (1, 2)}, filter_check=True
 )
 
 
@@ -45,7 +56,7 @@ def tiny_arm(tmp_path_factory: pytest.TempPathFactory) -> Study:
     data = tmp_path_factory.mktemp("ixi6")
     for path in sorted(IXI.glob("*.nii.gz"))[:SUBJECTS]:
         shutil.copyfile(path, data / path.name)
-    return Study(TINY, tmp_path_factory.mktemp("real_arm"), data, device="cpu")
+    return Study(TINY, tmp_path_factory.mktemp("real_arm"), data, device="cpu", config=TINY_STUDY)
 
 
 def test_the_repository_carries_the_real_cohort() -> None:
@@ -62,12 +73,12 @@ def test_tiny_real_arm_end_to_end(tiny_arm: Study) -> None:
     assert len(cache.entries()) == SUBJECTS
     # IXI headers leave dim_info unset on isotropic voxels: the documented third axis
     assert {p["slice_axis"] for p in read_manifest(study.cache_dir)["patients"]} == {2}
-    assert study.runs() == [("cnn", 1), ("unet", 1), ("cnn", 2), ("unet", 2)]
-    assert real.untrained_models(study) == ["gan", "gan_improved", "ddpm", "mcnet"]
+    assert study.runs() == [(m, k) for k in (1, 2) for m in ("cnn", "unet", "mcnet")]
+    assert real.untrained_models(study) == ["gan", "gan_improved", "ddpm"]
 
     k1, k2 = study.results(1), study.results(2)
     for res in (k1, k2):
-        assert set(res.methods) == {"nearest", "linear", "cubic", "flow", "cnn", "unet"}
+        assert set(res.methods) == {"nearest", "linear", "cubic", "flow", "cnn", "unet", "mcnet"}
         per_patient = res.rows[res.rows["method"] == "linear"].groupby("patient_id").size()
         assert per_patient.max() == SLICES_PER_PATIENT
     keys = ["patient_id", "slice_index"]
@@ -80,25 +91,65 @@ def test_tiny_real_arm_end_to_end(tiny_arm: Study) -> None:
     n_test = len(cache.entries("test"))
     assert numbers["real_k1_subjects"] == numbers["real_k2_subjects"] == n_test
     gains = real.subject_gains(k2)
-    assert set(gains["method"]) == {"nearest", "cubic", "flow", "cnn", "unet"}
+    assert set(gains["method"]) == {"nearest", "cubic", "flow", "cnn", "unet", "mcnet"}
+    # the motion-compensated network against optical flow, paired by subject, at each k
+    flow = real.over_flow([k1, k2])
+    for k, res in ((1, k1), (2, k2)):
+        means = res.rows.groupby(["method", "patient_id"])["psnr"].mean().unstack("method")
+        expected = float((means["mcnet"] - means["flow"]).mean())
+        assert flow[f"real_k{k}_mcnet_over_flow"] == pytest.approx(expected)
+        lo, hi = flow[f"real_k{k}_mcnet_over_flow_lo"], flow[f"real_k{k}_mcnet_over_flow_hi"]
+        # too few test subjects here for an interval: none rather than a false one
+        assert n_test < MIN_TEST_PATIENTS and math.isnan(lo) and math.isnan(hi)
 
     head = real.headroom_results(study)
     assert [res.k for res in head] == [1, 2]
     for res in head:  # every reference on the slices the evaluation scores, beside linear
-        assert set(res.methods) == {"linear", "filter", "oracle_tile", "oracle_pixel"}
+        assert set(res.methods) == {"linear", "ls_filter", "filter", "oracle_tile", "oracle_pixel"}
         assert res.rows.groupby("method").size().max() == SLICES_PER_PATIENT * n_test
         # the per-pixel oracle clips the target to the neighbours' range, where linear lies
         assert res.row("oracle_pixel")["psnr_gain_db"] >= -1e-9
-    assert set(real.headroom_numbers(head)) >= {"real_headroom_filter_k1"}
+    assert set(real.headroom_numbers(head)) >= {"real_headroom_ls_filter_k1",
+                                                "real_headroom_filter_k2"}  # fmt: skip
     assert list(real.gain_table(head, real.HEADROOM_LABELS).index) == list(
         real.HEADROOM_LABELS.values()
     )
+    check = real.filter_check(head)
+    for k, res in ((1, head[0]), (2, head[1])):
+        share = 100 * res.row("filter")["psnr_gain_db"] / res.row("ls_filter")["psnr_gain_db"]
+        assert check[f"real_filter_share_k{k}"] == pytest.approx(share)
+        assert f"{share:.0f} % at k={k}" in check["real_filter_sentence"]
+    passed = min(check["real_filter_share_k1"], check["real_filter_share_k2"]) >= 80
+    assert ("learns what a linear predictor can" in check["real_filter_sentence"]) == passed
+
+    # the budget curve: each model at each of its epoch counts, the preset's own run reused
+    budget = study.budget_results()
+    assert set(budget["run"]) == {"unet_k1", "unet_k1_e2", "mcnet_k1", "mcnet_k1_e2"}
+    curve = real.budget_curve(budget, study.preset.eval)
+    assert list(curve["samples"]) == [4, 8, 4, 8]  # mcnet then unet: 1 and 2 epochs of 2x2
+    assert (curve["subjects"] == n_test).all() and curve["lo"].isna().all()
+    unet2 = budget[(budget["run"] == "unet_k1_e2")]
+    gain = unet2.pivot_table(index=["patient_id", "slice_index"], columns="method", values="psnr")
+    per_subject = (gain["unet"] - gain["linear"]).groupby(level="patient_id").mean()
+    assert curve.loc[curve["run"] == "unet_k1_e2", "gain"].item() == pytest.approx(
+        per_subject.mean()
+    )
+    assert (
+        real.budget_points(curve)
+        == "motion-compensated CNN: 4 and 8 samples; U-Net: 4 and 8 samples"
+    )
+    sentence = real.budget_sentence(budget, curve, {"optical flow": 1.0}, study.preset.eval)
+    assert sentence.count("The ") == 2 and "from 4 to 8 training samples" in sentence
+    assert (
+        list(real.curve_table(curve).index.get_level_values(0))
+        == ["motion-compensated CNN"] * 2 + ["U-Net"] * 2
+    )
 
     runs = real.training_runs(study)
-    assert len(runs) == 4 and (runs["steps"] == 2).all()
-    budget = real.budget_numbers(runs, study)
-    assert budget["real_runs"] == 4 and budget["real_budget_ratio"] > 1
-    assert budget["real_max_last_change"].startswith("not measured")  # one epoch per run
+    assert len(runs) == 6 and (runs["steps"] == 2).all()
+    numbers = real.budget_numbers(runs, study)
+    assert numbers["real_runs"] == 6 and numbers["real_budget_ratio"] > 1
+    assert numbers["real_max_last_change"].startswith("not measured")  # one epoch per run
 
     evidence = claims.Evidence.from_study(
         study, k1, k2, study.results(1, common=True), study.results(2, common=True), cohort="real"
@@ -114,9 +165,11 @@ def test_tiny_real_arm_end_to_end(tiny_arm: Study) -> None:
     pid = k2.rows["patient_id"].iloc[0]
     index = int(k2.rows["slice_index"].iloc[0])
     for k in (1, 2):
-        preds = study.predictions(k, [(pid, index)], methods=["linear"], models=["unet"])
-        assert set(preds.predictions) == {"linear", "unet"}
-        assert preds.predictions["unet"].shape == preds.targets.shape == (1, 32, 32)
+        preds = study.predictions(
+            k, [(pid, index)], methods=["linear", "flow"], models=real.panel_models(study)
+        )
+        assert set(preds.predictions) == {"linear", "flow", "unet", "mcnet"}
+        assert preds.predictions["mcnet"].shape == preds.targets.shape == (1, 32, 32)
 
 
 def test_runner_plans_the_real_notebook_on_its_own_workspace(tmp_path: Path) -> None:

@@ -67,12 +67,14 @@ class StudyConfig:
     uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
     ddpm_ablation: dict[str, dict[str, Any]] = field(default_factory=dict)
     real_arm: PresetName | None = None
-    # The budget curve: each of ``budget_models`` trained at ``budget_k`` with each of
-    # ``budgets`` training samples (the preset's recipe, its epochs, as many steps as the
-    # budget needs), scored on the test split.
-    budget_models: tuple[str, ...] = ()
-    budgets: tuple[int, ...] = ()
+    # The budget curve: each model of ``budgets`` trained at ``budget_k`` for each of its
+    # epoch counts (the preset's recipe, steps per epoch and batch: budgets in training
+    # samples on a log scale when the counts double), scored on the test split.
+    budgets: dict[str, tuple[int, ...]] = field(default_factory=dict)
     budget_k: int = 1
+    # Train the learned 9 x 9 filter at every k, scored beside the least-squares one: the
+    # check that the training loop reaches what a linear predictor can.
+    filter_check: bool = False
 
     def ablation_diffusion(self, diffusion: DiffusionConfig, variant: str) -> DiffusionConfig:
         """``diffusion`` with ablation ``variant``'s fields replaced."""
@@ -86,10 +88,14 @@ DEMO_UNCERTAINTY = UncertaintyConfig(members=2, mc_samples=8)
 STUDY_CONFIGS: dict[str, StudyConfig] = {
     "paper": StudyConfig(),
     "demo": StudyConfig(DEMO_UNCERTAINTY, DDPM_SCHEDULE_ABLATION, real_arm="real"),
-    "real": StudyConfig(DEMO_UNCERTAINTY),
+    "real": StudyConfig(
+        DEMO_UNCERTAINTY, budgets={"unet": (2, 4, 8, 16), "mcnet": (2, 4, 8, 16, 26)},
+        filter_check=True,
+    ),
     # two DDPMs of two steps each: seconds
     "smoke": StudyConfig(
-        UncertaintyConfig(members=2, mc_samples=3, bins=4, max_slices=4), DDPM_SCHEDULE_ABLATION
+        UncertaintyConfig(members=2, mc_samples=3, bins=4, max_slices=4), DDPM_SCHEDULE_ABLATION,
+        budgets={"unet": (1, 2), "mcnet": (1, 2)}, filter_check=True,
     ),
 }
 

@@ -65,7 +65,7 @@ DEFAULT_HOME = Path("~/.cache/slicelib")
 # The study's DDPM, against which the ablation compares its variants.
 ORIGINAL = "original"
 # Headroom references: name -> oracle block (None: the least-squares filter).
-HEADROOM: dict[str, int | None] = {"filter": None, "oracle_tile": 8, "oracle_pixel": 1}
+HEADROOM: dict[str, int | None] = {"ls_filter": None, "oracle_tile": 8, "oracle_pixel": 1}
 # Training pixels per slice in the filter's normal equations: 512 of each of the ~3,400
 # training slices fix its 163 unknowns and take a quarter of the default's time.
 HEADROOM_PIXELS_PER_SLICE = 512
@@ -190,22 +190,22 @@ class Study:
         }
 
     def budget_configs(self) -> dict[str, TrainConfig]:
-        """The budget curve's runs by name (``unet_k1_b2560``): each budget model at each
-        budget, with the preset's recipe and epochs and as many steps per epoch as the
-        budget's training samples need (the preset's own run where it has that budget)."""
-        cfg, runs = self.config, {}
-        for model in cfg.budget_models:
-            base = self.train_config(model, cfg.budget_k)  # type: ignore[arg-type]
-            for samples in cfg.budgets:
-                steps = max(1, round(samples / (base.epochs * base.batch_size)))
-                run = dataclasses.replace(base, steps_per_epoch=steps)
-                own = run == base
-                runs[
-                    run_name(model, cfg.budget_k)
-                    if own
-                    else f"{run_name(model, cfg.budget_k)}_b{samples}"
-                ] = run
+        """The budget curve's runs by name (``unet_k1_e4``): each budget model for each of
+        its epoch counts, with the preset's recipe (the preset's own run where the count is
+        its own)."""
+        k, runs = self.config.budget_k, {}
+        for model, counts in self.config.budgets.items():
+            base = self.train_config(model, k)  # type: ignore[arg-type]
+            for epochs in counts:
+                name = run_name(model, k) if epochs == base.epochs else f"{model}_k{k}_e{epochs}"
+                runs[name] = dataclasses.replace(base, epochs=epochs)
         return runs
+
+    def filter_configs(self) -> dict[str, TrainConfig]:
+        """The learned 9 x 9 filter at every k (``filter_k1``), when the study checks it."""
+        if not self.config.filter_check:
+            return {}
+        return {run_name("filter", k): self.train_config("filter", k) for k in self.preset.ks}  # type: ignore[arg-type]
 
     def refine_config(self) -> RefineConfig:
         """The preset's refinement settings with its DDPM architecture and schedule
@@ -443,7 +443,8 @@ class Study:
 
     def budget_step(self) -> Step:
         """The budget curve's runs scored on the test split beside linear interpolation
-        (``results/budget.csv``: the evaluation's rows with ``run``, ``model``, ``samples``)."""
+        (``results/budget.csv``: the evaluation's rows with ``run``, ``model``, ``samples``
+        and the run's training ``seconds``)."""
         from slicelib.evaluate import evaluate
 
         csv, k, cfg = self.results_dir / "budget.csv", self.config.budget_k, self.eval_config()
@@ -456,7 +457,9 @@ class Study:
                 scored = evaluate(self.cache(), k, cfg, [self._made(step)], methods=[],
                                   progress=False).rows  # fmt: skip
                 samples = train.epochs * (train.steps_per_epoch or 0) * train.batch_size
-                frames.append(scored.assign(run=name, model=train.model, samples=samples))
+                seconds = float(pd.read_csv(self._made(step) / "history.csv")["seconds"].sum())
+                frames.append(scored.assign(run=name, model=train.model, samples=samples,
+                                            seconds=seconds))  # fmt: skip
             rows = pd.concat(frames, ignore_index=True)
             rows = rows.drop_duplicates(["method", "patient_id", "slice_index", "run"])
             atomic_write(csv, lambda tmp: rows.to_csv(tmp, index=False))
@@ -471,12 +474,14 @@ class Study:
 
     def headroom_step(self, ks: tuple[int, ...] = (1, 2)) -> Step:
         """Per slice the evaluation scores: the best linear filter of the two neighbours
-        (fitted on the training split) and two oracle blends (bounds), beside linear
+        (fitted on the training split), two oracle blends (bounds) and, when the study
+        checks it, the 9 x 9 filter trained by the training loop, beside linear
         interpolation (``results/headroom.csv``, rows of every k)."""
         from slicelib.evaluate import evaluate
 
         csv = self.results_dir / "headroom.csv"
         cfg = self.eval_config()
+        filters = {name: self.run_step(name, c) for name, c in self.filter_configs().items()}
 
         def make() -> None:
             from slicelib.data.dataset import TripletDataset
@@ -491,7 +496,9 @@ class Study:
                 )  # fmt: skip
                 del inputs, target
                 bounds = {n: filt if b is None else OracleBlend(b) for n, b in HEADROOM.items()}
-                res = evaluate(self.cache(), k, cfg, methods=[], interpolators=bounds,
+                learned = [self._made(step) for name, step in filters.items()
+                           if name == run_name("filter", k)]  # fmt: skip
+                res = evaluate(self.cache(), k, cfg, learned, methods=[], interpolators=bounds,
                                progress=False)  # fmt: skip
                 frames.append(res.rows)
             rows = pd.concat(frames, ignore_index=True)
@@ -502,6 +509,7 @@ class Study:
             "ks": list(ks),
             "pixels_per_slice": HEADROOM_PIXELS_PER_SLICE,
             "eval": {**to_dict(cfg), "device": None},
+            "filters": {name: step.hash for name, step in filters.items()},
         }
         code = ("slicelib.evaluate", "slicelib.headroom", "slicelib.data.dataset")
         return Step("results/headroom", csv, code, inputs, make, what="measuring the headroom")
@@ -513,6 +521,7 @@ class Study:
         runs.update(self.uncertainty_configs())
         runs.update({f"ddpm_k{self.ablation_k}_{v}": c for v, c in self.ablation_configs().items()})
         runs.update(self.budget_configs())
+        runs.update(self.filter_configs())
         if "ddpm" in self.preset.models and "unet" in self.preset.models:
             runs[f"refine_k{self.preset.refine.k}"] = self.refine_config()  # type: ignore[assignment]
         steps += [self.run_step(name, cfg) for name, cfg in runs.items()]
