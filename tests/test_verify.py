@@ -78,7 +78,7 @@ def test_every_notebook_verifies_but_the_edited_results(
     out = capfd.readouterr().out
     fresh = tmp_path / "fresh"
     assert (fresh / MARKER).is_file() and (fresh / "runs" / "unet_k1").is_dir()
-    failed = set(re.findall(r"^FAILED notebooks/(\S+)", out, flags=re.M))
+    failed = set(re.findall(r"^FAILED notebooks/(\S+ \d+)", out, flags=re.M))
     assert failed == {f"results.ipynb::Cell {table[0]}", f"k2_failure.ipynb::Cell {glued[0]}"}
     for _, old, new in (table, glued):
         assert old in out and new in out  # the stored value and the one computed again
