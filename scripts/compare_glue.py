@@ -16,8 +16,10 @@ import math
 import sys
 from pathlib import Path
 
-# Glue keys of wall-clock values, which differ from run to run.
+# Glue keys of wall-clock values, which differ from run to run (studies made before
+# such values were glued with slicelib.study.present.WALL_CLOCK_MARK, which marks them).
 TIMING = ("seconds", "_ms", "ratio", "minutes", "samples_per_s", "s_per_epoch")
+MARK = " # wall clock"
 
 
 def glued(folder: Path) -> dict[str, str]:
@@ -38,7 +40,7 @@ def glued(folder: Path) -> dict[str, str]:
 
 def number(text: str | None) -> float | None:
     try:
-        return float(str(text).strip("'\""))
+        return float(str(text).removesuffix(MARK).strip("'\""))
     except ValueError:
         return None
 
@@ -53,7 +55,8 @@ def same(a: str | None, b: str | None) -> bool:
 def main(first: str, second: str) -> int:
     a, b = glued(Path(first)), glued(Path(second))
     differ = [key for key in sorted(set(a) | set(b)) if not same(a.get(key), b.get(key))]
-    results = [key for key in differ if not any(t in key for t in TIMING)]
+    marked = {key for key in differ if MARK in (a.get(key) or "") + (b.get(key) or "")}
+    results = [key for key in differ if key not in marked and not any(t in key for t in TIMING)]
     for key in differ:
         tag = "DIFF" if key in results else "TIMING"
         print(f"{tag} {key}: {a.get(key)!r:.80} -> {b.get(key)!r:.80}")

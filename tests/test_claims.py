@@ -301,9 +301,12 @@ def test_inference_cost_with_the_original_ddpm_or_as_an_illustration() -> None:
     scores = networks(1.0, ddpm_ancestral=shifted(-5.0))
     slow = evidence(scores, ms={"unet": 2.0, "ddpm_ancestral": 100.0})
     verdict = check(SLOW, slow)
-    assert verdict.outcome == REPRODUCED and "above 30x" in verdict.this_run
+    assert verdict.outcome == REPRODUCED and "above 30×" in verdict.this_run
+    assert verdict.timed  # decided by wall-clock times: the verdict says so
+    table = claims.claims_table(slow)
+    assert claims.TIMED in table.loc[claims.CLAIMS[SLOW].text, "verdict"]
     fast = check(SLOW, evidence(scores, ms={"unet": 2.0, "ddpm_ancestral": 40.0}))
-    assert fast.outcome == NOT_REPRODUCED and "20x, below 30x" in fast.this_run
+    assert fast.outcome == NOT_REPRODUCED and "20×, below 30×" in fast.this_run
     narrow = evidence(scores, ms={"unet": 2.0, "ddpm_ancestral": 100.0},
                       model=ModelConfig(ddpm_channels=16))  # fmt: skip
     assert "16 base channels" in check(SLOW, narrow).caveat

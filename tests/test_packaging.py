@@ -96,10 +96,9 @@ def test_gpu_lock_is_the_cpu_lock_and_the_cuda_runtime_of_the_same_torch() -> No
 # Declared dependencies -------------------------------------------------------------------
 
 # Modules that need an extra beyond their tier's, and why.
-NEEDS_TEST_EXTRA = {
-    # the pytest plugin of `slicelib verify`, which says to install the test extra
-    "slicelib/study/nbval_glue.py",
-}
+# None: `slicelib verify` runs pytest and nbval in a child process (checked, with the
+# line to install the test extra, before it starts).
+NEEDS_TEST_EXTRA: set[str] = set()
 # The DICOMweb client of `slicelib upsample`, which says to install the pacs extra.
 NEEDS_PACS_EXTRA = {"slicelib/upsample/dicomweb.py"}
 

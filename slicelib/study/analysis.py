@@ -19,6 +19,7 @@ from slicelib.errors import SlicelibError
 from slicelib.methods import ANCESTRAL, DETERMINISTIC_MODELS, family_of, is_ddim, method_label
 from slicelib.stats import MIN_TEST_PATIENTS, Comparison, compare, infer_mean
 from slicelib.study.present import (
+    WallClock,
     comparison_sentence,
     fmt,
     fmt_ci,
@@ -28,6 +29,7 @@ from slicelib.study.present import (
     p_floor_note,
     p_text,
     plural,
+    wall_clock,
 )
 from slicelib.study.workspace import HEADROOM, ORIGINAL
 
@@ -373,7 +375,7 @@ def sampler_table(res: Results) -> pd.DataFrame:
                 "PSNR vs linear 95% CI": fmt_ci(
                     r.get("psnr_gain_ci_low"), r.get("psnr_gain_ci_high")
                 ),
-                "ms per slice": fmt(r["ms_per_slice"], 1),
+                "ms per slice": wall_clock(r["ms_per_slice"], 1, " ms"),
             }
         )
     return pd.DataFrame(rows).set_index("method")
@@ -392,7 +394,7 @@ def sampler_numbers(res: Results, **kwargs: Any) -> dict[str, Any]:
         values.update(
             ddpm_ancestral_psnr=anc["psnr_mean"],
             ddpm_ancestral_ssim=anc["ssim_mean"],
-            ddpm_ancestral_ms=anc["ms_per_slice"],
+            ddpm_ancestral_ms=WallClock(anc["ms_per_slice"]),
             ddpm_slices=int(anc["n_slices"]),
         )
     if ddim:
@@ -401,7 +403,7 @@ def sampler_numbers(res: Results, **kwargs: Any) -> dict[str, Any]:
             ddim_best=method_label(best),
             ddim_best_psnr=res.row(best)["psnr_mean"],
             ddim_best_ssim=res.row(best)["ssim_mean"],
-            ddim_best_ms=res.row(best)["ms_per_slice"],
+            ddim_best_ms=WallClock(res.row(best)["ms_per_slice"]),
         )
         if ANCESTRAL in res.methods:
             c = compare(res.rows, ANCESTRAL, best, "psnr", **kwargs)
@@ -410,8 +412,8 @@ def sampler_numbers(res: Results, **kwargs: Any) -> dict[str, Any]:
             )
     if "unet" in res.methods and ANCESTRAL in res.methods:
         unet = res.row("unet")["ms_per_slice"]
-        values["unet_ms"] = unet
-        values["ddpm_unet_ratio"] = res.row(ANCESTRAL)["ms_per_slice"] / unet
+        values["unet_ms"] = WallClock(unet)
+        values["ddpm_unet_ratio"] = WallClock(res.row(ANCESTRAL)["ms_per_slice"] / unet)
     return values
 
 
@@ -430,7 +432,7 @@ def timing_table(res: Results) -> pd.DataFrame:
             {
                 "method": method_label(name),
                 "device": r.get("device", "-"),
-                "ms per slice": fmt(r["ms_per_slice"], 1),
+                "ms per slice": wall_clock(r["ms_per_slice"], 1, " ms"),
                 "original (ms, its GPU)": claimed,
             }
         )
@@ -553,10 +555,10 @@ def ablation_summary(compared: dict[str, Comparison]) -> str:
     )
 
 
-def ablation_seconds(study: Study) -> float:
+def ablation_seconds(study: Study) -> WallClock:
     """The training time the ablation's variants added to the study (their histories)."""
     runs = study.ablation_runs().values()
-    return sum(float(pd.read_csv(run / "history.csv")["seconds"].sum()) for run in runs)
+    return WallClock(sum(float(pd.read_csv(run / "history.csv")["seconds"].sum()) for run in runs))
 
 
 # The real-anatomy arm -----------------------------------------------------------------
@@ -771,7 +773,7 @@ def budget_table(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
                 "steps": int(last["steps"]),
                 "crop (px)": crop,
                 "training samples": int(last["samples"]),
-                "seconds": round(float(last["seconds"]), 1),
+                "seconds": wall_clock(last["seconds"], 1, " s"),
                 "val gain, last epoch (dB)": fmt_signed(last["val_gain_db"]),
                 "change over the last epoch (dB)": fmt_signed(_last_change(part["val_gain_db"])),
             }
@@ -795,7 +797,7 @@ def budget_numbers(runs: pd.DataFrame, study: Study) -> dict[str, Any]:
         "real_steps": int(lasts["steps"].max()),
         "real_samples": samples,
         "real_crop": crop,
-        "real_train_seconds": float(lasts["seconds"].sum()),
+        "real_train_seconds": WallClock(lasts["seconds"].sum()),
         "real_max_last_change": (
             f"{float(changes.abs().max()):.2f} dB"
             if changes.notna().any()

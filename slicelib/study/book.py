@@ -285,10 +285,11 @@ BADGES: dict[str, str] = {
 
 def verdict_badge(verdict: str) -> str:
     """The verdict as an html badge, coloured by its outcome or as an illustration."""
-    from slicelib.study.claims import NOTE_SEPARATOR
+    from slicelib.study.claims import NOTE_SEPARATOR, TIMED
 
     text = str(verdict)
-    if "illustration" in text.lower():
+    # an illustration, or a verdict that timings decide (coloured alike in every run)
+    if "illustration" in text.lower() or TIMED in text:
         css = "verdict-illustration"
     else:
         css = BADGES.get(text.split(NOTE_SEPARATOR)[0].lower(), "verdict-other")

@@ -48,7 +48,7 @@ from slicelib.stats import (
     decide,
     infer_mean,
 )
-from slicelib.study.present import fmt
+from slicelib.study.present import fmt, wall_clock
 
 if TYPE_CHECKING:
     from slicelib.study.workspace import Results, Study
@@ -73,6 +73,8 @@ OUTCOMES: tuple[str, ...] = (
     NOT_TESTABLE,
 )
 ILLUSTRATION = "illustration (synthetic cohort)"
+# A verdict decided by wall-clock times (``make verify`` leaves its outcome out).
+TIMED = "timed on this machine"
 # Separates the outcome from the notes in the verdict column.
 NOTE_SEPARATOR = " — "
 
@@ -114,7 +116,7 @@ BAND = Margin(
     "vanished or doubled",
 )  # fmt: skip
 SLOW = Margin(
-    "a factor of 30", 30.0, "x", 0,
+    "a factor of 30", 30.0, "×", 0,
     "100 sampling steps against one forward pass make two orders of magnitude on any "
     "device; 30x, half an order below the claimed 100x, leaves room for a smaller "
     "denoiser or a faster device", signed=False,
@@ -293,6 +295,7 @@ class Verdict:
     this_run: str
     outcome: str
     caveat: str = ""  # why the comparison is an illustration even on real data
+    timed: bool = False  # decided by wall-clock times: may change from run to run
 
 
 @dataclass(frozen=True)
@@ -471,12 +474,16 @@ def _ddpm_slow(ev: Evidence) -> Verdict:
         return Verdict("no DDPM or U-Net in this run", NOT_TESTABLE)
     ddpm, unet = ev.k1.row(ANCESTRAL), ev.k1.row("unet")
     ratio = ddpm["ms_per_slice"] / unet["ms_per_slice"]
-    times = f"{ddpm['ms_per_slice']:.0f} ms against {unet['ms_per_slice']:.1f} ms for the U-Net"
+    # Written as every timing is (units, "×"), so that ``make verify`` leaves them out.
+    times = (
+        f"{wall_clock(ddpm['ms_per_slice'], 0, ' ms')} against "
+        f"{wall_clock(unet['ms_per_slice'], 1, ' ms')} for the U-Net"
+    )
     if unet.get("device") != ddpm.get("device"):
-        return Verdict(f"{times} ({ratio:.0f}x) on different devices", NOT_TESTABLE)
+        return Verdict(f"{times} ({wall_clock(ratio, 0, '×')}) on different devices", NOT_TESTABLE)
     outcome, text = judge([Estimate.point("ratio", ratio, (SLOW.value, math.inf), SLOW)])
     text = f"{times}, {unet.get('device', '')}: {text}"
-    return Verdict(text, outcome, _not_the_original(ev, steps=True))
+    return Verdict(text, outcome, _not_the_original(ev, steps=True), timed=True)
 
 
 def _ddpm_stable(ev: Evidence) -> Verdict:
@@ -611,12 +618,15 @@ CLAIMS: tuple[Claim, ...] = (
 )  # fmt: skip
 
 
-def verdict_text(outcome: str, cohort: CohortKind, caveat: str = "") -> str:
-    """The verdict as the table shows it: the outcome, and beside it why it is an
-    illustration (the synthetic cohort, a comparison the original did not make)."""
+def verdict_text(outcome: str, cohort: CohortKind, caveat: str = "", timed: bool = False) -> str:
+    """The verdict as the table shows it: the outcome, :data:`TIMED` beside a verdict that
+    wall-clock times decided, and why it is an illustration (the synthetic cohort, a
+    comparison the original did not make)."""
     reasons = ["synthetic cohort"] if cohort == "synthetic" else []
     reasons += [caveat] if caveat else []
-    return outcome + (f"{NOTE_SEPARATOR}illustration ({'; '.join(reasons)})" if reasons else "")
+    notes = [TIMED] if timed else []
+    notes += [f"illustration ({'; '.join(reasons)})"] if reasons else []
+    return NOTE_SEPARATOR.join([outcome, *notes])
 
 
 def claims_table(evidence: Evidence) -> pd.DataFrame:
@@ -635,7 +645,9 @@ def claims_table(evidence: Evidence) -> pd.DataFrame:
                 "why this margin": claim.margin.why,
                 "rule": claim.rule,
                 "why this rule": claim.rationale,
-                "verdict": verdict_text(verdict.outcome, evidence.cohort, verdict.caveat),
+                "verdict": verdict_text(
+                    verdict.outcome, evidence.cohort, verdict.caveat, verdict.timed
+                ),
             }
         )
     return pd.DataFrame(rows).set_index("claim")
@@ -689,6 +701,7 @@ __all__ = [
     "NOT_TESTABLE",
     "OUTCOMES",
     "REPRODUCED",
+    "TIMED",
     "TOO_FEW_PATIENTS",
     "Claim",
     "CohortKind",

@@ -36,7 +36,8 @@ FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 class StudyFigure(Figure):
-    """A matplotlib Figure that notebooks display as a PNG without pyplot."""
+    """A matplotlib Figure that notebooks display as a PNG without pyplot; its text
+    form (:func:`figure_summary`) states the numbers it draws."""
 
     def _repr_png_(self) -> bytes:
         import io
@@ -44,6 +45,73 @@ class StudyFigure(Figure):
         buffer = io.BytesIO()
         self.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
         return buffer.getvalue()
+
+    def __repr__(self) -> str:
+        return figure_summary(self)
+
+
+# Significant digits of a figure's summary: those of the tables' printed numbers.
+SUMMARY_DIGITS = 4
+
+
+def _drawn_numbers(artist: Any) -> np.ndarray | None:
+    """The numbers an artist draws: a line's points, an image's pixels, a scatter's
+    points, a line collection's segments (error bars, ``hlines``); None for others."""
+    from matplotlib.collections import LineCollection, PathCollection
+    from matplotlib.image import AxesImage
+    from matplotlib.lines import Line2D
+
+    if isinstance(artist, Line2D):
+        return np.asarray(artist.get_xydata(), dtype=float)
+    if isinstance(artist, AxesImage):
+        return np.ma.filled(np.ma.asarray(artist.get_array(), dtype=float), np.nan)
+    if isinstance(artist, LineCollection):
+        segments = [np.asarray(s, dtype=float).ravel() for s in artist.get_segments()]
+        return np.concatenate(segments) if segments else np.zeros(0)
+    if isinstance(artist, PathCollection):
+        return np.asarray(artist.get_offsets(), dtype=float)
+    return None
+
+
+def _number(value: float) -> str:
+    value = float(np.round(value, 9)) + 0.0  # no "-0" for a value that rounds to zero
+    return f"{value:.{SUMMARY_DIGITS}g}"
+
+
+def figure_summary(fig: Figure) -> str:
+    """A figure as text: its size, then per axes its title and, per kind of artist, how
+    many numbers it draws with their mean and standard deviation.
+
+    The executed notebooks keep it as the figure's ``text/plain`` output beside the
+    PNG; ``make verify`` (nbval) compares it, so a figure whose numbers change fails
+    the check while the PNG, which nbval does not compare, may differ in its pixels.
+    """
+    width, height = (float(v) * fig.dpi for v in fig.get_size_inches())
+    lines = [f"<{type(fig).__name__} size {width:g}x{height:g} with {len(fig.axes)} Axes>"]
+    suptitle = fig.get_suptitle()
+    if suptitle:
+        lines.append(f"title: {suptitle}")
+    for index, ax in enumerate(fig.axes):
+        title = " / ".join(t for t in (ax.get_title(loc) for loc in ("left", "center", "right")) if t)
+        drawn: dict[str, list[np.ndarray]] = {}
+        for artist in ax.get_children():
+            numbers = _drawn_numbers(artist)
+            if numbers is not None and numbers.size:
+                drawn.setdefault(type(artist).__name__, []).append(numbers.ravel())
+        parts = []
+        for kind, arrays in drawn.items():
+            values = np.concatenate(arrays)
+            finite = values[np.isfinite(values)]
+            stats = (
+                f"mean {_number(finite.mean())}, std {_number(finite.std())}"
+                if finite.size
+                else "no finite value"
+            )
+            parts.append(f"{len(arrays)} {kind}: {values.size} numbers, {stats}")
+        if title or parts:
+            heading = f"axes {index + 1}" + (f" ({title!r})" if title else "")
+            lines.append(f"{heading}: " + ("; ".join(parts) or "no data"))
+    return "\n".join(lines)
 
 
 def panels(

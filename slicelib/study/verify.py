@@ -4,20 +4,27 @@ every stored text output with the new one.
 
 The copies keep their stored outputs; only papermill's injected-parameters cell is
 rewritten to point at the fresh workspace, so that each notebook makes again what it
-reads (cohort, cache, runs, results). nbval's sanitizer, ``.nbval-sanitize.cfg`` at
-the checkout's root plus the two workspace paths, blanks what legitimately varies.
+reads (cohort, cache, runs, results). Only nbval's own means decide what is compared:
+its sanitizer, ``.nbval-sanitize.cfg`` at the checkout's root plus the two workspace
+paths, blanks what legitimately varies (wall clock, dates, paths, digests), and cells
+tagged ``nbval-ignore-output`` in the notebooks' sources run without being compared.
+nbval's limit on one cell is sized to the study (:func:`cell_timeout`): a cell may
+train a network.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from slicelib.errors import SlicelibError
 from slicelib.study.notebooks import STUDY_NOTEBOOKS
@@ -27,6 +34,24 @@ logger = logging.getLogger(__name__)
 SANITIZE_FILE = ".nbval-sanitize.cfg"
 # Written into the fresh workspace, so that a later check may replace it and nothing else.
 MARKER = ".slicelib-verify"
+
+# nbval's limit on one cell, by the study's preset (nbval's own default, 2000 s, is
+# shorter than a training cell of the demo preset). The paper preset's is more than
+# twice the supplement's longest training run (the GAN: 25 epochs of 24 min, 10 h on
+# its GPU); a preset not listed gets the paper's.
+CELL_TIMEOUT_S: dict[str, int] = {
+    "smoke": 15 * 60,
+    "demo": 2 * 3600,
+    "real": 2 * 3600,
+    "paper": 24 * 3600,
+}
+# And at least this many times the longest notebook the study recorded (a slower machine).
+TIMEOUT_FACTOR = 4
+
+# A line of slicelib's log in a cell's output (notebooks.KERNEL_LOG_FORMAT with
+# KERNEL_LOG_DATES): what ``papermill --log-output`` leaves in a notebook it ran alone
+# (the SLURM array's training notebooks). The check runs with the kernel's log off.
+LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} .*(?:\n|$)", flags=re.MULTILINE)
 
 
 def ordered_notebooks(notebooks_dir: Path, only: Sequence[str] | None = None) -> list[Path]:
@@ -55,7 +80,8 @@ def ordered_notebooks(notebooks_dir: Path, only: Sequence[str] | None = None) ->
 
 def retarget(executed: Path, target: Path, out_dir: Path, study_dir: Path | None = None) -> None:
     """Copy ``executed`` to ``target`` with its injected parameters pointing at
-    ``out_dir``; every stored output is kept for the comparison. A notebook that ran on
+    ``out_dir``; every stored output is kept for the comparison, less the lines of
+    slicelib's log (:func:`without_log_lines`). A notebook that ran on
     a workspace inside ``study_dir`` (the real-anatomy arm's ``<study>/real``) points at
     the same place inside ``out_dir``."""
     import nbformat
@@ -74,21 +100,49 @@ def retarget(executed: Path, target: Path, out_dir: Path, study_dir: Path | None
     # parameterize_notebook rewrites only the injected cell; keep every stored output.
     for cell, stored in zip(nb.cells, outputs):
         if stored is not None and cell.metadata.get("tags") != ["injected-parameters"]:
-            cell.outputs = stored
+            cell.outputs = without_log_lines(stored)
     nbformat.write(nb, target)
+
+
+def without_log_lines(outputs: list[Any]) -> list[Any]:
+    """A cell's stored outputs without the lines of slicelib's log (:data:`LOG_LINE`)
+    in its streams, and without a stream that held nothing else."""
+    kept = []
+    for output in outputs:
+        if output.get("output_type") == "stream":
+            text = LOG_LINE.sub("", str(output.get("text", "")))
+            if not text:
+                continue
+            output["text"] = text
+        kept.append(output)
+    return kept
+
+
+def cell_timeout(preset: str, notebooks_dir: Path) -> int:
+    """nbval's limit on one cell, in seconds, for a study of ``preset`` whose executed
+    notebooks are in ``notebooks_dir``: the preset's :data:`CELL_TIMEOUT_S`, or
+    :data:`TIMEOUT_FACTOR` times the longest notebook the runner recorded there
+    (its state file) when that is longer."""
+    from slicelib.study.notebooks import STATE_FILE
+
+    try:
+        state = json.loads((notebooks_dir / STATE_FILE).read_text())
+        longest = max((float(e.get("seconds") or 0.0) for e in state.values()), default=0.0)
+    except (OSError, ValueError, AttributeError):
+        longest = 0.0  # no record (notebooks run by papermill alone): the preset decides
+    base = CELL_TIMEOUT_S.get(preset, CELL_TIMEOUT_S["paper"])
+    return max(base, math.ceil(TIMEOUT_FACTOR * longest))
 
 
 def sanitizer(source_root: Path, paths: Sequence[Path], target: Path) -> Path:
     """One section per workspace path, then the checkout's sanitizer file; returns it."""
-    import re
-
     # The paths first: the generic patterns must not cut a path in two.
     sections = [
         f"[workspace-{index}]\nregex: {re.escape(str(path))}\nreplace: STUDY\n\n"
         for index, path in enumerate(paths)
     ]
-    sections.append((source_root / SANITIZE_FILE).read_text())
-    target.write_text("".join(sections))
+    sections.append((source_root / SANITIZE_FILE).read_text(encoding="utf-8"))
+    target.write_text("".join(sections), encoding="utf-8")
     return target
 
 
@@ -98,10 +152,12 @@ def verify_study(
     fresh: Path | None = None,
     source_root: Path | None = None,
     pytest_args: Sequence[str] = (),
+    timeout_s: int | None = None,
 ) -> int:
     """Run the executed notebooks of ``study_dir`` again in ``fresh`` (default
     ``<study_dir>-verify``, replaced when an earlier check made it) under
     ``pytest --nbval``; returns pytest's exit code (0: every output reproduced).
+    ``timeout_s``: nbval's limit on one cell (default :func:`cell_timeout`).
 
     Raises a one-line :class:`SlicelibError` when ``study_dir`` is not a finished
     study or ``fresh`` is a folder this check did not make.
@@ -139,12 +195,16 @@ def verify_study(
     config = sanitizer(root, [study_dir, fresh], fresh / SANITIZE_FILE)
     ini = fresh / "pytest.ini"
     ini.write_text("[pytest]\n")  # the checkout's pytest settings do not apply here
+    preset = str(record.get("preset"))
+    if timeout_s is None:
+        timeout_s = cell_timeout(preset, study_dir / "notebooks")
     logger.info(
-        "verify: %d notebooks of %s (preset %s) in %s",
+        "verify: %d notebooks of %s (preset %s) in %s, at most %d s a cell",
         len(targets),
         study_dir,
-        record.get("preset"),
+        preset,
         fresh,
+        timeout_s,
     )
     command = [
         sys.executable,
@@ -154,19 +214,20 @@ def verify_study(
         "--nbval-current-env",
         "--nbval-sanitize-with",
         str(config),
+        "--nbval-cell-timeout",
+        str(timeout_s),
         "-c",
         str(ini),
         "--confcutdir",
         str(fresh),
         "-p",
         "no:cacheprovider",
-        "-p",
-        "slicelib.study.nbval_glue",
         *pytest_args,
         *map(str, targets),
     ]
     # The stored notebooks hold no log lines (the runner kept them out): neither may these.
+    # nbval reads the sanitizer file (its "×" and "—") in the locale's encoding: UTF-8.
     from slicelib.study.notebooks import KERNEL_LOG_ENV, KERNEL_LOG_OFF
 
-    env = {**os.environ, KERNEL_LOG_ENV: KERNEL_LOG_OFF}
+    env = {**os.environ, KERNEL_LOG_ENV: KERNEL_LOG_OFF, "PYTHONUTF8": "1"}
     return subprocess.run(command, cwd=fresh, env=env, check=False).returncode
