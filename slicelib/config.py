@@ -511,8 +511,8 @@ SMOKE = Preset(
 # run by `slicelib study` beside the demo preset's synthetic arm in about 8 minutes of a
 # 2-core machine. 128 px keeps the volumes whole; 55/15/30 % gives 39/10/21 subjects (21
 # test). The CNN, the U-Net and the motion-compensated CNN train at k=1 and k=2, each
-# with the recipe chosen on validation subjects for CPU training that counts (explored
-# with `python -m benchmarks real`):
+# with the recipe chosen on validation subjects for CPU training that counts (longer
+# budgets of the same recipe: `python -m benchmarks real`):
 # - MSE, not L1: PSNR is an MSE measure and the residual over linear interpolation is
 #   heavy-tailed, so L1's sign gradients barely move it (the U-Net at 2,560 samples:
 #   L1 +0.02 dB, MSE +0.31 dB over linear at k=1);

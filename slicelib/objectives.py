@@ -139,6 +139,10 @@ class L1Objective(Objective):
 
     roles: tuple[str, ...] = ("generator",)
 
+    def __init__(self, cfg: TrainConfig, learners: Mapping[str, Learner], amp: Amp) -> None:
+        super().__init__(cfg, learners, amp)
+        self.higher_is_better = not selects_on_loss(cfg)
+
     @property
     def generator(self) -> Learner:
         return self.learners["generator"]
@@ -364,6 +368,15 @@ OBJECTIVES: dict[str, type[Objective]] = {
 def objective_class(model: str) -> type[Objective]:
     """The objective that trains ``model``."""
     return lookup(OBJECTIVES, model, "model")
+
+
+def selects_on_loss(cfg: TrainConfig) -> bool:
+    """Whether a run keeps the checkpoint of lowest validation loss rather than highest
+    validation SSIM (the original's rule for its L1 networks): the DDPM, as the original
+    did, and a network trained on squared error, whose validation loss is what PSNR
+    measures."""
+    cls = objective_class(cfg.model)
+    return cls is DiffusionObjective or (cls is L1Objective and cfg.loss == "mse")
 
 
 def build_networks(cfg: RunConfig) -> dict[str, nn.Module]:

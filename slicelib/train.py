@@ -2,11 +2,11 @@
 
 :func:`train` reads triplets from a prepared cache, optimises with Adam, validates
 once per epoch (loss, PSNR and Gaussian-window SSIM on full-size validation
-slices) and keeps ``best.pt`` (best validation SSIM; for the DDPM lowest
-validation loss), ``last.pt``, ``history.csv`` and ``config.json`` in the run
-directory (a new or empty folder, or a run slicelib wrote: :mod:`slicelib.outputs`).
-Runs resume from ``last.pt``; every epoch reseeds from ``(seed,
-epoch, rank)``, so on the CPU an interrupted and resumed run ends with the same
+slices) and keeps ``best.pt`` (best validation SSIM; lowest validation loss for the
+DDPM and for networks trained on squared error), ``last.pt``, ``history.csv`` and
+``config.json`` in the run directory (a new or empty folder, or a run slicelib
+wrote: :mod:`slicelib.outputs`). Runs resume from ``last.pt``; every epoch reseeds
+from ``(seed, epoch, rank)``, so on the CPU an interrupted and resumed run ends with the same
 weights as an uninterrupted one.
 
 The same loop trains the refinement of a trained U-Net (a
@@ -99,7 +99,7 @@ class TrainResult:
 
     history: list[dict[str, float]]
     best_epoch: int
-    best_value: float  # val SSIM of the best epoch (DDPM: val loss)
+    best_value: float  # val SSIM of the best epoch, or its val loss (objectives.selects_on_loss)
     run_dir: Path
 
 

@@ -147,7 +147,7 @@ def test_tiny_real_arm_end_to_end(tiny_arm: Study) -> None:
 
     runs = real.training_runs(study)
     assert len(runs) == 6 and (runs["steps"] == 2).all()
-    numbers = real.budget_numbers(runs, study)
+    numbers = real.budget_numbers(runs)
     assert numbers["real_runs"] == 6 and numbers["real_budget_ratio"] > 1
     assert numbers["real_max_last_change"].startswith("not measured")  # one epoch per run
 

@@ -730,7 +730,7 @@ def _val_linear(cache: Cache, k: int, max_slices: int | None) -> float:
 def training_runs(study: Study) -> pd.DataFrame:
     """One row per epoch of every run: validation PSNR gain over linear on the same
     validation slices, and the run's budget (``model, k, epoch, val_gain_db, steps,
-    samples, seconds``; steps, samples and seconds are cumulative)."""
+    samples, crop, seconds``; steps, samples and seconds are cumulative)."""
     from slicelib.data.dataset import TripletDataset
 
     cache = study.cache()
@@ -749,6 +749,7 @@ def training_runs(study: Study) -> pd.DataFrame:
                     "val_gain_db": history["val_psnr"] - linear,
                     "steps": history["epoch"] * steps,
                     "samples": history["epoch"] * steps * cfg.batch_size,
+                    "crop": cfg.crop or study.preset.prepare.size,
                     "seconds": history["seconds"].cumsum(),
                 }
             )
@@ -763,7 +764,6 @@ def _last_change(gains: pd.Series) -> float:
 def budget_table(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
     """Per run: steps, crop, samples, wall seconds, the validation gain over linear at the
     last epoch and its change over the last epoch (how far from flat)."""
-    crop = study.preset.crop or study.preset.prepare.size
     rows = []
     for (model, k), part in runs.groupby(["model", "k"], sort=False):
         last = part.iloc[-1]
@@ -771,7 +771,7 @@ def budget_table(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
             {
                 "run": f"{method_label(str(model))}, k={k}",
                 "steps": int(last["steps"]),
-                "crop (px)": crop,
+                "crop (px)": int(last["crop"]),
                 "training samples": int(last["samples"]),
                 "seconds": wall_clock(last["seconds"], 1, " s"),
                 "val gain, last epoch (dB)": fmt_signed(last["val_gain_db"]),
@@ -781,20 +781,25 @@ def budget_table(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("run")
 
 
-def budget_numbers(runs: pd.DataFrame, study: Study) -> dict[str, Any]:
-    """``real_steps``, ``real_samples``, ``real_train_seconds`` (all runs),
-    ``real_max_last_change`` (largest change of validation gain over the last epoch,
-    text with its unit), ``real_paper_samples`` (the original U-Net's training
-    triplets times epochs, at 256 px) and ``real_budget_ratio`` (its training pixels
-    over one run's here)."""
-    crop = study.preset.crop or study.preset.prepare.size
+def budget_numbers(runs: pd.DataFrame) -> dict[str, Any]:
+    """``real_samples_text`` (each network's training samples per run), ``real_runs``,
+    ``real_train_seconds`` (all runs), ``real_max_last_change`` (largest change of
+    validation gain over the last epoch, text with its unit), ``real_paper_samples`` (the
+    original U-Net's training triplets times epochs, at 256 px), ``real_samples`` and
+    ``real_crop`` (the U-Net's run here, else the largest) and ``real_budget_ratio``
+    (the original's training pixels over that run's)."""
     paper_samples = original.REPORTED_COHORT["train triplets"] * PAPER_EPOCHS["unet"]
     grouped = runs.groupby(["model", "k"], sort=False)
     lasts, changes = grouped.tail(1), grouped["val_gain_db"].apply(_last_change)
-    samples = int(lasts["samples"].max())
+    unet = lasts[lasts["model"] == "unet"]
+    ours = (unet if len(unet) else lasts).sort_values("samples").iloc[-1]
+    samples, crop = int(ours["samples"]), int(ours["crop"])
+    per_model = lasts.groupby("model", sort=False)["samples"].max()
     return {
+        "real_samples_text": ", ".join(
+            f"{method_label(str(m))} {int(n):,}" for m, n in per_model.items()
+        ),
         "real_runs": len(lasts),
-        "real_steps": int(lasts["steps"].max()),
         "real_samples": samples,
         "real_crop": crop,
         "real_train_seconds": WallClock(lasts["seconds"].sum()),

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from slicelib.config import PAPER, ModelConfig
+from slicelib.config import PAPER, ModelConfig, TrainConfig
 from slicelib.methods import (
     ANCESTRAL,
     CLASSICAL,
@@ -564,7 +564,7 @@ def training_table(study: Study) -> pd.DataFrame:
     for model, k in study.runs():
         cfg = study.train_config(model, k)
         history = study.history(model, k)
-        best = best_epoch(history, model)
+        best = best_epoch(history, cfg)
         try:
             paper: ReportedModel | None = reported_model(model)
         except KeyError:  # an extension of the original (the motion-compensated CNN)
@@ -592,12 +592,22 @@ def training_table(study: Study) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["model", "k"])
 
 
-def best_epoch(history: pd.DataFrame, model: str) -> int:
-    """The epoch the run kept as best: highest validation SSIM (DDPM: lowest val loss)."""
+def best_epoch(history: pd.DataFrame, cfg: TrainConfig) -> int:
+    """The epoch the run kept as best (:func:`~slicelib.objectives.selects_on_loss`:
+    lowest validation loss, else highest validation SSIM)."""
+    from slicelib.objectives import selects_on_loss
+
     epochs = history["epoch"].to_numpy()
-    if model == "ddpm":
+    if selects_on_loss(cfg):
         return int(epochs[int(np.argmin(history["val_loss"].to_numpy()))])
     return int(epochs[int(np.argmax(history["val_ssim"].to_numpy()))])
+
+
+def selection_rule(cfg: TrainConfig) -> str:
+    """How the run chose its best epoch, in words."""
+    from slicelib.objectives import selects_on_loss
+
+    return "lowest validation loss" if selects_on_loss(cfg) else "highest validation SSIM"
 
 
 def run_table(study: Study, model: str, k: int) -> pd.DataFrame:
@@ -606,10 +616,10 @@ def run_table(study: Study, model: str, k: int) -> pd.DataFrame:
 
     cfg = study.train_config(model, k)  # type: ignore[arg-type]
     history = study.history(model, k)  # type: ignore[arg-type]
-    best = best_epoch(history, model)
+    best = best_epoch(history, cfg)
     chosen = history.set_index("epoch").loc[best]
     params = count_parameters(build_generator(model, cfg.model_cfg))
-    criterion = "lowest validation loss" if model == "ddpm" else "highest validation SSIM"
+    criterion = selection_rule(cfg)
     items = {
         "model": method_label(model),
         "k": k,
@@ -772,6 +782,7 @@ def parameter_numbers() -> dict[str, Any]:
         "params_gan_improved": f"{counts['gan_improved']['generator']:,}",
         "params_gan_improved_disc": f"{counts['gan_improved']['discriminator']:,}",
         "params_ddpm": f"{counts['ddpm']['denoiser'] / 1e6:.1f} M",
+        "params_mcnet": f"{counts['mcnet']['generator']:,}",
     }
 
 
@@ -784,7 +795,7 @@ def training_numbers(study: Study) -> dict[str, Any]:
         history = study.history(model, k)
         key = f"train_{model}_k{k}"
         values[f"{key}_epochs"] = int(len(history))
-        values[f"{key}_best"] = best_epoch(history, model)
+        values[f"{key}_best"] = best_epoch(history, study.train_config(model, k))
         values[f"{key}_s_per_epoch"] = WallClock(history["seconds"].mean())
         values[f"{key}_samples_per_s"] = WallClock(history["samples_per_s"].mean())
         total += float(history["seconds"].sum())

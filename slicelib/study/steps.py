@@ -85,16 +85,18 @@ def imported_modules(tree: ast.AST, known: Iterable[str]) -> set[str]:
 def _module(
     path: Path, size: int, mtime_ns: int, known: frozenset[str]
 ) -> tuple[str, frozenset[str]]:
-    """(content hash, the ``known`` modules it imports) of one file, read again when its
-    size or modification time changes."""
+    """(code hash, the ``known`` modules it imports) of one file, read again when its
+    size or modification time changes. The hash is of the syntax tree: an edited comment
+    or a reformatted line changes no step, an edited docstring or statement does."""
     data = path.read_bytes()
     try:
-        imports = imported_modules(ast.parse(data, filename=str(path)), known)
+        tree = ast.parse(data, filename=str(path))
     except SyntaxError:
         # A file that does not parse makes any step that runs it fail anyway;
         # depending on the whole package keeps its hash honest meanwhile.
-        imports = set(known)
-    return hashlib.sha256(data).hexdigest(), frozenset(imports)
+        return hashlib.sha256(data).hexdigest(), known
+    code = ast.dump(tree).encode()
+    return hashlib.sha256(code).hexdigest(), frozenset(imported_modules(tree, known))
 
 
 @lru_cache(maxsize=4)
