@@ -18,6 +18,7 @@ from slicelib.checkpoint import read_checkpoint
 from slicelib.config import SMOKE
 from slicelib.distributed import DistInfo, env_info
 from slicelib.errors import SlicelibError
+from slicelib.io import OUTPUT_MARKER
 from slicelib.models import build_generator
 from slicelib.study import Study
 from slicelib.train import train
@@ -63,7 +64,7 @@ def test_two_gloo_processes_match_one_process(tiny_cache: Path, tmp_path: Path) 
     for column in ("train_loss", "train_l1", "train_d", "val_loss", "val_psnr", "val_ssim"):
         assert row2[column] == pytest.approx(row1[column], rel=1e-4), column
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
-        "best.pt", "config.json", "history.csv", "last.pt", "model_card.md",
+        OUTPUT_MARKER, "best.pt", "config.json", "history.csv", "last.pt", "model_card.md",
     ]  # fmt: skip
 
     # The rule (BATCH_RULE): the same effective batch is the same setting, so the study
