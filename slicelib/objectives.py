@@ -370,6 +370,14 @@ def objective_class(model: str) -> type[Objective]:
     return lookup(OBJECTIVES, model, "model")
 
 
+def keeps_last(cfg: TrainConfig) -> bool:
+    """Whether a run keeps its last epoch as ``best.pt``: a run whose learning rate decays
+    (``schedule`` other than constant) ends where its schedule brings it, and a handful of
+    validation slices is too noisy to pick an earlier epoch over that one; validation is
+    then reported, not used to choose."""
+    return cfg.schedule != "constant"
+
+
 def selects_on_loss(cfg: TrainConfig) -> bool:
     """Whether a run keeps the checkpoint of lowest validation loss rather than highest
     validation SSIM (the original's rule for its L1 networks): the DDPM, as the original

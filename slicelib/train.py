@@ -3,7 +3,8 @@
 :func:`train` reads triplets from a prepared cache, optimises with Adam, validates
 once per epoch (loss, PSNR and Gaussian-window SSIM on full-size validation
 slices) and keeps ``best.pt`` (best validation SSIM; lowest validation loss for the
-DDPM and for networks trained on squared error), ``last.pt``, ``history.csv`` and
+DDPM and for networks trained on squared error; the last epoch when the learning rate
+decays), ``last.pt``, ``history.csv`` and
 ``config.json`` in the run directory (a new or empty folder, or a run slicelib
 wrote: :mod:`slicelib.outputs`). Runs resume from ``last.pt``; every epoch reseeds
 from ``(seed, epoch, rank)``, so on the CPU an interrupted and resumed run ends with the same
@@ -79,7 +80,7 @@ from slicelib.locking import hold_lock
 from slicelib.metrics import batch_psnr, batch_ssim
 from slicelib.model_card import MODEL_CARD, training_domain, write_model_card
 from slicelib.models import takes_estimate
-from slicelib.objectives import Learner, Objective, build_networks, build_objective
+from slicelib.objectives import Learner, Objective, build_networks, build_objective, keeps_last
 from slicelib.outputs import check_output, claim, remove_stale_files, require_path
 
 log = logging.getLogger(__name__)
@@ -300,7 +301,7 @@ def train(
             row.update({f"train_{name}": value for name, value in means.items()})
             history.append(row)
             value = row["val_ssim"] if objective.higher_is_better else row["val_loss"]
-            improved = best is None or (
+            improved = keeps_last(cfg) or best is None or (
                 value > best[1] if objective.higher_is_better else value < best[1]
             )
             if improved:

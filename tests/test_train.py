@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -18,6 +19,8 @@ from slicelib.cli import main
 from slicelib.config import MODEL_NAMES, SMOKE, ModelConfig, PrepareConfig, TrainConfig
 from slicelib.errors import SlicelibError
 from slicelib.objectives import L1Objective
+from slicelib.study import present
+import slicelib.train as train_module
 from slicelib.train import HISTORY_COLUMNS, duration, train
 
 # Narrow networks: the loop, not the architectures, is under test here.
@@ -61,14 +64,39 @@ def test_tiny_run_lowers_the_training_loss(model: str, tiny_cache: Path, tmp_pat
     if model.startswith("gan"):
         assert {"train_adv", "train_d"} <= set(result.history[0])
         assert ("train_fm" in result.history[0]) == (model == "gan_improved")
-    # best.pt: highest validation SSIM, for the DDPM the lowest validation loss
-    if model == "ddpm":
+    # best.pt: highest validation SSIM, for the DDPM and squared error the lowest validation loss
+    if model == "ddpm" or cfg.loss == "mse":
         expected = int(np.argmin([row["val_loss"] for row in result.history])) + 1
     else:
         expected = int(np.argmax([row["val_ssim"] for row in result.history])) + 1
     assert result.best_epoch == expected
     assert read_checkpoint(tmp_path / model / "best.pt")["epoch"] == expected
     assert read_checkpoint(tmp_path / model / "last.pt")["epoch"] == 3
+    assert present.best_epoch(pd.DataFrame(result.history), cfg) == expected
+
+
+@pytest.mark.parametrize("model", ["unet", "ddpm"])
+def test_a_decaying_rate_keeps_the_last_epoch(
+    model: str, tiny_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # validation is reported, not used to choose: epoch 2 validates best on every measure,
+    # the constant-rate run keeps it, the decaying one keeps the end of its schedule
+    scores = {1: (0.5, 0.1), 2: (0.9, 0.01), 3: (0.6, 0.05), 4: (0.7, 0.04)}
+    epochs = iter([1, 2, 3, 4, 1, 2, 3, 4])
+
+    def validate(*args: object) -> dict[str, float]:
+        ssim, loss = scores[next(epochs)]
+        return {"val_loss": loss, "val_psnr": 20.0, "val_ssim": ssim}
+
+    monkeypatch.setattr(train_module, "_validate", validate)
+    constant = tiny_config(model, epochs=4, steps_per_epoch=1)
+    assert train(constant, tiny_cache, tmp_path / "c", progress=False).best_epoch == 2
+    cfg = tiny_config(model, epochs=4, steps_per_epoch=1, schedule="cosine")
+    result = train(cfg, tiny_cache, tmp_path / "d", progress=False)
+    assert result.best_epoch == 4 == read_checkpoint(tmp_path / "d" / "best.pt")["epoch"]
+    assert present.best_epoch(pd.DataFrame(result.history), cfg) == 4
+    assert present.best_epoch(pd.DataFrame(result.history), constant) == 2
+    assert present.selection_rule(cfg).startswith("the last")
 
 
 def test_history_csv_and_config_json(tiny_cache: Path, tmp_path: Path) -> None:

@@ -593,20 +593,24 @@ def training_table(study: Study) -> pd.DataFrame:
 
 
 def best_epoch(history: pd.DataFrame, cfg: TrainConfig) -> int:
-    """The epoch the run kept as best (:func:`~slicelib.objectives.selects_on_loss`:
-    lowest validation loss, else highest validation SSIM)."""
-    from slicelib.objectives import selects_on_loss
+    """The epoch the run kept as best (:func:`selection_rule`)."""
+    from slicelib.objectives import keeps_last, selects_on_loss
 
     epochs = history["epoch"].to_numpy()
+    if keeps_last(cfg):
+        return int(epochs[-1])
     if selects_on_loss(cfg):
         return int(epochs[int(np.argmin(history["val_loss"].to_numpy()))])
     return int(epochs[int(np.argmax(history["val_ssim"].to_numpy()))])
 
 
 def selection_rule(cfg: TrainConfig) -> str:
-    """How the run chose its best epoch, in words."""
-    from slicelib.objectives import selects_on_loss
+    """How the run chose its best epoch, in words (:func:`~slicelib.objectives.keeps_last`,
+    :func:`~slicelib.objectives.selects_on_loss`)."""
+    from slicelib.objectives import keeps_last, selects_on_loss
 
+    if keeps_last(cfg):
+        return "the last: the learning rate decays over the run"
     return "lowest validation loss" if selects_on_loss(cfg) else "highest validation SSIM"
 
 
