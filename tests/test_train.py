@@ -14,13 +14,13 @@ import pytest
 import torch
 
 import slicelib
+import slicelib.train as train_module
 from slicelib.checkpoint import read_checkpoint
 from slicelib.cli import main
 from slicelib.config import MODEL_NAMES, SMOKE, ModelConfig, PrepareConfig, TrainConfig
 from slicelib.errors import SlicelibError
 from slicelib.objectives import L1Objective
 from slicelib.study import present
-import slicelib.train as train_module
 from slicelib.train import HISTORY_COLUMNS, duration, train
 
 # Narrow networks: the loop, not the architectures, is under test here.
