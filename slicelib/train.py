@@ -301,8 +301,10 @@ def train(
             row.update({f"train_{name}": value for name, value in means.items()})
             history.append(row)
             value = row["val_ssim"] if objective.higher_is_better else row["val_loss"]
-            improved = keeps_last(cfg) or best is None or (
-                value > best[1] if objective.higher_is_better else value < best[1]
+            improved = (
+                keeps_last(cfg)
+                or best is None
+                or (value > best[1] if objective.higher_is_better else value < best[1])
             )
             if improved:
                 best = (epoch, value)
