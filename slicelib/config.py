@@ -102,7 +102,8 @@ class ScanConfig:
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    """Preprocessing into the cache (supplement 1.2, 1.3)."""
+    """Preprocessing into the cache (supplement 1.2, 1.3): slices resized to ``size`` pixels
+    square, patients split by the fractions ``split`` (train, val, test) with ``seed``."""
 
     size: int = 256
     seed: int = 0
