@@ -572,6 +572,12 @@ def get_preset(name: str) -> Preset:
 T = TypeVar("T")
 
 
+def given(**overrides: Any) -> dict[str, Any]:
+    """The ``overrides`` that are set (not None: an option not given on the command line),
+    in order, for :func:`replace_checked`."""
+    return {name: value for name, value in overrides.items() if value is not None}
+
+
 def replace_checked(cfg: T, **overrides: Any) -> T:
     """``dataclasses.replace`` that names an unknown parameter in a one-line error."""
     names = {f.name for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
