@@ -926,6 +926,7 @@ __all__: Sequence[str] = (
     "FieldSpec",
     "LatticeField",
     "Layer",
+    "Ridge",
     "Subject",
     "Tissue",
     "acquire",
