@@ -102,7 +102,8 @@ class ScanConfig:
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    """Preprocessing into the cache (supplement 1.2, 1.3)."""
+    """Preprocessing into the cache (supplement 1.2, 1.3): slices resized to ``size`` pixels
+    square, patients split by the fractions ``split`` (train, val, test) with ``seed``."""
 
     size: int = 256
     seed: int = 0
@@ -569,6 +570,12 @@ def get_preset(name: str) -> Preset:
 
 
 T = TypeVar("T")
+
+
+def given(**overrides: Any) -> dict[str, Any]:
+    """The ``overrides`` that are set (not None: an option not given on the command line),
+    in order, for :func:`replace_checked`."""
+    return {name: value for name, value in overrides.items() if value is not None}
 
 
 def replace_checked(cfg: T, **overrides: Any) -> T:

@@ -50,7 +50,7 @@ from slicelib.interpolator import Interpolator, Predictor, with_std
 from slicelib.methods import MethodSpec
 from slicelib.metrics import clip01, slice_metrics
 from slicelib.results import Results
-from slicelib.stats import MIN_TEST_PATIENTS, summarize
+from slicelib.stats import KEY, METRICS, MIN_TEST_PATIENTS, summarize
 
 __all__ = [
     "ROW_COLUMNS",
@@ -72,18 +72,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# One row per method and scored slice: what identifies it, its metrics, the method's time
+# per slice and whether a classical method fell back to linear there.
 ROW_COLUMNS: tuple[str, ...] = (
-    "method",
-    "patient_id",
-    "slice_index",
-    "position",
-    "k",
-    "psnr",
-    "ssim",
-    "ssim_gauss",
-    "mae",
-    "ms_per_slice",
-    "fallback",
+    ("method", *KEY, "position", "k") + METRICS + ("ms_per_slice", "fallback")
 )
 REFERENCE = "linear"
 DATA_RANGE = 1.0
@@ -533,7 +525,7 @@ def evaluate(
     order = {m.name: n for n, m in enumerate(all_methods)}
     rows = pd.DataFrame.from_records(records, columns=list(ROW_COLUMNS))
     rows = rows.sort_values(
-        ["method", "patient_id", "slice_index"],
+        ["method", *KEY],
         key=lambda c: c.map(order) if c.name == "method" else c,
     ).reset_index(drop=True)
     summary = summarize(rows, reference=REFERENCE, seed=cfg.seed)

@@ -174,17 +174,19 @@ def _distance(k: Any, spacing: Sequence[float] | None) -> list[float] | None:
     return neighbour_distance(int(k), spacing) if spacing is not None and k else None
 
 
-def model_card(
+def write_model_card(
     run_dir: str | Path,
     train_config: Mapping[str, Any],
     cache_dir: str | Path,
     domain: Mapping[str, Any],
     history: Sequence[Mapping[str, float]],
     best_epoch: int,
-    preset: str = "unknown",
-) -> str:
-    """The model card of a run, as markdown (see the module docstring). ``preset``:
-    what :func:`matching_presets` says."""
+) -> Path:
+    """Write the model card of a run (see the module docstring) as markdown to
+    ``run_dir/model_card.md``; returns the path."""
+    from slicelib.data.cache import read_manifest
+
+    preset = matching_presets(train_config, read_manifest(Path(cache_dir)).get("config", {}))
     best = next((row for row in history if int(row["epoch"]) == best_epoch), None)
     splits = [f"{split} {n}" for split, n in sorted(domain["patients"].items())]
     model, k = train_config.get("model"), train_config.get("k")
@@ -244,23 +246,7 @@ def model_card(
         "from `slicelib evaluate`, with patient-level intervals.",
         "",
     ]
-    return "\n".join(lines)
-
-
-def write_model_card(
-    run_dir: str | Path,
-    train_config: Mapping[str, Any],
-    cache_dir: str | Path,
-    domain: Mapping[str, Any],
-    history: Sequence[Mapping[str, float]],
-    best_epoch: int,
-) -> Path:
-    """Write :func:`model_card` to ``run_dir/model_card.md``; returns the path."""
-    from slicelib.data.cache import read_manifest
-
     path = Path(run_dir) / MODEL_CARD
-    preset = matching_presets(train_config, read_manifest(Path(cache_dir)).get("config", {}))
-    text = model_card(run_dir, train_config, cache_dir, domain, history, best_epoch, preset)
-    write_text(path, text)
+    write_text(path, "\n".join(lines))
     log.info("wrote %s", path)
     return path

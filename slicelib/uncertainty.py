@@ -229,26 +229,21 @@ def calibration(
     pearson = float("nan") if constant else float(stats.pearsonr(s[pick], e[pick])[0])
     spearman = float("nan") if constant else float(stats.spearmanr(s[pick], e[pick])[0])
 
-    order = np.argsort(s, kind="stable")
-    groups = np.array_split(order, bins)
-    bin_std = np.array([s[g].mean() for g in groups])
+    groups = np.array_split(np.argsort(s, kind="stable"), bins)
     bin_rmv = np.array([np.sqrt(np.mean(s[g] ** 2)) for g in groups])
     bin_rmse = np.array([np.sqrt(np.mean(e[g] ** 2)) for g in groups])
-    bin_mae = np.array([e[g].mean() for g in groups])
-    count = np.array([len(g) for g in groups])
     valid = bin_rmv > 0
     gaps = np.abs(bin_rmv[valid] - bin_rmse[valid]) / bin_rmv[valid]
-    ence = float(np.mean(gaps)) if valid.any() else float("nan")
     return Calibration(
         pearson=pearson,
         spearman=spearman,
-        ence=ence,
+        ence=float(np.mean(gaps)) if valid.any() else float("nan"),
         n_pixels=int(pick.size),
-        bin_std=bin_std,
+        bin_std=np.array([s[g].mean() for g in groups]),
         bin_rmv=bin_rmv,
         bin_rmse=bin_rmse,
-        bin_mae=bin_mae,
-        bin_count=count,
+        bin_mae=np.array([e[g].mean() for g in groups]),
+        bin_count=np.array([len(g) for g in groups]),
     )
 
 

@@ -13,7 +13,6 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 from slicelib.cli.types import (
     MAX_COUNT,
@@ -23,7 +22,7 @@ from slicelib.cli.types import (
     path_arg,
     positive_int,
 )
-from slicelib.config import DEMO_PRESET, CohortConfig, get_preset, replace_checked
+from slicelib.config import DEMO_PRESET, CohortConfig, get_preset, given, replace_checked
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +65,7 @@ def handler(args: argparse.Namespace) -> int:
     from slicelib.io import atomic_directory
     from slicelib.outputs import check_output, writing
 
-    changes: dict[str, Any] = {}
-    if args.patients is not None:
-        changes["patients"] = args.patients
-    if args.seed is not None:
-        changes["seed"] = args.seed
+    changes = given(patients=args.patients, seed=args.seed)
     cfg = replace_checked(get_preset(args.preset).cohort, **changes)
     validate_cohort_config(cfg)
     out = Path(args.out).expanduser().absolute()

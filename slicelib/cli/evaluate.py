@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from slicelib.cli.types import (
     MAX_BATCH,
@@ -16,7 +15,7 @@ from slicelib.cli.types import (
     path_arg,
     positive_int,
 )
-from slicelib.config import EVAL_SPLITS, USER_PRESET, EvalConfig, get_preset, replace_checked
+from slicelib.config import EVAL_SPLITS, USER_PRESET, EvalConfig, get_preset, given, replace_checked
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -105,23 +104,19 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
 def eval_config(args: argparse.Namespace) -> EvalConfig:
     """The preset's EvalConfig with the options given on the command line."""
     base = get_preset(args.preset).eval
-    overrides: dict[str, Any] = {
-        name: value
-        for name, value in (
-            ("common", args.common),
-            ("split", args.split),
-            ("slices_per_patient", args.slices_per_patient),
-            ("device", args.device),
-            ("ddim_steps", tuple(args.ddim_steps) if args.ddim_steps else None),
-            ("ddpm_samples", args.ddpm_samples),
-            ("ddpm_max_slices", args.ddpm_max_slices),
-            ("flow", None if args.flow is None else replace_checked(base.flow, method=args.flow)),
-            ("batch_size", args.batch_size),
-            ("seed", args.seed),
-            ("methods", tuple(args.methods) if args.methods else None),
-        )
-        if value is not None
-    }
+    overrides = given(
+        common=args.common,
+        split=args.split,
+        slices_per_patient=args.slices_per_patient,
+        device=args.device,
+        ddim_steps=tuple(args.ddim_steps) if args.ddim_steps else None,
+        ddpm_samples=args.ddpm_samples,
+        ddpm_max_slices=args.ddpm_max_slices,
+        flow=None if args.flow is None else replace_checked(base.flow, method=args.flow),
+        batch_size=args.batch_size,
+        seed=args.seed,
+        methods=tuple(args.methods) if args.methods else None,
+    )
     return replace_checked(base, **overrides)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
 
 from slicelib.cli.scan import add_scan_options, scan_config
 from slicelib.cli.types import (
@@ -22,6 +21,7 @@ from slicelib.config import (
     USER_PRESET,
     PrepareConfig,
     get_preset,
+    given,
 )
 
 # A slice of 4096 x 4096 float32 is 64 MB; beyond that a typo, not a study setting.
@@ -84,13 +84,7 @@ def handler(args: argparse.Namespace) -> int:
     from slicelib.data.prepare import prepare
 
     preset = get_preset(args.preset)
-    changes: dict[str, Any] = {}
-    if args.size is not None:
-        changes["size"] = args.size
-    if args.seed is not None:
-        changes["seed"] = args.seed
-    if args.slice_axis is not None:
-        changes["slice_axis"] = args.slice_axis
+    changes = given(size=args.size, seed=args.seed, slice_axis=args.slice_axis)
     if args.clip_percentiles:
         changes["clip_percentiles"] = ORIGINAL_CLIP_PERCENTILES
     cfg = dataclasses.replace(preset.prepare, **changes)

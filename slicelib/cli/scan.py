@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from slicelib.cli.types import bounded_float, non_negative_int, output_file, path_arg
-from slicelib.config import ScanConfig
+from slicelib.config import ScanConfig, given
 
 # Bounds of the numeric options shared by scan, prepare and upsample.
 MAX_WORKERS = 1024
@@ -51,14 +51,12 @@ def add_scan_options(parser: argparse.ArgumentParser, *, volume_cap: bool = Fals
 def size_caps(args: argparse.Namespace) -> dict[str, float]:
     """The caps of :func:`add_size_caps` that were given, by ScanConfig field."""
     names = ("max_slice_mb", "max_volume_mb")
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return given(**{n: getattr(args, n, None) for n in names})
 
 
 def scan_config(cfg: ScanConfig, args: argparse.Namespace) -> ScanConfig:
     """``cfg`` with the options of :func:`add_scan_options` that were given."""
-    changes: dict[str, Any] = {**size_caps(args)}
-    if args.workers is not None:
-        changes["workers"] = args.workers
+    changes: dict[str, Any] = {**size_caps(args), **given(workers=args.workers)}
     return dataclasses.replace(cfg, **changes)
 
 

@@ -8,7 +8,7 @@ processes: :data:`slicelib.config.BATCH_RULE`).
 from __future__ import annotations
 
 import argparse
-from typing import Any, get_args
+from typing import get_args
 
 from slicelib.cli.types import (
     MAX_BATCH,
@@ -18,7 +18,7 @@ from slicelib.cli.types import (
     path_arg,
     positive_int,
 )
-from slicelib.config import MODEL_NAMES, USER_PRESET, Precision, get_preset
+from slicelib.config import MODEL_NAMES, USER_PRESET, Precision, get_preset, given
 from slicelib.errors import SlicelibError
 
 
@@ -65,16 +65,9 @@ def handler(args: argparse.Namespace) -> int:
     from slicelib.distributed import env_info
     from slicelib.train import train
 
-    overrides: dict[str, Any] = {
-        name: value
-        for name, value in (
-            ("epochs", args.epochs),
-            ("batch_size", args.batch_size),
-            ("device", args.device),
-            ("precision", args.precision),
-        )
-        if value is not None
-    }
+    overrides = given(
+        epochs=args.epochs, batch_size=args.batch_size, device=args.device, precision=args.precision
+    )
     if args.compile:
         overrides["compile"] = True
     if args.precision is not None:

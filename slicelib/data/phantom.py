@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from scipy import ndimage, sparse
@@ -231,22 +232,29 @@ class Blob:
 
 
 @dataclass(frozen=True)
+class Ridge:
+    """Septa or walls in a tissue: its signal darkened by the fraction ``depth`` along the
+    level set ``S = level`` of the septa field, over ``|S - level| ~ width``."""
+
+    depth: float
+    level: float = 0.0
+    width: float = 0.2
+
+
+@dataclass(frozen=True)
 class Tissue:
     """Relative T2 signal of a tissue and its texture.
 
     value = mean * (1 + fine * F + medium * M + coarse * C) with the unit-variance
-    fields of :data:`FIELD_SPECS`, darkened by ``ridge`` (fraction) along the level
-    set ``S = ridge_level`` of the septa field (septa, vesicle walls), and taken to
-    ``void`` signal where ``C > void_level`` (gas).
+    fields of :data:`FIELD_SPECS`, darkened along a ``ridge`` of the septa field S
+    (septa, vesicle walls), and taken to ``void`` signal where ``C > void_level`` (gas).
     """
 
     mean: float
     fine: float = 0.0
     medium: float = 0.0
     coarse: float = 0.0
-    ridge: float = 0.0
-    ridge_level: float = 0.0
-    ridge_width: float = 0.2
+    ridge: Ridge | None = None
     void_level: float | None = None
     void: float = 0.02
 
@@ -291,12 +299,10 @@ class Subject:
 # --------------------------------------------------------------------------- anatomy
 
 AIR = Tissue(0.0)
-FAT = Tissue(
-    0.72, fine=0.06, medium=0.12, coarse=0.04, ridge=0.3, ridge_level=1.3, ridge_width=0.25
-)
+FAT = Tissue(0.72, fine=0.06, medium=0.12, coarse=0.04, ridge=Ridge(0.3, level=1.3, width=0.25))
 MUSCLE = Tissue(0.2, fine=0.1, medium=0.2, coarse=0.05)
 CORTEX = Tissue(0.05, fine=0.1)
-MARROW = Tissue(0.5, fine=0.1, medium=0.25, coarse=0.05, ridge=0.3, ridge_level=-1.0)
+MARROW = Tissue(0.5, fine=0.1, medium=0.25, coarse=0.05, ridge=Ridge(0.3, level=-1.0))
 WALL = Tissue(0.18, fine=0.1, medium=0.1)
 URINE = Tissue(1.0, fine=0.01)
 
@@ -395,6 +401,11 @@ def _vessels(u: _Draw, f: _Frame) -> list[Layer]:
     return layers
 
 
+def _wall_column(**shape: Any) -> Blob:
+    """A muscle or bone of the pelvic wall: a cylinder 160 mm long, through every stack."""
+    return Blob(c=80, ellipsoid=False, **shape)
+
+
 def _muscles(u: _Draw, f: _Frame) -> list[Layer]:
     """Rectus abdominis (anterior, upper slices), gluteus maximus (posterolateral),
     obturator internus (pelvic sidewall), levator ani (a funnel around prostate and
@@ -414,27 +425,23 @@ def _muscles(u: _Draw, f: _Frame) -> list[Layer]:
             ellipsoid=False,
             lobulation=0.106,
         )
-        gluteus = Blob(
+        gluteus = _wall_column(
             x=sx * u(62, 80),
             y=u(70, 90),
             z=0,
             a=u(40, 55),
             b=u(30, 42),
-            c=80,
             angle=sx * u(0.3, 0.7),
-            ellipsoid=False,
             lobulation=0.128,
             dy1=u(-10, 10),
         )
-        obturator = Blob(
+        obturator = _wall_column(
             x=sx * (f.pa + u(20, 26)),
             y=u(-8, 4),
             z=0,
             a=u(11, 16),
             b=u(30, 40),
-            c=80,
             angle=sx * u(-0.15, 0.2),
-            ellipsoid=False,
             lobulation=0.128,
             dx1=sx * u(-4, 4),
             dx2=sx * u(-6, 0),
@@ -467,15 +474,13 @@ def _bones(u: _Draw, f: _Frame) -> list[Layer]:
     layers = []
     for sx in (-1.0, 1.0):
         wall_x = sx * (f.pa + u(42, 50))
-        ischium = Blob(
+        ischium = _wall_column(
             x=wall_x,
             y=u(-5, 10),
             z=-10,
             a=u(10, 16),
             b=u(30, 42),
-            c=80,
             angle=sx * u(-0.1, 0.2),
-            ellipsoid=False,
             lobulation=0.106,
             dx2=sx * u(-10, 0),
             dy1=u(-8, 8),
@@ -546,12 +551,7 @@ def _bladder_vesicles(u: _Draw, f: _Frame) -> list[Layer]:
             power=2.2,
         )
         fluid = Tissue(
-            u(0.75, 0.9),
-            fine=0.05,
-            medium=0.08,
-            ridge=0.75,
-            ridge_level=u(-0.3, 0.3),
-            ridge_width=0.35,
+            u(0.75, 0.9), fine=0.05, medium=0.08, ridge=Ridge(0.75, level=u(-0.3, 0.3), width=0.35)
         )
         layers.append(Layer("seminal vesicle", vesicle, fluid, 0.8, WALL))
     return layers
@@ -603,7 +603,7 @@ def _prostate(u: _Draw, f: _Frame) -> list[Layer]:
         lobulation=0.106,
     )
     pz = Tissue(
-        u(0.55, 0.7), fine=0.08, medium=0.15, coarse=0.08, ridge=0.25, ridge_level=u(-1.2, -0.6)
+        u(0.55, 0.7), fine=0.08, medium=0.15, coarse=0.08, ridge=Ridge(0.25, level=u(-1.2, -0.6))
     )
     layers = [Layer("peripheral zone", gland, pz, u(0.7, 1.1), capsule)]
     if u.chance(0.5):
@@ -703,13 +703,13 @@ def sample_subject(rng: np.random.Generator, fov_range: tuple[float, float]) -> 
 class Acquisition:
     """Sampling grid of one series: square matrix, slice spacing/thickness (mm)."""
 
-    matrix: int
+    matrix: int  # pixels per side
     n_slices: int
-    fov_mm: float
+    fov_mm: float  # side of the square field of view
     spacing_mm: float = 1.5
     thickness_mm: float = 1.5
-    z_centre: float = 0.0
-    profile_samples: int = 3
+    z_centre: float = 0.0  # centre of the stack along the anatomy's z
+    profile_samples: int = 3  # points that integrate the slice profile
 
     @property
     def pixel_mm(self) -> float:
@@ -769,9 +769,10 @@ def _tissue_value(
         rel += F32(tissue.medium) * f["medium"][box]
     if tissue.coarse:
         rel += F32(tissue.coarse) * f["coarse"][box]
-    if tissue.ridge:
-        q = (f["septa"][box] - F32(tissue.ridge_level)) * F32(1.0 / tissue.ridge_width)
-        rel *= F32(1.0) - F32(tissue.ridge) * np.exp(-q * q)
+    ridge = tissue.ridge
+    if ridge is not None:
+        q = (f["septa"][box] - F32(ridge.level)) * F32(1.0 / ridge.width)
+        rel *= F32(1.0) - F32(ridge.depth) * np.exp(-q * q)
     value = rel * F32(tissue.mean)
     if tissue.void_level is not None:
         gas = np.clip((f["coarse"][box] - F32(tissue.void_level)) * F32(4.0), 0.0, 1.0)
@@ -925,6 +926,7 @@ __all__: Sequence[str] = (
     "FieldSpec",
     "LatticeField",
     "Layer",
+    "Ridge",
     "Subject",
     "Tissue",
     "acquire",

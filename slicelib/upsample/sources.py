@@ -42,14 +42,12 @@ from slicelib.errors import SlicelibError
 
 log = logging.getLogger(__name__)
 
-# Type 1 attributes of the series that the writer cannot invent: copied from the
-# sources (a damaged copy in one file is repaired from the others).
-SERIES_REQUIRED: tuple[str, ...] = (
-    "SOPClassUID",
-    "StudyInstanceUID",
-    "FrameOfReferenceUID",
-    "Modality",
-)
+# The UIDs that a series with none in any file gets anew.
+_NEW_UIDS: tuple[str, ...] = ("StudyInstanceUID", "FrameOfReferenceUID")
+# Type 1 attributes of the series that the output needs, copied from the sources (a
+# damaged copy in one file is repaired from the others); the SOP class first, as a
+# modality missing everywhere follows from it.
+SERIES_REQUIRED: tuple[str, ...] = ("SOPClassUID", *_NEW_UIDS, "Modality")
 
 
 def _problem(ds: Dataset, tag: BaseTag) -> str | None:
@@ -133,7 +131,7 @@ def _fill(datasets: Sequence[Dataset], files: Sequence[Path], keyword: str, wher
 def _derive(ds: Dataset, keyword: str) -> tuple[str, str] | None:
     """A value for ``keyword`` when no file of the series has one, and where it comes
     from; None when it cannot be derived (the SOP class)."""
-    if keyword in ("StudyInstanceUID", "FrameOfReferenceUID"):
+    if keyword in _NEW_UIDS:
         # A new UID: the derived series then stands alone in its study or frame, which
         # is all a source without one allows.
         return str(generate_uid()), "a new UID: no file of the series has one"
