@@ -197,15 +197,12 @@ def pick_slices(
     nearest each relative ``position`` in the volume (0 = first slice, 1 = last),
     among those every method was scored on."""
     counts = rows.groupby(["patient_id", "slice_index"]).size()
-    everywhere = counts[counts == rows["method"].nunique()].reset_index()
-    if everywhere.empty:
-        everywhere = counts.reset_index()
+    everywhere = counts[counts == rows["method"].nunique()]
+    scored = (counts if everywhere.empty else everywhere).reset_index()
     if patient is None:
-        patient = str(everywhere["patient_id"].value_counts().idxmax())
+        patient = str(scored["patient_id"].value_counts().idxmax())
     mine = rows[rows["patient_id"] == patient].drop_duplicates("slice_index")
-    mine = mine[
-        mine["slice_index"].isin(everywhere["slice_index"][everywhere["patient_id"] == patient])
-    ]
+    mine = mine[mine["slice_index"].isin(scored["slice_index"][scored["patient_id"] == patient])]
     if mine.empty:
         raise SlicelibError(f"patient {patient!r} has no evaluated test slice")
     where, indices = mine["position"].to_numpy(), mine["slice_index"].to_numpy()
@@ -293,11 +290,11 @@ def variability_table(drawn: Samples) -> pd.DataFrame:
 
     rows = [(f"sample {i + 1}", p, s) for i, (p, s) in enumerate(zip(drawn.psnr, drawn.ssim))]
     rows.append(("std over samples", drawn.psnr.std(), drawn.ssim.std()))
-    for name, image in (
-        ("mean of the samples", drawn.samples.mean(axis=0)),
-        ("linear", drawn.linear),
-    ):
-        rows.append((name, psnr(image, drawn.target, 1.0), ssim(image, drawn.target, 1.0)))
+    t, images = (
+        drawn.target,
+        {"mean of the samples": drawn.samples.mean(axis=0), "linear": drawn.linear},
+    )
+    rows += [(name, psnr(im, t, 1.0), ssim(im, t, 1.0)) for name, im in images.items()]
     table = pd.DataFrame(rows, columns=["sample", "PSNR (dB)", "SSIM"]).set_index("sample")
     return table.round({"PSNR (dB)": 2, "SSIM": 3})
 
@@ -660,20 +657,11 @@ def training_runs(study: Study) -> pd.DataFrame:
         inputs, target = TripletDataset(cache, "val", k, max_slices=cfg.val_max_slices).arrays()
         base = float(np.mean([psnr(linear(a, b), t, 1.0) for (a, b), t in zip(inputs, target)]))
         steps = cfg.steps_per_epoch or len(TripletDataset(cache, "train", k)) // cfg.batch_size
-        frames.append(
-            pd.DataFrame(
-                {
-                    "model": model,
-                    "k": k,
-                    "epoch": history["epoch"],
-                    "val_gain_db": history["val_psnr"] - base,
-                    "steps": history["epoch"] * steps,
-                    "samples": history["epoch"] * steps * cfg.batch_size,
-                    "crop": cfg.crop or study.preset.prepare.size,
-                    "seconds": history["seconds"].cumsum(),
-                }
-            )
-        )
+        epoch, crop = history["epoch"], cfg.crop or study.preset.prepare.size
+        frame = {"model": model, "k": k, "epoch": epoch, "val_gain_db": history["val_psnr"] - base,
+                 "steps": epoch * steps, "samples": epoch * steps * cfg.batch_size, "crop": crop,
+                 "seconds": history["seconds"].cumsum()}  # fmt: skip
+        frames.append(pd.DataFrame(frame))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -697,12 +685,10 @@ def budget_table(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
 
 
 def budget_numbers(runs: pd.DataFrame) -> dict[str, Any]:
-    """``real_samples_text`` (each network's training samples per run), ``real_runs``,
-    ``real_train_seconds`` (all runs), ``real_max_last_change`` (largest change of
-    validation gain over the last epoch, text with its unit), ``real_paper_samples`` (the
-    original U-Net's training triplets times epochs, at 256 px), ``real_samples`` and
-    ``real_crop`` (the U-Net's run here, else the largest) and ``real_budget_ratio``
-    (the original's training pixels over that run's)."""
+    """The training budget for the prose: samples per network, runs, seconds, the largest
+    change of validation gain over a last epoch, the original U-Net's samples (triplets
+    times epochs, 256 px), this arm's U-Net run's (else the largest) samples and crop, and
+    the ratio of the original's training pixels to that run's."""
     paper_samples = original.REPORTED_COHORT["train triplets"] * PAPER_EPOCHS["unet"]
     grouped = runs.groupby(["model", "k"], sort=False)
     lasts, changes = grouped.tail(1), grouped["val_gain_db"].apply(_last_change)
@@ -710,6 +696,7 @@ def budget_numbers(runs: pd.DataFrame) -> dict[str, Any]:
     ours = (unet if len(unet) else lasts).sort_values("samples").iloc[-1]
     samples, crop = int(ours["samples"]), int(ours["crop"])
     per_model = lasts.groupby("model", sort=False)["samples"].max()
+    largest = f"{float(changes.abs().max()):.2f} dB"
     return {
         "real_samples_text": ", ".join(
             f"{method_label(str(m))} {int(n):,}" for m, n in per_model.items()
@@ -718,11 +705,9 @@ def budget_numbers(runs: pd.DataFrame) -> dict[str, Any]:
         "real_samples": samples,
         "real_crop": crop,
         "real_train_seconds": WallClock(lasts["seconds"].sum()),
-        "real_max_last_change": (
-            f"{float(changes.abs().max()):.2f} dB"
-            if changes.notna().any()
-            else "not measured (one epoch per run)"
-        ),
+        "real_max_last_change": largest
+        if changes.notna().any()
+        else "not measured (one epoch per run)",
         "real_paper_samples": paper_samples,
         "real_budget_ratio": paper_samples * PAPER.prepare.size**2 / (samples * crop**2),
     }
