@@ -1,13 +1,11 @@
 """Analyses the notebooks show beyond the evaluation's summary, as tables of display strings
-and dicts of numbers for the prose: the cohort's difficulty, k=1 against k=2, error against
-position and anatomical change, the DDPM (losses, samples, samplers, timing, the schedule
-ablation) and the real-anatomy arm (gains, headroom, training budget)."""
+and dicts of numbers for the prose: the cohort, k=1 against k=2 (position, anatomical change),
+the DDPM and its schedule ablation, the real-anatomy arm (gains, headroom, training budget)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -158,7 +156,6 @@ def binned(
 
 
 def _change_rho(group: pd.DataFrame, metric: str) -> float:
-    """Spearman correlation between input change and ``metric`` over ``group``'s rows."""
     from scipy.stats import spearmanr
 
     return spearmanr(group["input_change"], group[metric]).statistic
@@ -193,9 +190,8 @@ def change_numbers(rows: pd.DataFrame) -> dict[str, Any]:
 def pick_slices(
     rows: pd.DataFrame, positions: Sequence[float], patient: str | None = None
 ) -> list[tuple[str, int]]:
-    """Slices of one test patient (default: the first with the most evaluated slices)
-    nearest each relative ``position`` in the volume (0 = first slice, 1 = last),
-    among those every method was scored on."""
+    """Per relative ``position`` (0: first slice, 1: last), the nearest slice of ``patient``
+    (default: the first with the most) among the slices every method scored."""
     counts = rows.groupby(["patient_id", "slice_index"]).size()
     everywhere = counts[counts == rows["method"].nunique()]
     scored = (counts if everywhere.empty else everywhere).reset_index()
@@ -250,7 +246,7 @@ def ddpm_epoch_numbers(
     }
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Samples:
     """Several ancestral DDPM samples of one slice: ``samples`` (n, H, W) in [0, 1],
     ``target`` and ``linear`` (H, W), and each sample's PSNR and SSIM."""
@@ -327,9 +323,8 @@ def sampler_table(res: Results) -> pd.DataFrame:
 
 
 def sampler_numbers(res: Results, **kwargs: Any) -> dict[str, Any]:
-    """The DDPM's samplers for the prose: ancestral and the best DDIM variant, and
-    ``sampler_sentence``: which of the two scores higher PSNR, paired over patients
-    on the slices both scored (``kwargs`` go to :func:`slicelib.stats.compare`)."""
+    """For the prose: ancestral sampling, the best DDIM variant and ``sampler_sentence``, their
+    PSNR compared over patients on the slices both scored (``kwargs``: for ``compare``)."""
 
     def scores(prefix: str, name: str) -> dict[str, Any]:
         r = res.row(name)
@@ -358,8 +353,7 @@ def sampler_numbers(res: Results, **kwargs: Any) -> dict[str, Any]:
 
 
 def timing_table(res: Results) -> pd.DataFrame:
-    """Time per slice of the DDPM's samplers and the deterministic models, beside the
-    original's 300 ms against 3-5 ms."""
+    """Time per slice of the DDPM's samplers and the deterministic models beside the original's."""
     low, high = original.DETERMINISTIC_MS_PER_SLICE
     rows = []
     for name in (m for m in res.methods if family_of(m) == "ddpm" or m in DETERMINISTIC_MODELS):
@@ -510,8 +504,7 @@ FILTER_CHECK_SHARE = 0.8
 
 
 def _gains(results: Sequence[Results], names: Sequence[str] | None = None) -> list[dict]:
-    """Per k and method (all but linear, or ``names``): the summary's row (paired PSNR
-    gain over linear, its interval, p-value and paired patients) with its ``k``."""
+    """The summary's rows (gains over linear) with their ``k``, of ``names`` or all but linear."""
     return [
         {**r, "k": res.k}
         for res in results
@@ -521,10 +514,9 @@ def _gains(results: Sequence[Results], names: Sequence[str] | None = None) -> li
 
 
 def gain_table(results: Sequence[Results], labels: dict[str, str] | None = None) -> pd.DataFrame:
-    """Each method's PSNR gain over linear at each k: mean over test subjects of the
-    paired per-subject difference, its 95 % interval, the sign-flip p and the number of
-    subjects; linear's own mean PSNR heads each column (``labels``: only these methods,
-    so named, without p or linear)."""
+    """Each method's PSNR gain over linear at each k, paired by subject, with its 95 % interval,
+    sign-flip p and subjects, under linear's own PSNR (``labels``: only these methods, so named,
+    without p or linear)."""
     table: dict[str, dict[str, Any]] = {}
     for res in results if labels is None else []:
         linear = res.row("linear")
@@ -565,8 +557,7 @@ def gain_numbers(results: Sequence[Results], prefix: str = "real") -> dict[str, 
 
 
 def headroom_results(study: Study) -> list[Results]:
-    """The headroom references scored beside linear interpolation, one
-    :class:`~slicelib.results.Results` per k (summarised as the evaluation does)."""
+    """The headroom references beside linear, one :class:`Results` per k, summarised."""
     from slicelib.results import Results
     from slicelib.stats import summarize
 
@@ -579,8 +570,7 @@ def headroom_results(study: Study) -> list[Results]:
 
 
 def headroom_numbers(results: Sequence[Results]) -> dict[str, Any]:
-    """``real_headroom_<reference>_k<k>`` (mean gain, dB), with ``_lo``/``_hi``, for each
-    reference and the trained filter when it was scored."""
+    """``real_headroom_<reference>_k<k>`` (gain over linear, dB) with ``_lo`` and ``_hi``."""
     values: dict[str, Any] = {}
     for r in _gains(results, list(HEADROOM_LABELS)):
         key = f"real_headroom_{r['method']}_k{r['k']}"
@@ -590,10 +580,9 @@ def headroom_numbers(results: Sequence[Results]) -> dict[str, Any]:
 
 
 def filter_check(results: Sequence[Results]) -> dict[str, Any]:
-    """The training loop's sanity check: per k, the trained 9 x 9 filter's gain over linear
-    as a share of the least-squares filter's (``real_filter_share_k<k>``, percent) and
-    ``real_filter_sentence``, which says whether it reached :data:`FILTER_CHECK_SHARE`
-    at every k (empty values when the filter was not trained)."""
+    """The training loop's check: the trained 9 x 9 filter's gain over linear as a share (%) of
+    the least-squares filter's per k, ``real_filter_share_k<k>``, and ``real_filter_sentence``:
+    whether it reached :data:`FILTER_CHECK_SHARE` at every k (or was not trained)."""
     gains: dict[int, dict[str, float]] = {}
     for r in _gains(results, ["ls_filter", "filter"]):
         gains.setdefault(int(r["k"]), {})[str(r["method"])] = float(r["psnr_gain_db"])
@@ -619,9 +608,8 @@ def filter_check(results: Sequence[Results]) -> dict[str, Any]:
 
 
 def over_flow(results: Sequence[Results], model: str = "mcnet") -> dict[str, Any]:
-    """``model``'s PSNR gain over optical flow per k, paired by subject:
-    ``real_k<k>_<model>_over_flow`` (dB) with ``_lo``, ``_hi`` and ``_p`` (empty when the
-    run lacks either)."""
+    """``real_k<k>_<model>_over_flow``: ``model``'s PSNR gain over optical flow per k, paired by
+    subject (dB), with ``_lo``, ``_hi`` and ``_p`` (none at a k that lacks either)."""
     values: dict[str, Any] = {}
     for res in (r for r in results if {model, "flow"} <= set(r.methods)):
         c, key = compare(res.rows, model, "flow", "psnr"), f"real_k{res.k}_{model}_over_flow"
@@ -696,18 +684,15 @@ def budget_numbers(runs: pd.DataFrame) -> dict[str, Any]:
     ours = (unet if len(unet) else lasts).sort_values("samples").iloc[-1]
     samples, crop = int(ours["samples"]), int(ours["crop"])
     per_model = lasts.groupby("model", sort=False)["samples"].max()
-    largest = f"{float(changes.abs().max()):.2f} dB"
+    text = ", ".join(f"{method_label(str(m))} {int(n):,}" for m, n in per_model.items())
+    largest = f"{float(changes.abs().max()):.2f} dB" if changes.notna().any() else None
     return {
-        "real_samples_text": ", ".join(
-            f"{method_label(str(m))} {int(n):,}" for m, n in per_model.items()
-        ),
+        "real_samples_text": text,
         "real_runs": len(lasts),
         "real_samples": samples,
         "real_crop": crop,
         "real_train_seconds": WallClock(lasts["seconds"].sum()),
-        "real_max_last_change": largest
-        if changes.notna().any()
-        else "not measured (one epoch per run)",
+        "real_max_last_change": largest or "not measured (one epoch per run)",
         "real_paper_samples": paper_samples,
         "real_budget_ratio": paper_samples * PAPER.prepare.size**2 / (samples * crop**2),
     }
@@ -744,10 +729,9 @@ def _subject_gain(rows: pd.DataFrame, model: str) -> pd.Series:
 
 
 def budget_curve(rows: pd.DataFrame, cfg: EvalConfig) -> pd.DataFrame:
-    """Per model and budget (training samples): the test gain over linear interpolation,
-    mean over subjects with its 95 % interval, and the run's training time (columns
-    ``model, samples, run, gain, lo, hi, subjects, seconds``), from the budget step's
-    rows (none when the study trains no budget curve)."""
+    """Per model and budget from the budget step's rows: test gain over linear, mean over
+    subjects with its 95 % interval, and training time (``model, samples, run, gain, lo, hi,
+    subjects, seconds``; no row when the study trains no budget curve)."""
     out = []
     for (run, model, samples), part in rows.groupby(["run", "model", "samples"], sort=True):
         inf = infer_mean(_subject_gain(part, str(model)).to_numpy(), seed=cfg.seed)
