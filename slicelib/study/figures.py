@@ -61,8 +61,7 @@ def _drawn_numbers(artist: Any) -> np.ndarray | None:
     if isinstance(artist, AxesImage):
         return np.ma.filled(np.ma.asarray(artist.get_array(), dtype=float), np.nan)
     if isinstance(artist, LineCollection):
-        segments = [np.asarray(s, dtype=float).ravel() for s in artist.get_segments()]
-        return np.concatenate(segments) if segments else np.zeros(0)
+        return np.concatenate([np.zeros(0)] + [np.ravel(s) for s in artist.get_segments()])
     if isinstance(artist, PathCollection):
         return np.asarray(artist.get_offsets(), dtype=float)
     return None
@@ -160,8 +159,7 @@ def comparison_figure(
     """Supplement Fig. 1 for one ``family`` of :func:`method_families` (None: every method,
     for a short list): the zoomed ground truth and each method's prediction with its PSNR
     and SSIM (top), their absolute errors on one colour scale with its colour bar (bottom)."""
-    groups = dict(method_families(methods))
-    shown = list(groups.get(family, [])) if family is not None else list(methods)
+    shown = list(methods) if family is None else dict(method_families(methods)).get(family, [])
     if not shown:
         raise ValueError(f"no method of family {family!r} among {list(methods)}")
     target = preds.targets[index]
