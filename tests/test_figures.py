@@ -58,3 +58,45 @@ def test_gains_are_paired_differences_on_shared_slices() -> None:
     assert list(table.index) == ["linear", "U-Net", "DDPM"]
     assert table.loc["U-Net", "k=1: gain (dB)"] == "+1.00"
     assert table.loc["U-Net", "k=1: 95 % CI"] == "-"
+
+
+def test_summary_states_the_numbers_drawn() -> None:
+    fig = figures.StudyFigure(figsize=(2, 1), dpi=100)
+    ax, empty = fig.subplots(1, 2)
+    ax.plot([0.0, 0.0], [-1e-12, 0.0])  # rounds to 0, not "-0" or "-2.5e-13"
+    ax.imshow(np.full((2, 2), np.nan))
+    ax.hlines([1.0], 0, 2)
+    ax.set_title("left", loc="left")
+    fig.suptitle("both")
+    lines = figures.figure_summary(fig).splitlines()
+    assert lines[0] == "<StudyFigure size 200x100 with 2 Axes>" and lines[1] == "title: both"
+    assert lines[2] == (
+        "axes 1 ('left'): 1 Line2D: 4 numbers, mean 0, std 0; "
+        "1 AxesImage: 4 numbers, no finite value; 1 LineCollection: 4 numbers, mean 1, std 0.7071"
+    )
+    assert len(lines) == 3  # the empty axes, untitled, are left out
+    assert repr(fig) == figures.figure_summary(fig)
+
+
+def test_central_keeps_the_middle() -> None:
+    image = np.arange(100.0).reshape(10, 10)
+    assert figures.central(image, 1.0).shape == (10, 10)
+    middle = figures.central(image, 0.6)
+    assert middle.shape == (6, 6) and middle[0, 0] == image[2, 2]
+
+
+def test_comparison_figure_one_family_per_figure() -> None:
+    from slicelib.evaluate import SlicePredictions, SliceRef
+
+    target = np.full((1, 8, 8), 0.5, dtype=np.float32)
+    predictions = {m: target + d for m, d in (("linear", 0.1), ("unet", 0.05), ("flow", 0.2))}
+    ref = SliceRef("P1", 4, 0.5)
+    preds = SlicePredictions([ref], target[:, None].repeat(2, 1), target, predictions)
+    fig = figures.comparison_figure(preds, list(predictions), 1.0, family="classical interpolation")
+    assert fig.get_suptitle().startswith("classical interpolation: Patient P1, slice 4")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "ground truth" and titles[1].startswith("linear\n20.00 dB, ")
+    assert titles[2] == "optical flow\n" + figures.scores(predictions["flow"][0], target[0])
+    assert "U-Net" not in " ".join(titles)
+    with pytest.raises(ValueError, match="no method of family"):
+        figures.comparison_figure(preds, ["unet"], 1.0, family="classical interpolation")

@@ -1,13 +1,11 @@
-"""Analyses the notebooks show beyond the evaluation's summary, each as tables of display
-strings and numbers for the prose: the cohort's difficulty, k=1 against k=2, error
-against position and anatomical change, the DDPM (losses, samples, samplers, timing,
-the schedule ablation) and the real-anatomy arm (gains, headroom, training budget)."""
+"""Analyses the notebooks show beyond the evaluation's summary, as tables of display strings
+and dicts of numbers for the prose: the cohort, k=1 against k=2 (position, anatomical change),
+the DDPM and its schedule ablation, the real-anatomy arm (gains, headroom, training budget)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,7 +29,7 @@ from slicelib.study.present import (
     plural,
     wall_clock,
 )
-from slicelib.study.workspace import HEADROOM, ORIGINAL
+from slicelib.study.workspace import ORIGINAL
 
 if TYPE_CHECKING:
     from slicelib.data.cache import Cache
@@ -46,40 +44,25 @@ DIFFICULTY_TARGETS: dict[int, dict[str, tuple[float, float]]] = {
 
 
 # The cohort ---------------------------------------------------------------------------
-
-
 def linear_difficulty(cache: Cache, cfg: EvalConfig, ks: Sequence[int] = (1, 2)) -> pd.DataFrame:
     """Linear interpolation on the test split at each k (numbers) beside the original's
     linear baseline and the synthetic cohort's calibration targets (text)."""
     from slicelib.evaluate import evaluate
 
-    rows = []
+    def span(bounds: tuple[float, float] | None, digits: int) -> str:
+        return "-" if bounds is None else f"{bounds[0]:.{digits}f}-{bounds[1]:.{digits}f}"
+
+    cfg, rows = dataclasses.replace(cfg, common=False), []
     for k in ks:
-        res = evaluate(cache, k, dataclasses.replace(cfg, common=False), methods=["linear"],
-                       progress=False)  # fmt: skip
-        r, claimed, target = (
-            res.row("linear"),
-            original.reported("linear", k),
-            DIFFICULTY_TARGETS.get(k, {}),
-        )
-        rows.append(
-            {
-                "k": k,
-                "test slices": int(r["n_slices"]),
-                "PSNR (dB)": float(r["psnr_mean"]),
-                "SSIM": float(r["ssim_mean"]),
-                "SSIM Gaussian": float(r["ssim_gauss_mean"]),
-                "original PSNR": fmt(claimed.psnr) if claimed else "not reported",
-                "original SSIM": fmt(claimed.ssim, 3) if claimed else "not reported",
-                "calibration target PSNR": _span(target.get("psnr"), 0),
-                "calibration target SSIM": _span(target.get("ssim"), 2),
-            }
-        )
+        r = evaluate(cache, k, cfg, methods=["linear"], progress=False).row("linear")
+        claimed, target = original.reported("linear", k), DIFFICULTY_TARGETS.get(k, {})
+        rows.append({"k": k, "test slices": int(r["n_slices"]), "PSNR (dB)": float(r["psnr_mean"]),
+                     "SSIM": float(r["ssim_mean"]), "SSIM Gaussian": float(r["ssim_gauss_mean"]),
+                     "original PSNR": fmt(claimed.psnr) if claimed else "not reported",
+                     "original SSIM": fmt(claimed.ssim, 3) if claimed else "not reported",
+                     "calibration target PSNR": span(target.get("psnr"), 0),
+                     "calibration target SSIM": span(target.get("ssim"), 2)})  # fmt: skip
     return pd.DataFrame(rows).set_index("k")
-
-
-def _span(bounds: tuple[float, float] | None, digits: int) -> str:
-    return "-" if bounds is None else f"{bounds[0]:.{digits}f}-{bounds[1]:.{digits}f}"
 
 
 def difficulty_numbers(difficulty: pd.DataFrame) -> dict[str, Any]:
@@ -95,14 +78,13 @@ def cohort_numbers(
     cohort: pd.DataFrame, scan_summary: dict[str, Any], cache: Cache
 ) -> dict[str, Any]:
     """Cohort figures for the prose (from :func:`slicelib.study.present.cohort_table`)."""
+    cell: dict[Any, Any] = cohort.to_dict()  # column -> row -> value
     values: dict[str, Any] = {
         "series_scanned": int(scan_summary.get("series", 0)),
         "series_included": int(scan_summary.get("series_included", 0)),
         "image_size": int(cache.config.size),
+        **{f"cohort_{row}": int(cell["total"][row]) for row in ("patients", "volumes", "slices")},
     }
-    cell: dict[Any, Any] = cohort.to_dict()  # column -> row -> value
-    for row in ("patients", "volumes", "slices"):
-        values[f"cohort_{row}"] = int(cell["total"][row])
     for split in ("train", "val", "test"):
         values[f"{split}_patients"] = int(cell[split]["patients"])
         values[f"{split}_triplets_k1"] = int(cell[split]["triplets k=1"])
@@ -112,59 +94,45 @@ def cohort_numbers(
 
 
 # k=1 against k=2 ----------------------------------------------------------------------
-
-
 def k_comparison(
     common1: Results, common2: Results, methods: Sequence[str]
 ) -> tuple[pd.DataFrame, float]:
-    """k=1 against k=2 on the same slices: SSIM and PSNR of each method at both k and
-    the relative SSIM gain of k=1. Returns the table and the mean gain (in %) of the
-    ``methods`` that are deterministic models."""
+    """k=1 against k=2 on the same slices: each method's SSIM and PSNR at both k and the
+    gains of k=1; with the mean SSIM gain (%) of the deterministic models among them."""
     rows, gains = [], []
-    for method in methods:
-        if method not in common1.methods or method not in common2.methods:
-            continue
+    for method in (m for m in methods if m in common1.methods and m in common2.methods):
         a, b = common1.row(method), common2.row(method)
         gain = 100.0 * (a["ssim_mean"] / b["ssim_mean"] - 1.0)
         if method in DETERMINISTIC_MODELS:
             gains.append(gain)
-        rows.append(
-            {
-                "method": method_label(method),
-                "slices": int(a["n_slices"]),
-                "SSIM k=1": fmt(a["ssim_mean"], 3),
-                "SSIM k=2": fmt(b["ssim_mean"], 3),
-                "SSIM gain of k=1": f"{gain:+.1f} %",
-                "PSNR k=1 (dB)": fmt(a["psnr_mean"]),
-                "PSNR k=2 (dB)": fmt(b["psnr_mean"]),
-                "PSNR gain of k=1 (dB)": f"{a['psnr_mean'] - b['psnr_mean']:+.2f}",
-            }
-        )
+        psnr_gain = f"{a['psnr_mean'] - b['psnr_mean']:+.2f}"
+        rows.append({"method": method_label(method), "slices": int(a["n_slices"]),
+                     "SSIM k=1": fmt(a["ssim_mean"], 3), "SSIM k=2": fmt(b["ssim_mean"], 3),
+                     "SSIM gain of k=1": f"{gain:+.1f} %", "PSNR k=1 (dB)": fmt(a["psnr_mean"]),
+                     "PSNR k=2 (dB)": fmt(b["psnr_mean"]),
+                     "PSNR gain of k=1 (dB)": psnr_gain})  # fmt: skip
     if not rows:
         raise SlicelibError("no method was evaluated at both k=1 and k=2")
-    mean_gain = float(np.mean(gains)) if gains else float("nan")
-    return pd.DataFrame(rows).set_index("method"), mean_gain
+    return pd.DataFrame(rows).set_index("method"), float(np.mean(gains)) if gains else np.nan
 
 
 def k_numbers(common1: Results, common2: Results, mean_gain: float) -> dict[str, Any]:
-    """The k comparison for the prose: the mean SSIM gain of k=1 over k=2 of the
-    deterministic models, the common slices, and each method's SSIM at both k."""
+    """For the prose: the mean SSIM gain of k=1 over k=2 of the deterministic models
+    (and the original's), the common slices, and each method's SSIM at both k."""
     values: dict[str, Any] = {
         "k_ssim_gain_pct": mean_gain,
         "k_ssim_gain_claimed_pct": original.K1_OVER_K2_SSIM_GAIN_PCT,
         "common_slices": int(common1.summary["n_slices"].max()),
     }
-    for method in common1.methods:
-        if method in common2.methods:
-            values[f"common_{method}_ssim_k1"] = common1.row(method)["ssim_mean"]
-            values[f"common_{method}_ssim_k2"] = common2.row(method)["ssim_mean"]
+    for method in (m for m in common1.methods if m in common2.methods):
+        values[f"common_{method}_ssim_k1"] = common1.row(method)["ssim_mean"]
+        values[f"common_{method}_ssim_k2"] = common2.row(method)["ssim_mean"]
     return values
 
 
 def input_change(cache: Cache, rows: pd.DataFrame) -> np.ndarray:
     """Per row (patient_id, slice_index, k): the mean absolute difference between the
-    two inputs S_{i-k} and S_{i+k}, a measure of how much the anatomy changes
-    across the gap (0 = identical inputs)."""
+    inputs S_{i-k} and S_{i+k}, how much the anatomy changes across the gap (0: none)."""
     out = np.empty(len(rows), dtype=np.float64)
     for pid, group in rows.groupby("patient_id", sort=False):
         volume = np.asarray(cache.volume(str(pid)), dtype=np.float32)
@@ -187,32 +155,27 @@ def binned(
     return table
 
 
-def change_correlation(rows: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
-    """Spearman correlation between input change and PSNR (and SSIM) per method and k."""
+def _change_rho(group: pd.DataFrame, metric: str) -> float:
     from scipy.stats import spearmanr
 
-    out = []
-    for (method, k), group in rows.groupby(["method", "k"], sort=False):
-        if method not in methods or len(group) < 3:
-            continue
-        rho = {m: spearmanr(group["input_change"], group[m]).statistic for m in ("psnr", "ssim")}
-        out.append(
-            {
-                "method": method_label(str(method)),
-                "k": int(str(k)),
-                "slices": len(group),
-                "Spearman rho, change vs PSNR": fmt(rho["psnr"], 2),
-                "Spearman rho, change vs SSIM": fmt(rho["ssim"], 2),
-            }
-        )
+    return spearmanr(group["input_change"], group[metric]).statistic
+
+
+def change_correlation(rows: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """Spearman correlation between input change and PSNR (and SSIM) per method and k."""
+    out = [
+        {"method": method_label(str(method)), "k": int(str(k)), "slices": len(group),
+         "Spearman rho, change vs PSNR": fmt(_change_rho(group, "psnr"), 2),
+         "Spearman rho, change vs SSIM": fmt(_change_rho(group, "ssim"), 2)}
+        for (method, k), group in rows.groupby(["method", "k"], sort=False)
+        if method in methods and len(group) >= 3
+    ]  # fmt: skip
     return pd.DataFrame(out).set_index(["method", "k"])
 
 
 def change_numbers(rows: pd.DataFrame) -> dict[str, Any]:
     """Input change for the prose: its mean at each k and, for linear and the U-Net,
     the Spearman correlation with PSNR at each k."""
-    from scipy.stats import spearmanr
-
     values: dict[str, Any] = {}
     for k in (1, 2):
         at_k = rows[rows["k"] == k]
@@ -220,27 +183,22 @@ def change_numbers(rows: pd.DataFrame) -> dict[str, Any]:
         for method in ("linear", "unet"):
             group = at_k[at_k["method"] == method]
             if len(group) >= 3:
-                rho = spearmanr(group["input_change"], group["psnr"]).statistic
-                values[f"change_rho_{method}_k{k}"] = float(rho)
+                values[f"change_rho_{method}_k{k}"] = float(_change_rho(group, "psnr"))
     return values
 
 
 def pick_slices(
     rows: pd.DataFrame, positions: Sequence[float], patient: str | None = None
 ) -> list[tuple[str, int]]:
-    """Slices of one test patient (default: the first with the most evaluated slices)
-    nearest each relative ``position`` in the volume (0 = first slice, 1 = last),
-    among those every method was scored on."""
+    """Per relative ``position`` (0: first slice, 1: last), the nearest slice of ``patient``
+    (default: the first with the most) among the slices every method scored."""
     counts = rows.groupby(["patient_id", "slice_index"]).size()
-    everywhere = counts[counts == rows["method"].nunique()].reset_index()
-    if everywhere.empty:
-        everywhere = counts.reset_index()
+    everywhere = counts[counts == rows["method"].nunique()]
+    scored = (counts if everywhere.empty else everywhere).reset_index()
     if patient is None:
-        patient = str(everywhere["patient_id"].value_counts().idxmax())
+        patient = str(scored["patient_id"].value_counts().idxmax())
     mine = rows[rows["patient_id"] == patient].drop_duplicates("slice_index")
-    mine = mine[
-        mine["slice_index"].isin(everywhere["slice_index"][everywhere["patient_id"] == patient])
-    ]
+    mine = mine[mine["slice_index"].isin(scored["slice_index"][scored["patient_id"] == patient])]
     if mine.empty:
         raise SlicelibError(f"patient {patient!r} has no evaluated test slice")
     where, indices = mine["position"].to_numpy(), mine["slice_index"].to_numpy()
@@ -248,6 +206,8 @@ def pick_slices(
 
 
 # The DDPM -----------------------------------------------------------------------------
+def _best_epoch(history: pd.DataFrame) -> int:
+    return int(history["epoch"].to_numpy()[int(np.argmin(history["val_loss"].to_numpy()))])
 
 
 def ddpm_loss_table(history: pd.DataFrame) -> tuple[pd.DataFrame, list[int], list[int]]:
@@ -256,22 +216,16 @@ def ddpm_loss_table(history: pd.DataFrame) -> tuple[pd.DataFrame, list[int], lis
     by_epoch = history.set_index("epoch")
     present = [e for e in original.DDPM_LOSSES if e in by_epoch.index]
     absent = [e for e in original.DDPM_LOSSES if e not in by_epoch.index]
-    best = int(by_epoch.index.to_numpy()[int(np.argmin(by_epoch["val_loss"].to_numpy()))])
-    last = int(by_epoch.index.to_numpy().max())
+    best, last = _best_epoch(history), int(by_epoch.index.to_numpy().max())
     rows = []
     for epoch in present + ([] if last in present else [last]):
         train, val = original.DDPM_LOSSES.get(epoch, (None, None))
-        rows.append(
-            {
-                "epoch": epoch,
-                "train loss": fmt(by_epoch.loc[epoch, "train_loss"], 4),
-                "val loss": fmt(by_epoch.loc[epoch, "val_loss"], 4)
-                + (" (best)" if epoch == best else ""),
-                "original train loss": fmt(train, 4),
-                "original val loss": fmt(val, 4)
-                + (" (best)" if val is not None and epoch == original.DDPM_BEST_EPOCH else ""),
-            }
-        )
+        theirs = val is not None and epoch == original.DDPM_BEST_EPOCH
+        rows.append({"epoch": epoch, "train loss": fmt(by_epoch.loc[epoch, "train_loss"], 4),
+                     "val loss": fmt(by_epoch.loc[epoch, "val_loss"], 4)
+                     + (" (best)" if epoch == best else ""),
+                     "original train loss": fmt(train, 4),
+                     "original val loss": fmt(val, 4) + (" (best)" if theirs else "")})  # fmt: skip
     return pd.DataFrame(rows).set_index("epoch"), present, absent
 
 
@@ -284,9 +238,7 @@ def ddpm_epoch_numbers(
         "ddpm_epochs": int(len(history)),
         "ddpm_epochs_present": ", ".join(str(e) for e in present) or "none",
         "ddpm_epochs_absent": ", ".join(str(e) for e in absent) or "none",
-        "ddpm_best_epoch": int(
-            history["epoch"].to_numpy()[int(np.argmin(history["val_loss"].to_numpy()))]
-        ),
+        "ddpm_best_epoch": _best_epoch(history),
         "ddpm_first_train_loss": float(first["train_loss"]),
         "ddpm_last_train_loss": float(last["train_loss"]),
         "ddpm_first_val_loss": float(first["val_loss"]),
@@ -294,7 +246,7 @@ def ddpm_epoch_numbers(
     }
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Samples:
     """Several ancestral DDPM samples of one slice: ``samples`` (n, H, W) in [0, 1],
     ``target`` and ``linear`` (H, W), and each sample's PSNR and SSIM."""
@@ -323,13 +275,9 @@ def ddpm_samples(study: Study, k: int, slice_: tuple[str, int], n: int) -> Sampl
     predictor = Predictor(run, sampler="ancestral", samples=n, seed=study.preset.eval.seed)
     samples = predictor.stack(inputs)[:, 0, 0].cpu().numpy().astype(np.float32)
     target = volume[slice_[1]]
-    return Samples(
-        samples=samples,
-        target=target,
-        linear=linear(nb.before, nb.after),
-        psnr=np.array([psnr(s, target, 1.0) for s in samples]),
-        ssim=np.array([ssim(s, target, 1.0) for s in samples]),
-    )
+    return Samples(samples, target, linear(nb.before, nb.after),
+                   psnr=np.array([psnr(s, target, 1.0) for s in samples]),
+                   ssim=np.array([ssim(s, target, 1.0) for s in samples]))  # fmt: skip
 
 
 def variability_table(drawn: Samples) -> pd.DataFrame:
@@ -338,11 +286,11 @@ def variability_table(drawn: Samples) -> pd.DataFrame:
 
     rows = [(f"sample {i + 1}", p, s) for i, (p, s) in enumerate(zip(drawn.psnr, drawn.ssim))]
     rows.append(("std over samples", drawn.psnr.std(), drawn.ssim.std()))
-    for name, image in (
-        ("mean of the samples", drawn.samples.mean(axis=0)),
-        ("linear", drawn.linear),
-    ):
-        rows.append((name, psnr(image, drawn.target, 1.0), ssim(image, drawn.target, 1.0)))
+    t, images = (
+        drawn.target,
+        {"mean of the samples": drawn.samples.mean(axis=0), "linear": drawn.linear},
+    )
+    rows += [(name, psnr(im, t, 1.0), ssim(im, t, 1.0)) for name, im in images.items()]
     table = pd.DataFrame(rows, columns=["sample", "PSNR (dB)", "SSIM"]).set_index("sample")
     return table.round({"PSNR (dB)": 2, "SSIM": 3})
 
@@ -358,59 +306,46 @@ def variability_numbers(drawn: Samples) -> dict[str, Any]:
 
 
 def sampler_table(res: Results) -> pd.DataFrame:
-    """The DDPM's sampling variants beside linear and the U-Net: PSNR, SSIM, time."""
+    """The DDPM's sampling variants beside linear and the U-Net: PSNR, SSIM, time, and the
+    PSNR gain over linear, paired over patients on the slices each method scored."""
     names = [m for m in res.methods if family_of(m) == "ddpm"]
-    names += [m for m in ("linear", "unet") if m in res.methods]
     rows = []
-    for name in names:
+    for name in names + [m for m in ("linear", "unet") if m in res.methods]:
         r = res.row(name)
-        rows.append(
-            {
-                "method": method_label(name),
-                "slices": int(r["n_slices"]),
-                "PSNR (dB)": fmt_pm(r["psnr_mean"], r["psnr_std"]),
-                "SSIM": fmt_pm(r["ssim_mean"], r["ssim_std"], 3),
-                "PSNR vs linear (dB)": fmt_signed(r.get("psnr_gain_db")),
-                # Paired over patients on the slices this method scored.
-                "PSNR vs linear 95% CI": fmt_ci(
-                    r.get("psnr_gain_ci_low"), r.get("psnr_gain_ci_high")
-                ),
-                "ms per slice": wall_clock(r["ms_per_slice"], 1, " ms"),
-            }
-        )
+        rows.append({"method": method_label(name), "slices": int(r["n_slices"]),
+                     "PSNR (dB)": fmt_pm(r["psnr_mean"], r["psnr_std"]),
+                     "SSIM": fmt_pm(r["ssim_mean"], r["ssim_std"], 3),
+                     "PSNR vs linear (dB)": fmt_signed(r.get("psnr_gain_db")),
+                     "PSNR vs linear 95% CI": fmt_ci(r.get("psnr_gain_ci_low"),
+                                                     r.get("psnr_gain_ci_high")),
+                     "ms per slice": wall_clock(r["ms_per_slice"], 1, " ms")})  # fmt: skip
     return pd.DataFrame(rows).set_index("method")
 
 
 def sampler_numbers(res: Results, **kwargs: Any) -> dict[str, Any]:
-    """The DDPM's samplers for the prose: ancestral and the best DDIM variant, and
-    ``sampler_sentence``: which of the two scores higher PSNR, paired over patients
-    on the slices both scored (``kwargs`` go to :func:`slicelib.stats.compare`)."""
-    values: dict[str, Any] = {
-        "sampler_sentence": "This run scored no DDIM variant beside ancestral sampling."
-    }
-    ddim = [m for m in res.methods if is_ddim(m)]
-    if ANCESTRAL in res.methods:
-        anc = res.row(ANCESTRAL)
-        values.update(
-            ddpm_ancestral_psnr=anc["psnr_mean"],
-            ddpm_ancestral_ssim=anc["ssim_mean"],
-            ddpm_ancestral_ms=WallClock(anc["ms_per_slice"]),
-            ddpm_slices=int(anc["n_slices"]),
-        )
+    """For the prose: ancestral sampling, the best DDIM variant and ``sampler_sentence``, their
+    PSNR compared over patients on the slices both scored (``kwargs``: for ``compare``)."""
+
+    def scores(prefix: str, name: str) -> dict[str, Any]:
+        r = res.row(name)
+        return {f"{prefix}_psnr": r["psnr_mean"], f"{prefix}_ssim": r["ssim_mean"],
+                f"{prefix}_ms": WallClock(r["ms_per_slice"])}  # fmt: skip
+
+    text = "This run scored no DDIM variant beside ancestral sampling."
+    values: dict[str, Any] = {"sampler_sentence": text}
+    ancestral, ddim = ANCESTRAL in res.methods, [m for m in res.methods if is_ddim(m)]
+    if ancestral:
+        values.update(scores("ddpm_ancestral", ANCESTRAL))
+        values["ddpm_slices"] = int(res.row(ANCESTRAL)["n_slices"])
     if ddim:
         best = max(ddim, key=lambda m: res.row(m)["psnr_mean"])
-        values.update(
-            ddim_best=method_label(best),
-            ddim_best_psnr=res.row(best)["psnr_mean"],
-            ddim_best_ssim=res.row(best)["ssim_mean"],
-            ddim_best_ms=WallClock(res.row(best)["ms_per_slice"]),
-        )
-        if ANCESTRAL in res.methods:
+        values.update(ddim_best=method_label(best), **scores("ddim_best", best))
+        if ancestral:
             c = compare(res.rows, ANCESTRAL, best, "psnr", **kwargs)
             values["sampler_sentence"] = comparison_sentence(
                 c, "Ancestral sampling", f"the best DDIM variant ({method_label(best)})", " dB"
             )
-    if "unet" in res.methods and ANCESTRAL in res.methods:
+    if "unet" in res.methods and ancestral:
         unet = res.row("unet")["ms_per_slice"]
         values["unet_ms"] = WallClock(unet)
         values["ddpm_unet_ratio"] = WallClock(res.row(ANCESTRAL)["ms_per_slice"] / unet)
@@ -418,29 +353,21 @@ def sampler_numbers(res: Results, **kwargs: Any) -> dict[str, Any]:
 
 
 def timing_table(res: Results) -> pd.DataFrame:
-    """Time per slice of the DDPM's samplers and the deterministic models, beside the
-    original's 300 ms against 3-5 ms."""
-    names = [m for m in res.methods if family_of(m) == "ddpm" or m in DETERMINISTIC_MODELS]
+    """Time per slice of the DDPM's samplers and the deterministic models beside the original's."""
     low, high = original.DETERMINISTIC_MS_PER_SLICE
     rows = []
-    for name in names:
-        r = res.row(name)
+    for name in (m for m in res.methods if family_of(m) == "ddpm" or m in DETERMINISTIC_MODELS):
         claimed = f"{low:.0f}-{high:.0f}" if name in DETERMINISTIC_MODELS else "-"
         if name == ANCESTRAL:
             claimed = f"{original.DDPM_MS_PER_SLICE:.0f}"
-        rows.append(
-            {
-                "method": method_label(name),
-                "device": r.get("device", "-"),
-                "ms per slice": wall_clock(r["ms_per_slice"], 1, " ms"),
-                "original (ms, its GPU)": claimed,
-            }
-        )
+        r = res.row(name)
+        rows.append({"method": method_label(name), "device": r.get("device", "-"),
+                     "ms per slice": wall_clock(r["ms_per_slice"], 1, " ms"),
+                     "original (ms, its GPU)": claimed})  # fmt: skip
     return pd.DataFrame(rows).set_index("method")
 
 
 # The DDPM's schedule ablation ---------------------------------------------------------
-
 VARIANT_LABELS: dict[str, str] = {
     ORIGINAL: "original (linear betas, [0, 1])",
     "cosine": "cosine schedule",
@@ -473,14 +400,13 @@ def ablation_comparisons(
 def ablation_table(
     rows: pd.DataFrame, diffusions: dict[str, DiffusionConfig], **kwargs: Any
 ) -> pd.DataFrame:
-    """One row per variant: x_T's signal, each sampler's mean PSNR and SSIM, and the
-    ancestral PSNR's change against the original with its interval and p-value."""
+    """One row per variant: x_T's signal, each sampler's mean PSNR (and the ancestral SSIM),
+    and the ancestral PSNR's change against the original with its interval and p-value."""
     samplers = sorted(set(rows["method"]), key=lambda m: (is_ddim(m), m != ANCESTRAL, m))
     compared = ablation_comparisons(rows, **kwargs)
     table = []
     for variant in dict.fromkeys(rows["variant"]):
-        mine = rows[rows["variant"] == variant]
-        signal, noise = signal_at_T(diffusions[variant])
+        mine, (signal, noise) = rows[rows["variant"] == variant], signal_at_T(diffusions[variant])
         entry: dict[str, Any] = {
             "variant": variant_label(variant),
             "x_T": f"{signal:.2f} x_0 + {noise:.2f} noise",
@@ -500,9 +426,8 @@ def ablation_table(
 
 
 def ablation_numbers(rows: pd.DataFrame, **kwargs: Any) -> dict[str, Any]:
-    """Numbers and sentences for the chapter: ``abl_variants``, ``abl_<variant>_psnr``
-    (ancestral), ``abl_<variant>_sentence``, and ``abl_summary`` (what the ablation
-    found, written from the intervals)."""
+    """``abl_variants``, ``abl_<variant>_psnr`` (ancestral), ``abl_<variant>_sentence``,
+    ``abl_sentences`` and ``abl_summary`` (what the ablation found, from the intervals)."""
     if rows.empty:
         return {
             "abl_variants": 0,
@@ -562,7 +487,6 @@ def ablation_seconds(study: Study) -> WallClock:
 
 
 # The real-anatomy arm -----------------------------------------------------------------
-
 HEADROOM_LABELS: dict[str, str] = {
     "ls_filter": "best 9x9 linear filter (least squares on training subjects)",
     "filter": "9x9 linear filter trained by the training loop",
@@ -572,30 +496,27 @@ HEADROOM_LABELS: dict[str, str] = {
 # The note every verdict of this arm carries: what the cohort is, so that no verdict
 # reads as a test of the original's prostate data.
 REAL_NOTE = "real data of another organ and contrast (IXI T1 head), resampled slices"
-# The networks the example panels show (when trained), after linear interpolation and
-# optical flow.
+# The networks the example panels show (when trained), after linear and optical flow.
 PANEL_MODELS: tuple[str, ...] = ("unet", "mcnet")
 # The share of the least-squares filter's gain the trained filter must reach for the
 # training loop to count as learning what a linear predictor can.
 FILTER_CHECK_SHARE = 0.8
 
 
-def _gains(results: Sequence[Results], names: Sequence[str] | None = None) -> pd.DataFrame:
-    """Per k and method (all but linear, or ``names``): the summary's paired PSNR gain over
-    linear interpolation, its interval, p-value and paired patients."""
-    rows = []
-    for res in results:
-        for r in res.summary.to_dict("records"):
-            if r["method"] != "linear" and (names is None or r["method"] in names):
-                rows.append({**r, "k": res.k})
-    return pd.DataFrame(rows)
+def _gains(results: Sequence[Results], names: Sequence[str] | None = None) -> list[dict]:
+    """The summary's rows (gains over linear) with their ``k``, of ``names`` or all but linear."""
+    return [
+        {**r, "k": res.k}
+        for res in results
+        for r in res.summary.to_dict("records")
+        if r["method"] != "linear" and (names is None or r["method"] in names)
+    ]
 
 
 def gain_table(results: Sequence[Results], labels: dict[str, str] | None = None) -> pd.DataFrame:
-    """Each method's PSNR gain over linear at each k: mean over test subjects of the
-    paired per-subject difference, its 95 % interval, the sign-flip p and the number of
-    subjects; linear's own mean PSNR heads each column (``labels``: only these methods,
-    so named, without p or linear)."""
+    """Each method's PSNR gain over linear at each k, paired by subject, with its 95 % interval,
+    sign-flip p and subjects, under linear's own PSNR (``labels``: only these methods, so named,
+    without p or linear)."""
     table: dict[str, dict[str, Any]] = {}
     for res in results if labels is None else []:
         linear = res.row("linear")
@@ -604,10 +525,9 @@ def gain_table(results: Sequence[Results], labels: dict[str, str] | None = None)
              f"k={res.k}: 95 % CI": "-", f"k={res.k}: p": "-",
              f"k={res.k}: subjects": str(int(linear["n_patients"]))}
         )  # fmt: skip
-    for r in _gains(results, None if labels is None else list(labels)).to_dict("records"):
-        name = r["method"]
+    for r in _gains(results, None if labels is None else list(labels)):
+        name, k = r["method"], r["k"]
         row = table.setdefault(name, {"method": (labels or {}).get(name, method_label(name))})
-        k = r["k"]
         row[f"k={k}: gain (dB)"] = fmt_signed(r["psnr_gain_db"])
         row[f"k={k}: 95 % CI"] = fmt_ci(r["psnr_gain_ci_low"], r["psnr_gain_ci_high"])
         if labels is None:
@@ -629,7 +549,7 @@ def gain_numbers(results: Sequence[Results], prefix: str = "real") -> dict[str, 
         values[f"{prefix}_k{res.k}_subjects"] = int(linear["n_patients"])
         values[f"{prefix}_k{res.k}_slices"] = int(linear["n_slices"])
         values.setdefault(f"{prefix}_p_floor_note", p_floor_note(int(linear["n_patients"])))
-    for r in _gains(results).to_dict("records"):
+    for r in _gains(results):
         key = f"{prefix}_k{r['k']}_{r['method']}"
         values[f"{key}_gain"], values[f"{key}_p"] = r["psnr_gain_db"], fmt_p(r["p_psnr_vs_linear"])
         values[f"{key}_lo"], values[f"{key}_hi"] = r["psnr_gain_ci_low"], r["psnr_gain_ci_high"]
@@ -637,24 +557,22 @@ def gain_numbers(results: Sequence[Results], prefix: str = "real") -> dict[str, 
 
 
 def headroom_results(study: Study) -> list[Results]:
-    """The headroom references scored beside linear interpolation, one
-    :class:`~slicelib.results.Results` per k (summarised as the evaluation does)."""
+    """The headroom references beside linear, one :class:`Results` per k, summarised."""
     from slicelib.results import Results
     from slicelib.stats import summarize
 
-    rows, cfg = study.headroom(), study.preset.eval
-    out = []
-    for k, part in rows.groupby("k", sort=True):
-        summary = summarize(part, reference="linear", seed=cfg.seed)
-        out.append(Results(rows=part, summary=summary, info={}, k=int(str(k))))
-    return out
+    seed = study.preset.eval.seed
+    return [
+        Results(rows=part, summary=summarize(part, reference="linear", seed=seed), info={},
+                k=int(str(k)))
+        for k, part in study.headroom().groupby("k", sort=True)
+    ]  # fmt: skip
 
 
 def headroom_numbers(results: Sequence[Results]) -> dict[str, Any]:
-    """``real_headroom_<reference>_k<k>`` (mean gain, dB), with ``_lo``/``_hi``, for each
-    reference and the trained filter when it was scored."""
+    """``real_headroom_<reference>_k<k>`` (gain over linear, dB) with ``_lo`` and ``_hi``."""
     values: dict[str, Any] = {}
-    for r in _gains(results, list(HEADROOM_LABELS)).to_dict("records"):
+    for r in _gains(results, list(HEADROOM_LABELS)):
         key = f"real_headroom_{r['method']}_k{r['k']}"
         values.update({key: r["psnr_gain_db"], f"{key}_lo": r["psnr_gain_ci_low"],
                        f"{key}_hi": r["psnr_gain_ci_high"]})  # fmt: skip
@@ -662,24 +580,22 @@ def headroom_numbers(results: Sequence[Results]) -> dict[str, Any]:
 
 
 def filter_check(results: Sequence[Results]) -> dict[str, Any]:
-    """The training loop's sanity check: per k, the trained 9 x 9 filter's gain over linear
-    as a share of the least-squares filter's (``real_filter_share_k<k>``, percent) and
-    ``real_filter_sentence``, which says whether it reached :data:`FILTER_CHECK_SHARE`
-    at every k (empty values when the filter was not trained)."""
+    """The training loop's check: the trained 9 x 9 filter's gain over linear as a share (%) of
+    the least-squares filter's per k, ``real_filter_share_k<k>``, and ``real_filter_sentence``:
+    whether it reached :data:`FILTER_CHECK_SHARE` at every k (or was not trained)."""
     gains: dict[int, dict[str, float]] = {}
-    for r in _gains(results, ["ls_filter", "filter"]).to_dict("records"):
+    for r in _gains(results, ["ls_filter", "filter"]):
         gains.setdefault(int(r["k"]), {})[str(r["method"])] = float(r["psnr_gain_db"])
     if not any("filter" in g for g in gains.values()):
         return {"real_filter_sentence": "This run does not train the 9 x 9 filter."}
     shares = {k: 100.0 * g["filter"] / g["ls_filter"] for k, g in sorted(gains.items())}
-    passed = all(share >= 100 * FILTER_CHECK_SHARE for share in shares.values())
     each = " and ".join(
         f"{share:.0f} % at k={k} ({gains[k]['filter']:+.2f} of {gains[k]['ls_filter']:+.2f} dB)"
         for k, share in shares.items()
     )
     verdict = (
         "the loop learns what a linear predictor can"
-        if passed
+        if all(share >= 100 * FILTER_CHECK_SHARE for share in shares.values())
         else f"below the {100 * FILTER_CHECK_SHARE:.0f} % the check asks: the loop falls short "
         "of what a linear predictor can learn"
     )
@@ -692,16 +608,13 @@ def filter_check(results: Sequence[Results]) -> dict[str, Any]:
 
 
 def over_flow(results: Sequence[Results], model: str = "mcnet") -> dict[str, Any]:
-    """``model``'s PSNR gain over optical flow per k, paired by subject:
-    ``real_k<k>_<model>_over_flow`` (dB) with ``_lo``, ``_hi`` and ``_p`` (empty when the
-    run lacks either)."""
+    """``real_k<k>_<model>_over_flow``: ``model``'s PSNR gain over optical flow per k, paired by
+    subject (dB), with ``_lo``, ``_hi`` and ``_p`` (none at a k that lacks either)."""
     values: dict[str, Any] = {}
-    for res in results:
-        if {model, "flow"} <= set(res.methods):
-            c = compare(res.rows, model, "flow", "psnr")
-            key = f"real_k{res.k}_{model}_over_flow"
-            values.update({key: c.gain, f"{key}_lo": c.ci_low, f"{key}_hi": c.ci_high,
-                           f"{key}_p": fmt_p(c.p_value)})  # fmt: skip
+    for res in (r for r in results if {model, "flow"} <= set(r.methods)):
+        c, key = compare(res.rows, model, "flow", "psnr"), f"real_k{res.k}_{model}_over_flow"
+        values.update({key: c.gain, f"{key}_lo": c.ci_low, f"{key}_hi": c.ci_high,
+                       f"{key}_p": fmt_p(c.p_value)})  # fmt: skip
     return values
 
 
@@ -717,43 +630,26 @@ def subject_gains(res: Results, reference: str = "linear") -> pd.DataFrame:
     return both.groupby(["patient_id", "method"], sort=False)["gain_db"].mean().reset_index()
 
 
-def _val_linear(cache: Cache, k: int, max_slices: int | None) -> float:
-    """Linear interpolation's mean PSNR on the validation slices a run validates on."""
-    from slicelib.baselines import linear
-    from slicelib.data.dataset import TripletDataset
-    from slicelib.metrics import psnr
-
-    inputs, target = TripletDataset(cache, "val", k, max_slices=max_slices).arrays()
-    return float(np.mean([psnr(linear(a, b), t, 1.0) for (a, b), t in zip(inputs, target)]))
-
-
 def training_runs(study: Study) -> pd.DataFrame:
     """One row per epoch of every run: validation PSNR gain over linear on the same
     validation slices, and the run's budget (``model, k, epoch, val_gain_db, steps,
     samples, crop, seconds``; steps, samples and seconds are cumulative)."""
+    from slicelib.baselines import linear
     from slicelib.data.dataset import TripletDataset
+    from slicelib.metrics import psnr
 
-    cache = study.cache()
-    frames = []
+    cache, frames = study.cache(), []
     for model, k in study.runs():
-        cfg = study.train_config(model, k)
-        history = study.history(model, k)
-        linear = _val_linear(cache, k, cfg.val_max_slices)
+        cfg, history = study.train_config(model, k), study.history(model, k)
+        # linear interpolation's mean PSNR on the validation slices the run validates on
+        inputs, target = TripletDataset(cache, "val", k, max_slices=cfg.val_max_slices).arrays()
+        base = float(np.mean([psnr(linear(a, b), t, 1.0) for (a, b), t in zip(inputs, target)]))
         steps = cfg.steps_per_epoch or len(TripletDataset(cache, "train", k)) // cfg.batch_size
-        frames.append(
-            pd.DataFrame(
-                {
-                    "model": model,
-                    "k": k,
-                    "epoch": history["epoch"],
-                    "val_gain_db": history["val_psnr"] - linear,
-                    "steps": history["epoch"] * steps,
-                    "samples": history["epoch"] * steps * cfg.batch_size,
-                    "crop": cfg.crop or study.preset.prepare.size,
-                    "seconds": history["seconds"].cumsum(),
-                }
-            )
-        )
+        epoch, crop = history["epoch"], cfg.crop or study.preset.prepare.size
+        frame = {"model": model, "k": k, "epoch": epoch, "val_gain_db": history["val_psnr"] - base,
+                 "steps": epoch * steps, "samples": epoch * steps * cfg.batch_size, "crop": crop,
+                 "seconds": history["seconds"].cumsum()}  # fmt: skip
+        frames.append(pd.DataFrame(frame))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -767,27 +663,20 @@ def budget_table(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
     rows = []
     for (model, k), part in runs.groupby(["model", "k"], sort=False):
         last = part.iloc[-1]
-        rows.append(
-            {
-                "run": f"{method_label(str(model))}, k={k}",
-                "steps": int(last["steps"]),
-                "crop (px)": int(last["crop"]),
-                "training samples": int(last["samples"]),
-                "seconds": wall_clock(last["seconds"], 1, " s"),
-                "val gain, last epoch (dB)": fmt_signed(last["val_gain_db"]),
-                "change over the last epoch (dB)": fmt_signed(_last_change(part["val_gain_db"])),
-            }
-        )
+        rows.append({"run": f"{method_label(str(model))}, k={k}", "steps": int(last["steps"]),
+                     "crop (px)": int(last["crop"]), "training samples": int(last["samples"]),
+                     "seconds": wall_clock(last["seconds"], 1, " s"),
+                     "val gain, last epoch (dB)": fmt_signed(last["val_gain_db"]),
+                     "change over the last epoch (dB)":
+                         fmt_signed(_last_change(part["val_gain_db"]))})  # fmt: skip
     return pd.DataFrame(rows).set_index("run")
 
 
 def budget_numbers(runs: pd.DataFrame) -> dict[str, Any]:
-    """``real_samples_text`` (each network's training samples per run), ``real_runs``,
-    ``real_train_seconds`` (all runs), ``real_max_last_change`` (largest change of
-    validation gain over the last epoch, text with its unit), ``real_paper_samples`` (the
-    original U-Net's training triplets times epochs, at 256 px), ``real_samples`` and
-    ``real_crop`` (the U-Net's run here, else the largest) and ``real_budget_ratio``
-    (the original's training pixels over that run's)."""
+    """The training budget for the prose: samples per network, runs, seconds, the largest
+    change of validation gain over a last epoch, the original U-Net's samples (triplets
+    times epochs, 256 px), this arm's U-Net run's (else the largest) samples and crop, and
+    the ratio of the original's training pixels to that run's."""
     paper_samples = original.REPORTED_COHORT["train triplets"] * PAPER_EPOCHS["unet"]
     grouped = runs.groupby(["model", "k"], sort=False)
     lasts, changes = grouped.tail(1), grouped["val_gain_db"].apply(_last_change)
@@ -795,19 +684,15 @@ def budget_numbers(runs: pd.DataFrame) -> dict[str, Any]:
     ours = (unet if len(unet) else lasts).sort_values("samples").iloc[-1]
     samples, crop = int(ours["samples"]), int(ours["crop"])
     per_model = lasts.groupby("model", sort=False)["samples"].max()
+    text = ", ".join(f"{method_label(str(m))} {int(n):,}" for m, n in per_model.items())
+    largest = f"{float(changes.abs().max()):.2f} dB" if changes.notna().any() else None
     return {
-        "real_samples_text": ", ".join(
-            f"{method_label(str(m))} {int(n):,}" for m, n in per_model.items()
-        ),
+        "real_samples_text": text,
         "real_runs": len(lasts),
         "real_samples": samples,
         "real_crop": crop,
         "real_train_seconds": WallClock(lasts["seconds"].sum()),
-        "real_max_last_change": (
-            f"{float(changes.abs().max()):.2f} dB"
-            if changes.notna().any()
-            else "not measured (one epoch per run)"
-        ),
+        "real_max_last_change": largest or "not measured (one epoch per run)",
         "real_paper_samples": paper_samples,
         "real_budget_ratio": paper_samples * PAPER.prepare.size**2 / (samples * crop**2),
     }
@@ -837,8 +722,6 @@ def marked_verdicts(table: pd.DataFrame) -> pd.DataFrame:
 
 
 # The budget curve ---------------------------------------------------------------------
-
-
 def _subject_gain(rows: pd.DataFrame, model: str) -> pd.Series:
     """Per subject: the mean PSNR gain of ``model`` over linear on the slices both scored."""
     pivot = rows.pivot_table(index=["patient_id", "slice_index"], columns="method", values="psnr")
@@ -846,10 +729,9 @@ def _subject_gain(rows: pd.DataFrame, model: str) -> pd.Series:
 
 
 def budget_curve(rows: pd.DataFrame, cfg: EvalConfig) -> pd.DataFrame:
-    """Per model and budget (training samples): the test gain over linear interpolation,
-    mean over subjects with its 95 % interval, and the run's training time (columns
-    ``model, samples, run, gain, lo, hi, subjects, seconds``), from the budget step's
-    rows (none when the study trains no budget curve)."""
+    """Per model and budget from the budget step's rows: test gain over linear, mean over
+    subjects with its 95 % interval, and training time (``model, samples, run, gain, lo, hi,
+    subjects, seconds``; no row when the study trains no budget curve)."""
     out = []
     for (run, model, samples), part in rows.groupby(["run", "model", "samples"], sort=True):
         inf = infer_mean(_subject_gain(part, str(model)).to_numpy(), seed=cfg.seed)
@@ -873,16 +755,11 @@ def budget_points(curve: pd.DataFrame) -> str:
 def curve_table(curve: pd.DataFrame) -> pd.DataFrame:
     """The budget curve as the chapter shows it: one row per model and budget."""
     rows = [
-        {
-            "network": method_label(str(r["model"])),
-            "training samples": f"{int(r['samples']):,}",
-            "gain over linear (dB)": fmt_signed(r["gain"]),
-            "95 % CI": fmt_ci(r["lo"], r["hi"]),
-            "subjects": int(r["subjects"]),
-            "training (s)": round(float(r["seconds"]), 1),
-        }
+        {"network": method_label(str(r["model"])), "training samples": f"{int(r['samples']):,}",
+         "gain over linear (dB)": fmt_signed(r["gain"]), "95 % CI": fmt_ci(r["lo"], r["hi"]),
+         "subjects": int(r["subjects"]), "training (s)": round(float(r["seconds"]), 1)}
         for r in curve.to_dict("records")
-    ]
+    ]  # fmt: skip
     return pd.DataFrame(rows).set_index(["network", "training samples"])
 
 
@@ -894,29 +771,26 @@ def budget_sentence(
     had stopped, and then where it stopped against ``references`` (label -> gain, dB)."""
     sentences = []
     for model, part in curve.groupby("model", sort=False):
-        label = method_label(str(model))
         if len(part) < 2:
             continue
         before, last = part.iloc[-2], part.iloc[-1]
-        runs = {run: rows[rows["run"] == run] for run in (before["run"], last["run"])}
-        gains = [_subject_gain(runs[r], str(model)) for r in (before["run"], last["run"])]
+        gains = [_subject_gain(rows[rows["run"] == r], str(model)) for r in part["run"].iloc[-2:]]
         step = infer_mean((gains[1] - gains[0]).dropna().to_numpy(), seed=cfg.seed)
         change = (
             f"from {int(before['samples']):,} to {int(last['samples']):,} training samples its "
             f"gain over linear went from {before['gain']:+.2f} to {last['gain']:+.2f} dB "
             f"(change {step.mean:+.2f} dB {fmt_ci(step.ci_low, step.ci_high)})"
         )
+        label = method_label(str(model))
         if step.above_zero:
             sentences.append(f"The {label} was still learning: {change}; not learned yet.")
             continue
-        above = [f"{name} ({level:+.2f} dB)" for name, level in references.items()
-                 if last["gain"] >= level]  # fmt: skip
-        below = [f"{name} ({level:+.2f} dB)" for name, level in references.items()
-                 if last["gain"] < level]  # fmt: skip
-        where = (
-            f"at or above {', '.join(above)}" + (f" and below {', '.join(below)}" if below else "")
-            if above
-            else f"below {', '.join(below)}"
+        refs = [(f"{name} ({level:+.2f} dB)", level) for name, level in references.items()]
+        above = ", ".join(text for text, level in refs if last["gain"] >= level)
+        below = ", ".join(text for text, level in refs if last["gain"] < level)
+        where = f"at or above {above}" + (f" and below {below}" if below else "")
+        sentences.append(
+            f"The {label} had stopped gaining at this budget: {change}, "
+            f"{where if above else f'below {below}'}."
         )
-        sentences.append(f"The {label} had stopped gaining at this budget: {change}, {where}.")
     return " ".join(sentences) or "This run trains no budget curve."

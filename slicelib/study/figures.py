@@ -1,14 +1,11 @@
-"""What the book's figures share; each figure is drawn in the notebook that shows it.
-
-Figures are drawn at the width the book shows them (``PAGE_WIDTH`` inches), so that
-their text is legible without zooming, as a :class:`StudyFigure` (a PNG without
-pyplot); every colour that encodes a value has a colour bar; panels share a colour
-scale only within a method family, whose errors are alike. The comparison of methods
-on one slice is shown by two notebooks and lives here.
-"""
+"""What the book's figures share; each is drawn in the notebook that shows it, at the width
+the book shows it (``PAGE_WIDTH``), as a :class:`StudyFigure` (a PNG without pyplot). Every
+colour that encodes a value has a colour bar; panels share an error scale only within a
+method family. The comparison of methods on one slice, shown by two notebooks, lives here."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +37,6 @@ class StudyFigure(Figure):
     form (:func:`figure_summary`) states the numbers it draws."""
 
     def _repr_png_(self) -> bytes:
-        import io
-
         buffer = io.BytesIO()
         self.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
         return buffer.getvalue()
@@ -66,48 +61,41 @@ def _drawn_numbers(artist: Any) -> np.ndarray | None:
     if isinstance(artist, AxesImage):
         return np.ma.filled(np.ma.asarray(artist.get_array(), dtype=float), np.nan)
     if isinstance(artist, LineCollection):
-        segments = [np.asarray(s, dtype=float).ravel() for s in artist.get_segments()]
-        return np.concatenate(segments) if segments else np.zeros(0)
+        return np.concatenate([np.zeros(0)] + [np.ravel(s) for s in artist.get_segments()])
     if isinstance(artist, PathCollection):
         return np.asarray(artist.get_offsets(), dtype=float)
     return None
 
 
-def _number(value: float) -> str:
-    value = float(np.round(value, 9)) + 0.0  # no "-0" for a value that rounds to zero
-    return f"{value:.{SUMMARY_DIGITS}g}"
+def _described(kind: str, arrays: list[np.ndarray]) -> str:
+    """ "2 Line2D: 8 numbers, mean m, std s" (finite values, :data:`SUMMARY_DIGITS` digits)."""
+    values = np.concatenate(arrays)
+    finite, head = values[np.isfinite(values)], f"{len(arrays)} {kind}: {values.size} numbers"
+    if not finite.size:
+        return f"{head}, no finite value"
+    # rounded first: no "-0" for a value that rounds to zero
+    mean, std = (float(np.round(v, 9)) + 0.0 for v in (finite.mean(), finite.std()))
+    return f"{head}, mean {mean:.{SUMMARY_DIGITS}g}, std {std:.{SUMMARY_DIGITS}g}"
 
 
 def figure_summary(fig: Figure) -> str:
     """A figure as text: its size, then per axes its title and, per kind of artist, how
-    many numbers it draws with their mean and standard deviation.
-
-    The executed notebooks keep it as the figure's ``text/plain`` output beside the
-    PNG; ``make verify`` (nbval) compares it, so a figure whose numbers change fails
-    the check while the PNG, which nbval does not compare, may differ in its pixels.
-    """
+    many numbers it draws with their mean and standard deviation. The notebooks keep it as
+    the figure's ``text/plain`` output, which ``make verify`` (nbval) compares (the PNG,
+    which it does not compare, may differ in its pixels)."""
     width, height = (float(v) * fig.dpi for v in fig.get_size_inches())
     lines = [f"<{type(fig).__name__} size {width:g}x{height:g} with {len(fig.axes)} Axes>"]
-    suptitle = fig.get_suptitle()
-    if suptitle:
-        lines.append(f"title: {suptitle}")
+    if fig.get_suptitle():
+        lines.append(f"title: {fig.get_suptitle()}")
     for index, ax in enumerate(fig.axes):
-        title = " / ".join(t for t in (ax.get_title(loc) for loc in ("left", "center", "right")) if t)
+        titles = (ax.get_title(loc) for loc in ("left", "center", "right"))
+        title = " / ".join(t for t in titles if t)
         drawn: dict[str, list[np.ndarray]] = {}
         for artist in ax.get_children():
             numbers = _drawn_numbers(artist)
             if numbers is not None and numbers.size:
                 drawn.setdefault(type(artist).__name__, []).append(numbers.ravel())
-        parts = []
-        for kind, arrays in drawn.items():
-            values = np.concatenate(arrays)
-            finite = values[np.isfinite(values)]
-            stats = (
-                f"mean {_number(finite.mean())}, std {_number(finite.std())}"
-                if finite.size
-                else "no finite value"
-            )
-            parts.append(f"{len(arrays)} {kind}: {values.size} numbers, {stats}")
+        parts = [_described(kind, arrays) for kind, arrays in drawn.items()]
         if title or parts:
             heading = f"axes {index + 1}" + (f" ({title!r})" if title else "")
             lines.append(f"{heading}: " + ("; ".join(parts) or "no data"))
@@ -120,8 +108,7 @@ def panels(
     fig = StudyFigure(figsize=(width * cols, height * rows), layout="constrained")
     axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
     for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     return fig, axes
 
 
@@ -153,17 +140,13 @@ def scores(pred: np.ndarray, target: np.ndarray) -> str:
 def method_families(methods: Sequence[str]) -> list[tuple[str, list[str]]]:
     """``methods`` grouped by family (classical, deterministic networks, diffusion,
     then any other), in the given order; empty families left out."""
-    groups: list[tuple[str, list[str]]] = []
-    placed: set[str] = set()
-    for name, members in FAMILIES:
-        chosen = [m for m in methods if (family_of(m) == "ddpm" if not members else m in members)]
-        placed |= set(chosen)
-        if chosen:
-            groups.append((name, chosen))
-    others = [m for m in methods if m not in placed]
-    if others:
-        groups.append(("other", others))
-    return groups
+    groups = [
+        (name, [m for m in methods if (m in members if members else family_of(m) == "ddpm")])
+        for name, members in FAMILIES
+    ]
+    placed = {m for _, chosen in groups for m in chosen}
+    groups.append(("other", [m for m in methods if m not in placed]))
+    return [(name, chosen) for name, chosen in groups if chosen]
 
 
 def comparison_figure(
@@ -173,15 +156,10 @@ def comparison_figure(
     index: int = 0,
     family: str | None = None,
 ) -> StudyFigure:
-    """Supplement Fig. 1, one method family per figure: the zoomed ground truth and
-    each method's prediction (top), their absolute error maps (bottom) on the
-    family's colour scale with its colour bar, each with PSNR and SSIM.
-
-    ``family`` picks one family of :func:`method_families` by name; None: every
-    method on one figure (for a short list). Drawn at page width.
-    """
-    groups = dict(method_families(methods))
-    shown = list(groups.get(family, [])) if family is not None else list(methods)
+    """Supplement Fig. 1 for one ``family`` of :func:`method_families` (None: every method,
+    for a short list): the zoomed ground truth and each method's prediction with its PSNR
+    and SSIM (top), their absolute errors on one colour scale with its colour bar (bottom)."""
+    shown = list(methods) if family is None else dict(method_families(methods)).get(family, [])
     if not shown:
         raise ValueError(f"no method of family {family!r} among {list(methods)}")
     target = preds.targets[index]
@@ -198,12 +176,10 @@ def comparison_figure(
         pred = preds.predictions[method][index]
         axes[0, col].imshow(central(pred, zoom), cmap="gray", vmin=0, vmax=1)
         axes[0, col].set_title(f"{method_label(method)}\n{scores(pred, target)}", fontsize=8)
-        image = axes[1, col].imshow(
-            central(errors[method], zoom), cmap=ERROR_CMAP, vmin=0, vmax=vmax
-        )
+        error = central(errors[method], zoom)
+        image = axes[1, col].imshow(error, cmap=ERROR_CMAP, vmin=0, vmax=vmax)
     fig.colorbar(image, ax=axes[1, 1:].tolist(), shrink=0.85, label="|error|")
-    ref = preds.slices[index]
-    where = f"Patient {ref.patient_id}, slice {ref.slice_index}"
-    heading = f"{family}: " if family else ""
-    fig.suptitle(f"{heading}{where} (centre {zoom:.0%} of the field)", fontsize=9)
+    ref, heading = preds.slices[index], f"{family}: " if family else ""
+    where = f"Patient {ref.patient_id}, slice {ref.slice_index} (centre {zoom:.0%} of the field)"
+    fig.suptitle(heading + where, fontsize=9)
     return fig
