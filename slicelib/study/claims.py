@@ -198,7 +198,8 @@ class Evidence:
     def unconverged(self, runs: Iterable[tuple[str, int]], margin: Margin) -> list[str]:
         """The runs among ``runs`` whose validation curve (read on ``margin``'s metric)
         still moved by more than the margin over the last epoch, or that trained one."""
-        column, moving = CURVE[margin], []
+        column = CURVE[margin]
+        moving = []
         for model, k in runs:
             history = self.histories.get((model, k))
             if history is None:
@@ -384,17 +385,13 @@ def _k2_plateau(ev: Evidence) -> Verdict:
     epochs = sorted({int(h.index.to_numpy().max()) for h in histories.values()})
     if epochs[0] < last:
         span = "-".join(str(e) for e in dict.fromkeys((epochs[0], epochs[-1])))
-        return Verdict(
-            f"this run trains {span} epochs at k=2, the claim needs {last}", NOT_AT_BUDGET
-        )
+        return Verdict(f"this run trains {span} epochs at k=2, the claim needs {last}",
+                       NOT_AT_BUDGET)  # fmt: skip
     flat = (-PLATEAU.value, PLATEAU.value)
-    estimates = [
-        Estimate.point(
-            method_label(model), 100.0 * (h["val_ssim"].iloc[-1] / start - 1.0), flat, PLATEAU
-        )  # fmt: skip
-        for model, h in histories.items()
-        for start in [h.loc[first, "val_ssim"]]
-    ]
+    estimates = []
+    for model, h in histories.items():
+        change = 100.0 * (h["val_ssim"].iloc[-1] / h.loc[first, "val_ssim"] - 1.0)
+        estimates.append(Estimate.point(method_label(model), change, flat, PLATEAU))
     outcome, text = judge(estimates)
     return Verdict(f"val SSIM change after epoch {first}: {text}", outcome)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from slicelib import original
 from slicelib.config import PAPER, ModelConfig, TrainConfig
 from slicelib.methods import (
     ANCESTRAL,
@@ -26,12 +27,6 @@ from slicelib.methods import (
     is_ddim,
     method_label,
     method_spec,
-)
-from slicelib.original import (
-    APPROXIMATE_TOLERANCE,
-    REPORTED_COHORT,
-    REPORTED_MODELS,
-    reported_model,
 )
 from slicelib.stats import EXACT_MAX_PATIENTS, MIN_TEST_PATIENTS, Comparison, p_floor
 
@@ -82,7 +77,8 @@ def p_text(value: Any, n_patients: int | None = None) -> str:
     text = f"p {text}" if text.startswith("<") else f"p = {text}"
     if n_patients is None or missing(value):
         return text
-    floor, who = p_floor(n_patients), plural(n_patients, "patient")
+    floor = p_floor(n_patients)
+    who = plural(n_patients, "patient")
     if float(value) <= floor:
         return f"{text}, the floor for {who}"
     return f"{text}, floor {fmt_p(floor)} with {who}"
@@ -404,16 +400,13 @@ def architecture_table(preset_model: ModelConfig, trained_convs: int) -> pd.Data
 
     def supplement(model: str, part: str) -> tuple[str, str]:
         """The supplement's count of ``model``'s ``part``, and whether the code's matches."""
-        try:
-            entry = reported_model(model)
-        except KeyError:
-            return "-", "-"
-        stated = entry.parameters.get(part)
+        entry = next((e for e in original.REPORTED_MODELS if e.model == model), None)
+        stated = None if entry is None else entry.parameters.get(part)
         if stated is None:
-            return "not stated", "-"
+            return ("-", "-") if entry is None else ("not stated", "-")
         count = paper[model][part]
         if entry.approximate:
-            tol = APPROXIMATE_TOLERANCE.get(model, 0.05)
+            tol = original.APPROXIMATE_TOLERANCE.get(model, 0.05)
             ok = abs(count - stated) <= tol * stated
             return f"about {stated / 1e6:.1f} M", "yes" if ok else "no"
         return f"{stated:,}", "yes" if count == stated else "no"
@@ -481,9 +474,10 @@ def training_table(study: Study) -> pd.DataFrame:
     supplement's epochs, batch size, minutes per epoch and best epoch."""
     rows = []
     for model, k in study.runs():
-        cfg, history = study.train_config(model, k), study.history(model, k)
+        cfg = study.train_config(model, k)
+        history = study.history(model, k)
         # None for an extension of the original (the motion-compensated CNN)
-        paper = next((e for e in REPORTED_MODELS if e.model == model), None)
+        paper = next((e for e in original.REPORTED_MODELS if e.model == model), None)
         rows.append(
             {
                 "model": method_label(model),
@@ -637,15 +631,13 @@ def cohort_table(cache: Cache, ks: tuple[int, ...] = (1, 2)) -> pd.DataFrame:
         table[split] = {**col, "triplets, common to k=1 and k=2": common}
     out = pd.DataFrame(table)
     out["total"] = out.sum(axis=1)
-    triplets = " / ".join(fmt_int(REPORTED_COHORT[f"{s} triplets"]) for s in splits)
-    original = {
-        "patients": fmt_int(REPORTED_COHORT["patients"]),
-        "volumes": fmt_int(REPORTED_COHORT["volumes"]),
-        "slices": fmt_int(REPORTED_COHORT["slices"]),
+    reported = {key: fmt_int(n) for key, n in original.REPORTED_COHORT.items()}
+    triplets = " / ".join(reported[f"{s} triplets"] for s in splits)
+    reported |= {
         "triplets k=1": f"{triplets} (train / val / test)",
-        "triplets, common to k=1 and k=2": f"{fmt_int(REPORTED_COHORT['test triplets'])} (test)",
+        "triplets, common to k=1 and k=2": f"{reported['test triplets']} (test)",
     }
-    out["original (supplement 1.3)"] = [original.get(str(i), "-") for i in out.index]
+    out["original (supplement 1.3)"] = [reported.get(str(i), "-") for i in out.index]
     return out
 
 
@@ -658,7 +650,8 @@ def result_numbers(results: list[Results]) -> dict[str, Any]:
     for res in results:
         k = res.k
         for r in res.summary.to_dict("records"):
-            key, p = f"k{k}_{r['method']}", r.get("p_psnr_vs_linear")
+            key = f"k{k}_{r['method']}"
+            p = r.get("p_psnr_vs_linear")
             values[f"{key}_psnr"] = r["psnr_mean"]
             values[f"{key}_ssim"] = r["ssim_mean"]
             values[f"{key}_ssim_gauss"] = r["ssim_gauss_mean"]
