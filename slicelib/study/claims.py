@@ -153,13 +153,16 @@ class Evidence:
     ) -> Evidence:
         """Evidence of a study run. ``cohort`` None: ``"synthetic"`` for the generated
         cohort, else ``"tcia"`` under the paper preset (whose scan criteria select the
-        original's series) and ``"real"`` under any other."""
+        original's series) and ``"real"`` under any other; a real-data arm on another
+        collection passes ``cohort="real"``."""
         preset = study.preset
         if cohort is None:
             tcia = preset.name == PAPER.name
             cohort = "synthetic" if study.synthetic else "tcia" if tcia else "real"
             log.info("claims judged as cohort %r", cohort)
-        histories = {(m, k): study.history(m, k) for m, k in study.runs()}
+        histories: dict[tuple[str, int], pd.DataFrame] = {
+            (m, k): study.history(m, k) for m, k in study.runs()
+        }
         ddpm_k = next((k for m, k in histories if m == "ddpm"), None)
         return cls(k1, k2, common1, common2, cohort, preset.name, histories, ddpm_k, preset.model,
                    preset.diffusion.timesteps, seed=preset.eval.seed)  # fmt: skip

@@ -204,10 +204,9 @@ def uncertainty_sentence(summary: pd.DataFrame, labels: Mapping[str, str]) -> st
         std, err = float(summary.loc[n, "std_mean"]), float(summary.loc[n, "mae_mean"])
         if not (_finite(std) and _finite(err)) or err <= 0:
             continue
+        relation = "at least as large as"
         if std < err:
             relation = f"{err / std:.0f} times smaller than" if std > 0 else "zero against"
-        else:
-            relation = "at least as large as"
         parts.append(
             f"For the {labels[n]}, the mean predicted standard deviation ({std:.4f}) is "
             f"{relation} the mean absolute error ({err:.4f})."
@@ -271,12 +270,9 @@ def comparison_sentence(
     if not c.tested:
         who = plural(c.n_patients, "patient")
         return f"{what} scores {gain} against {other} ({who}: {c.test})."
-    if c.above_zero:
-        verdict = "higher"
-    elif c.below_zero:
-        verdict = "lower"
-    else:
-        verdict = "no difference this run resolves"
+    verdict = (
+        "higher" if c.above_zero else "lower" if c.below_zero else "no difference this run resolves"
+    )
     interval = f"[{c.ci_low:+.{digits}f}, {c.ci_high:+.{digits}f}]"
     return (
         f"{what} scores {gain} against {other} ({100 * c.confidence:.0f} % CI {interval}, "
@@ -318,7 +314,7 @@ LOSSES: dict[str, str] = {
 }
 
 
-def _vs_linear(r: Mapping[str, Any], metric: str, digits: int = 2) -> tuple[str, str]:
+def _vs_linear(r: Mapping[Any, Any], metric: str, digits: int = 2) -> tuple[str, str]:
     """The 95 % CI of a summary row's paired gain over linear on ``metric``, and its
     p-value against linear, or why there is none ("too few patients to test")."""
     ci = fmt_ci(r.get(f"{metric}_gain_ci_low"), r.get(f"{metric}_gain_ci_high"), digits)
@@ -401,9 +397,11 @@ def architecture_table(preset_model: ModelConfig, trained_convs: int) -> pd.Data
     def supplement(model: str, part: str) -> tuple[str, str]:
         """The supplement's count of ``model``'s ``part``, and whether the code's matches."""
         entry = next((e for e in original.REPORTED_MODELS if e.model == model), None)
-        stated = None if entry is None else entry.parameters.get(part)
+        if entry is None:
+            return "-", "-"
+        stated = entry.parameters.get(part)
         if stated is None:
-            return ("-", "-") if entry is None else ("not stated", "-")
+            return "not stated", "-"
         count = paper[model][part]
         if entry.approximate:
             tol = original.APPROXIMATE_TOLERANCE.get(model, 0.05)
