@@ -1,23 +1,24 @@
 """How the book shows numbers: formats, tables of display strings, sentences written from
 the numbers, and glue.
 
-Every number is formatted here once, so that every notebook shows it alike. Sentences
-that compare numbers choose their words from the numbers themselves (a chapter that says
-"A is better than B" next to two glued numbers could otherwise contradict them when a
-run changes); the notebooks glue them whole with :func:`glue_values`, and the chapters
-reference them with ``{glue:text}``, so that no number in the prose is typed by hand.
+Every number is formatted here once, so that every notebook shows it alike. A sentence
+that compares numbers chooses its words from them (a chapter that says "A is better than
+B" next to two glued numbers could otherwise contradict them when a run changes); the
+notebooks glue such sentences whole with :func:`glue_values`, and the chapters cite them
+with ``{glue:text}``, so that no number in the prose is typed by hand.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from slicelib import original
 from slicelib.config import PAPER, ModelConfig, TrainConfig
 from slicelib.methods import (
     ANCESTRAL,
@@ -26,12 +27,6 @@ from slicelib.methods import (
     is_ddim,
     method_label,
     method_spec,
-)
-from slicelib.original import (
-    APPROXIMATE_TOLERANCE,
-    REPORTED_COHORT,
-    ReportedModel,
-    reported_model,
 )
 from slicelib.stats import EXACT_MAX_PATIENTS, MIN_TEST_PATIENTS, Comparison, p_floor
 
@@ -54,16 +49,12 @@ def fmt(value: Any, digits: int = 2) -> str:
 
 def fmt_pm(mean: Any, std: Any, digits: int = 2) -> str:
     """ "mean ± std"."""
-    if missing(mean):
-        return "-"
-    return f"{float(mean):.{digits}f} ± {fmt(std, digits)}"
+    return "-" if missing(mean) else f"{fmt(mean, digits)} ± {fmt(std, digits)}"
 
 
 def fmt_ci(low: Any, high: Any, digits: int = 2) -> str:
     """ "[low, high]"."""
-    if missing(low) or missing(high):
-        return "-"
-    return f"[{float(low):.{digits}f}, {float(high):.{digits}f}]"
+    return "-" if missing(low) or missing(high) else f"[{fmt(low, digits)}, {fmt(high, digits)}]"
 
 
 # Below this a p-value is written as a bound: more digits would claim a precision
@@ -75,8 +66,7 @@ def fmt_p(value: Any) -> str:
     """A p-value for a table cell: "0.031", "0.42", or "< 0.001" below :data:`P_FLOOR`."""
     if missing(value):
         return "-"
-    value = float(value)
-    return f"< {P_FLOOR:g}" if value < P_FLOOR else f"{value:.2g}"
+    return f"< {P_FLOOR:g}" if float(value) < P_FLOOR else f"{float(value):.2g}"
 
 
 def p_text(value: Any, n_patients: int | None = None) -> str:
@@ -88,9 +78,10 @@ def p_text(value: Any, n_patients: int | None = None) -> str:
     if n_patients is None or missing(value):
         return text
     floor = p_floor(n_patients)
+    who = plural(n_patients, "patient")
     if float(value) <= floor:
-        return f"{text}, the floor for {patients(n_patients)}"
-    return f"{text}, floor {fmt_p(floor)} with {patients(n_patients)}"
+        return f"{text}, the floor for {who}"
+    return f"{text}, floor {fmt_p(floor)} with {who}"
 
 
 def p_floor_note(n_patients: int) -> str:
@@ -100,8 +91,8 @@ def p_floor_note(n_patients: int) -> str:
     if n_patients <= EXACT_MAX_PATIENTS:
         floor = f"2/2^{n_patients} = {floor}"
     text = (
-        f"With {patients(n_patients)} the sign-flip test cannot give a p below {floor} "
-        "(the p floor), however large and consistent the difference"
+        f"With {plural(n_patients, 'patient')} the sign-flip test cannot give a p below "
+        f"{floor} (the p floor), however large and consistent the difference"
     )
     if n_patients < MIN_TEST_PATIENTS:
         return f"{text}; below {MIN_TEST_PATIENTS} patients no comparison is tested."
@@ -113,15 +104,14 @@ def p_floor_note(n_patients: int) -> str:
 
 
 def fmt_tesla(value: Any) -> str:
-    """A field strength as scanners are named: "3 T", "1.5 T" (2.89362 reads "3 T",
-    gauss converted); "-" when missing."""
+    """A field strength as scanners are named, whole or half tesla: "3 T", "1.5 T"
+    (2.89362 reads "3 T", gauss converted); "-" when missing."""
     from slicelib.data.criteria import field_strength_tesla
 
     if missing(value):
         return "-"
     tesla = field_strength_tesla(float(value))
     assert tesla is not None
-    # nominal strengths are whole or half tesla
     return f"{round(tesla * 2) / 2:g} T"
 
 
@@ -131,6 +121,28 @@ def fmt_signed(value: Any, digits: int = 2, unit: str = "") -> str:
 
 def fmt_int(value: Any) -> str:
     return "-" if missing(value) else f"{int(value):,}"
+
+
+def wall_clock(value: Any, digits: int, unit: str) -> str:
+    """A measured time, rate or speed ratio with its unit ("3.5 s", "2.5 /s", "1.23 ms",
+    "12.3×"): the unit marks it as wall clock, which ``make verify``'s sanitizer
+    (``.nbval-sanitize.cfg``) leaves out of the comparison (it differs from run to run).
+    Every timing a notebook prints goes through here."""
+    return f"{fmt(value, digits)}{unit}"
+
+
+# What a glued wall-clock value's text ends with; ``.nbval-sanitize.cfg`` matches it.
+WALL_CLOCK_MARK = " # wall clock"
+
+
+class WallClock(float):
+    """A measured time, rate or ratio to glue: its glued text is the number followed by
+    :data:`WALL_CLOCK_MARK` ("3.52 # wall clock"), a Python comment, so that the book's
+    ``{glue:text}`` still reads (and formats) the number while ``make verify``'s
+    sanitizer leaves it out of the comparison. Results are glued as plain numbers."""
+
+    def __repr__(self) -> str:
+        return f"{float(self)!r}{WALL_CLOCK_MARK}"
 
 
 # What the qualitative figures show: every method, or a short list for Fig. 2.
@@ -144,11 +156,8 @@ def figure_methods(available: Any, short: bool = False) -> list[str]:
     names = list(available)
     wanted = list(SHORT_FIGURE_METHODS if short else FIGURE_METHODS)
     if not short:
-        ddim = sorted(
-            (m for m in names if is_ddim(m)),
-            key=lambda m: int(getattr(method_spec(m), "steps", 0) or 0),
-        )
-        wanted += ddim[-1:]
+        ddim = [m for m in names if is_ddim(m)]
+        wanted += sorted(ddim, key=lambda m: int(getattr(method_spec(m), "steps", 0) or 0))[-1:]
     return [m for m in wanted if m in names]
 
 
@@ -160,10 +169,6 @@ def plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
-def patients(n: int) -> str:
-    return plural(n, "patient")
-
-
 def _finite(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(float(value))
 
@@ -171,48 +176,41 @@ def _finite(value: float) -> bool:
 def uncertainty_sentence(summary: pd.DataFrame, labels: Mapping[str, str]) -> str:
     """Which estimator is better calibrated (lower ENCE), which ranks errors better
     (higher Spearman correlation), and how the predicted std compares with the error.
-
-    ``summary`` is indexed by estimator with columns ``ence``, ``spearman``,
-    ``std_mean`` and ``mae_mean``; ``labels`` names each.
-    """
+    ``summary``: indexed by estimator, columns ``ence``, ``spearman``, ``std_mean`` and
+    ``mae_mean``; ``labels`` names each."""
     names = list(summary.index)
+
+    def finite(column: str) -> dict[str, float]:
+        return {n: float(summary.loc[n, column]) for n in names if _finite(summary.loc[n, column])}
+
+    ence, rho = finite("ence"), finite("spearman")
+    best = min(ence, key=ence.__getitem__) if len(ence) >= 2 else None
     parts: list[str] = []
-    ence = {n: float(summary.loc[n, "ence"]) for n in names if _finite(summary.loc[n, "ence"])}
-    if len(ence) >= 2:
-        best = min(ence, key=lambda n: ence[n])
+    if best is not None:
         others = ", ".join(f"{labels[n]} {ence[n]:.3f}" for n in names if n != best and n in ence)
         parts.append(
             f"The better calibrated estimator by ENCE (lower is better) is the {labels[best]} "
             f"({ence[best]:.3f}, against {others})."
         )
-    rho = {
-        n: float(summary.loc[n, "spearman"]) for n in names if _finite(summary.loc[n, "spearman"])
-    }
     if len(rho) >= 2:
-        best_rank = max(rho, key=lambda n: rho[n])
-        others = ", ".join(f"{labels[n]} {rho[n]:.3f}" for n in names if n != best_rank)
-        agree = (
-            "the same estimator"
-            if len(ence) >= 2 and best_rank == min(ence, key=lambda n: ence[n])
-            else f"the {labels[best_rank]}"
-        )
+        top = max(rho, key=rho.__getitem__)
+        others = ", ".join(f"{labels[n]} {rho[n]:.3f}" for n in names if n != top)
+        agree = "the same estimator" if top == best else f"the {labels[top]}"
         parts.append(
             f"The one whose predicted standard deviation ranks the errors better (higher "
-            f"Spearman correlation) is {agree} ({rho[best_rank]:.3f}, against {others})."
+            f"Spearman correlation) is {agree} ({rho[top]:.3f}, against {others})."
         )
-    if {"std_mean", "mae_mean"} <= set(summary.columns):
-        for n in names:
-            std, err = float(summary.loc[n, "std_mean"]), float(summary.loc[n, "mae_mean"])
-            if not (_finite(std) and _finite(err)) or err <= 0:
-                continue
-            if std < err:
-                relation = f"{err / std:.0f} times smaller than" if std > 0 else "zero against"
-            else:
-                relation = "at least as large as"
-            parts.append(
-                f"For the {labels[n]}, the mean predicted standard deviation ({std:.4f}) is "
-                f"{relation} the mean absolute error ({err:.4f})."
-            )
+    for n in names if {"std_mean", "mae_mean"} <= set(summary.columns) else []:
+        std, err = float(summary.loc[n, "std_mean"]), float(summary.loc[n, "mae_mean"])
+        if not (_finite(std) and _finite(err)) or err <= 0:
+            continue
+        relation = "at least as large as"
+        if std < err:
+            relation = f"{err / std:.0f} times smaller than" if std > 0 else "zero against"
+        parts.append(
+            f"For the {labels[n]}, the mean predicted standard deviation ({std:.4f}) is "
+            f"{relation} the mean absolute error ({err:.4f})."
+        )
     return " ".join(parts) if parts else "Neither estimator gives a finite calibration."
 
 
@@ -234,18 +232,6 @@ def hardest_position_sentence(table: pd.DataFrame, method: str, k: int) -> str:
     )
 
 
-def change_sentence(value: float, reference: float, what: str, unit: str = "") -> str:
-    """``what`` went from ``reference`` to ``value``: "rises", "falls" or "is unchanged",
-    with both numbers (two decimals)."""
-    if value > reference:
-        verb = "rises"
-    elif value < reference:
-        verb = "falls"
-    else:
-        verb = "is unchanged"
-    return f"{what} {verb} from {reference:.2f}{unit} to {value:.2f}{unit}"
-
-
 def relative_gain_sentence(gain_pct: float, better: str, worse: str, metric: str) -> str:
     """ "x % more SSIM at k=1 than at k=2", or "x % less" when the gain is negative."""
     word = "more" if gain_pct >= 0 else "less"
@@ -253,10 +239,9 @@ def relative_gain_sentence(gain_pct: float, better: str, worse: str, metric: str
 
 
 def subset_note(summary: pd.DataFrame) -> str:
-    """A footnote for the methods scored on fewer slices than the others: their gain
-    over linear interpolation and their p-values are on the slices they share.
-
-    ``summary`` has ``method`` and ``n_slices`` columns (``stats.summarize``)."""
+    """A footnote for the methods scored on fewer slices than the others (``summary``:
+    ``method`` and ``n_slices`` columns): their gain over linear interpolation and their
+    p-values are on the slices they share."""
     counts = summary.set_index("method")["n_slices"].astype(int)
     full = int(counts.max())
     fewer = counts[counts < full]
@@ -275,24 +260,19 @@ def comparison_sentence(
     c: Comparison, what: str, other: str, unit: str = "", digits: int = 2
 ) -> str:
     """``what`` against ``other`` paired over patients (:func:`slicelib.stats.compare`),
-    with the words chosen by the interval: "higher" or "lower" only when the whole
-    interval lies on one side of 0, "no difference this run resolves" when it holds 0,
-    and the reason when there are too few patients to test.
-
-    ``"the cosine schedule scores +1.23 dB against the original schedule (95 % CI
-    [+0.50, +2.00], p = 0.031, 6 patients): higher."``
-    """
+    worded by the interval: "higher" or "lower" only when it lies wholly on one side of 0,
+    else "no difference this run resolves"; the reason when there are too few patients.
+    ``"the cosine schedule scores +1.23 dB against the original schedule (95 % CI [+0.50,
+    +2.00], p = 0.031, 6 patients): higher."``"""
     gain = f"{c.gain:+.{digits}f}{unit}"
     if not _finite(c.gain):
         return f"{what} and {other} share no scored slice."
     if not c.tested:
-        return f"{what} scores {gain} against {other} ({patients(c.n_patients)}: {c.test})."
-    if c.above_zero:
-        verdict = "higher"
-    elif c.below_zero:
-        verdict = "lower"
-    else:
-        verdict = "no difference this run resolves"
+        who = plural(c.n_patients, "patient")
+        return f"{what} scores {gain} against {other} ({who}: {c.test})."
+    verdict = (
+        "higher" if c.above_zero else "lower" if c.below_zero else "no difference this run resolves"
+    )
     interval = f"[{c.ci_low:+.{digits}f}, {c.ci_high:+.{digits}f}]"
     return (
         f"{what} scores {gain} against {other} ({100 * c.confidence:.0f} % CI {interval}, "
@@ -309,9 +289,7 @@ def plain(value: Any) -> Any:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return "n/a"
-    if isinstance(value, (int, float, str)):
-        return value
-    return str(value)
+    return value if isinstance(value, (int, float, str)) else str(value)
 
 
 def glue_values(values: Mapping[str, Any]) -> None:
@@ -335,31 +313,13 @@ LOSSES: dict[str, str] = {
     "mcnet": "MSE, a correction of the flow estimate",
 }
 
-SCAN_COLUMNS: tuple[str, ...] = (
-    "patient_id",
-    "series_description",
-    "manufacturer",
-    "field_strength",
-    "orientation",
-    "slice_thickness",
-    "n_slices",
-    "included",
-    "selected",
-    "reason",
-)
-SCAN_HEADERS: dict[str, str] = {
-    "series_description": "series",
-    "field_strength": "field strength",
-    "slice_thickness": "slice thickness",
-    "n_slices": "slices",
-}
 
-
-def _p_or_reason(p: Any, test: Any) -> str:
-    """A p-value, or why there is none ("too few patients to test")."""
-    if missing(p) and isinstance(test, str) and test:
-        return test
-    return fmt_p(p)
+def _vs_linear(r: Mapping[Any, Any], metric: str, digits: int = 2) -> tuple[str, str]:
+    """The 95 % CI of a summary row's paired gain over linear on ``metric``, and its
+    p-value against linear, or why there is none ("too few patients to test")."""
+    ci = fmt_ci(r.get(f"{metric}_gain_ci_low"), r.get(f"{metric}_gain_ci_high"), digits)
+    p, test = r.get(f"p_{metric}_vs_linear"), r.get("test_vs_linear")
+    return ci, test if missing(p) and isinstance(test, str) and test else fmt_p(p)
 
 
 def results_table(res: Results) -> pd.DataFrame:
@@ -370,6 +330,7 @@ def results_table(res: Results) -> pd.DataFrame:
     method: a winner picked from the same data is no hypothesis set before the run.)"""
     rows = []
     for r in res.summary.to_dict("records"):
+        (psnr_ci, psnr_p), (ssim_ci, ssim_p) = _vs_linear(r, "psnr"), _vs_linear(r, "ssim", 3)
         rows.append(
             {
                 "method": method_label(r["method"]),
@@ -381,64 +342,43 @@ def results_table(res: Results) -> pd.DataFrame:
                 "SSIM 95% CI": fmt_ci(r["ssim_ci_low"], r["ssim_ci_high"], 3),
                 "SSIM Gaussian": fmt_pm(r["ssim_gauss_mean"], r["ssim_gauss_std"], 3),
                 "PSNR vs linear (dB)": fmt_signed(r.get("psnr_gain_db")),
-                "PSNR vs linear 95% CI": fmt_ci(
-                    r.get("psnr_gain_ci_low"), r.get("psnr_gain_ci_high")
-                ),
+                "PSNR vs linear 95% CI": psnr_ci,
                 "PSNR vs linear (%)": fmt_signed(r.get("psnr_gain_pct"), 1, " %"),
                 "SSIM vs linear": fmt_signed(r.get("ssim_gain"), 3),
-                "SSIM vs linear 95% CI": fmt_ci(
-                    r.get("ssim_gain_ci_low"), r.get("ssim_gain_ci_high"), 3
-                ),
-                "p vs linear (PSNR)": _p_or_reason(
-                    r.get("p_psnr_vs_linear"), r.get("test_vs_linear")
-                ),
-                "p vs linear (SSIM)": _p_or_reason(
-                    r.get("p_ssim_vs_linear"), r.get("test_vs_linear")
-                ),
+                "SSIM vs linear 95% CI": ssim_ci,
+                "p vs linear (PSNR)": psnr_p,
+                "p vs linear (SSIM)": ssim_p,
             }
         )
     return pd.DataFrame(rows).set_index("method")
-
-
-def wall_clock(value: Any, digits: int, unit: str) -> str:
-    """A measured time, rate or speed ratio with its unit ("3.5 s", "2.5 /s", "1.23 ms",
-    "12.3×"): the unit marks it as wall clock, which ``make verify``'s sanitizer
-    (``.nbval-sanitize.cfg``) leaves out of the comparison (it differs from run to run).
-    Every timing a notebook prints goes through here."""
-    return f"{fmt(value, digits)}{unit}"
-
-
-# What a glued wall-clock value's text ends with; ``.nbval-sanitize.cfg`` matches it.
-WALL_CLOCK_MARK = " # wall clock"
-
-
-class WallClock(float):
-    """A measured time, rate or ratio to glue: its glued text is the number followed by
-    :data:`WALL_CLOCK_MARK` ("3.52 # wall clock"), a Python comment, so that the book's
-    ``{glue:text}`` still reads (and formats) the number while ``make verify``'s
-    sanitizer finds it and leaves it out of the comparison. Results are glued as plain
-    numbers and compared."""
-
-    def __repr__(self) -> str:
-        return f"{float(self)!r}{WALL_CLOCK_MARK}"
 
 
 def inference_table(res: Results, reference: str = "unet") -> pd.DataFrame:
     """Inference time per slice of every method (after warm-up), on the device it ran."""
     ref = res.summary.set_index("method")["ms_per_slice"].get(reference)
-    rows = []
-    for r in res.summary.to_dict("records"):
-        rows.append(
-            {
-                "method": method_label(r["method"]),
-                "device": r.get("device", "-"),
-                "ms per slice": wall_clock(r["ms_per_slice"], 2, " ms"),
-                f"x {method_label(reference)}": (
-                    wall_clock(r["ms_per_slice"] / ref, 1, "×") if ref else "-"
-                ),
-            }
-        )
+    rows = [
+        {
+            "method": method_label(r["method"]),
+            "device": r.get("device", "-"),
+            "ms per slice": wall_clock(r["ms_per_slice"], 2, " ms"),
+            f"x {method_label(reference)}": (
+                wall_clock(r["ms_per_slice"] / ref, 1, "×") if ref else "-"
+            ),
+        }
+        for r in res.summary.to_dict("records")
+    ]
     return pd.DataFrame(rows).set_index("method")
+
+
+# The components the architecture table counts beside the CNNs: name, model, part.
+_COMPONENTS: tuple[tuple[str, str, str], ...] = (
+    ("U-Net", "unet", "generator"),
+    ("GAN generator (the CNN)", "gan", "generator"),
+    ("GAN discriminator (PatchGAN)", "gan", "discriminator"),
+    ("improved GAN generator", "gan_improved", "generator"),
+    ("improved GAN discriminator", "gan_improved", "discriminator"),
+    ("DDPM denoiser", "ddpm", "denoiser"),
+)
 
 
 def architecture_table(preset_model: ModelConfig, trained_convs: int) -> pd.DataFrame:
@@ -451,73 +391,43 @@ def architecture_table(preset_model: ModelConfig, trained_convs: int) -> pd.Data
 
     paper = parameter_counts(PAPER.model, variants=True)
     ours = parameter_counts(preset_model, variants=True)
-    one = dataclasses.replace(PAPER.model, cnn_convs_per_block=1)
-    two = dataclasses.replace(PAPER.model, cnn_convs_per_block=2)
-    cnn_one = parameter_counts(one)["cnn"]["generator"]
-    cnn_two = parameter_counts(two)["cnn"]["generator"]
+    blocks = {n: dataclasses.replace(PAPER.model, cnn_convs_per_block=n) for n in (1, 2)}
+    cnn = {n: parameter_counts(cfg)["cnn"]["generator"] for n, cfg in blocks.items()}
 
     def supplement(model: str, part: str) -> tuple[str, str]:
-        try:
-            entry = reported_model(model)
-        except KeyError:
+        """The supplement's count of ``model``'s ``part``, and whether the code's matches."""
+        entry = next((e for e in original.REPORTED_MODELS if e.model == model), None)
+        if entry is None:
             return "-", "-"
         stated = entry.parameters.get(part)
         if stated is None:
             return "not stated", "-"
         count = paper[model][part]
         if entry.approximate:
-            tol = APPROXIMATE_TOLERANCE.get(model, 0.05)
+            tol = original.APPROXIMATE_TOLERANCE.get(model, 0.05)
             ok = abs(count - stated) <= tol * stated
             return f"about {stated / 1e6:.1f} M", "yes" if ok else "no"
         return f"{stated:,}", "yes" if count == stated else "no"
 
-    rows: list[dict[str, Any]] = []
-
-    def add(name: str, model: str, part: str, paper_count: int, preset_count: int) -> None:
-        stated, match = supplement(model, part)
-        rows.append(
-            {
-                "component": name,
-                "parameters (paper settings)": f"{paper_count:,}",
-                "supplement": stated,
-                "matches": match,
-                "this preset": f"{preset_count:,}",
-            }
-        )
-
-    trained = "trained here" if trained_convs == 1 else "not trained here"
-    add(f"CNN, 8 blocks of one conv ({trained})", "cnn", "generator", cnn_one, cnn_one)
-    rows[-1]["supplement"], rows[-1]["matches"] = supplement("cnn", "generator")
-    if trained_convs != 1:
-        rows[-1]["this preset"] = "-"
-    trained = "trained here" if trained_convs == 2 else "not trained here"
-    rows.append(
-        {
-            "component": f"CNN, 8 blocks of conv-ReLU-conv as the text says ({trained})",
-            "parameters (paper settings)": f"{cnn_two:,}",
-            "supplement": "297,217 (fits one conv per block)",
-            "matches": "no",
-            "this preset": f"{cnn_two:,}" if trained_convs == 2 else "-",
+    def row(name: str, count: int, stated: tuple[str, str], preset: int | None) -> dict:
+        return {
+            "component": name,
+            "parameters (paper settings)": f"{count:,}",
+            "supplement": stated[0],
+            "matches": stated[1],
+            "this preset": "-" if preset is None else f"{preset:,}",
         }
-    )
-    add("U-Net", "unet", "generator", paper["unet"]["generator"], ours["unet"]["generator"])
-    add(
-        "GAN generator (the CNN)", "gan", "generator", paper["gan"]["generator"],
-        ours["gan"]["generator"],
-    )  # fmt: skip
-    add(
-        "GAN discriminator (PatchGAN)", "gan", "discriminator", paper["gan"]["discriminator"],
-        ours["gan"]["discriminator"],
-    )  # fmt: skip
-    add(
-        "improved GAN generator", "gan_improved", "generator",
-        paper["gan_improved"]["generator"], ours["gan_improved"]["generator"],
-    )  # fmt: skip
-    add(
-        "improved GAN discriminator", "gan_improved", "discriminator",
-        paper["gan_improved"]["discriminator"], ours["gan_improved"]["discriminator"],
-    )  # fmt: skip
-    add("DDPM denoiser", "ddpm", "denoiser", paper["ddpm"]["denoiser"], ours["ddpm"]["denoiser"])
+
+    rows = []
+    for n, kind, stated in (
+        (1, "one conv", supplement("cnn", "generator")),
+        (2, "conv-ReLU-conv as the text says", ("297,217 (fits one conv per block)", "no")),
+    ):
+        here = trained_convs == n
+        name = f"CNN, 8 blocks of {kind} ({'trained here' if here else 'not trained here'})"
+        rows.append(row(name, cnn[n], stated, cnn[n] if here else None))
+    for name, model, part in _COMPONENTS:
+        rows.append(row(name, paper[model][part], supplement(model, part), ours[model][part]))
     return pd.DataFrame(rows).set_index("component")
 
 
@@ -564,11 +474,8 @@ def training_table(study: Study) -> pd.DataFrame:
     for model, k in study.runs():
         cfg = study.train_config(model, k)
         history = study.history(model, k)
-        best = best_epoch(history, cfg)
-        try:
-            paper: ReportedModel | None = reported_model(model)
-        except KeyError:  # an extension of the original (the motion-compensated CNN)
-            paper = None
+        # None for an extension of the original (the motion-compensated CNN)
+        paper = next((e for e in original.REPORTED_MODELS if e.model == model), None)
         rows.append(
             {
                 "model": method_label(model),
@@ -579,7 +486,7 @@ def training_table(study: Study) -> pd.DataFrame:
                 "loss": LOSSES[model].replace("L1", cfg.loss.upper(), 1),
                 "crop": cfg.crop or "whole slice",
                 "steps per epoch": cfg.steps_per_epoch or "all",
-                "best epoch": best,
+                "best epoch": best_epoch(history, cfg),
                 "s per epoch": wall_clock(history["seconds"].mean(), 1, " s"),
                 "samples/s": wall_clock(history["samples_per_s"].mean(), 1, " /s"),
                 "supplement: epochs, batch": (
@@ -623,7 +530,6 @@ def run_table(study: Study, model: str, k: int) -> pd.DataFrame:
     best = best_epoch(history, cfg)
     chosen = history.set_index("epoch").loc[best]
     params = count_parameters(build_generator(model, cfg.model_cfg))
-    criterion = selection_rule(cfg)
     items = {
         "model": method_label(model),
         "k": k,
@@ -632,7 +538,7 @@ def run_table(study: Study, model: str, k: int) -> pd.DataFrame:
         "batch size": cfg.batch_size,
         "training crop": cfg.crop or "whole slice",
         "steps per epoch": cfg.steps_per_epoch or "one pass over the training triplets",
-        "best epoch": f"{best} ({criterion})",
+        "best epoch": f"{best} ({selection_rule(cfg)})",
         "validation PSNR at best (dB)": fmt(chosen["val_psnr"], 2),
         "validation SSIM at best (Gaussian)": fmt(chosen["val_ssim"], 3),
         "seconds per epoch (mean)": wall_clock(history["seconds"].mean(), 1, " s"),
@@ -663,29 +569,35 @@ def _yes_no(value: Any) -> str:
     return "yes" if str(value).strip().lower() in ("true", "1", "yes") else "no"
 
 
+# The scan table's columns in order: header (None: as named) and cell format (None: as read).
+SCAN_COLUMNS: dict[str, tuple[str | None, Callable[[Any], str] | None]] = {
+    "patient_id": (None, None),
+    "series_description": ("series", None),
+    "manufacturer": (None, None),
+    "field_strength": ("field strength", fmt_tesla),
+    "orientation": (None, None),
+    "slice_thickness": ("slice thickness", lambda v: "-" if missing(v) else f"{float(v):g} mm"),
+    "n_slices": ("slices", fmt_int),
+    "included": (None, _yes_no),
+    "selected": (None, _yes_no),
+    "reason": (None, None),
+}
+
+
 def scan_table(frame: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:
     """The scan, one row per series: what it is, whether it was included, and why not.
-
-    With ``limit``, the selected series come first and the table stops after
-    ``limit`` rows (the full table is the study's ``scan.csv``).
-    """
-    columns = [c for c in SCAN_COLUMNS if c in frame.columns]
-    out = frame[columns].copy()
+    With ``limit``, the selected series come first and the table stops after ``limit``
+    rows (the full table is the study's ``scan.csv``)."""
+    out = frame[[c for c in SCAN_COLUMNS if c in frame.columns]].copy()
     out["reason"] = out["reason"].fillna("")
     if limit is not None and len(out) > limit:
         order = np.argsort(~out["selected"].astype(bool).to_numpy(), kind="stable")
         out = out.iloc[order[:limit]]
-    formats = {
-        "field_strength": fmt_tesla,
-        "slice_thickness": lambda v: "-" if missing(v) else f"{float(v):g} mm",
-        "n_slices": fmt_int,
-        "included": _yes_no,
-        "selected": _yes_no,
-    }
-    for column, format_ in formats.items():
-        if column in out.columns:
+    for column, (_, format_) in SCAN_COLUMNS.items():
+        if format_ is not None and column in out.columns:
             out[column] = [format_(v) for v in out[column]]
-    return out.set_index("patient_id").rename(columns=SCAN_HEADERS).rename_axis("patient")
+    headers = {column: header for column, (header, _) in SCAN_COLUMNS.items() if header}
+    return out.set_index("patient_id").rename(columns=headers).rename_axis("patient")
 
 
 def exclusion_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -708,61 +620,49 @@ def cohort_table(cache: Cache, ks: tuple[int, ...] = (1, 2)) -> pd.DataFrame:
     table: dict[str, dict[str, int]] = {}
     for split in splits:
         entries = cache.entries(split)
-        col = {
-            "patients": len({e.patient_id for e in entries}),
-            "volumes": len(entries),
-            "slices": sum(int(e.n_slices) for e in entries),
-        }
+        slices = [int(e.n_slices) for e in entries]
+        col = {"patients": len({e.patient_id for e in entries}), "volumes": len(entries)}
+        col["slices"] = sum(slices)
         for k in ks:
-            col[f"triplets k={k}"] = sum(
-                len(evaluable_indices(int(e.n_slices), k)) for e in entries
-            )
-        col["triplets, common to k=1 and k=2"] = sum(
-            len(evaluable_indices(int(e.n_slices), 1, common=True)) for e in entries
-        )
-        table[split] = col
+            col[f"triplets k={k}"] = sum(len(evaluable_indices(n, k)) for n in slices)
+        common = sum(len(evaluable_indices(n, 1, common=True)) for n in slices)
+        table[split] = {**col, "triplets, common to k=1 and k=2": common}
     out = pd.DataFrame(table)
     out["total"] = out.sum(axis=1)
-    triplets = " / ".join(fmt_int(REPORTED_COHORT[f"{s} triplets"]) for s in splits)
-    original = {
-        "patients": fmt_int(REPORTED_COHORT["patients"]),
-        "volumes": fmt_int(REPORTED_COHORT["volumes"]),
-        "slices": fmt_int(REPORTED_COHORT["slices"]),
+    reported = {key: fmt_int(n) for key, n in original.REPORTED_COHORT.items()}
+    triplets = " / ".join(reported[f"{s} triplets"] for s in splits)
+    reported |= {
         "triplets k=1": f"{triplets} (train / val / test)",
-        "triplets, common to k=1 and k=2": f"{fmt_int(REPORTED_COHORT['test triplets'])} (test)",
+        "triplets, common to k=1 and k=2": f"{reported['test triplets']} (test)",
     }
-    out["original (supplement 1.3)"] = [original.get(str(i), "-") for i in out.index]
+    out["original (supplement 1.3)"] = [reported.get(str(i), "-") for i in out.index]
     return out
 
 
 def result_numbers(results: list[Results]) -> dict[str, Any]:
     """Numbers of the results for the prose: ``k<k>_<method>_{psnr,ssim,ssim_gauss,
-    gain_pct,gain_db,gain_ci,p_linear,ms}``, ``k<k>_slices``, ``k<k>_best`` (its label),
-    ``k<k>_p_floor_note``, and ``p_floor`` / ``p_floor_note`` of the first k."""
+    gain_pct,gain_db,gain_ci,p_linear,inference,ms}``, ``k<k>_{slices,patients}``,
+    ``k<k>_best`` (its label), ``k<k>_p_floor_note``, ``p_floor`` / ``p_floor_note`` of
+    the first k and ``min_test_patients``."""
     values: dict[str, Any] = {}
     for res in results:
         k = res.k
         for r in res.summary.to_dict("records"):
-            m = r["method"]
-            values[f"k{k}_{m}_psnr"] = r["psnr_mean"]
-            values[f"k{k}_{m}_ssim"] = r["ssim_mean"]
-            values[f"k{k}_{m}_ssim_gauss"] = r["ssim_gauss_mean"]
-            values[f"k{k}_{m}_gain_db"] = r.get("psnr_gain_db")
-            values[f"k{k}_{m}_gain_pct"] = r.get("psnr_gain_pct")
-            values[f"k{k}_{m}_gain_ci"] = fmt_ci(
-                r.get("psnr_gain_ci_low"), r.get("psnr_gain_ci_high")
+            key = f"k{k}_{r['method']}"
+            p = r.get("p_psnr_vs_linear")
+            values[f"{key}_psnr"] = r["psnr_mean"]
+            values[f"{key}_ssim"] = r["ssim_mean"]
+            values[f"{key}_ssim_gauss"] = r["ssim_gauss_mean"]
+            values[f"{key}_gain_db"] = r.get("psnr_gain_db")
+            values[f"{key}_gain_pct"] = r.get("psnr_gain_pct")
+            values[f"{key}_gain_ci"], values[f"{key}_p_linear"] = _vs_linear(r, "psnr")
+            values[f"{key}_inference"] = (
+                str(r.get("test_vs_linear") or "no test")
+                if missing(p)
+                else f"95 % CI of the gain {values[f'{key}_gain_ci']} dB, "
+                f"{p_text(p, int(r['n_patients_vs_linear']))}"
             )
-            values[f"k{k}_{m}_p_linear"] = _p_or_reason(
-                r.get("p_psnr_vs_linear"), r.get("test_vs_linear")
-            )
-            tested = not missing(r.get("p_psnr_vs_linear"))
-            values[f"k{k}_{m}_inference"] = (
-                f"95 % CI of the gain {values[f'k{k}_{m}_gain_ci']} dB, "
-                f"{p_text(r.get('p_psnr_vs_linear'), int(r['n_patients_vs_linear']))}"
-                if tested
-                else str(r.get("test_vs_linear") or "no test")
-            )
-            values[f"k{k}_{m}_ms"] = WallClock(r["ms_per_slice"])
+            values[f"{key}_ms"] = WallClock(r["ms_per_slice"])
         values[f"k{k}_slices"] = int(res.summary["n_slices"].max())
         values[f"k{k}_patients"] = int(res.summary["n_patients"].max())
         values[f"k{k}_best"] = method_label(str(res.summary["best_psnr"].iloc[0]))
