@@ -62,9 +62,10 @@ class _Clock:
 def _check_workspace(out_dir: Path, preset: str) -> dict[str, Any]:
     """The previous run record of ``out_dir``; refuses a folder of another preset,
     whose runs this run would otherwise replace."""
+    path = out_dir / RECORD_FILE
     try:
-        previous: dict[str, Any] = json.loads((out_dir / RECORD_FILE).read_text())
-    except (OSError, ValueError):
+        previous: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
         return {}
     if previous.get("preset") not in (None, preset):
         raise SlicelibError(
