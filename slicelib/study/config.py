@@ -1,11 +1,6 @@
-"""The study's own settings: what it runs beside the preset's data, models and training.
-
-A preset (:mod:`slicelib.config`) says how to prepare data and train and evaluate
-models; a :class:`StudyConfig` says what else the study makes of them: the uncertainty
-runs, the DDPM schedule ablation and the real-anatomy arm. Each preset has one
-(:func:`study_config`), and the book lists where the demo's differ from the paper's
-(:func:`study_differences`).
-"""
+"""The study's own settings: what it runs beside the preset's data, models and training
+(:mod:`slicelib.config`): the uncertainty runs, the DDPM schedule ablation, the budget
+curve, the learned filter and the real-anatomy arm, one :class:`StudyConfig` per preset."""
 
 from __future__ import annotations
 
@@ -43,11 +38,10 @@ class UncertaintyConfig:
     seed: int = 0
 
 
-# The DDPM schedule ablation: does the schedule's signal at the last step explain the
-# DDPM's failure? With T=100 linear betas x_T = 0.60 x_0 + 0.80 noise, so sampling
-# starts from pure noise where training never went. The cosine schedule brings
-# alpha_bar_T to about 0 (x_T is noise); data in [-1, 1] centres the images, so what
-# is left of x_0 at T is a signal around 0 rather than a bright offset.
+# Does the schedule's signal at the last step explain the DDPM's failure? With T=100 linear
+# betas x_T = 0.60 x_0 + 0.80 noise, so sampling starts from pure noise where training never
+# went. The cosine schedule brings alpha_bar_T to about 0; data in [-1, 1] centres the
+# images, so what is left of x_0 at T is a signal around 0 rather than a bright offset.
 DDPM_SCHEDULE_ABLATION: dict[str, dict[str, Any]] = {
     "cosine": {"schedule": "cosine"},
     "rescaled": {"rescale": True},
@@ -59,21 +53,20 @@ class StudyConfig:
     """What a study runs beside its preset's training and evaluation.
 
     ``uncertainty``: the ensemble and MC-dropout runs; ``ddpm_ablation``: DDPM variants
-    trained with the same network and budget (variant name -> the
+    trained with the same network and budget (name -> the
     :class:`~slicelib.config.DiffusionConfig` fields that differ); ``real_arm``: the
-    preset of the real-anatomy arm run beside it on the checkout's IXI data (None: none).
+    preset of the real-anatomy arm run beside it on the checkout's IXI data (None: none);
+    ``budgets``: the budget curve, each model trained at ``budget_k`` for each of its epoch
+    counts with the preset's recipe (log-spaced training samples when the counts double);
+    ``filter_check``: train the learned 9 x 9 filter at every k, scored beside the
+    least-squares one (does the training loop reach what a linear predictor can?).
     """
 
     uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
     ddpm_ablation: dict[str, dict[str, Any]] = field(default_factory=dict)
     real_arm: PresetName | None = None
-    # The budget curve: each model of ``budgets`` trained at ``budget_k`` for each of its
-    # epoch counts (the preset's recipe, steps per epoch and batch: budgets in training
-    # samples on a log scale when the counts double), scored on the test split.
     budgets: dict[str, tuple[int, ...]] = field(default_factory=dict)
     budget_k: int = 1
-    # Train the learned 9 x 9 filter at every k, scored beside the least-squares one: the
-    # check that the training loop reaches what a linear predictor can.
     filter_check: bool = False
 
     def ablation_diffusion(self, diffusion: DiffusionConfig, variant: str) -> DiffusionConfig:
@@ -89,18 +82,18 @@ STUDY_CONFIGS: dict[str, StudyConfig] = {
     "paper": StudyConfig(),
     "demo": StudyConfig(DEMO_UNCERTAINTY, DDPM_SCHEDULE_ABLATION, real_arm="real"),
     "real": StudyConfig(
-        DEMO_UNCERTAINTY, budgets={"unet": (2, 4, 8, 16), "mcnet": (2, 4, 8, 16, 26)},
+        DEMO_UNCERTAINTY,
+        budgets={"unet": (2, 4, 8, 16), "mcnet": (2, 4, 8, 16, 26)},
         filter_check=True,
     ),
     # two DDPMs of two steps each: seconds
     "smoke": StudyConfig(
-        UncertaintyConfig(members=2, mc_samples=3, bins=4, max_slices=4), DDPM_SCHEDULE_ABLATION,
-        budgets={"unet": (1, 2), "mcnet": (1, 2)}, filter_check=True,
+        UncertaintyConfig(members=2, mc_samples=3, bins=4, max_slices=4),
+        DDPM_SCHEDULE_ABLATION,
+        budgets={"unet": (1, 2), "mcnet": (1, 2)},
+        filter_check=True,
     ),
 }
-
-
-BOOK_FILES: tuple[str, ...] = ("_config.yml", "_toc.yml")
 
 
 def find_source_root(start: Path | None = None) -> Path:
@@ -109,12 +102,12 @@ def find_source_root(start: Path | None = None) -> Path:
     current directory."""
     candidates = [start] if start is not None else [Path(__file__).resolve().parents[2], Path.cwd()]
     for root in candidates:
-        if all((root / name).is_file() for name in BOOK_FILES) and (root / "notebooks").is_dir():
+        book = all((root / name).is_file() for name in ("_config.yml", "_toc.yml"))
+        if book and (root / "notebooks").is_dir():
             return root.resolve()
-    where = start if start is not None else Path.cwd()
     raise SlicelibError(
-        f"{where}: not a slicelib checkout (needs _config.yml, _toc.yml, book/ and notebooks/); "
-        "run from the repository or pass --source"
+        f"{start if start is not None else Path.cwd()}: not a slicelib checkout (needs "
+        "_config.yml, _toc.yml, book/ and notebooks/); run from the repository or pass --source"
     )
 
 

@@ -1,17 +1,15 @@
 """``slicelib study``: the whole study, resumable, from data to book.
 
-1. the data: the synthetic cohort when no data root is given, the scan, the cache;
-   and the real-anatomy arm's workspace (``<out>/real``, the preset's ``real_arm`` on
-   the checkout's ``data/ixi-t1-2mm``) unless it is switched off;
+1. the data (the synthetic cohort when no data root is given, the scan, the cache) and
+   the real-anatomy arm's workspace (``<out>/real``: the preset's ``real_arm`` on the
+   checkout's ``data/ixi-t1-2mm``) unless it is switched off;
 2. the environment record (``<out>/environment.json``);
-3. every notebook with papermill into ``<out>/notebooks/`` (the train notebook once
-   per model and k), skipping those whose inputs did not change;
-4. the book, staged in ``<out>/book/`` and built offline in strict mode, copied
-   to ``book_dir``.
+3. every notebook with papermill into ``<out>/notebooks/`` (the train notebook once per
+   model and k), skipping those whose inputs did not change;
+4. the book, staged in ``<out>/book/``, built offline in strict mode, copied to ``book_dir``.
 
-Each step logs what it does and the elapsed time. What finished is kept when a
-later step fails, and a second run picks up where the first stopped. One run at a
-time works in a study folder (a second is refused, naming the first).
+Each step logs what it does and the elapsed time. What finished is kept when a later step
+fails, and a second run picks up where the first stopped.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +63,8 @@ def _check_workspace(out_dir: Path, preset: str) -> dict[str, Any]:
     """The previous run record of ``out_dir``; refuses a folder of another preset,
     whose runs this run would otherwise replace."""
     path = out_dir / RECORD_FILE
-    if not path.is_file():
-        return {}
     try:
-        previous: dict[str, Any] = json.loads(path.read_text())
+        previous: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     except ValueError:
         return {}
     if previous.get("preset") not in (None, preset):
@@ -77,10 +73,6 @@ def _check_workspace(out_dir: Path, preset: str) -> dict[str, Any]:
             f"choose another folder for the {preset!r} preset"
         )
     return previous
-
-
-def _write_record(out_dir: Path, record: Mapping[str, Any]) -> None:
-    write_json(out_dir / RECORD_FILE, record, default=str)
 
 
 def _environment(path: Path) -> dict[str, Any]:
@@ -138,13 +130,13 @@ def run_study(
         source_root: the checkout with ``notebooks/``, ``book/``, ``_config.yml`` and
             ``_toc.yml`` (default: the one the package comes from, else the cwd).
         overrides: extra notebook parameters, ``{notebook or None: {name: value}}``.
-        only: run only these notebooks (names as in ``<out>/notebooks``, e.g.
-            ``data``, ``train_unet_k1``); the book is not built.
+        only: run only these notebooks (as named in ``<out>/notebooks``, e.g. ``data``,
+            ``train_unet_k1``) and build no book.
         device: passed to the notebooks that take a ``device`` parameter.
         command: the command line, for the book's reproducibility chapter.
         progress: progress bars for the steps run in this process.
-        real: run the real-anatomy arm when the preset has one (``Preset.real_arm``)
-            and the checkout carries its data; False leaves it and its chapter out.
+        real: run the real-anatomy arm when the preset has one and the checkout carries
+            its data; False leaves it and its chapter out.
 
     One study runs in a folder at a time (a lock beside it names the holder), and only in
     a new or empty folder or one that slicelib wrote as a study
@@ -159,117 +151,84 @@ def run_study(
     out = resolve_out_dir(preset, out_dir)
     check_output(out, "study", mode="continue", what="study folder")
     with writing(out, "study"):
-        return _run_locked(
-            clock, preset, out, data_root, book_dir, source_root, overrides, only, device,
-            command, progress, real,
-        )  # fmt: skip
+        root = find_source_root(Path(source_root) if source_root is not None else None)
+        previous = _check_workspace(out, preset)
+        study = Study(preset, out, data_root, device=device, progress=progress)
+        claim(out, "study")
+        scoped = {k: dict(v) for k, v in (overrides or {}).items()}
+        if device != "auto":
+            scoped.setdefault(None, {})["device"] = device
+        real_arm = _real_arm(study, root, out, real, device)
+        jobs = plan_jobs(study, root / "notebooks", scoped, real=real_arm)
+        if only:
+            names = [job.name for job in jobs]
+            unknown = [name for name in only if name not in names]
+            if unknown:
+                raise SlicelibError(
+                    f"--only {unknown[0]}: no such notebook in this study (choose from "
+                    f"{', '.join(names)})"
+                )
+            jobs = [job for job in jobs if job.name in only]
+            book_dir = None
+        report = StudyReport(out_dir=out)
+        record: dict[str, Any] = {
+            **study.describe(),
+            "command": command or f"slicelib study --preset {preset} --out {out}",
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "book": previous.get("book"),
+            "book_hash": previous.get("book_hash"),
+            "real_arm": None if real_arm is None else real_arm.describe(),
+        }
+        write_json(out / RECORD_FILE, record, default=str)
+        logger.info("[%s] study: preset %s, output %s, %d notebooks", clock, preset, out, len(jobs))
 
+        record["environment"] = _environment(study.environment_json)
+        source = "synthetic cohort" if study.synthetic else f"data root {study.data_root}"
+        logger.info("[%s] data: %s", clock, source)
+        study.cohort()
+        summary = study.scan().summary
+        record["scan"] = {
+            key: summary.get(key) for key in ("patients", "volumes", "slices", "series")
+        }
+        cache = study.cache()
+        splits = ", ".join(f"{s} {len(cache.entries(s))}" for s in ("train", "val", "test"))
+        logger.info("[%s] cache: %s (%s)", clock, study.cache_dir, splits)
 
-def _run_locked(
-    clock: _Clock,
-    preset: str,
-    out: Path,
-    data_root: str | Path | None,
-    book_dir: str | Path | None,
-    source_root: str | Path | None,
-    overrides: Mapping[str | None, Mapping[str, Any]] | None,
-    only: Sequence[str] | None,
-    device: str,
-    command: str | None,
-    progress: bool,
-    real: bool,
-) -> StudyReport:
-    """:func:`run_study` with the study folder's lock held."""
-    root = find_source_root(Path(source_root) if source_root is not None else None)
-    previous = _check_workspace(out, preset)
-    study = Study(preset, out, data_root, device=device, progress=progress)
-    claim(out, "study")
-    scoped: dict[str | None, dict[str, Any]] = {k: dict(v) for k, v in (overrides or {}).items()}
-    if device != "auto":
-        scoped.setdefault(None, {})["device"] = device
-    real_arm = _real_arm(study, root, out, real, device)
-    jobs = plan_jobs(study, root / "notebooks", scoped, real=real_arm)
-    if only:
-        names = [job.name for job in jobs]
-        unknown = [name for name in only if name not in names]
-        if unknown:
-            raise SlicelibError(
-                f"--only {unknown[0]}: no such notebook in this study (choose from "
-                f"{', '.join(names)})"
-            )
-        jobs = [job for job in jobs if job.name in only]
-        book_dir = None
-    report = StudyReport(out_dir=out)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    record: dict[str, Any] = {
-        **study.describe(),
-        "command": command or f"slicelib study --preset {preset} --out {out}",
-        "started_at": started,
-        "book": previous.get("book"),
-        "book_hash": previous.get("book_hash"),
-        "real_arm": None if real_arm is None else real_arm.describe(),
-    }
-    _write_record(out, record)
-    logger.info("[%s] study: preset %s, output %s, %d notebooks", clock, preset, out, len(jobs))
+        runner = NotebookRunner(study, {} if real_arm is None else {"real": real_arm})
+        runner.remove_partial()
+        for number, job in enumerate(jobs, start=1):
+            tag = f"notebook {number}/{len(jobs)} {job.name}"
+            if runner.up_to_date(job):
+                logger.info("[%s] %s: up to date", clock, tag)
+                report.skipped.append(job.name)
+                continue
+            logger.info("[%s] %s: running ...", clock, tag)
+            seconds = runner.execute(job)
+            report.executed.append(job.name)
+            logger.info("[%s] %s: done in %.1f s", clock, tag, seconds)
 
-    environment = _environment(study.environment_json)
-    record["environment"] = environment
-    source = "synthetic cohort" if study.synthetic else f"data root {study.data_root}"
-    logger.info("[%s] data: %s", clock, source)
-    study.cohort()
-    record["scan"] = {
-        key: study.scan().summary.get(key) for key in ("patients", "volumes", "slices", "series")
-    }
-    cache = study.cache()
-    logger.info(
-        "[%s] cache: %s (%s)",
-        clock,
-        study.cache_dir,
-        ", ".join(f"{s} {len(cache.entries(s))}" for s in ("train", "val", "test")),
-    )
-
-    runner = NotebookRunner(study, {} if real_arm is None else {"real": real_arm})
-    runner.remove_partial()
-    for number, job in enumerate(jobs, start=1):
-        tag = f"[{clock}] notebook {number}/{len(jobs)} {job.name}"
-        if runner.up_to_date(job):
-            logger.info("%s: up to date", tag)
-            report.skipped.append(job.name)
-            continue
-        logger.info("%s: running ...", tag)
-        seconds = runner.execute(job)
-        report.executed.append(job.name)
-        logger.info(
-            "[%s] notebook %d/%d %s: done in %.1f s", clock, number, len(jobs), job.name, seconds
-        )
-
-    record["executed"], record["skipped"] = report.executed, report.skipped
-    record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    if book_dir is not None:
-        dest = Path(book_dir).resolve()
-        executed = {job.name: runner.output(job) for job in jobs}
-        # The edition line carries the date only when the book's content changes.
-        stable = {**record, "finished_at": record["finished_at"][:10]}
-        stage = stage_book(root, out / "book", executed, jobs, stable)
-        book_hash = tree_hash(stage)
-        unchanged = book_hash == previous.get("book_hash") and previous.get("book") == str(dest)
-        if unchanged and (dest / "index.html").is_file():
-            logger.info("[%s] book: unchanged, %s", clock, dest / "index.html")
-        else:
-            logger.info("[%s] book: building from %s ...", clock, stage)
-            html = build_book(stage)
-            publish(html, dest)
-            report.book_built = True
-        record["book"], record["book_hash"] = str(dest), book_hash
-        report.book = dest
-    _write_record(out, record)
-    report.seconds = time.perf_counter() - clock.start
-    logger.info(
-        "[%s] study done: %d notebooks run, %d up to date",
-        clock,
-        len(report.executed),
-        len(report.skipped),
-    )
-    if report.book is not None:
-        logger.info("the book: %s", (report.book / "index.html").as_uri())
-    return report
+        record["executed"], record["skipped"] = report.executed, report.skipped
+        record["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        if book_dir is not None:
+            dest = Path(book_dir).resolve()
+            executed = {job.name: runner.output(job) for job in jobs}
+            # The edition line carries the date only when the book's content changes.
+            stable = {**record, "finished_at": record["finished_at"][:10]}
+            stage = stage_book(root, out / "book", executed, jobs, stable)
+            book_hash = tree_hash(stage)
+            unchanged = book_hash == previous.get("book_hash") and previous.get("book") == str(dest)
+            if unchanged and (dest / "index.html").is_file():
+                logger.info("[%s] book: unchanged, %s", clock, dest / "index.html")
+            else:
+                logger.info("[%s] book: building from %s ...", clock, stage)
+                publish(build_book(stage), dest)
+                report.book_built = True
+            record["book"], record["book_hash"] = str(dest), book_hash
+            report.book = dest
+        write_json(out / RECORD_FILE, record, default=str)
+        report.seconds = time.perf_counter() - clock.start
+        done, skipped = len(report.executed), len(report.skipped)
+        logger.info("[%s] study done: %d notebooks run, %d up to date", clock, done, skipped)
+        if report.book is not None:
+            logger.info("the book: %s", (report.book / "index.html").as_uri())
+        return report

@@ -1,19 +1,15 @@
 """One study step: an output made once, stamped by the hash of what made it.
 
-Every output of a study's workspace (the cohort, the scan, the cache, each training run,
-each results file) is a :class:`Step`, and its identity has one recipe,
-:func:`step_hash`: the step's ``inputs`` (its settings and the hashes of the steps it
-reads) and the source of the ``code`` that makes it, that is the named modules and
-every ``slicelib`` module they import, directly or through others, at the top of a file
-or inside a function (the import graph is read with :mod:`ast`, nothing is imported).
-Editing ``slicelib/models/unet.py`` therefore re-makes every run and results file and
-leaves the cohort, scan and cache alone.
+A step's identity (:func:`step_hash`) is its ``inputs`` (its settings and the hashes of
+the steps it reads) and the source of its ``code``: the named modules and every
+``slicelib`` module they import, at the top of a file or inside a function (read with
+:mod:`ast`; nothing is imported). Editing ``slicelib/models/unet.py`` therefore re-makes
+every run and results file and leaves the cohort, scan and cache alone.
 
-Making a step follows one rule (:func:`ensure`): nothing to do when the output exists and
-its stamp (``<output>.step.json`` beside it) says it finished from the same hash;
-otherwise take the step's lock (so concurrent jobs sharing a folder make it once), look
-again, clear what cannot be continued, stamp the output unfinished, make it, stamp it
-finished.
+:func:`ensure` makes a step unless its output exists and its stamp (``<output>.step.json``)
+says it finished from the same hash: under the step's lock (concurrent jobs sharing a
+folder make it once) it looks again, clears what cannot be continued, stamps the output
+unfinished, makes it and stamps it finished.
 """
 
 from __future__ import annotations
@@ -27,7 +23,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -51,19 +47,9 @@ def digest(obj: Any) -> str:
 # The import graph --------------------------------------------------------------------
 
 
-def module_name(path: Path, root: Path) -> str:
-    """``slicelib.models.unet`` for ``<root>/models/unet.py``, ``slicelib.models``
-    for ``<root>/models/__init__.py``."""
-    parts = [PACKAGE, *path.relative_to(root).with_suffix("").parts]
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
 def imported_modules(tree: ast.AST, known: Iterable[str]) -> set[str]:
-    """The ``slicelib`` modules that ``tree`` imports, anywhere in it, with their parent
-    packages (importing a module runs their ``__init__``)."""
-    modules = set(known)
+    """The ``known`` modules that ``tree`` imports anywhere, with their parent packages
+    (importing a module runs their ``__init__``)."""
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -71,14 +57,9 @@ def imported_modules(tree: ast.AST, known: Iterable[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    result: set[str] = set()
-    for name in found:
-        parts = name.split(".")
-        if parts[0] == PACKAGE:
-            result.update(
-                p for end in range(1, len(parts) + 1) if (p := ".".join(parts[:end])) in modules
-            )
-    return result
+    names = [name.split(".") for name in found]
+    parents = {".".join(p[:end]) for p in names if p[0] == PACKAGE for end in range(1, len(p) + 1)}
+    return parents & set(known)
 
 
 @lru_cache(maxsize=4096)
@@ -99,34 +80,24 @@ def _module(
     return hashlib.sha256(code).hexdigest(), frozenset(imported_modules(tree, known))
 
 
-@lru_cache(maxsize=4)
-def _graph(
-    root: Path, signature: tuple[tuple[str, int, int], ...]
-) -> dict[str, tuple[str, frozenset[str]]]:
-    """``{module: (content hash, modules it imports)}`` of the package at ``root``
-    (``signature``, every file's size and time, is the cache key)."""
-    paths = {module_name(root / rel, root): (root / rel, size, t) for rel, size, t in signature}
-    known = frozenset(paths)
-    graph: dict[str, tuple[str, frozenset[str]]] = {}
-    for module, (path, size, mtime) in paths.items():
-        digest_, imports = _module(path, size, mtime, known)
-        graph[module] = (digest_, imports - {module})
-    return graph
-
-
 def package_graph(root: Path | None = None) -> dict[str, tuple[str, frozenset[str]]]:
-    """The import graph of the package at ``root`` (default :data:`PACKAGE_ROOT`), read
-    again whenever a file's size or modification time changes."""
+    """``{module: (code hash, the modules it imports)}`` of the package at ``root`` (default
+    :data:`PACKAGE_ROOT`); a file is read again when its size or modification time changes."""
     root = (root or PACKAGE_ROOT).resolve()
-    entries = []
+    paths = {}
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        rel = os.path.relpath(folder, root)
         for name in sorted(f for f in files if f.endswith(".py")):
-            st = os.stat(os.path.join(folder, name))
-            path = name if rel == "." else f"{rel}/{name}"
-            entries.append((path.replace(os.sep, "/"), st.st_size, st.st_mtime_ns))
-    return _graph(root, tuple(entries))
+            path = Path(folder, name)
+            parts = [PACKAGE, *path.relative_to(root).with_suffix("").parts]  # slicelib.data.scan
+            paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    known = frozenset(paths)
+    graph = {}
+    for module, path in paths.items():
+        st = path.stat()
+        code, imports = _module(path, st.st_size, st.st_mtime_ns, known)
+        graph[module] = (code, imports - {module})
+    return graph
 
 
 def closure(modules: Iterable[str], root: Path | None = None) -> set[str]:
@@ -136,12 +107,11 @@ def closure(modules: Iterable[str], root: Path | None = None) -> set[str]:
     todo = list(modules)
     while todo:
         module = todo.pop()
-        if module in seen:
-            continue
         if module not in graph:
             raise KeyError(f"no module {module!r} in the package at {root or PACKAGE_ROOT}")
-        seen.add(module)
-        todo.extend(graph[module][1] - seen)
+        if module not in seen:
+            seen.add(module)
+            todo.extend(graph[module][1] - seen)
     return seen
 
 
@@ -153,9 +123,8 @@ def code_hash(*modules: str, root: Path | None = None) -> str:
 
 
 def notebook_modules(sources: Iterable[str]) -> set[str]:
-    """The package modules that notebook code cells import (``sources``: the cells'
-    text); IPython magics and shell lines are skipped. A cell that still does not
-    parse makes the notebook depend on the whole package."""
+    """The package modules that notebook code cells (``sources``) import, IPython magics
+    and shell lines skipped; a cell that still does not parse gives the whole package."""
     known = set(package_graph())
     found: set[str] = set()
     for source in sources:
@@ -207,7 +176,7 @@ def write_stamp(output: Path, hash_: str, inputs: Mapping[str, Any], *, complete
     record = {
         "hash": hash_,
         "complete": complete,
-        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "inputs": dict(inputs),
     }
     write_json(stamp_path(output), record, sort_keys=True, default=str)
@@ -221,25 +190,17 @@ def is_current(output: Path, hash_: str) -> bool:
 
 # Steps -------------------------------------------------------------------------------
 
-Resumable = bool | Callable[[Stamp | None], bool]
-
 
 @dataclass(frozen=True)
 class Step:
-    """One output and how to make it.
+    """One output (``output``, with the files ``also``) and how to make it.
 
-    Attributes:
-        name: the step's name in the workspace (``run/unet_k1``); its lock's too.
-        output: the file or folder made.
-        code: the modules that make it (their imports count too).
-        inputs: its settings and the hashes of the steps it reads (JSON-ready); the
-            stamp records them.
-        make: makes ``output`` (called under the lock, only when it is not current).
-        resumable: whether an existing, not current output is kept for ``make`` to
-            continue or replace (True), removed first (False), or decided from its
-            stamp (a function of the stamp, ``None`` when there is none).
-        also: other files the step writes, which must exist for it to be current.
-        what: a short description for the log ("training unet_k1").
+    ``name`` names the step and its lock (``run/unet_k1``); ``code``: the modules that make
+    it; ``inputs``: its settings and the hashes of the steps it reads (JSON-ready, recorded
+    in the stamp); ``make`` is called under the lock when the output is not current;
+    ``resumable``: whether an existing output that is not current is kept for ``make`` to
+    continue or replace (True) or removed first (False), or a function of its stamp
+    (``None`` when there is none) that decides; ``what``: the log's description.
     """
 
     name: str
@@ -247,7 +208,7 @@ class Step:
     code: tuple[str, ...]
     inputs: Mapping[str, Any]
     make: Callable[[], object] = field(compare=False)
-    resumable: Resumable = field(default=False, compare=False)
+    resumable: bool | Callable[[Stamp | None], bool] = field(default=False, compare=False)
     also: tuple[Path, ...] = ()
     what: str = ""
 
@@ -264,8 +225,7 @@ def ensure(step: Step, lock_dir: Path) -> Path:
     """Make ``step``'s output unless it is current; returns the output path."""
     if step.current():
         return step.output
-    lock = lock_dir / f"{step.name.replace('/', '_')}.lock"
-    with hold_file_lock(lock, step.name, wait=True):
+    with hold_file_lock(lock_dir / f"{step.name.replace('/', '_')}.lock", step.name, wait=True):
         if step.current():  # made by a concurrent job while this one waited
             return step.output
         stamp = read_stamp(step.output)

@@ -12,11 +12,9 @@ Layout under ``out_dir``::
     environment.json             the software and hardware of the run
     .data-identity.json          a user's collection: each file's sampled digest (a memo)
 
-Each step (:meth:`Study.steps` lists them by name) is made by :func:`~.steps.ensure`:
-when missing, unfinished or made from other inputs; otherwise it is reused, so that each
-notebook runs on its own (it makes what it needs) and under the runner reuses what
-exists. A step's hash comes from one recipe (:func:`~.steps.step_hash`): its settings,
-the hashes of the steps it reads and the source of the library modules it calls.
+Each step (:meth:`Study.steps`) is made by :func:`~.steps.ensure` when missing, unfinished
+or made from other inputs, and reused otherwise: each notebook runs on its own (it makes
+what it needs) and under the runner reuses what exists.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,13 +55,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Environment variables: where default workspaces live, and where a notebook run by
-# the runner logs which steps it read (so the runner knows when to run it again).
-HOME_ENV = "SLICELIB_HOME"
+HOME_ENV = "SLICELIB_HOME"  # where default workspaces live
+# Where a notebook run by the runner logs the steps it read (the runner runs it again
+# when one of them changes).
 READS_ENV = "SLICELIB_STUDY_READS"
 DEFAULT_HOME = Path("~/.cache/slicelib")
-# The study's DDPM, against which the ablation compares its variants.
-ORIGINAL = "original"
+ORIGINAL = "original"  # the study's DDPM, against which the ablation compares its variants
 # Headroom references: name -> oracle block (None: the least-squares filter).
 HEADROOM: dict[str, int | None] = {"ls_filter": None, "oracle_tile": 8, "oracle_pixel": 1}
 # Training pixels per slice in the filter's normal equations: 512 of each of the ~3,400
@@ -85,6 +82,15 @@ def resolve_out_dir(preset: str, out_dir: str | Path | None) -> Path:
 def run_name(model: str, k: int) -> str:
     """The run folder's name, e.g. ``unet_k1``."""
     return f"{model}_k{k}"
+
+
+def _eval_inputs(cfg: EvalConfig) -> dict[str, Any]:
+    """The evaluation settings that define its scores (all but the device)."""
+    return {**to_dict(cfg), "device": None}
+
+
+def _write_rows(csv: Path, rows: pd.DataFrame) -> None:
+    atomic_write(csv, lambda tmp: rows.to_csv(tmp, index=False))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,24 +161,21 @@ class Study:
         """The preset's training configuration for ``model`` at ``k`` on this device."""
         return self.preset.train_config(model, k, device=self.device)
 
-    # Configurations of the extra runs -----------------------------------------------
+    # Configurations of the extra runs, by run name -----------------------------------
 
     def uncertainty_configs(self) -> dict[str, TrainConfig]:
         """The ensemble's U-Nets (``unet_k<k>_seed<s>``; the study's own U-Net where the
-        seed is its own) and the U-Net with dropout (``unet_k<k>_dropout``), by run name."""
+        seed is its own) and the U-Net with dropout (``unet_k<k>_dropout``)."""
         cfg = self.config.uncertainty
         base = self.train_config("unet", cfg.k)
         runs = {}
         for seed in range(cfg.seed, cfg.seed + cfg.members):
             member = dataclasses.replace(base, seed=seed)
-            runs[run_name("unet", cfg.k) if member == base else f"unet_k{cfg.k}_seed{seed}"] = (
-                member
-            )
+            name = run_name("unet", cfg.k) if member == base else f"unet_k{cfg.k}_seed{seed}"
+            runs[name] = member
         model_cfg = dataclasses.replace(base.model_cfg, dropout=cfg.dropout)
-        runs[f"unet_k{cfg.k}_dropout"] = dataclasses.replace(
-            base, seed=cfg.seed, model_cfg=model_cfg
-        )
-        return runs
+        dropout = dataclasses.replace(base, seed=cfg.seed, model_cfg=model_cfg)
+        return {**runs, f"unet_k{cfg.k}_dropout": dropout}
 
     @property
     def ablation_k(self) -> int:
@@ -190,9 +193,8 @@ class Study:
         }
 
     def budget_configs(self) -> dict[str, TrainConfig]:
-        """The budget curve's runs by name (``unet_k1_e4``): each budget model for each of
-        its epoch counts, with the preset's recipe (the preset's own run where the count is
-        its own)."""
+        """The budget curve's runs (``unet_k1_e4``): each budget model for each of its epoch
+        counts with the preset's recipe (the preset's own run where the count is its own)."""
         k, runs = self.config.budget_k, {}
         for model, counts in self.config.budgets.items():
             base = self.train_config(model, k)  # type: ignore[arg-type]
@@ -242,9 +244,7 @@ class Study:
         """The data root; the synthetic cohort is generated (a user's is only read)."""
         from slicelib.data.synthetic import write_demo_cohort
 
-        def make() -> None:
-            write_demo_cohort(self.data_root, self.preset.cohort)
-
+        make = partial(write_demo_cohort, self.data_root, self.preset.cohort)
         code = ("slicelib.data.synthetic",) if self.synthetic else ()
         what = f"generating the synthetic cohort in {self.data_root}"
         return Step("cohort", self.data_root, code, self._data_inputs(), make, what=what)
@@ -260,7 +260,7 @@ class Study:
             nifti = find_nifti(root)
             if nifti:  # prepare reads the NIfTI volumes then, one per patient
                 frame, summary = scan_nifti(root, nifti)
-                atomic_write(self.scan_csv, lambda tmp: frame.to_csv(tmp, index=False))
+                _write_rows(self.scan_csv, frame)
             else:
                 result = scan(root, self.preset.scan, progress=self.progress)
                 result.write_csv(self.scan_csv)
@@ -282,22 +282,18 @@ class Study:
                 progress=self.progress,
             )  # fmt: skip
 
-        inputs = {
-            "data": self.cohort_step().hash,
-            "scan": to_dict(self.preset.scan),
-            "prepare": to_dict(self.preset.prepare),
-        }
+        inputs = {**self.scan_step().inputs, "prepare": to_dict(self.preset.prepare)}
         # prepare replaces the cache whole, so an old one stays readable until then
         what = f"preparing the cache in {self.cache_dir}"
         return Step(
             "cache", self.cache_dir, ("slicelib.data.prepare",), inputs, make, True, what=what
         )
 
-    def run_step(self, name: str, cfg: RunConfig, after: Callable[[], Any] | None = None) -> Step:
-        """``runs/<name>`` trained on the study's cache with ``cfg`` (a refinement
-        ``cfg`` refines the study's U-Net at its k). A run with the same identity (all
-        but its epochs) and no more epochs, or one that ``slicelib train`` made with
-        these settings, is resumed; any other is trained again."""
+    def run_step(self, name: str, cfg: RunConfig) -> Step:
+        """``runs/<name>`` trained on the study's cache with ``cfg`` (a refinement ``cfg``
+        refines the study's U-Net at its k). A run with the same identity (all but its
+        epochs) and no more epochs, or one that ``slicelib train`` made with these
+        settings, is resumed; any other is trained again."""
         from slicelib.train import train
 
         run_dir = self.runs_dir / name
@@ -308,7 +304,7 @@ class Study:
         code: tuple[str, ...] = ("slicelib.train",)
         if isinstance(cfg, RefineConfig):
             own = {"recon_weight": cfg.recon_weight, "residual_quantile": cfg.residual_quantile}
-            identity_inputs.update(refine=own, unet=self.run_step(*self._unet_of(cfg)).hash)
+            identity_inputs.update(refine=own, unet=self._model_step("unet", cfg.k).hash)
             code = ("slicelib.train", "slicelib.refine")
         identity = step_hash(code, identity_inputs)
 
@@ -329,8 +325,9 @@ class Study:
         inputs = {"identity": identity, "epochs": train_cfg.epochs, "train": to_dict(cfg)}
         return Step(f"run/{name}", run_dir, code, inputs, make, resumable, what=f"training {name}")
 
-    def _unet_of(self, cfg: RefineConfig) -> tuple[str, TrainConfig]:
-        return run_name("unet", cfg.k), self.train_config("unet", cfg.k)
+    def _model_step(self, model: ModelName, k: int) -> Step:
+        """The run of ``model`` at ``k`` with the preset's settings."""
+        return self.run_step(run_name(model, k), self.train_config(model, k))
 
     def results_step(self, k: int, common: bool = False) -> Step:
         """Every method on the test split at ``k`` (``results/k<k>.csv``); ``common``:
@@ -338,19 +335,15 @@ class Study:
         (``results/k<k>_common.csv``)."""
         from slicelib.evaluate import evaluate
 
-        full = self.results_dir / f"k{k}.csv"
-        cfg = self.eval_config(common=False)
-        runs = {
-            run_name(m, k): self.run_step(run_name(m, k), self.train_config(m, k))
-            for m in self.models_at(k)
-        }
-        inputs = {
-            "cache": self.cache_step().hash,
-            "eval": {**to_dict(cfg), "device": None},
-            "k": k,
-            "runs": {name: step.hash for name, step in runs.items()},
-        }
+        full, cfg = self.results_dir / f"k{k}.csv", self.eval_config(common=False)
         if not common:
+            runs = {run_name(m, k): self._model_step(m, k) for m in self.models_at(k)}
+            inputs = {
+                "cache": self.cache_step().hash,
+                "eval": _eval_inputs(cfg),
+                "k": k,
+                "runs": {name: step.hash for name, step in runs.items()},
+            }
 
             def make() -> None:
                 dirs = [self.run(m, k) for m in self.models_at(k)]
@@ -378,8 +371,8 @@ class Study:
                 raise SlicelibError(f"no test slice is evaluable at both k=1 and k=2 ({full})")
             summary = summarize(rows, reference="linear", seed=cfg.seed)
             paths, info = output_paths(csv), output_paths(full)["info"]
-            atomic_write(paths["rows"], lambda tmp: rows.to_csv(tmp, index=False))
-            atomic_write(paths["summary"], lambda tmp: summary.to_csv(tmp, index=False))
+            _write_rows(paths["rows"], rows)
+            _write_rows(paths["summary"], summary)
             atomic_write(paths["info"], lambda tmp: shutil.copyfile(info, tmp))
 
         inputs = {"results": self.results_step(k).hash}
@@ -397,12 +390,16 @@ class Study:
             self.results(cfg.k)  # the DDPM's slices: the refiner's are the same ones
             res = evaluate(self.cache_dir, cfg.k, self.eval_config(), [self._made(run)],
                            methods=[], progress=False)  # fmt: skip
-            rows = res.rows[[family_of(str(m)) == "refine" for m in res.rows["method"]]]
-            atomic_write(csv, lambda tmp: rows.to_csv(tmp, index=False))
+            _write_rows(csv, res.rows[[family_of(str(m)) == "refine" for m in res.rows["method"]]])
 
         inputs = {"results": self.results_step(cfg.k).hash, "run": run.hash}
         code = ("slicelib.evaluate", "slicelib.refine")
         return Step(f"results/{csv.stem}", csv, code, inputs, make, True)
+
+    def _ablation_steps(self) -> dict[str, Step]:
+        """The DDPM ablation's runs (``ddpm_k<k>_<variant>``) by variant."""
+        k = self.ablation_k
+        return {v: self.run_step(f"ddpm_k{k}_{v}", c) for v, c in self.ablation_configs().items()}
 
     def ablation_results_step(self) -> Step:
         """The DDPM's samplers for the study's DDPM (variant ``original``) and each ablation
@@ -413,7 +410,7 @@ class Study:
         csv = self.results_dir / f"ddpm_ablation_k{k}.csv"
         # DDIM at its largest step count only: the ablation asks about the schedule
         cfg = self.eval_config(ddim_steps=self.preset.eval.ddim_steps[-1:])
-        runs = {v: self.run_step(f"ddpm_k{k}_{v}", c) for v, c in self.ablation_configs().items()}
+        runs = self._ablation_steps()
 
         def make() -> None:
             frames = [
@@ -428,12 +425,11 @@ class Study:
             base = self.results(k).rows.assign(variant=ORIGINAL)
             rows = pd.concat([base, *frames], ignore_index=True)
             rows = rows[rows["method"].isin(shared)]
-            rows = rows[["variant", *[c for c in rows.columns if c != "variant"]]]
-            atomic_write(csv, lambda tmp: rows.to_csv(tmp, index=False))
+            _write_rows(csv, rows[["variant", *[c for c in rows.columns if c != "variant"]]])
 
         inputs = {
             "results": self.results_step(k).hash,
-            "eval": {**to_dict(cfg), "device": None},
+            "eval": _eval_inputs(cfg),
             "runs": {v: run.hash for v, run in runs.items()},
         }
         what = f"scoring the DDPM ablation at k={k}"
@@ -448,12 +444,13 @@ class Study:
         from slicelib.evaluate import evaluate
 
         csv, k, cfg = self.results_dir / "budget.csv", self.config.budget_k, self.eval_config()
-        runs = {name: self.run_step(name, c) for name, c in self.budget_configs().items()}
+        configs = self.budget_configs()
+        runs = {name: self.run_step(name, c) for name, c in configs.items()}
 
         def make() -> None:
             frames = []
             for name, step in runs.items():
-                train = self.budget_configs()[name]
+                train = configs[name]
                 scored = evaluate(self.cache(), k, cfg, [self._made(step)], methods=[],
                                   progress=False).rows  # fmt: skip
                 samples = train.epochs * (train.steps_per_epoch or 0) * train.batch_size
@@ -461,12 +458,11 @@ class Study:
                 frames.append(scored.assign(run=name, model=train.model, samples=samples,
                                             seconds=seconds))  # fmt: skip
             rows = pd.concat(frames, ignore_index=True)
-            rows = rows.drop_duplicates(["method", "patient_id", "slice_index", "run"])
-            atomic_write(csv, lambda tmp: rows.to_csv(tmp, index=False))
+            _write_rows(csv, rows.drop_duplicates(["method", "patient_id", "slice_index", "run"]))
 
         inputs = {
             "cache": self.cache_step().hash,
-            "eval": {**to_dict(cfg), "device": None},
+            "eval": _eval_inputs(cfg),
             "runs": {name: step.hash for name, step in runs.items()},
         }
         what = "scoring the budget curve"
@@ -479,8 +475,7 @@ class Study:
         interpolation (``results/headroom.csv``, rows of every k)."""
         from slicelib.evaluate import evaluate
 
-        csv = self.results_dir / "headroom.csv"
-        cfg = self.eval_config()
+        csv, cfg = self.results_dir / "headroom.csv", self.eval_config()
         filters = {name: self.run_step(name, c) for name, c in self.filter_configs().items()}
 
         def make() -> None:
@@ -496,19 +491,18 @@ class Study:
                 )  # fmt: skip
                 del inputs, target
                 bounds = {n: filt if b is None else OracleBlend(b) for n, b in HEADROOM.items()}
-                learned = [self._made(step) for name, step in filters.items()
-                           if name == run_name("filter", k)]  # fmt: skip
-                res = evaluate(self.cache(), k, cfg, learned, methods=[], interpolators=bounds,
+                learned = filters.get(run_name("filter", k))
+                runs = [] if learned is None else [self._made(learned)]
+                res = evaluate(self.cache(), k, cfg, runs, methods=[], interpolators=bounds,
                                progress=False)  # fmt: skip
                 frames.append(res.rows)
-            rows = pd.concat(frames, ignore_index=True)
-            atomic_write(csv, lambda tmp: rows.to_csv(tmp, index=False))
+            _write_rows(csv, pd.concat(frames, ignore_index=True))
 
         inputs = {
             "cache": self.cache_step().hash,
             "ks": list(ks),
             "pixels_per_slice": HEADROOM_PIXELS_PER_SLICE,
-            "eval": {**to_dict(cfg), "device": None},
+            "eval": _eval_inputs(cfg),
             "filters": {name: step.hash for name, step in filters.items()},
         }
         code = ("slicelib.evaluate", "slicelib.headroom", "slicelib.data.dataset")
@@ -516,25 +510,27 @@ class Study:
 
     def steps(self) -> dict[str, Step]:
         """Every step of the study by name, whether made yet or not."""
-        steps = [self.cohort_step(), self.scan_step(), self.cache_step()]
-        runs = {run_name(m, k): self.train_config(m, k) for m, k in self.runs()}
+        runs: dict[str, RunConfig] = {
+            run_name(m, k): self.train_config(m, k) for m, k in self.runs()
+        }
         runs.update(self.uncertainty_configs())
         runs.update({f"ddpm_k{self.ablation_k}_{v}": c for v, c in self.ablation_configs().items()})
         runs.update(self.budget_configs())
         runs.update(self.filter_configs())
-        if "ddpm" in self.preset.models and "unet" in self.preset.models:
-            runs[f"refine_k{self.preset.refine.k}"] = self.refine_config()  # type: ignore[assignment]
+        ddpm, unet = "ddpm" in self.preset.models, "unet" in self.preset.models
+        if ddpm and unet:
+            runs[f"refine_k{self.preset.refine.k}"] = self.refine_config()
+        steps = [self.cohort_step(), self.scan_step(), self.cache_step()]
         steps += [self.run_step(name, cfg) for name, cfg in runs.items()]
         for k in self.preset.ks:
             steps += [self.results_step(k), self.results_step(k, common=True)]
         steps.append(self.headroom_step())
         if self.config.budgets:
             steps.append(self.budget_step())
-        if "ddpm" in self.preset.models:
-            if "unet" in self.preset.models:
-                steps.append(self.refine_results_step())
-            if self.config.ddpm_ablation:
-                steps.append(self.ablation_results_step())
+        if ddpm and unet:
+            steps.append(self.refine_results_step())
+        if ddpm and self.config.ddpm_ablation:
+            steps.append(self.ablation_results_step())
         return {step.name: step for step in steps}
 
     def step_hash(self, name: str) -> str:
@@ -553,6 +549,10 @@ class Study:
             with open(path, "a") as fh:
                 fh.write(json.dumps({"step": step.name, "hash": step.hash}) + "\n")
         return step.output
+
+    def _rows(self, step: Step) -> pd.DataFrame:
+        """The per-slice rows that ``step`` writes, made when needed."""
+        return pd.read_csv(self._made(step), dtype={"patient_id": str})
 
     # What the notebooks read ------------------------------------------------------------
 
@@ -580,7 +580,7 @@ class Study:
                 f"the {self.preset.name} preset does not train {model!r} at k={k} "
                 f"(it trains {', '.join(self.models_at(k))})"
             )
-        return self._made(self.run_step(run_name(model, k), self.train_config(model, k)))
+        return self._made(self._model_step(model, k))
 
     def history(self, model: ModelName, k: int) -> pd.DataFrame:
         """The training history of a run (one row per epoch), training it if needed."""
@@ -596,11 +596,8 @@ class Study:
 
     def uncertainty_runs(self) -> dict[str, Any]:
         """The ensemble's run folders and the MC-dropout run folder, trained when needed."""
-        made = {
-            name: self._made(self.run_step(name, c))
-            for name, c in self.uncertainty_configs().items()
-        }
-        *members, dropout = made.values()
+        configs = self.uncertainty_configs()
+        *members, dropout = [self._made(self.run_step(name, c)) for name, c in configs.items()]
         return {"ensemble": members, "dropout": dropout}
 
     def refine_run(self) -> Path:
@@ -610,31 +607,27 @@ class Study:
 
     def refine_results(self) -> pd.DataFrame:
         """The refiner's rows on the slices the study's DDPM was scored on."""
-        return pd.read_csv(self._made(self.refine_results_step()), dtype={"patient_id": str})
+        return self._rows(self.refine_results_step())
 
     def ablation_runs(self) -> dict[str, Path]:
         """The DDPM ablation's run folders by variant, trained when needed."""
-        k = self.ablation_k
-        return {
-            v: self._made(self.run_step(f"ddpm_k{k}_{v}", c))
-            for v, c in self.ablation_configs().items()
-        }
+        return {v: self._made(step) for v, step in self._ablation_steps().items()}
 
     def ablation_results(self) -> pd.DataFrame:
         """The ablation's per-slice rows (``variant`` column; empty without one)."""
         if not self.config.ddpm_ablation:
             return pd.DataFrame(columns=["variant", "method", "patient_id", "slice_index"])
-        return pd.read_csv(self._made(self.ablation_results_step()), dtype={"patient_id": str})
+        return self._rows(self.ablation_results_step())
 
     def budget_results(self) -> pd.DataFrame:
         """The budget curve's rows (empty when the study has no budget curve)."""
         if not self.config.budgets:
             return pd.DataFrame(columns=["run", "model", "samples", "method", "patient_id"])
-        return pd.read_csv(self._made(self.budget_step()), dtype={"patient_id": str})
+        return self._rows(self.budget_step())
 
     def headroom(self) -> pd.DataFrame:
         """The headroom references' rows beside linear interpolation's, at k=1 and k=2."""
-        return pd.read_csv(self._made(self.headroom_step()), dtype={"patient_id": str})
+        return self._rows(self.headroom_step())
 
     def predictions(
         self,
@@ -649,16 +642,14 @@ class Study:
         ``(patient_id, slice_index)``, for figures."""
         from slicelib.evaluate import predict_slices
 
-        chosen = self.models_at(k) if models is None else models
-        runs = [self.run(m, k) for m in chosen]
+        runs = [self.run(m, k) for m in (self.models_at(k) if models is None else models)]
         return predict_slices(self.cache(), k, slices, self.eval_config(), runs, methods=methods)
 
     def _adoptable(self, run_dir: Path, cfg: TrainConfig) -> bool:
-        """True when ``run_dir`` holds a run that ``slicelib train`` (for example a
-        multi-GPU job) made from this cache with these settings, which resuming
-        finishes or returns at once. The settings compare as run identities
-        (:func:`~slicelib.config.run_defining`): a run on several processes is this
-        setting when its effective batch is this one (:data:`~slicelib.config.BATCH_RULE`)."""
+        """True when ``run_dir`` holds a run that ``slicelib train`` (say a multi-GPU job)
+        made from this cache with these settings, compared as run identities
+        (:func:`~slicelib.config.run_defining`: a run on several processes is this setting
+        when its effective batch is this one), and no more epochs."""
         try:
             saved = json.loads((run_dir / "config.json").read_text())
         except (OSError, ValueError):
@@ -675,16 +666,6 @@ class Study:
         if adopt:
             logger.info("adopting the run in %s (trained with these settings)", run_dir)
         return adopt
-
-    def environment(self) -> dict[str, Any]:
-        """The environment record: ``environment.json`` when the runner wrote one,
-        else recorded now (and written)."""
-        from slicelib.environment import write_environment
-
-        if self.environment_json.is_file():
-            record: dict[str, Any] = json.loads(self.environment_json.read_text())
-            return record
-        return write_environment(self.environment_json)
 
     def describe(self) -> dict[str, Any]:
         """What this study is: preset, data source, output folder (JSON-ready)."""
