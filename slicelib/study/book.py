@@ -1,13 +1,8 @@
-"""Stage the book's source from the executed notebooks and build it with Jupyter Book.
-
-The committed book (``_config.yml``, ``_toc.yml``, ``book/*.md``, ``notebooks/``) builds
-at the repository root as a skeleton from the un-executed notebooks. The runner stages a
-copy in ``<out>/book/`` with the executed notebooks (parameter cells hidden, plots
-captioned, training pages titled ``Training: U-Net, k=1``), a table of contents with one
-training page per model and k, the front page's edition block and the reproducibility
-chapter filled in from the run, every glued figure as ``book/figures/<key>.png``, and glue
-references made strict; it builds offline with ``jupyter-book build -W -n --keep-going``.
-"""
+"""The book: the committed source (``_config.yml``, ``_toc.yml``, ``book/``, ``notebooks/``)
+builds as a skeleton from the un-executed notebooks; the runner stages it in ``<out>/book/``
+with the executed notebooks, one training page per model and k, the edition and environment
+filled in, the glued figures as ``book/figures/<key>.png`` and strict glue references, and
+builds it offline in strict mode."""
 
 from __future__ import annotations
 
@@ -48,33 +43,25 @@ def staged_toc(toc: dict[str, Any], jobs: list[NotebookJob]) -> dict[str, Any]:
     """The committed table of contents with ``notebooks/train`` as one entry per training
     copy in ``jobs`` (with its title), less the entries of notebooks not in ``jobs`` and
     the chapters and parts left empty."""
-    names = {job.name for job in jobs}
-    train = [job for job in jobs if job.name.startswith("train_")]
+    names, nested = {job.name for job in jobs}, ("parts", "chapters", "sections")
+    train = [
+        {"file": f"notebooks/{j.name}", "title": j.title or j.name}
+        for j in jobs
+        if j.name.startswith("train_")
+    ]
 
     def rewrite(items: list[Any]) -> list[Any]:
         out: list[Any] = []
         for item in items:
-            file = item.get("file", "") if isinstance(item, dict) else ""
+            file = item.get("file", "")
             if file == "notebooks/train":
-                out.extend(
-                    {"file": f"notebooks/{j.name}", "title": j.title or j.name} for j in train
-                )
-                continue
-            if file.startswith("notebooks/") and file.split("/", 1)[1] not in names:
-                continue
-            item = dict(item)
-            had_sections = bool(item.get("sections"))
-            for key in ("parts", "chapters", "sections"):
-                if key in item:
-                    item[key] = rewrite(item[key])
-                    if not item[key]:
-                        del item[key]
-            # a chapter about notebooks none of which ran (the real arm), a part emptied
-            if (had_sections and "sections" not in item) or (
-                "caption" in item and "chapters" not in item
-            ):
-                continue
-            out.append(item)
+                out += [dict(entry) for entry in train]
+            elif not file.startswith("notebooks/") or file.removeprefix("notebooks/") in names:
+                staged = {k: rewrite(v) if k in nested else v for k, v in item.items()}
+                staged = {k: v for k, v in staged.items() if v or k not in nested}
+                gone = bool(item.get("sections")) and "sections" not in staged  # none of them ran
+                if not gone and ("caption" not in staged or "chapters" in staged):
+                    out.append(staged)  # (a part whose chapters all went is gone too)
         return out
 
     return {k: rewrite(v) if k in ("parts", "chapters") else v for k, v in toc.items()}
@@ -153,43 +140,11 @@ def notebook_seconds(paths: Iterable[Path]) -> float:
     return sum((float(m.get("papermill", {}).get("duration") or 0.0) for m in metadata), 0.0)
 
 
-_SYNTHETIC = (
-    "This book was built with the **{preset}** preset on the **synthetic cohort** that "
-    "slicelib generates (seed {seed}; {counts} after the scan), not on the TCIA collection. "
-    "Its numbers show that every step runs end to end and how the methods compare on "
-    "synthetic anatomy; they are not the study's results on real MRI."
-)
-_COLLECTION = (
-    "This book was built with the **{preset}** preset on the collection at `{root}` "
-    "({counts} selected)."
-)
 _PRESET_NOTES = {
-    "demo": "The demo preset reduces these of the paper's settings to fit two CPU cores:\n\n",
-    "smoke": "The smoke preset uses tiny images and a few training steps: it checks that the "
+    "demo": "\n\nThe demo preset reduces these of the paper's settings to fit two CPU cores:\n\n",
+    "smoke": "\n\nThe smoke preset uses tiny images and a few training steps: it checks that the "
     "study runs, and its numbers mean nothing.",
 }
-_EDITION = """\
-:::{{admonition}} This edition
-:class: important
-
-{data}{note}
-
-Built {built} with slicelib {version}{commit}{ran}.
-:::
-
-:::{{admonition}} How to reproduce
-:class: tip
-
-From a checkout{at}, with the **{preset}** preset:
-
-```bash
-pip install -e .
-{command}
-```
-
-Steps whose inputs did not change are not run again; [Reproducibility](reproducibility.md) \
-lists the environment.
-:::"""
 
 
 def edition_markdown(record: Mapping[str, Any], compute_seconds: float | None = None) -> str:
@@ -200,25 +155,44 @@ def edition_markdown(record: Mapping[str, Any], compute_seconds: float | None = 
     counts = ", ".join(f"{scan.get(n, '?')} {n}" for n in ("patients", "volumes", "slices"))
     if record.get("synthetic"):
         seed = (record.get("cohort") or {}).get("seed", "?")
-        data = _SYNTHETIC.format(preset=preset, seed=seed, counts=counts)
+        data = (
+            f"the **synthetic cohort** that slicelib generates (seed {seed}; {counts} after the "
+            "scan), not on the TCIA collection. Its numbers show that every step runs end to end "
+            "and how the methods compare on synthetic anatomy; they are not the study's results "
+            "on real MRI."
+        )
     else:
-        data = _COLLECTION.format(preset=preset, root=record.get("data_root"), counts=counts)
+        data = f"the collection at `{record.get('data_root')}` ({counts} selected)."
     note = _PRESET_NOTES.get(preset, "")
     if preset == "demo":
         note += reductions_markdown(study_differences("demo"))
     commit = (env.get("git") or {}).get("commit")
-    ran = duration_words(compute_seconds) if compute_seconds else ""
-    return _EDITION.format(
-        data=data,
-        note=note and "\n\n" + note,
-        built=record.get("finished_at", record.get("started_at", "")),
-        version=(env.get("packages") or {}).get("slicelib", "?"),
-        commit=f", commit `{commit[:12]}`" if commit else "",
-        ran=ran and f"; the notebooks ran for {ran} in all",
-        at=f" at commit `{commit[:12]}`" if commit else "",
-        preset=preset,
-        command=record.get("command", f"slicelib study --preset {preset}"),
-    )
+    commit = f" commit `{commit[:12]}`" if commit else ""
+    took = duration_words(compute_seconds or 0)
+    ran = f"; the notebooks ran for {took} in all" if compute_seconds else ""
+    return f"""\
+:::{{admonition}} This edition
+:class: important
+
+This book was built with the **{preset}** preset on {data}{note}
+
+Built {record.get("finished_at", record.get("started_at", ""))} with slicelib \
+{(env.get("packages") or {}).get("slicelib", "?")}{commit and "," + commit}{ran}.
+:::
+
+:::{{admonition}} How to reproduce
+:class: tip
+
+From a checkout{commit and " at" + commit}, with the **{preset}** preset:
+
+```bash
+pip install -e .
+{record.get("command", f"slicelib study --preset {preset}")}
+```
+
+Steps whose inputs did not change are not run again; [Reproducibility](reproducibility.md) \
+lists the environment.
+:::"""
 
 
 # Verdicts and the badge class that colours them (slicelib.css), by the outcome before
@@ -274,19 +248,6 @@ def findings_html(claims: pd.DataFrame, checks: pd.DataFrame | None = None) -> s
         title = "Checks of the code against the paper's text"
         parts.append(_findings_table(checks.reset_index(), title))
     return '<div class="findings-box">' + "".join(parts) + "</div>"
-
-
-def environment_markdown(record: Mapping[str, Any]) -> str:
-    """The environment record as a Markdown table."""
-    rows = environment_rows(dict(record))
-    lines = ["| item | value |", "|---|---|"]
-    lines += [f"| {item} | {str(value).replace('|', '/')} |" for item, value in rows]
-    return "\n".join(lines)
-
-
-def commands_markdown(record: Mapping[str, Any]) -> str:
-    """The exact command of this run, as a code block."""
-    return "```bash\n" + str(record.get("command", "slicelib study")) + "\n```"
 
 
 def book_notebook(path: Path, title: str | None = None) -> str:
@@ -393,10 +354,14 @@ def stage_book(
         stage / "_toc.yml": yaml.safe_dump(staged_toc(toc, ran), sort_keys=False),
         stage / "_config.yml": yaml.safe_dump(staged_config(config), sort_keys=False),
     }
-    fills = {
+    environment = environment_rows(dict(record.get("environment", {})))
+    fills = {  # the edition; the environment as a table; the exact command of this run
         EDITION_MARKER: edition_markdown(record, notebook_seconds(executed.values())),
-        ENVIRONMENT_MARKER: environment_markdown(record.get("environment", {})),
-        COMMANDS_MARKER: commands_markdown(record),
+        ENVIRONMENT_MARKER: "\n".join(
+            ["| item | value |", "|---|---|"]
+            + [f"| {item} | {str(value).replace('|', '/')} |" for item, value in environment]
+        ),
+        COMMANDS_MARKER: "```bash\n" + str(record.get("command", "slicelib study")) + "\n```",
     }
     for src in sorted((source_root / BOOK_DIR).rglob("*")):
         dst = stage / BOOK_DIR / src.relative_to(source_root / BOOK_DIR)

@@ -1,12 +1,7 @@
-"""The study's notebooks: their parameters, which ones run with which values, and running
-them with papermill only when their inputs changed.
-
-Every notebook starts with a papermill ``parameters`` cell of annotated values with inline
-help (``k: int = 1  # the neighbour distance``), against which the values the runner injects
-and those a notebook receives (:func:`notebook_study`) are checked. A notebook runs again
-when its cells, its parameters, the package source it imports or the study steps it read
-(logged through :data:`~slicelib.study.workspace.READS_ENV`) changed, or its copy is gone.
-"""
+"""The study's notebooks: their parameters (a papermill ``parameters`` cell of annotated
+values with inline help, ``k: int = 1  # the neighbour distance``), which ones run with which
+values, and running them with papermill when their cells, parameters, imported package
+source or the study steps they read (:data:`~slicelib.study.workspace.READS_ENV`) changed."""
 
 from __future__ import annotations
 
@@ -78,11 +73,9 @@ def notebook_parameters(source: Path) -> dict[str, NotebookParameter]:
 
 @functools.lru_cache(maxsize=64)
 def _read_parameters(source: Path, mtime_ns: int) -> tuple[tuple[str, NotebookParameter], ...]:
-    import nbformat
     import papermill
 
-    nb = nbformat.read(source, as_version=4)
-    if not any("parameters" in c.metadata.get("tags", []) for c in nb.cells):
+    if not any("parameters" in tags for _, _, tags in _cells(source)):
         raise SlicelibError(f"notebook {source}: no cell tagged 'parameters'")
     found: list[tuple[str, NotebookParameter]] = []
     for name, info in papermill.inspect_notebook(str(source)).items():
@@ -203,13 +196,9 @@ def plan_jobs(
     overrides: Mapping[str | None, Mapping[str, Any]] | None = None,
     real: Study | None = None,
 ) -> list[NotebookJob]:
-    """Every notebook execution of the study, in order, with checked parameters.
-
-    ``overrides``: extra parameter values by notebook (``None``: every notebook that
-    declares the parameter); ``real``: the real-anatomy arm's workspace (None: its notebook
-    is left out). A one-line :class:`SlicelibError` names the notebook and the parameter
-    of a wrong type, one no notebook declares, or one the runner sets itself.
-    """
+    """Every notebook execution of the study, in order, with ``overrides`` (by notebook,
+    None: every one that declares the parameter) checked, one-line :class:`SlicelibError`
+    otherwise; ``real``: the real-anatomy arm's workspace (None: its notebook is left out)."""
     overrides = dict(overrides or {})
     missing = [n for n in REQUIRED_NOTEBOOKS if not (notebooks_src / f"{n}.ipynb").is_file()]
     if missing:
@@ -337,12 +326,9 @@ class NotebookRunner:
             self.state = current
 
     def execute(self, job: NotebookJob) -> float:
-        """Run ``job`` with papermill; returns the seconds it took.
-
-        Raises a one-line :class:`SlicelibError` (the user's mistake, e.g. a parameter) or
-        :class:`StudyError` (anything else). A notebook that failed in a cell stays for
-        inspection and runs again next time; an interrupted one is removed.
-        """
+        """Run ``job`` with papermill; returns the seconds it took. A one-line
+        :class:`SlicelibError` (the user's mistake) or :class:`StudyError` when it fails; a
+        notebook that failed in a cell stays for inspection, an interrupted one is removed."""
         import papermill
         from papermill.exceptions import PapermillExecutionError
 
@@ -392,11 +378,9 @@ class NotebookRunner:
             with contextlib.suppress(OSError):  # empty unless another runner is writing
                 partial.parent.rmdir()
             papermill_log.setLevel(papermill_level)
-            for name, value in previous.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+            os.environ.update({k: v for k, v in previous.items() if v is not None})
+            for name in [k for k, v in previous.items() if v is None]:
+                os.environ.pop(name, None)
         seconds = time.perf_counter() - start
         lines = reads_log.read_text().splitlines() if reads_log.is_file() else []
         reads_log.unlink(missing_ok=True)
@@ -429,9 +413,8 @@ def kernel_logging() -> None:
     package = logging.getLogger("slicelib")
     iostream = sys.modules.get("ipykernel.iostream")
     in_kernel = iostream is not None and isinstance(sys.stdout, iostream.OutStream)
-    if not in_kernel or target == KERNEL_LOG_OFF:
-        return
-    if any(getattr(h, "slicelib_kernel", False) for h in package.handlers):
+    installed = any(getattr(h, "slicelib_kernel", False) for h in package.handlers)
+    if not in_kernel or target == KERNEL_LOG_OFF or installed:
         return
     handler: logging.Handler = (
         logging.FileHandler(target, encoding="utf-8") if target else
@@ -454,17 +437,13 @@ def forward_kernel_log(path: Path, name: str, poll_s: float = 0.5) -> Iterator[N
         pending = ""
         with open(path, encoding="utf-8", errors="replace") as fh:
             while True:
-                chunk = fh.readline()
-                pending += chunk
-                if pending.endswith("\n"):
-                    logger.info("[%s] %s", name, pending.rstrip("\n"))
-                    pending = ""
-                elif not chunk and stop.is_set():  # the kernel has exited: nothing more
-                    if pending:
-                        logger.info("[%s] %s", name, pending)
+                done = stop.is_set()  # the kernel has exited: what is there is all
+                *lines, pending = (pending + fh.read()).split("\n")
+                for line in [*lines, pending] if done and pending else lines:
+                    logger.info("[%s] %s", name, line)
+                if done:
                     return
-                elif not chunk:
-                    stop.wait(poll_s)
+                stop.wait(poll_s)
 
     path.write_text("")
     thread = threading.Thread(target=pump, daemon=True)
