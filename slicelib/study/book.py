@@ -326,15 +326,6 @@ def glued_images(path: Path) -> dict[str, bytes]:
     return images
 
 
-def _write(data: bytes | str, dst: Path) -> None:
-    """Write ``dst`` only when its content differs (keeps Sphinx's view stable)."""
-    data = data.encode() if isinstance(data, str) else data
-    if dst.is_file() and dst.read_bytes() == data:
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_bytes(data)
-
-
 def stage_book(
     source_root: Path,
     stage: Path,
@@ -363,11 +354,10 @@ def stage_book(
         ),
         COMMANDS_MARKER: "```bash\n" + str(record.get("command", "slicelib study")) + "\n```",
     }
-    for src in sorted((source_root / BOOK_DIR).rglob("*")):
+    for src in sorted(p for p in (source_root / BOOK_DIR).rglob("*") if p.is_file()):
         dst = stage / BOOK_DIR / src.relative_to(source_root / BOOK_DIR)
-        if src.is_file() and src.suffix != ".md":
-            files[dst] = src.read_bytes()
-        elif src.is_file():
+        files[dst] = src.read_bytes()
+        if src.suffix == ".md":
             text = src.read_text()
             for marker, fill in fills.items():
                 text = text.replace(marker, fill)
@@ -378,8 +368,11 @@ def stage_book(
             files[stage / BOOK_DIR / FIGURES_DIR / f"{key}.png"] = png
         title = f"Training: {titles.get(name)}" if name.startswith("train_") else titles.get(name)
         files[stage / "notebooks" / f"{name}.ipynb"] = book_notebook(path, title)
-    for dst, data in files.items():
-        _write(data, dst)
+    for dst, data in files.items():  # written only when changed: Sphinx's view stays stable
+        data = data.encode() if isinstance(data, str) else data
+        if not (dst.is_file() and dst.read_bytes() == data):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(data)
     for path in sorted(stage.rglob("*"), reverse=True):
         if path.is_relative_to(stage / "_build"):
             continue

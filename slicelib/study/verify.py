@@ -1,13 +1,7 @@
-"""A reviewer's check that a study reproduces: its executed notebooks run again in a fresh
-workspace (same preset, same seeds) under ``pytest --nbval``, which compares every stored
-text output with the new one.
-
-The copies keep their outputs; only papermill's injected-parameters cell is pointed at the
-fresh workspace, so that each notebook makes again what it reads. nbval's own means decide
-what is compared: its sanitizer (``.nbval-sanitize.cfg`` at the checkout's root plus the
-two workspace paths) blanks what legitimately varies, and cells tagged
-``nbval-ignore-output`` run without being compared.
-"""
+"""A reviewer's check that a study reproduces: copies of its executed notebooks, pointed at a
+fresh workspace, run again under ``pytest --nbval``, which compares every stored text output
+with the new one, less what nbval's sanitizer (``.nbval-sanitize.cfg`` and the workspace
+paths) blanks and the cells tagged ``nbval-ignore-output``."""
 
 from __future__ import annotations
 
