@@ -59,9 +59,10 @@ def staged_toc(toc: dict[str, Any], jobs: list[NotebookJob]) -> dict[str, Any]:
             elif not file.startswith("notebooks/") or file.removeprefix("notebooks/") in names:
                 staged = {k: rewrite(v) if k in nested else v for k, v in item.items()}
                 staged = {k: v for k, v in staged.items() if v or k not in nested}
-                gone = bool(item.get("sections")) and "sections" not in staged  # none of them ran
-                if not gone and ("caption" not in staged or "chapters" in staged):
-                    out.append(staged)  # (a part whose chapters all went is gone too)
+                # a chapter none of whose notebooks ran (the real arm's), or a part emptied
+                emptied = bool(item.get("sections")) and "sections" not in staged
+                if not emptied and ("caption" not in staged or "chapters" in staged):
+                    out.append(staged)
         return out
 
     return {k: rewrite(v) if k in ("parts", "chapters") else v for k, v in toc.items()}
