@@ -1,28 +1,15 @@
-"""Stage the book's source from the executed notebooks and build it with Jupyter Book.
-
-The committed book (``_config.yml``, ``_toc.yml``, ``book/*.md``, ``notebooks/``)
-builds at the repository root as a skeleton from the un-executed notebooks. The
-runner stages a copy in ``<out>/book/`` instead, with
-
-- the executed notebooks as ``notebooks/<name>.ipynb``;
-- a table of contents whose training part lists one page per model and k;
-- the front page's edition block (preset, data, reductions) and the
-  reproducibility chapter's environment and commands filled in from the run;
-- every figure glued in a notebook (``glue("fig_...", figure)``) written as
-  ``book/figures/<key>.png``, for the chapters' numbered ``{figure}`` directives;
-- glue references made strict (the skeleton tolerates missing glue keys);
-- in each executed notebook, papermill's parameter cells removed from the page and
-  the first heading made distinct (``Training: U-Net, k=1``),
-
-and builds it offline with ``jupyter-book build <out>/book -W -n --keep-going``.
-"""
+"""The book: the committed source (``_config.yml``, ``_toc.yml``, ``book/``, ``notebooks/``)
+builds as a skeleton from the un-executed notebooks; the runner stages it in ``<out>/book/``
+with the executed notebooks, one training page per model and k, the edition and environment
+filled in, the glued figures as ``book/figures/<key>.png`` and strict glue references, and
+builds it offline in strict mode."""
 
 from __future__ import annotations
 
-import filecmp
+import base64
+import hashlib
 import html
 import json
-import logging
 import re
 import shutil
 import subprocess
@@ -36,12 +23,11 @@ import yaml
 
 from slicelib.environment import environment_rows
 from slicelib.io import atomic_directory
+from slicelib.methods import method_label
 from slicelib.outputs import check_output, writing
 from slicelib.study.config import study_differences
 from slicelib.study.notebooks import NotebookJob, StudyError
 from slicelib.study.steps import digest
-
-logger = logging.getLogger(__name__)
 
 BOOK_DIR = "book"
 FIGURES_DIR = "figures"  # under book/: the glued figures of the executed notebooks
@@ -53,70 +39,44 @@ COMMANDS_MARKER = "<!-- study:commands -->"
 SKELETON_ONLY_WARNINGS: tuple[str, ...] = ("mystnb.glue_ref", "image.not_readable")
 
 
-def _entries(node: Any) -> Iterable[dict[str, Any]]:
-    """Every file entry of a parsed ``_toc.yml`` (depth first)."""
-    if isinstance(node, dict):
-        if "file" in node:
-            yield node
-        for key in ("parts", "chapters", "sections"):
-            for child in node.get(key, []) or []:
-                yield from _entries(child)
-
-
 def staged_toc(toc: dict[str, Any], jobs: list[NotebookJob]) -> dict[str, Any]:
-    """The committed table of contents with the notebook entries of this run.
-
-    ``notebooks/train`` becomes one entry per executed training copy (with its
-    title); entries of notebooks that did not run are dropped, and so is a chapter
-    none of whose notebooks ran.
-    """
-    names = {job.name: job for job in jobs}
-    train = [job for job in jobs if job.name.startswith("train_")]
+    """The committed table of contents with ``notebooks/train`` as one entry per training
+    copy in ``jobs`` (with its title), less the entries of notebooks not in ``jobs`` and
+    the chapters and parts left empty."""
+    names, nested = {job.name for job in jobs}, ("parts", "chapters", "sections")
+    train = [
+        {"file": f"notebooks/{j.name}", "title": j.title or j.name}
+        for j in jobs
+        if j.name.startswith("train_")
+    ]
 
     def rewrite(items: list[Any]) -> list[Any]:
         out: list[Any] = []
         for item in items:
-            file = item.get("file", "") if isinstance(item, dict) else ""
+            file = item.get("file", "")
             if file == "notebooks/train":
-                out.extend(
-                    {"file": f"notebooks/{j.name}", "title": j.title or j.name} for j in train
-                )
-                continue
-            if file.startswith("notebooks/") and file.split("/", 1)[1] not in names:
-                continue
-            item = dict(item)
-            had_sections = bool(item.get("sections"))
-            for key in ("parts", "chapters", "sections"):
-                if key in item:
-                    item[key] = rewrite(item[key])
-                    if not item[key]:
-                        del item[key]
-            if had_sections and "sections" not in item:
-                continue  # a chapter about notebooks none of which ran (e.g. the real arm)
-            if "caption" in item and "chapters" not in item:
-                continue  # a part whose chapters all went
-            out.append(item)
+                out += [dict(entry) for entry in train]
+            elif not file.startswith("notebooks/") or file.removeprefix("notebooks/") in names:
+                staged = {k: rewrite(v) if k in nested else v for k, v in item.items()}
+                staged = {k: v for k, v in staged.items() if v or k not in nested}
+                # a chapter none of whose notebooks ran (the real arm's), or a part emptied
+                emptied = bool(item.get("sections")) and "sections" not in staged
+                if not emptied and ("caption" not in staged or "chapters" in staged):
+                    out.append(staged)
         return out
 
-    staged = dict(toc)
-    for key in ("parts", "chapters"):
-        if key in staged:
-            staged[key] = rewrite(staged[key])
-    return staged
+    return {k: rewrite(v) if k in ("parts", "chapters") else v for k, v in toc.items()}
 
 
 def staged_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The committed ``_config.yml`` with the skeleton-only warning suppressions removed."""
-    staged = dict(config)
-    sphinx = dict(staged.get("sphinx", {}))
-    sphinx_config = dict(sphinx.get("config", {}))
-    kept = [
-        w for w in sphinx_config.get("suppress_warnings", []) if w not in SKELETON_ONLY_WARNINGS
+    """The committed ``_config.yml`` without the skeleton-only warning suppressions."""
+    sphinx = dict(config.get("sphinx", {}))
+    sphinx["config"] = dict(sphinx.get("config", {}))
+    suppressed = sphinx["config"].get("suppress_warnings", [])
+    sphinx["config"]["suppress_warnings"] = [
+        w for w in suppressed if w not in SKELETON_ONLY_WARNINGS
     ]
-    sphinx_config["suppress_warnings"] = kept
-    sphinx["config"] = sphinx_config
-    staged["sphinx"] = sphinx
-    return staged
+    return {**config, "sphinx": sphinx}
 
 
 # Readable names of the settings a preset changes (``preset_differences`` keys);
@@ -136,27 +96,17 @@ SETTING_NAMES: dict[str, str] = {
     "uncertainty.mc_samples": "MC dropout samples",
 }
 _DIFFERENCE = re.compile(r"^(?P<key>[^:]+): (?P<ours>.*) \((?P<ref>[^:]+): (?P<theirs>.*)\)$")
-
-
-def _setting_value(text: str) -> str:
-    """A preset value in words: ``None`` (no reduction) reads "all", tuples as lists."""
-    if text == "None":
-        return "all (no limit)"
-    if text in ("True", "False"):
-        return "yes" if text == "True" else "no"
-    return text.strip("()").replace("'", "")
+# A preset value in words: ``None`` (no reduction) reads "all", tuples as lists.
+_VALUE_WORDS = {"None": "all (no limit)", "True": "yes", "False": "no"}
 
 
 def _setting_name(key: str) -> str:
+    head, _, tail = key.rpartition(".")
     if key in SETTING_NAMES:
         return SETTING_NAMES[key]
-    head, _, tail = key.rpartition(".")
-    label = tail.replace("_", " ")
     if head.startswith("epochs"):
-        from slicelib.methods import method_label
-
         return f"epochs, {method_label(tail)}"
-    return f"{head.replace('.', ' ').replace('_', ' ')} {label}".strip()
+    return f"{head.replace('.', ' ')} {tail}".replace("_", " ").strip()
 
 
 def reductions_markdown(lines: Iterable[str]) -> str:
@@ -168,107 +118,82 @@ def reductions_markdown(lines: Iterable[str]) -> str:
         if match is None:
             rows.append(f"| {line} | | |")
             continue
-        rows.append(
-            f"| {_setting_name(match['key'])} | {_setting_value(match['ours'])} "
-            f"| {_setting_value(match['theirs'])} |"
+        ours, theirs = (
+            _VALUE_WORDS.get(v, v.strip("()").replace("'", ""))
+            for v in match.group("ours", "theirs")
         )
+        rows.append(f"| {_setting_name(match['key'])} | {ours} | {theirs} |")
     return "\n".join(rows)
 
 
 def duration_words(seconds: float) -> str:
     """``5025`` -> "1 h 23 min"; ``75`` -> "1 min 15 s"."""
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
+    hours, rest = divmod(int(round(seconds)), 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
         return f"{hours} h {minutes:02d} min"
-    if minutes:
-        return f"{minutes} min {secs:02d} s"
-    return f"{secs} s"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 def notebook_seconds(paths: Iterable[Path]) -> float:
     """The summed papermill durations of executed notebooks (0 for those without)."""
-    total = 0.0
-    for path in paths:
-        meta = json.loads(Path(path).read_text()).get("metadata", {}).get("papermill", {})
-        total += float(meta.get("duration") or 0.0)
-    return total
+    metadata = (json.loads(Path(path).read_text()).get("metadata", {}) for path in paths)
+    return sum((float(m.get("papermill", {}).get("duration") or 0.0) for m in metadata), 0.0)
+
+
+_PRESET_NOTES = {
+    "demo": "\n\nThe demo preset reduces these of the paper's settings to fit two CPU cores:\n\n",
+    "smoke": "\n\nThe smoke preset uses tiny images and a few training steps: it checks that the "
+    "study runs, and its numbers mean nothing.",
+}
 
 
 def edition_markdown(record: Mapping[str, Any], compute_seconds: float | None = None) -> str:
-    """The front page's statement of what this book was built from, and how to
-    rebuild it.
-
-    ``record`` is the run record written by the runner (``<out>/study.json``);
-    ``compute_seconds`` the notebooks' summed execution time, when known.
-    """
-    preset = record["preset"]
-    scan = record.get("scan", {})
-    counts = (
-        f"{scan.get('patients', '?')} patients, {scan.get('volumes', '?')} volumes, "
-        f"{scan.get('slices', '?')} slices"
-    )
-    lines = [":::{admonition} This edition", ":class: important", ""]
+    """The front page's statement of what this book was built from, and how to rebuild it;
+    ``record``: the runner's ``<out>/study.json``, ``compute_seconds``: the notebooks'
+    summed execution time, when known."""
+    preset, scan, env = record["preset"], record.get("scan", {}), record.get("environment", {})
+    counts = ", ".join(f"{scan.get(n, '?')} {n}" for n in ("patients", "volumes", "slices"))
     if record.get("synthetic"):
-        cohort = record.get("cohort") or {}
-        lines.append(
-            f"This book was built with the **{preset}** preset on the **synthetic cohort** "
-            f"that slicelib generates (seed {cohort.get('seed', '?')}; {counts} after the "
-            "scan), not on the TCIA collection. "
-            "Its numbers show that every step runs end to end and how the methods compare "
-            "on synthetic anatomy; they are not the study's results on real MRI."
+        seed = (record.get("cohort") or {}).get("seed", "?")
+        data = (
+            f"the **synthetic cohort** that slicelib generates (seed {seed}; {counts} after the "
+            "scan), not on the TCIA collection. Its numbers show that every step runs end to end "
+            "and how the methods compare on synthetic anatomy; they are not the study's results "
+            "on real MRI."
         )
     else:
-        lines.append(
-            f"This book was built with the **{preset}** preset on the collection at "
-            f"`{record.get('data_root')}` ({counts} selected)."
-        )
+        data = f"the collection at `{record.get('data_root')}` ({counts} selected)."
+    note = _PRESET_NOTES.get(preset, "")
     if preset == "demo":
-        lines += [
-            "",
-            "The demo preset reduces these of the paper's settings to fit two CPU cores:",
-            "",
-            reductions_markdown(study_differences("demo")),
-        ]
-    elif preset == "smoke":
-        lines += [
-            "",
-            "The smoke preset uses tiny images and a few training steps: it checks that "
-            "the study runs, and its numbers mean nothing.",
-        ]
-    env = record.get("environment", {})
+        note += reductions_markdown(study_differences("demo"))
     commit = (env.get("git") or {}).get("commit")
-    lines += [
-        "",
-        f"Built {record.get('finished_at', record.get('started_at', ''))} "
-        f"with slicelib {(env.get('packages') or {}).get('slicelib', '?')}"
-        + (f", commit `{commit[:12]}`" if commit else "")
-        + (
-            f"; the notebooks ran for {duration_words(compute_seconds)} in all"
-            if compute_seconds
-            else ""
-        )
-        + ".",
-        ":::",
-        "",
-        ":::{admonition} How to reproduce",
-        ":class: tip",
-        "",
-        "From a checkout"
-        + (f" at commit `{commit[:12]}`" if commit else "")
-        + f", with the **{preset}** preset:",
-        "",
-        "```bash",
-        "pip install -e .",
-        str(record.get("command", f"slicelib study --preset {preset}")),
-        "```",
-        "",
-        "Steps whose inputs did not change are not run again; "
-        "[Reproducibility](reproducibility.md) lists the environment.",
-        ":::",
-    ]
-    return "\n".join(lines)
+    commit = f" commit `{commit[:12]}`" if commit else ""
+    took = duration_words(compute_seconds or 0)
+    ran = f"; the notebooks ran for {took} in all" if compute_seconds else ""
+    return f"""\
+:::{{admonition}} This edition
+:class: important
+
+This book was built with the **{preset}** preset on {data}{note}
+
+Built {record.get("finished_at", record.get("started_at", ""))} with slicelib \
+{(env.get("packages") or {}).get("slicelib", "?")}{commit and "," + commit}{ran}.
+:::
+
+:::{{admonition}} How to reproduce
+:class: tip
+
+From a checkout{commit and " at" + commit}, with the **{preset}** preset:
+
+```bash
+pip install -e .
+{record.get("command", f"slicelib study --preset {preset}")}
+```
+
+Steps whose inputs did not change are not run again; [Reproducibility](reproducibility.md) \
+lists the environment.
+:::"""
 
 
 # Verdicts and the badge class that colours them (slicelib.css), by the outcome before
@@ -321,28 +246,15 @@ def findings_html(claims: pd.DataFrame, checks: pd.DataFrame | None = None) -> s
     claims = claims[shown].rename_axis("claim").reset_index()
     parts = [_findings_table(claims, "The original's claims, tested by this run")]
     if checks is not None and len(checks):
-        checks = checks.reset_index()
-        parts.append(_findings_table(checks, "Checks of the code against the paper's text"))
+        title = "Checks of the code against the paper's text"
+        parts.append(_findings_table(checks.reset_index(), title))
     return '<div class="findings-box">' + "".join(parts) + "</div>"
-
-
-def environment_markdown(record: Mapping[str, Any]) -> str:
-    """The environment record as a Markdown table."""
-    rows = environment_rows(dict(record))
-    lines = ["| item | value |", "|---|---|"]
-    lines += [f"| {item} | {str(value).replace('|', '/')} |" for item, value in rows]
-    return "\n".join(lines)
-
-
-def commands_markdown(record: Mapping[str, Any]) -> str:
-    """The exact command of this run, as a code block."""
-    return "```bash\n" + str(record.get("command", "slicelib study")) + "\n```"
 
 
 def book_notebook(path: Path, title: str | None = None) -> str:
     """An executed notebook as the book shows it (JSON text): the ``parameters`` and
-    papermill's ``injected-parameters`` cells tagged ``remove-cell``, and, given a
-    ``title``, the first Markdown heading replaced by it."""
+    papermill's ``injected-parameters`` cells tagged ``remove-cell``, each shown plot
+    captioned from its section, and, given a ``title``, the first heading replaced by it."""
     notebook = json.loads(path.read_text())
     retitled = title is None
     page, context = title or "", ""
@@ -353,15 +265,14 @@ def book_notebook(path: Path, title: str | None = None) -> str:
         if cell.get("cell_type") == "markdown":
             source = "".join(cell.get("source", []))
             if source.startswith("# "):
-                page = page or source.split("\n", 1)[0][2:].strip()
+                first, _, rest = source.partition("\n")
+                page = page or first[2:].strip()
                 if not retitled:
-                    rest = source.split("\n", 1)[1] if "\n" in source else ""
                     cell["source"] = f"# {title}\n{rest}"
                     retitled = True
             context = first_sentence(source) or context
         elif _shows_image(cell) and "mystnb" not in cell["metadata"]:
-            # A plotted output becomes a captioned figure whose alt text says what it is
-            # (myst-nb's default alt text is the image's file name).
+            # A captioned figure whose alt text says what it is (not the file's name).
             words = context or page
             cell["metadata"]["mystnb"] = {
                 "figure": {"caption": words},
@@ -389,49 +300,31 @@ def first_sentence(markdown: str, limit: int = 200) -> str:
     return words if len(words) <= limit else words[: limit - 1].rstrip() + "…"
 
 
+def _glued(output: Mapping[str, Any]) -> dict[str, Any]:
+    """The myst-nb glue record of a cell output ({} when it glues nothing)."""
+    return (output.get("metadata") or {}).get("scrapbook") or {}
+
+
 def _shows_image(cell: Mapping[str, Any]) -> bool:
-    """True when a code cell displays a plot (not only glues one for a chapter)."""
-    for output in cell.get("outputs", []):
-        glued = (output.get("metadata") or {}).get("scrapbook")
-        if glued and glued.get("mime_prefix"):  # glued with display=False: not shown
-            continue
-        if "image/png" in (output.get("data") or {}):
-            return True
-    return False
+    """True when a code cell displays a plot (glued with display=False: not shown)."""
+    return any(
+        not _glued(o).get("mime_prefix") and "image/png" in (o.get("data") or {})
+        for o in cell.get("outputs", [])
+    )
 
 
 def glued_images(path: Path) -> dict[str, bytes]:
     """The PNG images an executed notebook glued with myst-nb, by glue key."""
-    import base64
-
-    notebook = json.loads(path.read_text())
     images: dict[str, bytes] = {}
-    for cell in notebook.get("cells", []):
+    for cell in json.loads(path.read_text()).get("cells", []):
         for output in cell.get("outputs", []):
-            meta = (output.get("metadata") or {}).get("scrapbook")
-            if not meta:
+            if not (meta := _glued(output)):
                 continue
-            prefix = meta.get("mime_prefix", "")
-            data = (output.get("data") or {}).get(f"{prefix}image/png")
+            data = (output.get("data") or {}).get(f"{meta.get('mime_prefix', '')}image/png")
             if data:
                 text = "".join(data) if isinstance(data, list) else str(data)
                 images[str(meta["name"])] = base64.b64decode(text)
     return images
-
-
-def _sync(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` only when the content differs (keeps Sphinx's view stable)."""
-    if dst.is_file() and filecmp.cmp(src, dst, shallow=False):
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
-
-
-def _write(text: str, dst: Path) -> None:
-    if dst.is_file() and dst.read_text() == text:
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_text(text)
 
 
 def stage_book(
@@ -443,57 +336,48 @@ def stage_book(
 ) -> Path:
     """Write the book source of this run into ``stage``; returns ``stage``.
 
-    ``executed`` maps each job's name to its executed notebook. Files that are
-    no longer part of the book are removed from ``stage``; unchanged ones keep
-    their modification time.
+    ``executed`` maps each job's name to its executed notebook. Files no longer part of
+    the book are removed from ``stage``; unchanged ones keep their modification time.
     """
-    stage.mkdir(parents=True, exist_ok=True)
-    wanted: set[Path] = set()
-
     toc = yaml.safe_load((source_root / "_toc.yml").read_text())
     config = yaml.safe_load((source_root / "_config.yml").read_text())
     ran = [job for job in jobs if job.name in executed]
-    _write(yaml.safe_dump(staged_toc(toc, ran), sort_keys=False), stage / "_toc.yml")
-    _write(yaml.safe_dump(staged_config(config), sort_keys=False), stage / "_config.yml")
-    wanted |= {stage / "_toc.yml", stage / "_config.yml"}
-
-    env = record.get("environment", {})
-    fills = {
-        EDITION_MARKER: edition_markdown(record, notebook_seconds(executed.values())),
-        ENVIRONMENT_MARKER: environment_markdown(env),
-        COMMANDS_MARKER: commands_markdown(record),
+    files: dict[Path, bytes | str] = {
+        stage / "_toc.yml": yaml.safe_dump(staged_toc(toc, ran), sort_keys=False),
+        stage / "_config.yml": yaml.safe_dump(staged_config(config), sort_keys=False),
     }
-    for src in sorted((source_root / BOOK_DIR).rglob("*")):
-        if not src.is_file():
-            continue
+    environment = environment_rows(dict(record.get("environment", {})))
+    fills = {  # the edition; the environment as a table; the exact command of this run
+        EDITION_MARKER: edition_markdown(record, notebook_seconds(executed.values())),
+        ENVIRONMENT_MARKER: "\n".join(
+            ["| item | value |", "|---|---|"]
+            + [f"| {item} | {str(value).replace('|', '/')} |" for item, value in environment]
+        ),
+        COMMANDS_MARKER: "```bash\n" + str(record.get("command", "slicelib study")) + "\n```",
+    }
+    for src in sorted(p for p in (source_root / BOOK_DIR).rglob("*") if p.is_file()):
         dst = stage / BOOK_DIR / src.relative_to(source_root / BOOK_DIR)
-        wanted.add(dst)
+        files[dst] = src.read_bytes()
         if src.suffix == ".md":
             text = src.read_text()
             for marker, fill in fills.items():
                 text = text.replace(marker, fill)
-            _write(text, dst)
-        else:
-            _sync(src, dst)
+            files[dst] = text
     titles = {job.name: job.title for job in jobs}
     for name, path in executed.items():
         for key, png in glued_images(path).items():
-            image = stage / BOOK_DIR / FIGURES_DIR / f"{key}.png"
-            wanted.add(image)
-            if not (image.is_file() and image.read_bytes() == png):
-                image.parent.mkdir(parents=True, exist_ok=True)
-                image.write_bytes(png)
-        dst = stage / "notebooks" / f"{name}.ipynb"
-        wanted.add(dst)
-        title = titles.get(name)
-        _write(
-            book_notebook(path, f"Training: {title}" if name.startswith("train_") else title), dst
-        )
-
+            files[stage / BOOK_DIR / FIGURES_DIR / f"{key}.png"] = png
+        title = f"Training: {titles.get(name)}" if name.startswith("train_") else titles.get(name)
+        files[stage / "notebooks" / f"{name}.ipynb"] = book_notebook(path, title)
+    for dst, data in files.items():  # written only when changed: Sphinx's view stays stable
+        data = data.encode() if isinstance(data, str) else data
+        if not (dst.is_file() and dst.read_bytes() == data):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(data)
     for path in sorted(stage.rglob("*"), reverse=True):
         if path.is_relative_to(stage / "_build"):
             continue
-        if path.is_file() and path not in wanted:
+        if path.is_file() and path not in files:
             path.unlink()
         elif path.is_dir() and path != stage / "_build" and not any(path.iterdir()):
             path.rmdir()
@@ -502,34 +386,21 @@ def stage_book(
 
 def tree_hash(root: Path) -> str:
     """Hash of every file's path and content under ``root`` (``_build`` excluded)."""
-    import hashlib
-
-    entries = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.is_relative_to(root / "_build"):
-            entries.append(
-                (path.relative_to(root).as_posix(), hashlib.sha256(path.read_bytes()).hexdigest())
-            )
-    return digest(entries)
+    return digest(
+        [
+            (path.relative_to(root).as_posix(), hashlib.sha256(path.read_bytes()).hexdigest())
+            for path in sorted(root.rglob("*"))
+            if path.is_file() and not path.is_relative_to(root / "_build")
+        ]
+    )
 
 
 def build_book(stage: Path) -> Path:
-    """Build the staged book offline in strict mode; returns its html folder.
-
-    Runs ``jupyter-book build <stage> -W -n --keep-going --all``; raises
-    :class:`StudyError` with the warnings when the build fails.
-    """
-    command = [
-        sys.executable,
-        "-c",
-        "from jupyter_book.cli.main import main; main()",
-        "build",
-        str(stage),
-        "-W",
-        "-n",
-        "--keep-going",
-        "--all",
-    ]
+    """Build the staged book offline in strict mode
+    (``jupyter-book build <stage> -W -n --keep-going --all``); returns its html folder, or
+    raises :class:`StudyError` with the first warnings when the build fails."""
+    main = "from jupyter_book.cli.main import main; main()"
+    command = [sys.executable, "-c", main, "build", str(stage), "-W", "-n", "--keep-going", "--all"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     html = stage / "_build" / "html"
     if done.returncode != 0 or not (html / "index.html").is_file():
@@ -544,11 +415,9 @@ def build_book(stage: Path) -> Path:
 
 
 def publish(html: Path, dest: Path) -> Path:
-    """Copy the built html to ``dest`` in one rename, replacing an earlier book there.
-
-    Refuses to replace a folder that slicelib did not write as a book, or one where
-    files were added beside the book's (:func:`slicelib.outputs.check_output`).
-    """
+    """Copy the built html to ``dest`` in one rename, replacing an earlier book there;
+    refuses a folder that slicelib did not write as a book, or one where files were added
+    beside the book's (:func:`slicelib.outputs.check_output`)."""
     dest = dest.resolve()
     check_output(dest, "book", force=True, what="--book")
     with writing(dest, "--book"), atomic_directory(dest, kind="book") as tmp:

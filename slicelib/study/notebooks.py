@@ -1,21 +1,7 @@
-"""The study's notebooks: their parameters, which ones run with which values, and running
-them with papermill only when their inputs changed.
-
-Every notebook starts with a papermill ``parameters`` cell of annotated values with
-inline help (``k: int = 1  # the neighbour distance``), which is what
-``papermill --help-notebook`` shows; :func:`notebook_parameters` reads it, and the values
-the runner injects and those a notebook received (:func:`notebook_study`) are checked
-against it, so that a wrong type stops with one line naming the notebook and the
-parameter.
-
-A notebook holds its parameters, calls into slicelib for every number and table, and
-the figures it shows; the study's steps make what it reads. Its inputs are its source
-(cells, without outputs), the parameters the runner injects, the package source it
-imports (:func:`~slicelib.study.steps.notebook_modules`), and the hashes of the study
-steps it read the last time it ran (logged through
-:data:`~slicelib.study.workspace.READS_ENV`). When all four are unchanged and its
-executed copy exists, it is not run again.
-"""
+"""The study's notebooks: their parameters (a papermill ``parameters`` cell of annotated
+values with inline help, ``k: int = 1  # the neighbour distance``), which ones run with which
+values, and running them with papermill when their cells, parameters, imported package
+source or the study steps they read (:data:`~slicelib.study.workspace.READS_ENV`) changed."""
 
 from __future__ import annotations
 
@@ -30,9 +16,9 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +35,10 @@ logger = logging.getLogger(__name__)
 
 # Parameters ---------------------------------------------------------------------------
 
-# Parameters the runner sets itself, for every notebook that declares them.
-RUNNER_PARAMETERS: tuple[str, ...] = ("preset", "out_dir", "data_root")
-# Parameters the runner sets per copy of the train notebook.
-TRAIN_PARAMETERS: tuple[str, ...] = ("model", "k")
+RUNNER_PARAMETERS: tuple[str, ...] = ("preset", "out_dir", "data_root")  # set by the runner
+TRAIN_PARAMETERS: tuple[str, ...] = ("model", "k")  # set per copy of the train notebook
 
-# The annotations a parameters cell may use. papermill reads ``Optional[str]`` but not
-# ``str | None`` (its pattern stops at ``|``), so optional values are ``Optional[...]``.
+# papermill reads ``Optional[str]`` but not ``str | None`` (its pattern stops at ``|``).
 _TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
 _OPTIONAL = re.compile(r"^Optional\[\s*(\w+)\s*\]$")
 
@@ -83,21 +66,16 @@ class NotebookParameter:
 
 
 def notebook_parameters(source: Path) -> dict[str, NotebookParameter]:
-    """The parameters of the notebook at ``source``, in the order they are declared.
-
-    Raises a one-line :class:`SlicelibError` when the notebook has no ``parameters``
-    cell or a default is not a plain literal.
-    """
+    """The parameters of the notebook at ``source``, in their order; a one-line
+    :class:`SlicelibError` without a ``parameters`` cell or with a default not a literal."""
     return dict(_read_parameters(Path(source).resolve(), Path(source).stat().st_mtime_ns))
 
 
 @functools.lru_cache(maxsize=64)
 def _read_parameters(source: Path, mtime_ns: int) -> tuple[tuple[str, NotebookParameter], ...]:
-    import nbformat
     import papermill
 
-    nb = nbformat.read(source, as_version=4)
-    if not any("parameters" in c.metadata.get("tags", []) for c in nb.cells):
+    if not any("parameters" in tags for _, _, tags in _cells(source)):
         raise SlicelibError(f"notebook {source}: no cell tagged 'parameters'")
     found: list[tuple[str, NotebookParameter]] = []
     for name, info in papermill.inspect_notebook(str(source)).items():
@@ -114,16 +92,12 @@ def _read_parameters(source: Path, mtime_ns: int) -> tuple[tuple[str, NotebookPa
 
 
 def check_parameter(notebook: str, parameter: NotebookParameter, value: Any) -> None:
-    """Raise a one-line :class:`SlicelibError` unless ``value`` has ``parameter``'s type.
-
-    ``bool`` is not accepted where an ``int`` is expected; an ``int`` is accepted
-    where a ``float`` is.
-    """
+    """A one-line :class:`SlicelibError` unless ``value`` has ``parameter``'s type; a
+    ``bool`` is not an ``int``, an ``int`` is a ``float``."""
     types = parameter.types
     if float in types:
         types = (*types, int)
-    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-    if not ok:
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         raise SlicelibError(
             f"notebook {notebook!r}: parameter {parameter.name!r} must be "
             f"{parameter.annotation} (got {type(value).__name__} {value!r})"
@@ -133,13 +107,9 @@ def check_parameter(notebook: str, parameter: NotebookParameter, value: Any) -> 
 def check_parameters(
     notebook: str, values: Mapping[str, Any], source: Path | None = None
 ) -> dict[str, Any]:
-    """Check every value against the parameters of ``notebook``; returns them as a dict.
-
-    ``source`` is the notebook file (default: ``notebooks/<notebook>.ipynb`` of the
-    checkout, see :func:`~slicelib.study.config.find_source_root`).
-    """
-    if source is None:
-        source = find_source_root() / "notebooks" / f"{notebook}.ipynb"
+    """``values`` as a dict, each checked against ``notebook``'s parameters; ``source``:
+    the notebook file (default ``notebooks/<notebook>.ipynb`` of the checkout)."""
+    source = source or find_source_root() / "notebooks" / f"{notebook}.ipynb"
     declared = notebook_parameters(source)
     for name, value in values.items():
         if name not in declared:
@@ -151,11 +121,8 @@ def check_parameters(
 
 
 def parse_assignment(text: str) -> tuple[str | None, str, Any]:
-    """Parse ``[NOTEBOOK.]NAME=VALUE`` from the command line.
-
-    VALUE is read as YAML (``3`` is an int, ``0.5`` a float, ``null`` None, ``cuda``
-    a string), as papermill's ``-y`` reads it. Returns (notebook or None, name, value).
-    """
+    """(notebook or None, name, value) of ``[NOTEBOOK.]NAME=VALUE`` from the command line;
+    VALUE is read as YAML, as papermill's ``-y`` reads it (``3`` an int, ``null`` None)."""
     import yaml
 
     key, sep, raw = text.partition("=")
@@ -174,23 +141,13 @@ def parse_assignment(text: str) -> tuple[str | None, str, Any]:
 KERNEL = "python3"
 STATE_FILE = ".state.json"
 
-# The notebooks of the study, in the order they run and the book shows them.
-# ``train`` runs once per model and k; the upsampling work's three and the real-anatomy
-# arm's notebook run when their sources exist (the latter only with a real arm).
-STUDY_NOTEBOOKS: tuple[str, ...] = (
-    "data",
-    "train",
-    "results",
-    "qualitative",
-    "k2_failure",
-    "ddpm_analysis",
-    "multiplanar",
-    "uncertainty",
-    "diffusion_refine",
-    "real_anatomy",
-)
-REAL_NOTEBOOK = "real_anatomy"  # the notebook of the real-anatomy arm (its own workspace)
-REQUIRED_NOTEBOOKS: tuple[str, ...] = STUDY_NOTEBOOKS[:6]
+# The notebooks of the study, in the order they run and the book shows them: the required
+# ones, then those that run when their sources exist (the real-anatomy arm's notebook, on
+# its own workspace, only with a real arm). ``train`` runs once per model and k.
+REAL_NOTEBOOK = "real_anatomy"
+REQUIRED_NOTEBOOKS = ("data", "train", "results", "qualitative", "k2_failure", "ddpm_analysis")
+OPTIONAL_NOTEBOOKS = ("multiplanar", "uncertainty", "diffusion_refine", REAL_NOTEBOOK)
+STUDY_NOTEBOOKS = (*REQUIRED_NOTEBOOKS, *OPTIONAL_NOTEBOOKS)
 
 
 class StudyError(SlicelibError):
@@ -210,29 +167,27 @@ class NotebookJob:
     arm: str | None = None  # the workspace it reads: None the study's, "real" the real arm's
 
 
-def source_hash(source: Path) -> str:
-    """Hash of a notebook's cells (type, source, tags), ignoring outputs and counts."""
-    nb = json.loads(source.read_text())
-    cells = [
+def _cells(source: Path) -> list[tuple[str | None, str, list[str]]]:
+    """(type, text, sorted tags) of every cell of a notebook file."""
+    return [
         (
             c.get("cell_type"),
             "".join(c["source"]) if isinstance(c["source"], list) else c["source"],
             sorted(c.get("metadata", {}).get("tags", [])),
         )
-        for c in nb.get("cells", [])
+        for c in json.loads(source.read_text()).get("cells", [])
     ]
-    return digest(cells)
+
+
+def source_hash(source: Path) -> str:
+    """Hash of a notebook's cells (type, source, tags), ignoring outputs and counts."""
+    return digest(_cells(source))
 
 
 def notebook_code_hash(source: Path) -> str:
     """Hash of the package source that a notebook's code cells import (transitively)."""
-    nb = json.loads(source.read_text())
-    cells = [
-        "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-        for c in nb.get("cells", [])
-        if c.get("cell_type") == "code"
-    ]
-    return code_hash(*sorted(notebook_modules(cells)))
+    code = [text for kind, text, _ in _cells(source) if kind == "code"]
+    return code_hash(*sorted(notebook_modules(code)))
 
 
 def plan_jobs(
@@ -241,17 +196,9 @@ def plan_jobs(
     overrides: Mapping[str | None, Mapping[str, Any]] | None = None,
     real: Study | None = None,
 ) -> list[NotebookJob]:
-    """Every notebook execution of the study, in order, with checked parameters.
-
-    ``real``: the real-anatomy arm's workspace; its notebook runs on it (None: no
-    real arm, the notebook is left out).
-
-    ``overrides`` maps a notebook name (``None``: every notebook that declares the
-    parameter) to extra parameter values. Raises a one-line :class:`SlicelibError`
-    naming the notebook and the parameter when a value has the wrong type, when
-    no notebook declares an overridden parameter, or when an override targets a
-    parameter the runner sets itself.
-    """
+    """Every notebook execution of the study, in order, with ``overrides`` (by notebook,
+    None: every one that declares the parameter) checked, one-line :class:`SlicelibError`
+    otherwise; ``real``: the real-anatomy arm's workspace (None: its notebook is left out)."""
     overrides = dict(overrides or {})
     missing = [n for n in REQUIRED_NOTEBOOKS if not (notebooks_src / f"{n}.ipynb").is_file()]
     if missing:
@@ -302,35 +249,30 @@ def plan_jobs(
                         f"notebook {notebook!r}: no parameter {name!r} "
                         f"(it has {', '.join(sorted(declared))})"
                     )
-        if notebook == "train":
-            for model, k in study.runs():
-                jobs.append(
-                    NotebookJob(
-                        name=f"train_{run_name(model, k)}",
-                        source=source,
-                        parameters={**params, "model": model, "k": k},
-                        title=f"{method_label(model)}, k={k}",
-                    )
-                )
-        else:
+        if notebook != "train":
             arm = "real" if notebook == REAL_NOTEBOOK else None
-            jobs.append(NotebookJob(name=notebook, source=source, parameters=params, arm=arm))
+            jobs.append(NotebookJob(notebook, source, params, arm=arm))
+            continue
+        for model, k in study.runs():
+            parameters = {**params, "model": model, "k": k}
+            title = f"{method_label(model)}, k={k}"
+            jobs.append(NotebookJob(f"train_{run_name(model, k)}", source, parameters, title))
     for name in overrides.get(None, {}):
         if (None, name) not in used:
             raise SlicelibError(f"--set {name}: no notebook of the study has a parameter {name!r}")
     return jobs
 
 
-# Where the runner has papermill write a notebook while it runs (papermill rewrites its
-# output after every cell): renamed over ``<name>.ipynb`` only once complete, so that a
-# kill or a concurrent run never leaves a partial notebook under the real name.
+# Where papermill writes a running notebook (it rewrites its output after every cell),
+# renamed over ``<name>.ipynb`` once complete: a kill or a concurrent run never leaves a
+# partial notebook under the real name.
 PARTIAL_DIR = ".partial"
 
 
 class NotebookRunner:
-    """Executes :class:`NotebookJob` s into ``study.notebooks_dir``, skipping the
-    ones whose inputs are unchanged since their last successful run. Each executed
-    notebook appears whole or not at all (:data:`PARTIAL_DIR`)."""
+    """Executes :class:`NotebookJob` s into ``study.notebooks_dir``, skipping those whose
+    inputs are unchanged since their last successful run; each executed notebook appears
+    whole or not at all (:data:`PARTIAL_DIR`)."""
 
     def __init__(self, study: Study, arms: Mapping[str, Study] | None = None) -> None:
         self.study = study
@@ -338,37 +280,33 @@ class NotebookRunner:
         self.dir = study.notebooks_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.dir / STATE_FILE
+        self.state: dict[str, Any] = self._read_state()
+
+    def _read_state(self) -> dict[str, Any]:
         try:
-            self.state: dict[str, Any] = json.loads(self.state_path.read_text())
+            return json.loads(self.state_path.read_text())
         except (OSError, ValueError):
-            self.state = {}
+            return {}
 
     def output(self, job: NotebookJob) -> Path:
         return self.dir / f"{job.name}.ipynb"
 
     def remove_partial(self) -> None:
-        """Remove the notebooks that killed runs left half-written (call with the
-        study's lock held: then no live runner is writing them)."""
+        """Remove the notebooks that killed runs left half-written (call with the study's
+        lock held: then no live runner is writing them)."""
         shutil.rmtree(self.dir / PARTIAL_DIR, ignore_errors=True)
 
     def fingerprint(self, job: NotebookJob) -> str:
-        return digest(
-            {
-                "source": source_hash(job.source),
-                "parameters": job.parameters,
-                "code": notebook_code_hash(job.source),
-            }
-        )
+        source, code = source_hash(job.source), notebook_code_hash(job.source)
+        return digest({"source": source, "parameters": job.parameters, "code": code})
 
     def up_to_date(self, job: NotebookJob) -> bool:
         """True when the executed copy exists and nothing it depends on changed."""
         entry = self.state.get(job.name)
         if entry is None or not self.output(job).is_file():
             return False
-        if entry.get("fingerprint") != self.fingerprint(job):
-            return False
         study = self.study if job.arm is None else self.arms.get(job.arm)
-        if study is None:
+        if entry.get("fingerprint") != self.fingerprint(job) or study is None:
             return False
         try:
             return all(study.step_hash(s) == h for s, h in entry.get("reads", {}).items())
@@ -376,13 +314,10 @@ class NotebookRunner:
             return False
 
     def _update_state(self, name: str, entry: dict[str, Any] | None) -> None:
-        """Set (or with None, drop) one notebook's entry in the state file, merging
-        with what concurrent runners of the same study wrote meanwhile."""
+        """Set (or with None, drop) one notebook's entry in the state file, merging with
+        what concurrent runners of the same study wrote meanwhile."""
         with hold_file_lock(self.dir / ".state.lock", "notebook state", wait=True):
-            try:
-                current: dict[str, Any] = json.loads(self.state_path.read_text())
-            except (OSError, ValueError):
-                current = {}
+            current = self._read_state()
             if entry is None:
                 current.pop(name, None)
             else:
@@ -391,14 +326,9 @@ class NotebookRunner:
             self.state = current
 
     def execute(self, job: NotebookJob) -> float:
-        """Run ``job`` with papermill; returns the seconds it took.
-
-        Raises :class:`SlicelibError` (the user's mistake, e.g. a parameter) or
-        :class:`StudyError` (anything else) in one line; the failed copy stays in
-        the notebooks folder for inspection and is run again next time. Papermill
-        writes into :data:`PARTIAL_DIR`; the notebook is renamed into place when it
-        finished (or failed in a cell), and removed when the run was interrupted.
-        """
+        """Run ``job`` with papermill; returns the seconds it took. A one-line
+        :class:`SlicelibError` (the user's mistake) or :class:`StudyError` when it fails; a
+        notebook that failed in a cell stays for inspection, an interrupted one is removed."""
         import papermill
         from papermill.exceptions import PapermillExecutionError
 
@@ -408,18 +338,18 @@ class NotebookRunner:
         reads_log = self.dir / f".{job.name}.reads.jsonl"
         reads_log.unlink(missing_ok=True)
         self._update_state(job.name, None)
-        previous = {name: os.environ.get(name) for name in (READS_ENV, KERNEL_LOG_ENV)}
-        os.environ[READS_ENV] = str(reads_log)
-        # The kernel logs into a file that this runner forwards to its own log as it
-        # grows: progress reaches the terminal (a SLURM job's output), not the book.
+        # The kernel logs into a file that is forwarded to this runner's log as it grows:
+        # progress reaches the terminal (a SLURM job's output), not the book.
         kernel_log = self.dir / f".{job.name}.log"
-        os.environ[KERNEL_LOG_ENV] = str(kernel_log)
+        env = {READS_ENV: str(reads_log), KERNEL_LOG_ENV: str(kernel_log)}
+        previous = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
         papermill_log = logging.getLogger("papermill")
         papermill_level = papermill_log.level
         papermill_log.setLevel(logging.WARNING)
         start = time.perf_counter()
         try:
-            with KernelLogForwarder(kernel_log, job.name):
+            with forward_kernel_log(kernel_log, job.name):
                 papermill.execute_notebook(
                     str(job.source),
                     str(partial),
@@ -448,56 +378,43 @@ class NotebookRunner:
             with contextlib.suppress(OSError):  # empty unless another runner is writing
                 partial.parent.rmdir()
             papermill_log.setLevel(papermill_level)
-            for name, value in previous.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+            os.environ.update({k: v for k, v in previous.items() if v is not None})
+            for name in [k for k, v in previous.items() if v is None]:
+                os.environ.pop(name, None)
         seconds = time.perf_counter() - start
-        reads: dict[str, str] = {}
-        if reads_log.is_file():
-            for line in reads_log.read_text().splitlines():
-                record = json.loads(line)
-                reads[record["step"]] = record["hash"]
-            reads_log.unlink()
+        lines = reads_log.read_text().splitlines() if reads_log.is_file() else []
+        reads_log.unlink(missing_ok=True)
         entry = {
             "fingerprint": self.fingerprint(job),
-            "reads": reads,
+            "reads": {r["step"]: r["hash"] for r in map(json.loads, lines)},
             "parameters": job.parameters,
             "seconds": round(seconds, 1),
-            "executed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "executed_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         self._update_state(job.name, entry)
         return seconds
 
 
 # Where slicelib's log goes in a notebook's kernel (:func:`kernel_logging`). Unset: the
-# running cell's stdout, one line per record, which ``papermill --log-output`` (and so a
-# SLURM job's output) shows as it comes and the executed notebook keeps. A file path:
-# that file, which the study runner forwards to its own log, so that the book's pages
-# hold no wall-clock lines. "off": nowhere.
+# running cell's stdout, which ``papermill --log-output`` (a SLURM job's output) shows as
+# it comes and the executed notebook keeps. A file path: that file, which the study runner
+# forwards to its own log, so that the book's pages hold no wall-clock lines. "off": nowhere.
 KERNEL_LOG_ENV = "SLICELIB_KERNEL_LOG"
 KERNEL_LOG_OFF = "off"
 KERNEL_LOG_FORMAT = "%(asctime)s %(message)s"
 KERNEL_LOG_DATES = "%Y-%m-%d %H:%M:%S"
 
 
-def _in_kernel() -> bool:
-    """True inside a Jupyter kernel (its stdout is the kernel's output stream)."""
-    iostream = sys.modules.get("ipykernel.iostream")
-    return iostream is not None and isinstance(sys.stdout, iostream.OutStream)
-
-
 def kernel_logging() -> None:
     """In a notebook's kernel, send slicelib's INFO log where :data:`KERNEL_LOG_ENV` says
-    (default: the cell's stdout); a kernel has no handler of its own, so a long cell
-    (training, evaluation) would otherwise print nothing. Idempotent; outside a kernel
-    it does nothing (the command line configures logging itself)."""
+    (a kernel has no handler, so a long cell would print nothing). Idempotent; outside a
+    kernel (whose stdout is its output stream) it does nothing."""
     target = os.environ.get(KERNEL_LOG_ENV, "")
     package = logging.getLogger("slicelib")
-    if not _in_kernel() or target == KERNEL_LOG_OFF:
-        return
-    if any(getattr(h, "slicelib_kernel", False) for h in package.handlers):
+    iostream = sys.modules.get("ipykernel.iostream")
+    in_kernel = iostream is not None and isinstance(sys.stdout, iostream.OutStream)
+    installed = any(getattr(h, "slicelib_kernel", False) for h in package.handlers)
+    if not in_kernel or target == KERNEL_LOG_OFF or installed:
         return
     handler: logging.Handler = (
         logging.FileHandler(target, encoding="utf-8") if target else
@@ -510,79 +427,66 @@ def kernel_logging() -> None:
         package.setLevel(logging.INFO)
 
 
-class KernelLogForwarder:
-    """Forward, line by line while a notebook runs, what its kernel logs into ``path``
-    (:data:`KERNEL_LOG_ENV`) to this process's log, prefixed with the notebook's name."""
+@contextlib.contextmanager
+def forward_kernel_log(path: Path, name: str, poll_s: float = 0.5) -> Iterator[None]:
+    """While the block runs, forward each line a kernel logs into ``path``
+    (:data:`KERNEL_LOG_ENV`) to this process's log, prefixed with the notebook's ``name``."""
+    stop = threading.Event()
 
-    def __init__(self, path: Path, name: str, poll_s: float = 0.5) -> None:
-        self.path, self.name, self.poll_s = path, name, poll_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-
-    def __enter__(self) -> KernelLogForwarder:
-        self.path.write_text("")
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.path.unlink(missing_ok=True)
-
-    def _pump(self) -> None:
+    def pump() -> None:
         pending = ""
-        with open(self.path, encoding="utf-8", errors="replace") as fh:
+        with open(path, encoding="utf-8", errors="replace") as fh:
             while True:
-                chunk = fh.readline()
-                if chunk:
-                    pending += chunk
-                    if pending.endswith("\n"):
-                        logger.info("[%s] %s", self.name, pending.rstrip("\n"))
-                        pending = ""
-                    continue
-                if self._stop.is_set():  # the kernel has exited: nothing more will come
-                    if pending:
-                        logger.info("[%s] %s", self.name, pending)
+                done = stop.is_set()  # the kernel has exited: what is there is all
+                *lines, pending = (pending + fh.read()).split("\n")
+                for line in [*lines, pending] if done and pending else lines:
+                    logger.info("[%s] %s", name, line)
+                if done:
                     return
-                self._stop.wait(self.poll_s)
+                stop.wait(poll_s)
+
+    path.write_text("")
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        path.unlink(missing_ok=True)
 
 
 def notebook_study(notebook: str, **parameters: Any) -> Study:
     """The workspace a notebook works in, from its ``parameters`` cell's values; in a
     kernel, slicelib's log goes to the cell's output first (:func:`kernel_logging`).
 
-    Checks the type of every parameter (and the value of ``preset``, ``model``, ``k``)
-    and raises a one-line :class:`SlicelibError` naming the notebook and the parameter
-    when one is wrong. The real-anatomy notebook defaults to the checkout's IXI data in
-    ``$SLICELIB_HOME/<preset>-real``.
+    A one-line :class:`SlicelibError` names the notebook and the parameter of a wrong type
+    or value (``preset``, ``model``, ``k``, ``samples``). The real-anatomy notebook defaults
+    to the checkout's IXI data in ``$SLICELIB_HOME/<preset>-real``.
     """
     kernel_logging()
     values = check_parameters(notebook, parameters)
+    where = f"notebook {notebook!r}: parameter"
     try:
         preset = get_preset(values.get("preset", "smoke"))
     except SlicelibError as exc:
-        raise SlicelibError(f"notebook {notebook!r}: parameter 'preset': {exc}") from None
+        raise SlicelibError(f"{where} 'preset': {exc}") from None
     model = values.get("model")
     if model is not None and model not in MODEL_NAMES:
         raise SlicelibError(
-            f"notebook {notebook!r}: parameter 'model': unknown model {model!r} "
-            f"(choose from {', '.join(MODEL_NAMES)})"
+            f"{where} 'model': unknown model {model!r} (choose from {', '.join(MODEL_NAMES)})"
         )
     for name in ("k", "samples"):
         if name in values and values[name] < 1:
-            raise SlicelibError(
-                f"notebook {notebook!r}: parameter {name!r} must be >= 1 (got {values[name]})"
-            )
+            raise SlicelibError(f"{where} {name!r} must be >= 1 (got {values[name]})")
     if model == "ddpm" and "k" in values and values["k"] not in preset.ddpm_ks:
         raise SlicelibError(
-            f"notebook {notebook!r}: parameter 'k': the {preset.name} preset trains the "
-            f"DDPM at k in {list(preset.ddpm_ks)} only (got {values['k']})"
+            f"{where} 'k': the {preset.name} preset trains the DDPM at k in "
+            f"{list(preset.ddpm_ks)} only (got {values['k']})"
         )
     out_dir, data_root = values.get("out_dir"), values.get("data_root")
     if notebook == REAL_NOTEBOOK:
-        if data_root is None:
-            data_root = real_data_root(find_source_root())
-            if data_root is None:
-                raise SlicelibError(f"notebook {notebook!r}: no NIfTI volumes in the checkout")
+        if data_root is None and (data_root := real_data_root(find_source_root())) is None:
+            raise SlicelibError(f"notebook {notebook!r}: no NIfTI volumes in the checkout")
         out_dir = out_dir or slicelib_home() / f"{preset.name}-{REAL_WORKSPACE}"
     return Study(preset, out_dir, data_root, device=values.get("device", "auto"))

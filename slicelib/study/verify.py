@@ -1,16 +1,7 @@
-"""A reviewer's check that a study reproduces: its executed notebooks run again in a
-fresh workspace (same preset, same seeds) under ``pytest --nbval``, which compares
-every stored text output with the new one.
-
-The copies keep their stored outputs; only papermill's injected-parameters cell is
-rewritten to point at the fresh workspace, so that each notebook makes again what it
-reads (cohort, cache, runs, results). Only nbval's own means decide what is compared:
-its sanitizer, ``.nbval-sanitize.cfg`` at the checkout's root plus the two workspace
-paths, blanks what legitimately varies (wall clock, dates, paths, digests), and cells
-tagged ``nbval-ignore-output`` in the notebooks' sources run without being compared.
-nbval's limit on one cell is sized to the study (:func:`cell_timeout`): a cell may
-train a network.
-"""
+"""A reviewer's check that a study reproduces: copies of its executed notebooks, pointed at a
+fresh workspace, run again under ``pytest --nbval``, which compares every stored text output
+with the new one, less what nbval's sanitizer (``.nbval-sanitize.cfg`` and the workspace
+paths) blanks and the cells tagged ``nbval-ignore-output``."""
 
 from __future__ import annotations
 
@@ -27,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from slicelib.errors import SlicelibError
-from slicelib.study.notebooks import STUDY_NOTEBOOKS
+from slicelib.study.notebooks import KERNEL_LOG_ENV, KERNEL_LOG_OFF, STATE_FILE, STUDY_NOTEBOOKS
 
 logger = logging.getLogger(__name__)
 
@@ -35,28 +26,22 @@ SANITIZE_FILE = ".nbval-sanitize.cfg"
 # Written into the fresh workspace, so that a later check may replace it and nothing else.
 MARKER = ".slicelib-verify"
 
-# nbval's limit on one cell, by the study's preset (nbval's own default, 2000 s, is
-# shorter than a training cell of the demo preset). The paper preset's is more than
-# twice the supplement's longest training run (the GAN: 25 epochs of 24 min, 10 h on
-# its GPU); a preset not listed gets the paper's.
-CELL_TIMEOUT_S: dict[str, int] = {
-    "smoke": 15 * 60,
-    "demo": 2 * 3600,
-    "real": 2 * 3600,
-    "paper": 24 * 3600,
-}
+# nbval's limit on one cell, by preset (nbval's default, 2000 s, is shorter than a demo
+# training cell); the paper's, also for a preset not listed, is twice the supplement's
+# longest training run (the GAN: 25 epochs of 24 min).
+CELL_TIMEOUT_S = {"smoke": 15 * 60, "demo": 2 * 3600, "real": 2 * 3600, "paper": 24 * 3600}
 # And at least this many times the longest notebook the study recorded (a slower machine).
 TIMEOUT_FACTOR = 4
 
-# A line of slicelib's log in a cell's output (notebooks.KERNEL_LOG_FORMAT with
-# KERNEL_LOG_DATES): what ``papermill --log-output`` leaves in a notebook it ran alone
-# (the SLURM array's training notebooks). The check runs with the kernel's log off.
+# A line of slicelib's log in a cell's output (notebooks.KERNEL_LOG_FORMAT): what
+# ``papermill --log-output`` leaves in a notebook it ran alone (a SLURM array's training
+# notebooks). The check runs with the kernel's log off.
 LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} .*(?:\n|$)", flags=re.MULTILINE)
 
 
 def ordered_notebooks(notebooks_dir: Path, only: Sequence[str] | None = None) -> list[Path]:
-    """The executed notebooks of a study in the order the runner runs them (the train
-    copies, ``train_<model>_k<k>``, where ``train`` runs); ``only`` picks some by name."""
+    """The executed notebooks of a study in the order the runner runs them (the copies
+    ``train_<model>_k<k>`` where ``train`` runs); ``only`` picks some by name."""
     found = {p.stem: p for p in notebooks_dir.glob("*.ipynb")}
     if not found:
         raise SlicelibError(f"{notebooks_dir}: no executed notebooks (run `slicelib study`)")
@@ -66,24 +51,17 @@ def ordered_notebooks(notebooks_dir: Path, only: Sequence[str] | None = None) ->
             f"--only {unknown[0]}: no such notebook in {notebooks_dir} "
             f"(choose from {', '.join(sorted(found))})"
         )
-
-    def rank(name: str) -> tuple[int, str]:
-        base = "train" if name.startswith("train_") else name
-        return (
-            STUDY_NOTEBOOKS.index(base) if base in STUDY_NOTEBOOKS else len(STUDY_NOTEBOOKS),
-            name,
-        )
-
-    names = sorted(only or found, key=rank)
+    rank = {name: index for index, name in enumerate(STUDY_NOTEBOOKS)}  # train_*: train's
+    names = sorted(
+        only or found, key=lambda n: (rank.get(re.sub("^train_.*", "train", n), len(rank)), n)
+    )
     return [found[name] for name in names]
 
 
 def retarget(executed: Path, target: Path, out_dir: Path, study_dir: Path | None = None) -> None:
-    """Copy ``executed`` to ``target`` with its injected parameters pointing at
-    ``out_dir``; every stored output is kept for the comparison, less the lines of
-    slicelib's log (:func:`without_log_lines`). A notebook that ran on
-    a workspace inside ``study_dir`` (the real-anatomy arm's ``<study>/real``) points at
-    the same place inside ``out_dir``."""
+    """Copy ``executed`` to ``target`` with its injected parameters pointing at ``out_dir``
+    (a workspace inside ``study_dir``, the real arm's ``<study>/real``, at the same place
+    inside ``out_dir``), and every stored output less slicelib's log lines."""
     import nbformat
     from papermill.parameterize import parameterize_notebook
 
@@ -105,13 +83,12 @@ def retarget(executed: Path, target: Path, out_dir: Path, study_dir: Path | None
 
 
 def without_log_lines(outputs: list[Any]) -> list[Any]:
-    """A cell's stored outputs without the lines of slicelib's log (:data:`LOG_LINE`)
-    in its streams, and without a stream that held nothing else."""
+    """A cell's stored outputs without the :data:`LOG_LINE` s in its streams, and without
+    a stream that held nothing else."""
     kept = []
     for output in outputs:
         if output.get("output_type") == "stream":
-            text = LOG_LINE.sub("", str(output.get("text", "")))
-            if not text:
+            if not (text := LOG_LINE.sub("", str(output.get("text", "")))):
                 continue
             output["text"] = text
         kept.append(output)
@@ -119,12 +96,9 @@ def without_log_lines(outputs: list[Any]) -> list[Any]:
 
 
 def cell_timeout(preset: str, notebooks_dir: Path) -> int:
-    """nbval's limit on one cell, in seconds, for a study of ``preset`` whose executed
-    notebooks are in ``notebooks_dir``: the preset's :data:`CELL_TIMEOUT_S`, or
-    :data:`TIMEOUT_FACTOR` times the longest notebook the runner recorded there
-    (its state file) when that is longer."""
-    from slicelib.study.notebooks import STATE_FILE
-
+    """nbval's limit on one cell in seconds: the preset's :data:`CELL_TIMEOUT_S`, or
+    :data:`TIMEOUT_FACTOR` times the longest notebook the runner recorded in
+    ``notebooks_dir`` (its state file) when that is longer."""
     try:
         state = json.loads((notebooks_dir / STATE_FILE).read_text())
         longest = max((float(e.get("seconds") or 0.0) for e in state.values()), default=0.0)
@@ -155,12 +129,10 @@ def verify_study(
     timeout_s: int | None = None,
 ) -> int:
     """Run the executed notebooks of ``study_dir`` again in ``fresh`` (default
-    ``<study_dir>-verify``, replaced when an earlier check made it) under
-    ``pytest --nbval``; returns pytest's exit code (0: every output reproduced).
-    ``timeout_s``: nbval's limit on one cell (default :func:`cell_timeout`).
-
-    Raises a one-line :class:`SlicelibError` when ``study_dir`` is not a finished
-    study or ``fresh`` is a folder this check did not make.
+    ``<study_dir>-verify``, replaced when an earlier check made it) under ``pytest
+    --nbval``, at most ``timeout_s`` a cell (default :func:`cell_timeout`); returns pytest's
+    exit code (0: every output reproduced). A one-line :class:`SlicelibError` when
+    ``study_dir`` is not a finished study or ``fresh`` a folder this check did not make.
     """
     import importlib.util
 
@@ -178,20 +150,17 @@ def verify_study(
         ) from None
     notebooks = ordered_notebooks(study_dir / "notebooks", only)
     root = find_source_root(source_root)
-    fresh = Path(fresh) if fresh is not None else study_dir.with_name(study_dir.name + "-verify")
+    fresh = Path(study_dir.with_name(study_dir.name + "-verify") if fresh is None else fresh)
     fresh = fresh.resolve()
     if fresh.exists():
         if not (fresh / MARKER).is_file():
             raise SlicelibError(f"{fresh}: exists and was not made by a verify run; choose another")
         shutil.rmtree(fresh)
-    copies = fresh / "notebooks"
-    copies.mkdir(parents=True)
+    (fresh / "notebooks").mkdir(parents=True)
     (fresh / MARKER).write_text(f"verify of {study_dir} (preset {record.get('preset')})\n")
-    targets = []
-    for executed in notebooks:
-        target = copies / executed.name
+    targets = [fresh / "notebooks" / executed.name for executed in notebooks]
+    for executed, target in zip(notebooks, targets):
         retarget(executed, target, fresh, study_dir)
-        targets.append(target)
     config = sanitizer(root, [study_dir, fresh], fresh / SANITIZE_FILE)
     ini = fresh / "pytest.ini"
     ini.write_text("[pytest]\n")  # the checkout's pytest settings do not apply here
@@ -206,28 +175,11 @@ def verify_study(
         fresh,
         timeout_s,
     )
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "--nbval",
-        "--nbval-current-env",
-        "--nbval-sanitize-with",
-        str(config),
-        "--nbval-cell-timeout",
-        str(timeout_s),
-        "-c",
-        str(ini),
-        "--confcutdir",
-        str(fresh),
-        "-p",
-        "no:cacheprovider",
-        *pytest_args,
-        *map(str, targets),
-    ]
+    nbval = ["--nbval", "--nbval-current-env", "--nbval-sanitize-with", str(config)]
+    nbval += ["--nbval-cell-timeout", str(timeout_s)]
+    options = ["-c", str(ini), "--confcutdir", str(fresh), "-p", "no:cacheprovider"]
+    command = [sys.executable, "-m", "pytest", *nbval, *options, *pytest_args, *map(str, targets)]
     # The stored notebooks hold no log lines (the runner kept them out): neither may these.
     # nbval reads the sanitizer file (its "×" and "—") in the locale's encoding: UTF-8.
-    from slicelib.study.notebooks import KERNEL_LOG_ENV, KERNEL_LOG_OFF
-
     env = {**os.environ, KERNEL_LOG_ENV: KERNEL_LOG_OFF, "PYTHONUTF8": "1"}
     return subprocess.run(command, cwd=fresh, env=env, check=False).returncode
