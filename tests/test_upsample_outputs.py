@@ -384,3 +384,34 @@ def test_slice_axis_option_overrides_the_header(run: Path, tmp_path: Path) -> No
     img = nib.load(out / "iso_x2.nii")
     assert img.shape == (9, 12, 10)
     assert np.array_equal(np.asarray(img.dataobj.get_unscaled())[0::2], stored)
+
+
+IXI_T1 = PROSTATEX_T2.parents[3] / "ixi-t1-2mm/IXI012-HH-1211_T1.nii.gz"
+
+
+def test_classical_methods_upsample_the_real_series(tmp_path: Path) -> None:
+    """``--method`` in place of a checkpoint, on the ProstateX T2 (DICOM) and an IXI T1
+    (NIfTI): acquired slices kept, each new one the method's, optical flow not linear."""
+    out = {m: tmp_path / f"ixi_{m}" for m in ("linear", "flow")}
+    for method, folder in out.items():
+        assert main(["upsample", str(IXI_T1), str(folder), "--method", method]) == 0
+        assert json.loads((folder / "upsample.json").read_text())["model"] == method
+    source = np.asarray(nib.load(IXI_T1).dataobj.get_unscaled())
+    linear, flow = (
+        np.asarray(nib.load(f / "IXI012-HH-1211_T1_x2.nii.gz").dataobj.get_unscaled())
+        for f in out.values()
+    )
+    assert flow.shape[2] == 2 * source.shape[2] - 1
+    assert np.array_equal(flow[..., 0::2], linear[..., 0::2])
+    mean = (source[..., :-1].astype(float) + source[..., 1:]) / 2
+    assert np.abs(linear[..., 1::2] - mean).max() <= 1  # linear: the neighbours' mean
+    assert np.array_equal(flow[..., 0::2], source)  # stored values kept bit for bit
+    assert np.abs(flow[..., 1::2] - mean).mean() > 0.5  # flow moves the pixels (1.6 here)
+
+    dicom = tmp_path / "t2_flow"
+    assert main(["upsample", str(PROSTATEX_T2), str(dicom), "--method", "flow"]) == 0
+    image = sorted((dicom / "interpolated").iterdir())
+    assert len(image) == 39
+    synthesized = pydicom.dcmread(image[1])
+    assert "flow" in synthesized.DerivationDescription
+    assert set(_dciodvfy(image[1])) - set(_dciodvfy(sorted(PROSTATEX_T2.iterdir())[0])) == set()
