@@ -14,6 +14,8 @@ import re
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
 from slicelib.methods import ANCESTRAL, DETERMINISTIC_MODELS, method_label
 from slicelib.study.present import plural, wall_clock
 
@@ -188,3 +190,35 @@ def headroom_answer(gains: Mapping[str, float], headroom: Mapping[str, float], k
         f"{head}, more than {filt} and at or beyond {oracle}: little is left to learn from "
         "the two neighbours."
     )
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|$~])")
+
+
+def _cell(value: Any) -> str:
+    """One table cell as Markdown text: floats shortly, specials escaped."""
+    if isinstance(value, float) and math.isfinite(value):
+        value = f"{value:.6g}"
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def table_markdown(frame: pd.DataFrame, caption: str, name: str | None = None) -> str:
+    """``frame`` as a numbered MyST table with ``caption`` (a named index becomes the
+    first column); ``name`` labels it for ``{numref}``."""
+    shown = frame.reset_index() if any(n is not None for n in frame.index.names) else frame
+    lines = [
+        "| " + " | ".join(_cell(c) for c in shown.columns) + " |",
+        "|" + "---|" * len(shown.columns),
+        *("| " + " | ".join(_cell(v) for v in row) + " |" for row in shown.itertuples(False)),
+    ]
+    head = [f":::{{table}} {caption}"] + ([f":name: {name}"] if name else [])
+    return "\n".join([*head, "", *lines, ":::"])
+
+
+def table(frame: pd.DataFrame, caption: str, name: str | None = None) -> None:
+    """Show ``frame`` as the book's numbered, captioned table (a Markdown output, which
+    the book renders as MyST), with the frame's own text beside it for ``make verify``."""
+    from IPython.display import display
+
+    bundle = {"text/markdown": table_markdown(frame, caption, name), "text/plain": repr(frame)}
+    display(bundle, raw=True)
