@@ -63,10 +63,7 @@ def _tested_words(n_patients: int, unit: str = "patient") -> str:
     from slicelib.stats import MIN_TEST_PATIENTS
 
     if n_patients < MIN_TEST_PATIENTS:
-        return (
-            f"with {plural(n_patients, 'test ' + unit)} no interval is computed "
-            f"(fewer than {MIN_TEST_PATIENTS})"
-        )
+        return f"{plural(n_patients, 'test ' + unit)}, too few for an interval"
     return f"95 % intervals over {plural(n_patients, 'test ' + unit)}"
 
 
@@ -83,17 +80,18 @@ def synthetic_headline(k1: Results, k_gains: Mapping[str, float], cohort: str) -
     parts: list[str] = []
     if nets:
         best = max(nets, key=lambda m: float(rows[m]["psnr_gain_db"]))
-        others = [
-            f"the {method_label(m)} by {float(rows[m]['psnr_gain_db']):+.2f} dB"
-            for m in nets
-            if m != best
-        ]
+        others = sorted(float(rows[m]["psnr_gain_db"]) for m in nets if m != best)
+        rest = (
+            f", and the other {plural(len(others), 'network')} by {others[0]:+.2f}"
+            + (f" to {others[-1]:+.2f} dB" if len(others) > 1 else " dB")
+            if others
+            else ""
+        )
         parts.append(
             f"On {cohort} at k=1, linear interpolation reaches "
             f"{float(linear['psnr_mean']):.2f} dB PSNR; the best network, the "
-            f"{method_label(best)}, changes it by {_gain(rows[best])}"
-            + (f", {_series(others)}" if others else "")
-            + f" ({_tested_words(n)})."
+            f"{method_label(best)}, changes it by {_gain(rows[best])}{rest} "
+            f"({_tested_words(n)})."
         )
     networks, lin = k_gains.get("networks", math.nan), k_gains.get("linear", math.nan)
     if _finite(networks) and _finite(lin):
@@ -160,36 +158,41 @@ def real_headline(k1: Results, k2: Results, over_flow: Mapping[str, Any]) -> str
 
 def headroom_answer(gains: Mapping[str, float], headroom: Mapping[str, float], k: int) -> str:
     """The real chapter's answer to "nothing to learn, or not learned yet?" at ``k``:
-    the best network's gain (``gains``: method -> PSNR gain over linear, dB) against
-    the least-squares filter and the 8 x 8 tile oracle (``headroom``: the
-    ``real_headroom_*`` numbers)."""
+    the best of the original's networks (``gains``: method -> PSNR gain over linear, dB)
+    against the least-squares filter and the oracle bounds (``headroom``: the
+    ``real_headroom_*`` numbers), and the motion-compensated CNN beside it."""
     ls = headroom.get(f"real_headroom_ls_filter_k{k}", math.nan)
     tile = headroom.get(f"real_headroom_oracle_tile_k{k}", math.nan)
-    nets = {m: g for m, g in gains.items() if _finite(g)}
+    pixel = headroom.get(f"real_headroom_oracle_pixel_k{k}", math.nan)
+    nets = {m: g for m, g in gains.items() if _finite(g) and m in DETERMINISTIC_MODELS}
     if not nets or not (_finite(ls) and _finite(tile)):
         return f"At k={k} the run lacks the numbers to answer."
     best = max(nets, key=lambda m: nets[m])
     gain = nets[best]
-    head = (
-        f"At k={k} the best network, the {method_label(best)}, gains {gain:+.2f} dB over "
-        "linear interpolation"
+    text = (
+        f"At k={k} the best of the original's networks, the {method_label(best)}, gains "
+        f"{gain:+.2f} dB over linear interpolation"
     )
     filt = f"the least-squares filter ({ls:+.2f} dB)"
-    oracle = f"the 8 x 8 tile oracle ({tile:+.2f} dB), a bound that knows the target"
+    tiled = f"the 8 x 8 tile oracle ({tile:+.2f} dB), which knows the target"
     if gain < ls:
-        return (
-            f"{head}, less than {filt}: the networks had not yet learned what a linear "
-            f"predictor of the two neighbours already gains, and {oracle} shows more to learn."
+        text += (
+            f", less than {filt}: it had not yet learned what a linear predictor of the two "
+            f"neighbours already gains, so there was something to learn"
         )
-    if gain < tile:
-        return (
-            f"{head}, more than {filt}, so the networks learned more than a linear predictor "
-            f"can, and {tile - gain:.2f} dB short of {oracle}."
+    elif gain < tile:
+        text += (
+            f", more than {filt}, so it learned more than a linear predictor can, and "
+            f"{tile - gain:.2f} dB less than {tiled}"
         )
-    return (
-        f"{head}, more than {filt} and at or beyond {oracle}: little is left to learn from "
-        "the two neighbours."
-    )
+    else:
+        text += f", more than {filt} and than {tiled} but blends the neighbours only"
+    if _finite(pixel):
+        text += f"; the per-pixel oracle bounds any blend at {pixel:+.2f} dB"
+    mcnet = gains.get("mcnet", math.nan)
+    if _finite(mcnet):
+        text += f"; the motion-compensated CNN gains {float(mcnet):+.2f} dB"
+    return text + "."
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|$~])")
