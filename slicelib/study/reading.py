@@ -219,9 +219,14 @@ def table_markdown(frame: pd.DataFrame, caption: str, name: str | None = None) -
 
 
 def table(frame: pd.DataFrame, caption: str, name: str | None = None) -> None:
-    """Show ``frame`` as the book's numbered, captioned table (a Markdown output, which
-    the book renders as MyST), with the frame's own text beside it for ``make verify``."""
+    """Show ``frame`` as the book's numbered, captioned table: a Markdown output the book
+    renders as MyST (``_config.yml`` prefers it), beside the frame's own html and text,
+    which Jupyter shows and ``make verify`` compares."""
     from IPython.display import display
 
-    bundle = {"text/markdown": table_markdown(frame, caption, name), "text/plain": repr(frame)}
+    bundle = {
+        "text/html": frame._repr_html_(),  # type: ignore[operator]  # as Jupyter shows it
+        "text/markdown": table_markdown(frame, caption, name),
+        "text/plain": repr(frame),
+    }
     display(bundle, raw=True)
