@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 
 from slicelib.study import reading
 
@@ -170,6 +171,10 @@ def test_every_table_is_numbered_and_captioned() -> None:
             problems.append(f"{name}[{i}]: displays a table without a numbered caption")
     assert tables >= 25, f"found only {tables} captioned notebook tables"
     assert not problems, "\n".join(problems)
+    # The book renders those Markdown outputs as MyST, in preference to their html.
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]["config"]
+    assert config["nb_render_markdown_format"] == "myst"
+    assert ["*", "text/markdown", 25] in config["nb_mime_priority_overrides"]
 
 
 def test_table_markdown_is_a_numbered_table_that_escapes_its_cells() -> None:
