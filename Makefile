@@ -52,7 +52,7 @@ STAMP := $(VENV)/.installed
 # (2.13.0+cpu satisfies torch==2.13.0, so pip alone would keep the build it has).
 TORCH_STAMP := $(VENV)/.torch-$(TORCH_BUILD)-$(shell printf '%s' '$(TORCH_INDEX)' | cksum | cut -d' ' -f1)
 
-.PHONY: install tools study test test-fast lint bench book clean lock lock-gpu verify
+.PHONY: install tools study test test-fast lint bench book clean lock lock-gpu verify screenshots
 
 $(PY):
 	@$(PYTHON) -c 'import sys; v = "$(PYTHON_FLOOR)"; sys.exit(sys.version_info[:3] < tuple(map(int, v.split("."))))' || \
@@ -145,8 +145,15 @@ verify: install
 test-fast: lint tools
 	$(PY) -m pytest tests -m "not slow"
 
+# Every page of the built book at 1280 and 420 px (first screen and whole page) into
+# $(SHOTS), in headless Chromium (the Debian package chromium).
+BOOK_HTML ?= _build/html
+SHOTS ?= screenshots
+screenshots:
+	$(PYTHON) scripts/screenshots.py $(BOOK_HTML) $(SHOTS)
+
 bench: install
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf _build $(OUT) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf _build $(OUT) $(SHOTS) .pytest_cache .mypy_cache .ruff_cache

@@ -27,6 +27,7 @@ from slicelib.methods import method_label
 from slicelib.outputs import check_output, writing
 from slicelib.study.config import study_differences
 from slicelib.study.notebooks import NotebookJob, StudyError
+from slicelib.study.reading import conditional_markdown
 from slicelib.study.steps import digest
 
 BOOK_DIR = "book"
@@ -94,6 +95,16 @@ SETTING_NAMES: dict[str, str] = {
     "eval.ddpm_max_slices": "test slices the DDPM is scored on",
     "uncertainty.members": "ensemble members",
     "uncertainty.mc_samples": "MC dropout samples",
+    "prepare.split": "patients in training / validation / test",
+    "batch.ddpm": "DDPM batch size",
+    "cpu_precision": "arithmetic on CPUs",
+    "ddpm_ablation.cosine.schedule": "DDPM ablation: a cosine schedule",
+    "ddpm_ablation.rescaled.rescale": "DDPM ablation: data diffused in [-1, 1]",
+    "refine.train.epochs": "epochs, diffusion refiner",
+    "refine.train.lr": "learning rate, diffusion refiner",
+    "refine.train.crop": "training crop, diffusion refiner",
+    "refine.train.steps_per_epoch": "training steps per epoch, diffusion refiner",
+    "refine.train.val_max_slices": "validation slices per epoch, diffusion refiner",
 }
 _DIFFERENCE = re.compile(r"^(?P<key>[^:]+): (?P<ours>.*) \((?P<ref>[^:]+): (?P<theirs>.*)\)$")
 # A preset value in words: ``None`` (no reduction) reads "all", tuples as lists.
@@ -118,11 +129,19 @@ def reductions_markdown(lines: Iterable[str]) -> str:
         if match is None:
             rows.append(f"| {line} | | |")
             continue
-        ours, theirs = (
-            _VALUE_WORDS.get(v, v.strip("()").replace("'", ""))
-            for v in match.group("ours", "theirs")
-        )
-        rows.append(f"| {_setting_name(match['key'])} | {ours} | {theirs} |")
+        key, ours, theirs = match["key"], match["ours"], match["theirs"]
+        if key.startswith("ddpm_ablation."):  # a variant the paper preset does not train
+            ours, theirs = "trained", "not trained"
+        elif key.endswith(".split"):  # fractions of the patients, as percentages
+            ours, theirs = (
+                " / ".join(f"{100 * float(f):g}" for f in v.strip("()").split(",")) + " %"
+                for v in (ours, theirs)
+            )
+        else:
+            ours, theirs = (
+                _VALUE_WORDS.get(v, v.strip("()").replace("'", "")) for v in (ours, theirs)
+            )
+        rows.append(f"| {_setting_name(key)} | {ours} | {theirs} |")
     return "\n".join(rows)
 
 
@@ -197,28 +216,43 @@ lists the environment.
 
 
 # Verdicts and the badge class that colours them (slicelib.css), by the outcome before
-# any note; a verdict that is an illustration gets its own colour.
+# any note; a verdict that is an illustration is also marked as one.
 BADGES: dict[str, str] = {
     "reproduced": "verdict-reproduced",
     "matches": "verdict-reproduced",
     "not reproduced": "verdict-not-reproduced",
     "differs": "verdict-not-reproduced",
+    "inconclusive": "verdict-inconclusive",
+    "too few patients to test": "verdict-not-testable-here",
     "not testable here": "verdict-not-testable-here",
     "not testable at this budget": "verdict-not-testable-here",
 }
 
 
 def verdict_badge(verdict: str) -> str:
-    """The verdict as an html badge, coloured by its outcome or as an illustration."""
+    """The verdict as an html badge, coloured by its outcome and marked when it is an
+    illustration; a verdict that timings decide is coloured alike in every run."""
     from slicelib.study.claims import NOTE_SEPARATOR, TIMED
 
     text = str(verdict)
-    # an illustration, or a verdict that timings decide (coloured alike in every run)
-    if "illustration" in text.lower() or TIMED in text:
-        css = "verdict-illustration"
+    if TIMED in text:
+        css = "verdict-timed"
     else:
         css = BADGES.get(text.split(NOTE_SEPARATOR)[0].lower(), "verdict-other")
+        css += " verdict-illustration" if "illustration" in text.lower() else ""
     return f'<span class="verdict-badge {css}">{html.escape(text)}</span>'
+
+
+def _collapsed(text: str) -> str:
+    """A cell of several estimates ("a; b; c") as its first, the rest behind a click."""
+    first, _, rest = text.partition("; ")
+    if not rest:
+        return html.escape(text)
+    more = rest.count("; ") + 1
+    return (
+        f"<details><summary>{html.escape(first)} (and {more} more)</summary>"
+        f"{html.escape(rest)}</details>"
+    )
 
 
 def _findings_table(table: pd.DataFrame, title: str) -> str:
@@ -227,7 +261,10 @@ def _findings_table(table: pd.DataFrame, title: str) -> str:
     head = "".join(f"<th>{html.escape(str(name))}</th>" for name in names)
     body = "".join(
         "<tr>"
-        + "".join(f"<td>{html.escape(str(row[n]))}</td>" for n in names[:-1])
+        + "".join(
+            f"<td>{_collapsed(str(row[n])) if n == 'this run' else html.escape(str(row[n]))}</td>"
+            for n in names[:-1]
+        )
         + f"<td>{verdict_badge(str(row[names[-1]]))}</td></tr>"
         for _, row in table.iterrows()
     )
@@ -359,7 +396,7 @@ def stage_book(
         dst = stage / BOOK_DIR / src.relative_to(source_root / BOOK_DIR)
         files[dst] = src.read_bytes()
         if src.suffix == ".md":
-            text = src.read_text()
+            text = conditional_markdown(src.read_text(), executed)
             for marker, fill in fills.items():
                 text = text.replace(marker, fill)
             files[dst] = text

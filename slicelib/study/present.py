@@ -353,20 +353,27 @@ def results_table(res: Results) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("method")
 
 
+def _digits(value: float) -> int:
+    """Decimals that show two significant digits of ``value`` (at least one)."""
+    return max(1, 1 - math.floor(math.log10(abs(value)))) if _finite(value) and value else 1
+
+
 def inference_table(res: Results, reference: str = "unet") -> pd.DataFrame:
     """Inference time per slice of every method (after warm-up), on the device it ran."""
     ref = res.summary.set_index("method")["ms_per_slice"].get(reference)
-    rows = [
-        {
-            "method": method_label(r["method"]),
-            "device": r.get("device", "-"),
-            "ms per slice": wall_clock(r["ms_per_slice"], 2, " ms"),
-            f"x {method_label(reference)}": (
-                wall_clock(r["ms_per_slice"] / ref, 1, "×") if ref else "-"
-            ),
-        }
-        for r in res.summary.to_dict("records")
-    ]
+    rows = []
+    for r in res.summary.to_dict("records"):
+        ratio = r["ms_per_slice"] / ref if ref else math.nan
+        rows.append(
+            {
+                "method": method_label(r["method"]),
+                "device": r.get("device", "-"),
+                "ms per slice": wall_clock(r["ms_per_slice"], 2, " ms"),
+                f"x {method_label(reference)}": (
+                    wall_clock(ratio, _digits(ratio), "×") if ref else "-"
+                ),
+            }
+        )
     return pd.DataFrame(rows).set_index("method")
 
 
