@@ -237,3 +237,40 @@ def test_the_copies_keep_every_output_but_log_lines(tmp_path: Path) -> None:
     assert trained.outputs == []
     assert [o.get("text") for o in shown.outputs] == [printed, None]
     assert shown.outputs[1]["data"]["text/plain"] == "42"
+
+
+# A glue key that names a time, a rate or a speed ratio (what compare_glue.py calls TIMING).
+TIMING_KEY = re.compile(
+    r'"(\w*(?:seconds|_ms|ratio|minutes|samples_per_s|s_per_epoch)\w*)":\s*(.+)'
+)
+
+
+def test_every_glued_timing_of_a_notebook_is_marked_wall_clock() -> None:
+    """A time glued as a plain number would be compared by ``make verify`` and fail it on
+    every machine: each is a WallClock (directly or from a function that returns one),
+    or sits in a cell that verify runs without comparing."""
+    from slicelib.study import analysis, present
+
+    modules = {"analysis": analysis, "present": present}
+    found, plain_numbers = 0, []
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            ignored = "nbval-ignore-output" in cell.get("metadata", {}).get("tags", [])
+            for line in "".join(cell["source"]).splitlines():
+                match = TIMING_KEY.search(line)
+                if not match:
+                    continue
+                found += 1
+                value = match[2]
+                call = re.match(r"(\w+)\.(\w+)\(", value)
+                returns = (
+                    getattr(modules[call[1]], call[2]).__annotations__.get("return")
+                    if call and call[1] in modules
+                    else None
+                )
+                if not (ignored or "WallClock(" in value or returns in ("WallClock", WallClock)):
+                    plain_numbers.append(f"{path.name}: {match[1]}")
+    assert found >= 6  # the rule reads the notebooks' glue calls
+    assert not plain_numbers, plain_numbers
