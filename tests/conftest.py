@@ -71,6 +71,24 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
+def run(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder of a one-step U-Net of 4 features trained on ``tiny_cache``."""
+    from test_upsample import _train
+
+    return _train(tiny_cache, tmp_path_factory.mktemp("run") / "plain")
+
+
+@pytest.fixture
+def series(tmp_path: Path) -> Path:
+    """A folder holding a 4-slice DICOM series of 20 x 24 pixels."""
+    from test_dicom_writer import write_test_series
+
+    folder = tmp_path / "patient" / "t2"
+    write_test_series(folder, slices=4, rows=20, cols=24)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """One intra-op thread for a module: tiny convolutions gain nothing from more threads,
     and on a shared 2-core machine two threads can be several times slower."""

@@ -16,7 +16,6 @@ import pydicom
 import pytest
 from dicomweb_fake import FakeDicomweb, Faults, serving
 from test_dicom_writer import DERIVATION, read_all, upsampled, write_test_series
-from test_upsample import _train
 
 from slicelib.checkpoint import read_checkpoint, save_checkpoint
 from slicelib.cli import main
@@ -26,11 +25,6 @@ from slicelib.upsample.dicom_writer import Derivation, write_dicom_series
 from slicelib.upsample.dicomweb import _auth, parse_series_url, parse_server
 
 PASSWORD = "pa55-w0rd"  # must never appear in any output
-
-
-@pytest.fixture(scope="module")
-def run(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _train(tiny_cache, tmp_path_factory.mktemp("dicomweb_run") / "plain")
 
 
 @pytest.fixture

@@ -20,8 +20,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from dicom_factory import write_cohort
-from test_dicom_writer import write_test_series
-from test_upsample import _train
 
 from slicelib.checkpoint import read_checkpoint, save_checkpoint
 from slicelib.cli import main
@@ -53,18 +51,6 @@ def listing(folder: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
     }
-
-
-@pytest.fixture(scope="module")
-def run(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _train(tiny_cache, tmp_path_factory.mktemp("safety_run") / "plain")
-
-
-@pytest.fixture
-def series(tmp_path: Path) -> Path:
-    folder = tmp_path / "patient" / "t2"
-    write_test_series(folder, slices=4, rows=20, cols=24)
-    return folder
 
 
 @pytest.fixture(scope="module")

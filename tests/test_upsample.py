@@ -207,13 +207,6 @@ def runs(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     }
 
 
-@pytest.fixture
-def series(tmp_path: Path) -> Path:
-    folder = tmp_path / "patient" / "t2"
-    write_test_series(folder, slices=4, rows=20, cols=24)
-    return folder
-
-
 def test_cli_writes_a_labelled_series_read_back_by_slicelib_and_pydicom(
     runs: dict[str, Path], series: Path, tmp_path: Path
 ) -> None:

@@ -32,18 +32,6 @@ from slicelib.upsample.dicom_writer import write_dicom_series
 from slicelib.upsample.volume import upsample_volume
 
 
-@pytest.fixture(scope="module")
-def run(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _train(tiny_cache, tmp_path_factory.mktemp("outputs_run") / "plain")
-
-
-@pytest.fixture
-def series(tmp_path: Path) -> Path:
-    folder = tmp_path / "patient" / "t2"
-    write_test_series(folder, slices=4, rows=20, cols=24)
-    return folder
-
-
 def _upsample(series: Path, out: Path, ckpt: Path, *extra: str) -> int:
     return main(["upsample", str(series), str(out), "--checkpoint", str(ckpt), *extra])
 
