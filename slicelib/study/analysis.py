@@ -29,6 +29,7 @@ from slicelib.study.present import (
     p_text,
     plural,
     wall_clock,
+    word_list,
 )
 from slicelib.study.workspace import ORIGINAL
 
@@ -749,8 +750,7 @@ def budget_points(curve: pd.DataFrame) -> str:
     parts = []
     for model, part in curve.groupby("model", sort=False):
         counts = [f"{int(n):,}" for n in part["samples"]]
-        listed = ", ".join(counts[:-1]) + " and " + counts[-1] if len(counts) > 1 else counts[0]
-        parts.append(f"{method_label(str(model))}: {listed} samples")
+        parts.append(f"{method_label(str(model))}: {word_list(counts)} samples")
     return "; ".join(parts) or "none"
 
 

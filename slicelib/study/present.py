@@ -169,8 +169,14 @@ def plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
-def _finite(value: float) -> bool:
+def finite(value: Any) -> bool:
+    """Whether ``value`` is a finite number (NaN, inf and non-numbers are not)."""
     return isinstance(value, (int, float)) and math.isfinite(float(value))
+
+
+def word_list(items: list[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def uncertainty_sentence(summary: pd.DataFrame, labels: Mapping[str, str]) -> str:
@@ -180,10 +186,10 @@ def uncertainty_sentence(summary: pd.DataFrame, labels: Mapping[str, str]) -> st
     ``mae_mean``; ``labels`` names each."""
     names = list(summary.index)
 
-    def finite(column: str) -> dict[str, float]:
-        return {n: float(summary.loc[n, column]) for n in names if _finite(summary.loc[n, column])}
+    def finite_values(column: str) -> dict[str, float]:
+        return {n: float(summary.loc[n, column]) for n in names if finite(summary.loc[n, column])}
 
-    ence, rho = finite("ence"), finite("spearman")
+    ence, rho = finite_values("ence"), finite_values("spearman")
     best = min(ence, key=ence.__getitem__) if len(ence) >= 2 else None
     parts: list[str] = []
     if best is not None:
@@ -202,7 +208,7 @@ def uncertainty_sentence(summary: pd.DataFrame, labels: Mapping[str, str]) -> st
         )
     for n in names if {"std_mean", "mae_mean"} <= set(summary.columns) else []:
         std, err = float(summary.loc[n, "std_mean"]), float(summary.loc[n, "mae_mean"])
-        if not (_finite(std) and _finite(err)) or err <= 0:
+        if not (finite(std) and finite(err)) or err <= 0:
             continue
         relation = "at least as large as"
         if std < err:
@@ -265,7 +271,7 @@ def comparison_sentence(
     ``"the cosine schedule scores +1.23 dB against the original schedule (95 % CI [+0.50,
     +2.00], p = 0.031, 6 patients): higher."``"""
     gain = f"{c.gain:+.{digits}f}{unit}"
-    if not _finite(c.gain):
+    if not finite(c.gain):
         return f"{what} and {other} share no scored slice."
     if not c.tested:
         who = plural(c.n_patients, "patient")
@@ -355,7 +361,7 @@ def results_table(res: Results) -> pd.DataFrame:
 
 def _digits(value: float) -> int:
     """Decimals that show two significant digits of ``value`` (at least one)."""
-    return max(1, 1 - math.floor(math.log10(abs(value)))) if _finite(value) and value else 1
+    return max(1, 1 - math.floor(math.log10(abs(value)))) if finite(value) and value else 1
 
 
 def inference_table(res: Results, reference: str = "unet") -> pd.DataFrame:

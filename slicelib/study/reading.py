@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from slicelib.methods import ANCESTRAL, DETERMINISTIC_MODELS, method_label
-from slicelib.study.present import plural, wall_clock
+from slicelib.study.present import finite, plural, wall_clock, word_list
 
 if TYPE_CHECKING:
     from slicelib.results import Results
@@ -36,14 +36,10 @@ def conditional_markdown(text: str, ran: Collection[str]) -> str:
     return _IF_RAN.sub(lambda m: m["then"] if m["name"] in ran else (m["else"] or ""), text)
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(float(value))
-
-
 def _db(value: Any, low: Any = math.nan, high: Any = math.nan) -> str:
     """A change in dB with its interval when there is one: "+0.07 dB [+0.02, +0.12]"."""
     text = f"{float(value):+.2f} dB"
-    if _finite(low) and _finite(high):
+    if finite(low) and finite(high):
         text += f" [{float(low):+.2f}, {float(high):+.2f}]"
     return text
 
@@ -51,11 +47,6 @@ def _db(value: Any, low: Any = math.nan, high: Any = math.nan) -> str:
 def _gain(row: Mapping[str, Any]) -> str:
     """A summary row's PSNR gain over linear interpolation, with its interval."""
     return _db(row["psnr_gain_db"], row["psnr_gain_ci_low"], row["psnr_gain_ci_high"])
-
-
-def _series(items: list[str]) -> str:
-    """ "a", "a and b", "a, b and c"."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _tested_words(n_patients: int, unit: str = "patient") -> str:
@@ -94,7 +85,7 @@ def synthetic_headline(k1: Results, k_gains: Mapping[str, float], cohort: str) -
             f"({_tested_words(n)})."
         )
     networks, lin = k_gains.get("networks", math.nan), k_gains.get("linear", math.nan)
-    if _finite(networks) and _finite(lin):
+    if finite(networks) and finite(lin):
         wider = networks - lin
         parts.append(
             f"On the same slices the deterministic networks score {abs(networks):.1f} % "
@@ -139,7 +130,7 @@ def real_headline(k1: Results, k2: Results, over_flow: Mapping[str, Any]) -> str
 
     text = (
         f"On real IXI T1 head MRI ({plural(n, 'test subject')}), the PSNR gains over linear "
-        f"interpolation at k=1 / k=2 are: {_series([both(m) for m in shown])}."
+        f"interpolation at k=1 / k=2 are: {word_list([both(m) for m in shown])}."
     )
     if "real_k1_mcnet_over_flow" in over_flow:
         pieces = []
@@ -151,7 +142,7 @@ def real_headline(k1: Results, k2: Results, over_flow: Mapping[str, Any]) -> str
             pieces.append(f"{_db(over_flow[key], low, high)} at k={k}")
         text += (
             f" The motion-compensated CNN, which learns a correction to optical flow, adds "
-            f"{_series(pieces)} to optical flow itself ({_tested_words(n, 'subject')})."
+            f"{word_list(pieces)} to optical flow itself ({_tested_words(n, 'subject')})."
         )
     return text
 
@@ -164,8 +155,8 @@ def headroom_answer(gains: Mapping[str, float], headroom: Mapping[str, float], k
     ls = headroom.get(f"real_headroom_ls_filter_k{k}", math.nan)
     tile = headroom.get(f"real_headroom_oracle_tile_k{k}", math.nan)
     pixel = headroom.get(f"real_headroom_oracle_pixel_k{k}", math.nan)
-    nets = {m: g for m, g in gains.items() if _finite(g) and m in DETERMINISTIC_MODELS}
-    if not nets or not (_finite(ls) and _finite(tile)):
+    nets = {m: g for m, g in gains.items() if finite(g) and m in DETERMINISTIC_MODELS}
+    if not nets or not (finite(ls) and finite(tile)):
         return f"At k={k} the run lacks the numbers to answer."
     best = max(nets, key=lambda m: nets[m])
     gain = nets[best]
@@ -187,10 +178,10 @@ def headroom_answer(gains: Mapping[str, float], headroom: Mapping[str, float], k
         )
     else:
         text += f", more than {filt} and than {tiled} but blends the neighbours only"
-    if _finite(pixel):
+    if finite(pixel):
         text += f"; the per-pixel oracle bounds any blend at {pixel:+.2f} dB"
     mcnet = gains.get("mcnet", math.nan)
-    if _finite(mcnet):
+    if finite(mcnet):
         text += f"; the motion-compensated CNN gains {float(mcnet):+.2f} dB"
     return text + "."
 
