@@ -1,6 +1,5 @@
-"""Analyses the notebooks show beyond the evaluation's summary, as tables of display strings
-and dicts of numbers for the prose: the cohort, k=1 against k=2 (position, anatomical change),
-the DDPM and its schedule ablation, the real-anatomy arm (gains, headroom, training budget)."""
+"""Analyses beyond the evaluation's summary, as display tables and dicts of numbers for the
+prose: the cohort, k=1 against k=2, the DDPM and its schedule ablation, the real-anatomy arm."""
 
 from __future__ import annotations
 
@@ -10,32 +9,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 
 from slicelib import original
 from slicelib.config import MODEL_NAMES, PAPER, PAPER_EPOCHS, DiffusionConfig, EvalConfig
 from slicelib.errors import SlicelibError
 from slicelib.methods import ANCESTRAL, DETERMINISTIC_MODELS, family_of, is_ddim, method_label
-from slicelib.stats import MIN_TEST_PATIENTS, Comparison, compare, infer_mean
-from slicelib.study.claims import k_ratio
-from slicelib.study.present import (
-    WallClock,
-    comparison_sentence,
-    fmt,
-    fmt_ci,
-    fmt_p,
-    fmt_pm,
-    fmt_signed,
-    p_floor_note,
-    p_text,
-    plural,
-    wall_clock,
-    word_list,
-)
+from slicelib.results import Results
+from slicelib.stats import MIN_TEST_PATIENTS, Comparison, compare, infer_mean, summarize
+from slicelib.study import present
+from slicelib.study.claims import NOTE_SEPARATOR, k_ratio
+from slicelib.study.present import WallClock, fmt, fmt_ci, fmt_p, fmt_signed, p_text, wall_clock
 from slicelib.study.workspace import ORIGINAL
 
 if TYPE_CHECKING:
     from slicelib.data.cache import Cache
-    from slicelib.results import Results
     from slicelib.study.workspace import Study
 
 # The synthetic cohort's calibration targets (linear at k=1 and k=2, 256x256).
@@ -47,8 +35,7 @@ DIFFICULTY_TARGETS: dict[int, dict[str, tuple[float, float]]] = {
 
 # The cohort ---------------------------------------------------------------------------
 def linear_difficulty(cache: Cache, cfg: EvalConfig, ks: Sequence[int] = (1, 2)) -> pd.DataFrame:
-    """Linear interpolation on the test split at each k (numbers) beside the original's
-    linear baseline and the synthetic cohort's calibration targets (text)."""
+    """Linear on the test split per k beside the original's and the calibration targets."""
     from slicelib.evaluate import evaluate
 
     def span(bounds: tuple[float, float] | None, digits: int) -> str:
@@ -68,7 +55,7 @@ def linear_difficulty(cache: Cache, cfg: EvalConfig, ks: Sequence[int] = (1, 2))
 
 
 def difficulty_numbers(difficulty: pd.DataFrame) -> dict[str, Any]:
-    """The linear baseline of this cohort for the prose: ``linear_k<k>_{psnr,ssim}``."""
+    """``linear_k<k>_{psnr,ssim}``: the linear baseline of this cohort."""
     values: dict[str, Any] = {}
     for k in difficulty.index:
         values[f"linear_k{k}_psnr"] = float(difficulty.loc[k, "PSNR (dB)"])
@@ -79,7 +66,7 @@ def difficulty_numbers(difficulty: pd.DataFrame) -> dict[str, Any]:
 def cohort_numbers(
     cohort: pd.DataFrame, scan_summary: dict[str, Any], cache: Cache
 ) -> dict[str, Any]:
-    """Cohort figures for the prose (from :func:`slicelib.study.present.cohort_table`)."""
+    """Cohort figures for the prose, from :func:`slicelib.study.present.cohort_table`."""
     cell: dict[Any, Any] = cohort.to_dict()  # column -> row -> value
     values: dict[str, Any] = {
         "series_scanned": int(scan_summary.get("series", 0)),
@@ -99,9 +86,8 @@ def cohort_numbers(
 def k_comparison(
     common1: Results, common2: Results, methods: Sequence[str]
 ) -> tuple[pd.DataFrame, float]:
-    """k=1 against k=2 on the same slices: SSIM and PSNR of each method at both k and
-    the relative SSIM gain of k=1 (mean over patients, as the claim measures it). Returns
-    the table and the mean gain (in %) of the ``methods`` that are deterministic models."""
+    """Each method's SSIM and PSNR at both k on the same slices and k=1's relative SSIM gain
+    (mean over patients); also the mean gain (%) of the deterministic models among them."""
     rows, gains = [], []
     for method in (m for m in methods if m in common1.methods and m in common2.methods):
         a, b = common1.row(method), common2.row(method)
@@ -120,8 +106,7 @@ def k_comparison(
 
 
 def k_numbers(common1: Results, common2: Results, mean_gain: float) -> dict[str, Any]:
-    """For the prose: the mean SSIM gain of k=1 over k=2 of the deterministic models
-    (and the original's), the common slices, and each method's SSIM at both k."""
+    """The mean SSIM gain of k=1 (and the original's), common slices, each SSIM at both k."""
     values: dict[str, Any] = {
         "k_ssim_gain_pct": mean_gain,
         "k_ssim_gain_claimed_pct": original.K1_OVER_K2_SSIM_GAIN_PCT,
@@ -134,8 +119,7 @@ def k_numbers(common1: Results, common2: Results, mean_gain: float) -> dict[str,
 
 
 def input_change(cache: Cache, rows: pd.DataFrame) -> np.ndarray:
-    """Per row (patient_id, slice_index, k): the mean absolute difference between the
-    inputs S_{i-k} and S_{i+k}, how much the anatomy changes across the gap (0: none)."""
+    """Per row (patient_id, slice_index, k): mean |S_{i-k} - S_{i+k}| (0: no change)."""
     out = np.empty(len(rows), dtype=np.float64)
     for pid, group in rows.groupby("patient_id", sort=False):
         volume = np.asarray(cache.volume(str(pid)), dtype=np.float32)
@@ -159,13 +143,11 @@ def binned(
 
 
 def _change_rho(group: pd.DataFrame, metric: str) -> float:
-    from scipy.stats import spearmanr
-
     return spearmanr(group["input_change"], group[metric]).statistic
 
 
 def change_correlation(rows: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
-    """Spearman correlation between input change and PSNR (and SSIM) per method and k."""
+    """Spearman correlation of input change with PSNR and SSIM per method and k."""
     out = [
         {"method": method_label(str(method)), "k": int(str(k)), "slices": len(group),
          "Spearman rho, change vs PSNR": fmt(_change_rho(group, "psnr"), 2),
@@ -177,8 +159,7 @@ def change_correlation(rows: pd.DataFrame, methods: Sequence[str]) -> pd.DataFra
 
 
 def change_numbers(rows: pd.DataFrame) -> dict[str, Any]:
-    """Input change for the prose: its mean at each k and, for linear and the U-Net,
-    the Spearman correlation with PSNR at each k."""
+    """``change_k<k>_mean`` and, for linear and the U-Net, ``change_rho_<method>_k<k>``."""
     values: dict[str, Any] = {}
     for k in (1, 2):
         at_k = rows[rows["k"] == k]
@@ -214,8 +195,8 @@ def _best_epoch(history: pd.DataFrame) -> int:
 
 
 def ddpm_loss_table(history: pd.DataFrame) -> tuple[pd.DataFrame, list[int], list[int]]:
-    """The DDPM's train and validation loss at the epochs supplement 4.1 lists, beside
-    its values. Returns the table, the listed epochs this run has and those it lacks."""
+    """The DDPM's losses at the epochs supplement 4.1 lists, beside its values; also the
+    listed epochs this run has and those it lacks."""
     by_epoch = history.set_index("epoch")
     present = [e for e in original.DDPM_LOSSES if e in by_epoch.index]
     absent = [e for e in original.DDPM_LOSSES if e not in by_epoch.index]
@@ -235,7 +216,7 @@ def ddpm_loss_table(history: pd.DataFrame) -> tuple[pd.DataFrame, list[int], lis
 def ddpm_epoch_numbers(
     history: pd.DataFrame, present: list[int], absent: list[int]
 ) -> dict[str, Any]:
-    """Which of the supplement's epochs this DDPM run has, for the prose."""
+    """Which of the supplement's epochs this DDPM run has, and its first and last losses."""
     first, last = history.iloc[0], history.iloc[-1]
     return {
         "ddpm_epochs": int(len(history)),
@@ -289,11 +270,9 @@ def variability_table(drawn: Samples) -> pd.DataFrame:
 
     rows = [(f"sample {i + 1}", p, s) for i, (p, s) in enumerate(zip(drawn.psnr, drawn.ssim))]
     rows.append(("std over samples", drawn.psnr.std(), drawn.ssim.std()))
-    t, images = (
-        drawn.target,
-        {"mean of the samples": drawn.samples.mean(axis=0), "linear": drawn.linear},
-    )
-    rows += [(name, psnr(im, t, 1.0), ssim(im, t, 1.0)) for name, im in images.items()]
+    images = {"mean of the samples": drawn.samples.mean(axis=0), "linear": drawn.linear}
+    for name, image in images.items():
+        rows.append((name, psnr(image, drawn.target, 1.0), ssim(image, drawn.target, 1.0)))
     table = pd.DataFrame(rows, columns=["sample", "PSNR (dB)", "SSIM"]).set_index("sample")
     return table.round({"PSNR (dB)": 2, "SSIM": 3})
 
@@ -309,15 +288,14 @@ def variability_numbers(drawn: Samples) -> dict[str, Any]:
 
 
 def sampler_table(res: Results) -> pd.DataFrame:
-    """The DDPM's sampling variants beside linear and the U-Net: PSNR, SSIM, time, and the
-    PSNR gain over linear, paired over patients on the slices each method scored."""
+    """The DDPM's samplers beside linear and the U-Net: PSNR, SSIM, time, gain over linear."""
     names = [m for m in res.methods if family_of(m) == "ddpm"]
     rows = []
     for name in names + [m for m in ("linear", "unet") if m in res.methods]:
         r = res.row(name)
         rows.append({"method": method_label(name), "slices": int(r["n_slices"]),
-                     "PSNR (dB)": fmt_pm(r["psnr_mean"], r["psnr_std"]),
-                     "SSIM": fmt_pm(r["ssim_mean"], r["ssim_std"], 3),
+                     "PSNR (dB)": present.fmt_pm(r["psnr_mean"], r["psnr_std"]),
+                     "SSIM": present.fmt_pm(r["ssim_mean"], r["ssim_std"], 3),
                      "PSNR vs linear (dB)": fmt_signed(r.get("psnr_gain_db")),
                      "PSNR vs linear 95% CI": fmt_ci(r.get("psnr_gain_ci_low"),
                                                      r.get("psnr_gain_ci_high")),
@@ -326,8 +304,8 @@ def sampler_table(res: Results) -> pd.DataFrame:
 
 
 def sampler_numbers(res: Results, **kwargs: Any) -> dict[str, Any]:
-    """For the prose: ancestral sampling, the best DDIM variant and ``sampler_sentence``, their
-    PSNR compared over patients on the slices both scored (``kwargs``: for ``compare``)."""
+    """Ancestral sampling, the best DDIM variant and ``sampler_sentence`` comparing their PSNR
+    (``kwargs``: for ``compare``)."""
 
     def scores(prefix: str, name: str) -> dict[str, Any]:
         r = res.row(name)
@@ -345,7 +323,7 @@ def sampler_numbers(res: Results, **kwargs: Any) -> dict[str, Any]:
         values.update(ddim_best=method_label(best), **scores("ddim_best", best))
         if ancestral:
             c = compare(res.rows, ANCESTRAL, best, "psnr", **kwargs)
-            values["sampler_sentence"] = comparison_sentence(
+            values["sampler_sentence"] = present.comparison_sentence(
                 c, "Ancestral sampling", f"the best DDIM variant ({method_label(best)})", " dB"
             )
     if "unet" in res.methods and ancestral:
@@ -371,15 +349,13 @@ def timing_table(res: Results) -> pd.DataFrame:
 
 
 # The DDPM's schedule ablation ---------------------------------------------------------
-VARIANT_LABELS: dict[str, str] = {
-    ORIGINAL: "original (linear betas, [0, 1])",
-    "cosine": "cosine schedule",
-    "rescaled": "data in [-1, 1]",
-}
-
-
 def variant_label(variant: str) -> str:
-    return VARIANT_LABELS.get(variant, variant)
+    labels = {
+        ORIGINAL: "original (linear betas, [0, 1])",
+        "cosine": "cosine schedule",
+        "rescaled": "data in [-1, 1]",
+    }
+    return labels.get(variant, variant)
 
 
 def signal_at_T(diffusion: DiffusionConfig) -> tuple[float, float]:
@@ -403,8 +379,8 @@ def ablation_comparisons(
 def ablation_table(
     rows: pd.DataFrame, diffusions: dict[str, DiffusionConfig], **kwargs: Any
 ) -> pd.DataFrame:
-    """One row per variant: x_T's signal, each sampler's mean PSNR (and the ancestral SSIM),
-    and the ancestral PSNR's change against the original with its interval and p-value."""
+    """Per variant: x_T's signal, each sampler's PSNR (ancestral: SSIM) and the ancestral
+    PSNR's change against the original with its interval and p-value."""
     samplers = sorted(set(rows["method"]), key=lambda m: (is_ddim(m), m != ANCESTRAL, m))
     compared = ablation_comparisons(rows, **kwargs)
     table = []
@@ -444,7 +420,7 @@ def ablation_numbers(rows: pd.DataFrame, **kwargs: Any) -> dict[str, Any]:
         values[f"abl_{variant}_psnr"] = float(anc[anc["variant"] == variant]["psnr"].mean())
     sentences = []
     for variant, c in compared.items():
-        sentence = comparison_sentence(
+        sentence = present.comparison_sentence(
             c, f"With the {variant_label(variant)}, ancestral sampling", "the original", " dB"
         )
         values[f"abl_{variant}_sentence"] = sentence
@@ -460,7 +436,7 @@ def ablation_summary(compared: dict[str, Comparison]) -> str:
     if not tested:
         n = max((c.n_patients for c in compared.values()), default=0)
         return (
-            f"With {plural(n, 'test patient')} (fewer than {MIN_TEST_PATIENTS}) the "
+            f"With {present.plural(n, 'test patient')} (fewer than {MIN_TEST_PATIENTS}) the "
             "ablation's changes are reported but not tested: it neither supports nor "
             "refutes the schedule explanation."
         )
@@ -484,7 +460,7 @@ def ablation_summary(compared: dict[str, Comparison]) -> str:
 
 
 def ablation_seconds(study: Study) -> WallClock:
-    """The training time the ablation's variants added to the study (their histories)."""
+    """The training time the ablation's variants added to the study."""
     runs = study.ablation_runs().values()
     return WallClock(sum(float(pd.read_csv(run / "history.csv")["seconds"].sum()) for run in runs))
 
@@ -496,18 +472,15 @@ HEADROOM_LABELS: dict[str, str] = {
     "oracle_tile": "oracle blend per 8x8 tile (bound)",
     "oracle_pixel": "oracle blend per pixel (bound)",
 }
-# The note every verdict of this arm carries: what the cohort is, so that no verdict
-# reads as a test of the original's prostate data.
+# Every verdict of this arm carries it: none reads as a test of the original's prostate data.
 REAL_NOTE = "real data of another organ and contrast (IXI T1 head), resampled slices"
-# The networks the example panels show (when trained), after linear and optical flow.
-PANEL_MODELS: tuple[str, ...] = ("unet", "mcnet")
 # The share of the least-squares filter's gain the trained filter must reach for the
 # training loop to count as learning what a linear predictor can.
 FILTER_CHECK_SHARE = 0.8
 
 
 def _gains(results: Sequence[Results], names: Sequence[str] | None = None) -> list[dict]:
-    """The summary's rows (gains over linear) with their ``k``, of ``names`` or all but linear."""
+    """The summary rows (gains over linear) of ``names`` (or all but linear), with ``k``."""
     return [
         {**r, "k": res.k}
         for res in results
@@ -517,9 +490,8 @@ def _gains(results: Sequence[Results], names: Sequence[str] | None = None) -> li
 
 
 def gain_table(results: Sequence[Results], labels: dict[str, str] | None = None) -> pd.DataFrame:
-    """Each method's PSNR gain over linear at each k, paired by subject, with its 95 % interval,
-    sign-flip p and subjects, under linear's own PSNR (``labels``: only these methods, so named,
-    without p or linear)."""
+    """Each method's PSNR gain over linear per k with its 95 % interval, p and subjects
+    (``labels``: only these methods, so named, without p or linear)."""
     table: dict[str, dict[str, Any]] = {}
     for res in results if labels is None else []:
         linear = res.row("linear")
@@ -551,7 +523,7 @@ def gain_numbers(results: Sequence[Results], prefix: str = "real") -> dict[str, 
         values[f"{prefix}_k{res.k}_linear_psnr"] = linear["psnr_mean"]
         values[f"{prefix}_k{res.k}_subjects"] = int(linear["n_patients"])
         values[f"{prefix}_k{res.k}_slices"] = int(linear["n_slices"])
-        values.setdefault(f"{prefix}_p_floor_note", p_floor_note(int(linear["n_patients"])))
+        values.setdefault(f"{prefix}_p_floor_note", present.p_floor_note(int(linear["n_patients"])))
     for r in _gains(results):
         key = f"{prefix}_k{r['k']}_{r['method']}"
         values[f"{key}_gain"], values[f"{key}_p"] = r["psnr_gain_db"], fmt_p(r["p_psnr_vs_linear"])
@@ -561,9 +533,6 @@ def gain_numbers(results: Sequence[Results], prefix: str = "real") -> dict[str, 
 
 def headroom_results(study: Study) -> list[Results]:
     """The headroom references beside linear, one :class:`Results` per k, summarised."""
-    from slicelib.results import Results
-    from slicelib.stats import summarize
-
     seed = study.preset.eval.seed
     return [
         Results(rows=part, summary=summarize(part, reference="linear", seed=seed), info={},
@@ -583,8 +552,8 @@ def headroom_numbers(results: Sequence[Results]) -> dict[str, Any]:
 
 
 def filter_check(results: Sequence[Results]) -> dict[str, Any]:
-    """The training loop's check: the trained 9 x 9 filter's gain over linear as a share (%) of
-    the least-squares filter's per k, ``real_filter_share_k<k>``, and ``real_filter_sentence``:
+    """The training loop's check: ``real_filter_share_k<k>``, the trained 9 x 9 filter's gain
+    over linear as a share (%) of the least-squares filter's, and ``real_filter_sentence``:
     whether it reached :data:`FILTER_CHECK_SHARE` at every k (or was not trained)."""
     gains: dict[int, dict[str, float]] = {}
     for r in _gains(results, ["ls_filter", "filter"]):
@@ -634,9 +603,8 @@ def subject_gains(res: Results, reference: str = "linear") -> pd.DataFrame:
 
 
 def training_runs(study: Study) -> pd.DataFrame:
-    """One row per epoch of every run: validation PSNR gain over linear on the same
-    validation slices, and the run's budget (``model, k, epoch, val_gain_db, steps,
-    samples, crop, seconds``; steps, samples and seconds are cumulative)."""
+    """Per epoch of every run: ``model, k, epoch, val_gain_db`` (over linear), and cumulative
+    ``steps, samples, seconds`` with ``crop``."""
     from slicelib.baselines import linear
     from slicelib.data.dataset import TripletDataset
     from slicelib.metrics import psnr
@@ -644,7 +612,6 @@ def training_runs(study: Study) -> pd.DataFrame:
     cache, frames = study.cache(), []
     for model, k in study.runs():
         cfg, history = study.train_config(model, k), study.history(model, k)
-        # linear interpolation's mean PSNR on the validation slices the run validates on
         inputs, target = TripletDataset(cache, "val", k, max_slices=cfg.val_max_slices).arrays()
         base = float(np.mean([psnr(linear(a, b), t, 1.0) for (a, b), t in zip(inputs, target)]))
         steps = cfg.steps_per_epoch or len(TripletDataset(cache, "train", k)) // cfg.batch_size
@@ -661,8 +628,7 @@ def _last_change(gains: pd.Series) -> float:
 
 
 def budget_table(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
-    """Per run: steps, crop, samples, wall seconds, the validation gain over linear at the
-    last epoch and its change over the last epoch (how far from flat)."""
+    """Per run: its budget, last validation gain over linear and its change in the last epoch."""
     rows = []
     for (model, k), part in runs.groupby(["model", "k"], sort=False):
         last = part.iloc[-1]
@@ -676,10 +642,8 @@ def budget_table(runs: pd.DataFrame, study: Study) -> pd.DataFrame:
 
 
 def budget_numbers(runs: pd.DataFrame) -> dict[str, Any]:
-    """The training budget for the prose: samples per network, runs, seconds, the largest
-    change of validation gain over a last epoch, the original U-Net's samples (triplets
-    times epochs, 256 px), this arm's U-Net run's (else the largest) samples and crop, and
-    the ratio of the original's training pixels to that run's."""
+    """The training budget, and the ratio of the original U-Net's training pixels (triplets
+    times epochs, 256 px) to this arm's U-Net run's (else the largest run's)."""
     paper_samples = original.REPORTED_COHORT["train triplets"] * PAPER_EPOCHS["unet"]
     grouped = runs.groupby(["model", "k"], sort=False)
     lasts, changes = grouped.tail(1), grouped["val_gain_db"].apply(_last_change)
@@ -707,34 +671,30 @@ def run_models(study: Study) -> list[str]:
 
 
 def untrained_models(study: Study) -> list[str]:
-    """The study's networks that this arm's preset does not train at every k."""
+    """The study's networks that the arm does not train at every k."""
     return [m for m in MODEL_NAMES if m not in run_models(study)]
 
 
 def panel_models(study: Study) -> list[str]:
-    return [m for m in run_models(study) if m in PANEL_MODELS]
+    """The trained networks the example panels show, after linear and optical flow."""
+    return [m for m in run_models(study) if m in ("unet", "mcnet")]
 
 
 def marked_verdicts(table: pd.DataFrame) -> pd.DataFrame:
-    """The claims table of this arm, each verdict marked with :data:`REAL_NOTE` (the
-    checks of the code are shown with the synthetic arm)."""
-    from slicelib.study.claims import NOTE_SEPARATOR
-
+    """The claims table, each verdict marked with :data:`REAL_NOTE` (without the code checks)."""
     rows = table.assign(verdict=table["verdict"] + NOTE_SEPARATOR + REAL_NOTE)
     return rows[["original", "this run", "margin", "rule", "verdict"]]
 
 
 # The budget curve ---------------------------------------------------------------------
 def _subject_gain(rows: pd.DataFrame, model: str) -> pd.Series:
-    """Per subject: the mean PSNR gain of ``model`` over linear on the slices both scored."""
     pivot = rows.pivot_table(index=["patient_id", "slice_index"], columns="method", values="psnr")
     return (pivot[model] - pivot["linear"]).groupby(level="patient_id").mean()
 
 
 def budget_curve(rows: pd.DataFrame, cfg: EvalConfig) -> pd.DataFrame:
-    """Per model and budget from the budget step's rows: test gain over linear, mean over
-    subjects with its 95 % interval, and training time (``model, samples, run, gain, lo, hi,
-    subjects, seconds``; no row when the study trains no budget curve)."""
+    """Per model and budget: ``model, samples, run, gain, lo, hi, subjects, seconds``, the
+    test gain over linear (mean over subjects, 95 % interval) and training time."""
     out = []
     for (run, model, samples), part in rows.groupby(["run", "model", "samples"], sort=True):
         inf = infer_mean(_subject_gain(part, str(model)).to_numpy(), seed=cfg.seed)
@@ -750,12 +710,12 @@ def budget_points(curve: pd.DataFrame) -> str:
     parts = []
     for model, part in curve.groupby("model", sort=False):
         counts = [f"{int(n):,}" for n in part["samples"]]
-        parts.append(f"{method_label(str(model))}: {word_list(counts)} samples")
+        parts.append(f"{method_label(str(model))}: {present.word_list(counts)} samples")
     return "; ".join(parts) or "none"
 
 
 def curve_table(curve: pd.DataFrame) -> pd.DataFrame:
-    """The budget curve as the chapter shows it: one row per model and budget."""
+    """The budget curve as the chapter shows it."""
     rows = [
         {"network": method_label(str(r["model"])), "training samples": f"{int(r['samples']):,}",
          "gain over linear (dB)": fmt_signed(r["gain"]), "95 % CI": fmt_ci(r["lo"], r["hi"]),
@@ -768,9 +728,9 @@ def curve_table(curve: pd.DataFrame) -> pd.DataFrame:
 def budget_sentence(
     rows: pd.DataFrame, curve: pd.DataFrame, references: dict[str, float], cfg: EvalConfig
 ) -> str:
-    """Whether each model was still learning at its largest budget ("not learned yet": the
-    paired gain from its second-largest budget to its largest has an interval above 0) or
-    had stopped, and then where it stopped against ``references`` (label -> gain, dB)."""
+    """Whether each model was still learning at its largest budget (the paired gain from its
+    second-largest has an interval above 0) or where it stopped against ``references``
+    (label -> gain, dB)."""
     sentences = []
     for model, part in curve.groupby("model", sort=False):
         if len(part) < 2:
