@@ -14,16 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from slicelib import original
+from slicelib import methods, original
 from slicelib.config import PAPER, ModelConfig, TrainConfig
-from slicelib.methods import (
-    ANCESTRAL,
-    CLASSICAL,
-    DETERMINISTIC_MODELS,
-    is_ddim,
-    method_label,
-    method_spec,
-)
+from slicelib.methods import ANCESTRAL, DETERMINISTIC_MODELS, method_label
 from slicelib.stats import EXACT_MAX_PATIENTS, MIN_TEST_PATIENTS, Comparison, p_floor
 
 if TYPE_CHECKING:
@@ -137,7 +130,7 @@ class WallClock(float):
 
 
 # What the qualitative figures show: every method, or a short list for Fig. 2.
-FIGURE_METHODS: tuple[str, ...] = (*CLASSICAL, *DETERMINISTIC_MODELS, "mcnet", ANCESTRAL)
+FIGURE_METHODS: tuple[str, ...] = (*methods.CLASSICAL, *DETERMINISTIC_MODELS, "mcnet", ANCESTRAL)
 SHORT_FIGURE_METHODS: tuple[str, ...] = ("linear", "flow", "unet", "gan_improved", ANCESTRAL)
 
 
@@ -147,8 +140,9 @@ def figure_methods(available: Any, short: bool = False) -> list[str]:
     names = list(available)
     wanted = list(SHORT_FIGURE_METHODS if short else FIGURE_METHODS)
     if not short:
-        ddim = [m for m in names if is_ddim(m)]
-        wanted += sorted(ddim, key=lambda m: int(getattr(method_spec(m), "steps", 0) or 0))[-1:]
+        ddim = [m for m in names if methods.is_ddim(m)]
+        steps = {m: int(getattr(methods.method_spec(m), "steps", 0) or 0) for m in ddim}
+        wanted += sorted(ddim, key=steps.__getitem__)[-1:]
     return [m for m in wanted if m in names]
 
 
@@ -209,8 +203,8 @@ def uncertainty_sentence(summary: pd.DataFrame, labels: Mapping[str, str]) -> st
 
 
 def hardest_position_sentence(table: pd.DataFrame, method: str, k: int) -> str:
-    """Where in the volume ``method`` scores lowest: ``table`` has one row per bin of
-    relative position (index: bin centre in [0, 1]) and a PSNR column per method."""
+    """Where in the volume ``method`` scores lowest: ``table`` is indexed by bin centre of
+    relative position in [0, 1], a PSNR column per method."""
     column = table[method].dropna() if method in table.columns else pd.Series(dtype=float)
     if column.empty:
         return f"No position bin has a score for {method_label(method)} at k={k}."
@@ -234,8 +228,7 @@ def relative_gain_sentence(gain_pct: float, better: str, worse: str, metric: str
 
 def subset_note(summary: pd.DataFrame) -> str:
     """A footnote for the methods scored on fewer slices than the others (``summary``:
-    ``method`` and ``n_slices`` columns): their gain over linear interpolation and their
-    p-values are on the slices they share."""
+    ``method`` and ``n_slices`` columns)."""
     counts = summary.set_index("method")["n_slices"].astype(int)
     full = int(counts.max())
     fewer = counts[counts < full]
@@ -257,7 +250,7 @@ def comparison_sentence(
     "A scores +1.23 dB against B (95 % CI [+0.50, +2.00], p = 0.031, ...): higher", "lower"
     only when the interval lies wholly on one side of 0, else "no difference this run
     resolves"; the reason when there are too few patients."""
-    gain = f"{c.gain:+.{digits}f}{unit}"
+    gain = fmt_signed(c.gain, digits, unit)
     if not finite(c.gain):
         return f"{what} and {other} share no scored slice."
     if not c.tested:
@@ -439,15 +432,16 @@ def unet_parts_table() -> pd.DataFrame:
     parts = parameter_counts(PAPER.model, variants=True)["unet_parts"]
     stated = {"encoder": 259_584, "bottleneck": 885_248, "decoder": 717_376, "final": 65}
     rows = [
-        {
-            "part": name,
-            "this code": f"{count:,}",
-            "supplement 2.2": fmt_int(stated.get(name)),
-            "matches": "yes" if stated.get(name) == count else "no",
-        }
+        (
+            name,
+            f"{count:,}",
+            fmt_int(stated.get(name)),
+            "yes" if stated.get(name) == count else "no",
+        )
         for name, count in parts.items()
     ]
-    return pd.DataFrame(rows).set_index("part")
+    columns = ["part", "this code", "supplement 2.2", "matches"]
+    return pd.DataFrame(rows, columns=columns).set_index("part")
 
 
 def training_table(study: Study) -> pd.DataFrame:
