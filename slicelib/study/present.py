@@ -170,7 +170,7 @@ def uncertainty_sentence(summary: pd.DataFrame, labels: Mapping[str, str]) -> st
     estimator, columns ``ence``, ``spearman``, ``std_mean`` and ``mae_mean``."""
     names = list(summary.index)
     ence, rho = (
-        {n: float(v) for n, v in summary[c].items() if finite(v)} for c in ("ence", "spearman")
+        {n: float(v) for n, v in zip(names, summary[c]) if finite(v)} for c in ("ence", "spearman")
     )
     best = min(ence, key=ence.__getitem__) if len(ence) >= 2 else None
     parts: list[str] = []
