@@ -1,11 +1,7 @@
-"""How the book shows numbers: formats, tables of display strings, sentences written from
-the numbers, and glue.
-
-Every number is formatted here once, so that every notebook shows it alike. A sentence
-that compares numbers chooses its words from them (a chapter that says "A is better than
-B" next to two glued numbers could otherwise contradict them when a run changes); the
-notebooks glue such sentences whole with :func:`glue_values`, and the chapters cite them
-with ``{glue:text}``, so that no number in the prose is typed by hand.
+"""How the book shows numbers: formats (each written once), tables of display strings,
+sentences and glue. A sentence that compares numbers chooses its words from them, so that it
+cannot contradict the numbers beside it when a run changes; notebooks glue it whole with
+:func:`glue_values` and chapters cite it with ``{glue:text}``: no number in the prose is typed.
 """
 
 from __future__ import annotations
@@ -18,16 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from slicelib import original
+from slicelib import methods, original
 from slicelib.config import PAPER, ModelConfig, TrainConfig
-from slicelib.methods import (
-    ANCESTRAL,
-    CLASSICAL,
-    DETERMINISTIC_MODELS,
-    is_ddim,
-    method_label,
-    method_spec,
-)
+from slicelib.methods import ANCESTRAL, DETERMINISTIC_MODELS, method_label
 from slicelib.stats import EXACT_MAX_PATIENTS, MIN_TEST_PATIENTS, Comparison, p_floor
 
 if TYPE_CHECKING:
@@ -43,22 +32,28 @@ def missing(value: Any) -> bool:
 
 
 def fmt(value: Any, digits: int = 2) -> str:
-    """A number with ``digits`` decimals; "-" for a missing one."""
+    """A number with ``digits`` decimals; "-" for a missing one, as every ``fmt_*``."""
     return "-" if missing(value) else f"{float(value):.{digits}f}"
 
 
+def fmt_signed(value: Any, digits: int = 2, unit: str = "") -> str:
+    return "-" if missing(value) else f"{float(value):+.{digits}f}{unit}"
+
+
+def fmt_int(value: Any) -> str:
+    return "-" if missing(value) else f"{int(value):,}"
+
+
 def fmt_pm(mean: Any, std: Any, digits: int = 2) -> str:
-    """ "mean ± std"."""
     return "-" if missing(mean) else f"{fmt(mean, digits)} ± {fmt(std, digits)}"
 
 
 def fmt_ci(low: Any, high: Any, digits: int = 2) -> str:
-    """ "[low, high]"."""
     return "-" if missing(low) or missing(high) else f"[{fmt(low, digits)}, {fmt(high, digits)}]"
 
 
-# Below this a p-value is written as a bound: more digits would claim a precision
-# that a test over a few patients (or a bootstrap) does not have.
+# Below this a p-value is a bound: more digits would claim a precision that a test over a
+# few patients does not have.
 P_FLOOR = 0.001
 
 
@@ -70,9 +65,9 @@ def fmt_p(value: Any) -> str:
 
 
 def p_text(value: Any, n_patients: int | None = None) -> str:
-    """A p-value in a sentence: "p = 0.031" or "p < 0.001" ("p -" when missing); with
-    ``n_patients``, the sign-flip test's floor beside it: "p = 0.031, the floor for 6
-    patients" or "p = 0.42, floor 0.031 with 6 patients"."""
+    """A p-value in a sentence, "p = 0.031" or "p < 0.001"; with ``n_patients``, the
+    sign-flip test's floor beside it: "..., the floor for 6 patients" or "p = 0.42, floor
+    0.031 with 6 patients"."""
     text = fmt_p(value)
     text = f"p {text}" if text.startswith("<") else f"p = {text}"
     if n_patients is None or missing(value):
@@ -85,8 +80,8 @@ def p_text(value: Any, n_patients: int | None = None) -> str:
 
 
 def p_floor_note(n_patients: int) -> str:
-    """What the sign-flip p-values of a table over ``n_patients`` paired patients can
-    show: the smallest p the test can give (the p floor), and that they are unadjusted."""
+    """What the sign-flip p-values over ``n_patients`` paired patients can show: the
+    smallest p the test can give, and that they are unadjusted."""
     floor = f"{p_floor(n_patients):.2g}"
     if n_patients <= EXACT_MAX_PATIENTS:
         floor = f"2/2^{n_patients} = {floor}"
@@ -104,8 +99,8 @@ def p_floor_note(n_patients: int) -> str:
 
 
 def fmt_tesla(value: Any) -> str:
-    """A field strength as scanners are named, whole or half tesla: "3 T", "1.5 T"
-    (2.89362 reads "3 T", gauss converted); "-" when missing."""
+    """A field strength to the half tesla, as scanners are named: "3 T" for 2.89362,
+    "1.5 T"; gauss converted."""
     from slicelib.data.criteria import field_strength_tesla
 
     if missing(value):
@@ -115,19 +110,9 @@ def fmt_tesla(value: Any) -> str:
     return f"{round(tesla * 2) / 2:g} T"
 
 
-def fmt_signed(value: Any, digits: int = 2, unit: str = "") -> str:
-    return "-" if missing(value) else f"{float(value):+.{digits}f}{unit}"
-
-
-def fmt_int(value: Any) -> str:
-    return "-" if missing(value) else f"{int(value):,}"
-
-
 def wall_clock(value: Any, digits: int, unit: str) -> str:
-    """A measured time, rate or speed ratio with its unit ("3.5 s", "2.5 /s", "1.23 ms",
-    "12.3×"): the unit marks it as wall clock, which ``make verify``'s sanitizer
-    (``.nbval-sanitize.cfg``) leaves out of the comparison (it differs from run to run).
-    Every timing a notebook prints goes through here."""
+    """Every timing a notebook prints, with its unit ("3.5 s", "2.5 /s", "12.3×"), which
+    marks it as wall clock for ``make verify``'s sanitizer (``.nbval-sanitize.cfg``)."""
     return f"{fmt(value, digits)}{unit}"
 
 
@@ -136,28 +121,28 @@ WALL_CLOCK_MARK = " # wall clock"
 
 
 class WallClock(float):
-    """A measured time, rate or ratio to glue: its glued text is the number followed by
-    :data:`WALL_CLOCK_MARK` ("3.52 # wall clock"), a Python comment, so that the book's
-    ``{glue:text}`` still reads (and formats) the number while ``make verify``'s
-    sanitizer leaves it out of the comparison. Results are glued as plain numbers."""
+    """A measured time, rate or ratio to glue: glued as "3.52 # wall clock" (a Python
+    comment), which ``{glue:text}`` still formats as a number and ``make verify``'s
+    sanitizer leaves out. Results are glued as plain numbers."""
 
     def __repr__(self) -> str:
         return f"{float(self)!r}{WALL_CLOCK_MARK}"
 
 
 # What the qualitative figures show: every method, or a short list for Fig. 2.
-FIGURE_METHODS: tuple[str, ...] = (*CLASSICAL, *DETERMINISTIC_MODELS, "mcnet", ANCESTRAL)
+FIGURE_METHODS: tuple[str, ...] = (*methods.CLASSICAL, *DETERMINISTIC_MODELS, "mcnet", ANCESTRAL)
 SHORT_FIGURE_METHODS: tuple[str, ...] = ("linear", "flow", "unet", "gan_improved", ANCESTRAL)
 
 
 def figure_methods(available: Any, short: bool = False) -> list[str]:
-    """The methods a figure shows, among ``available`` (names), in the book's order;
-    the DDPM's DDIM variant with the most steps is added to the full list."""
+    """The methods among ``available`` that a figure shows, in the book's order; the full
+    list adds the DDPM's DDIM variant with the most steps."""
     names = list(available)
     wanted = list(SHORT_FIGURE_METHODS if short else FIGURE_METHODS)
     if not short:
-        ddim = [m for m in names if is_ddim(m)]
-        wanted += sorted(ddim, key=lambda m: int(getattr(method_spec(m), "steps", 0) or 0))[-1:]
+        ddim = [m for m in names if methods.is_ddim(m)]
+        steps = {m: int(getattr(methods.method_spec(m), "steps", 0) or 0) for m in ddim}
+        wanted += sorted(ddim, key=steps.__getitem__)[-1:]
     return [m for m in wanted if m in names]
 
 
@@ -170,7 +155,7 @@ def plural(n: int, noun: str) -> str:
 
 
 def finite(value: Any) -> bool:
-    """Whether ``value`` is a finite number (NaN, inf and non-numbers are not)."""
+    """Whether ``value`` is a finite int or float."""
     return isinstance(value, (int, float)) and math.isfinite(float(value))
 
 
@@ -180,16 +165,13 @@ def word_list(items: list[str]) -> str:
 
 
 def uncertainty_sentence(summary: pd.DataFrame, labels: Mapping[str, str]) -> str:
-    """Which estimator is better calibrated (lower ENCE), which ranks errors better
-    (higher Spearman correlation), and how the predicted std compares with the error.
-    ``summary``: indexed by estimator, columns ``ence``, ``spearman``, ``std_mean`` and
-    ``mae_mean``; ``labels`` names each."""
+    """Which estimator is better calibrated (lower ENCE), which ranks errors better (higher
+    Spearman), and how the predicted std compares with the error. ``summary``: indexed by
+    estimator, columns ``ence``, ``spearman``, ``std_mean`` and ``mae_mean``."""
     names = list(summary.index)
-
-    def finite_values(column: str) -> dict[str, float]:
-        return {n: float(summary.loc[n, column]) for n in names if finite(summary.loc[n, column])}
-
-    ence, rho = finite_values("ence"), finite_values("spearman")
+    ence, rho = (
+        {n: float(v) for n, v in zip(names, summary[c]) if finite(v)} for c in ("ence", "spearman")
+    )
     best = min(ence, key=ence.__getitem__) if len(ence) >= 2 else None
     parts: list[str] = []
     if best is not None:
@@ -221,8 +203,8 @@ def uncertainty_sentence(summary: pd.DataFrame, labels: Mapping[str, str]) -> st
 
 
 def hardest_position_sentence(table: pd.DataFrame, method: str, k: int) -> str:
-    """Where in the volume ``method`` scores lowest: ``table`` has one row per bin of
-    relative position (index: bin centre in [0, 1]) and a PSNR column per method."""
+    """Where in the volume ``method`` scores lowest: ``table`` is indexed by bin centre of
+    relative position in [0, 1], a PSNR column per method."""
     column = table[method].dropna() if method in table.columns else pd.Series(dtype=float)
     if column.empty:
         return f"No position bin has a score for {method_label(method)} at k={k}."
@@ -246,8 +228,7 @@ def relative_gain_sentence(gain_pct: float, better: str, worse: str, metric: str
 
 def subset_note(summary: pd.DataFrame) -> str:
     """A footnote for the methods scored on fewer slices than the others (``summary``:
-    ``method`` and ``n_slices`` columns): their gain over linear interpolation and their
-    p-values are on the slices they share."""
+    ``method`` and ``n_slices`` columns)."""
     counts = summary.set_index("method")["n_slices"].astype(int)
     full = int(counts.max())
     fewer = counts[counts < full]
@@ -265,12 +246,11 @@ def subset_note(summary: pd.DataFrame) -> str:
 def comparison_sentence(
     c: Comparison, what: str, other: str, unit: str = "", digits: int = 2
 ) -> str:
-    """``what`` against ``other`` paired over patients (:func:`slicelib.stats.compare`),
-    worded by the interval: "higher" or "lower" only when it lies wholly on one side of 0,
-    else "no difference this run resolves"; the reason when there are too few patients.
-    ``"the cosine schedule scores +1.23 dB against the original schedule (95 % CI [+0.50,
-    +2.00], p = 0.031, 6 patients): higher."``"""
-    gain = f"{c.gain:+.{digits}f}{unit}"
+    """``what`` against ``other`` paired over patients (:func:`slicelib.stats.compare`):
+    "A scores +1.23 dB against B (95 % CI [+0.50, +2.00], p = 0.031, ...): higher", "lower"
+    only when the interval lies wholly on one side of 0, else "no difference this run
+    resolves"; the reason when there are too few patients."""
+    gain = fmt_signed(c.gain, digits, unit)
     if not finite(c.gain):
         return f"{what} and {other} share no scored slice."
     if not c.tested:
@@ -287,8 +267,7 @@ def comparison_sentence(
 
 
 def plain(value: Any) -> Any:
-    """``value`` as a plain Python int, float or str (numpy scalars would be glued as
-    ``np.float64(...)``, which the book cannot format)."""
+    """``value`` as a plain int, float or str (the book cannot format ``np.float64(...)``)."""
     if isinstance(value, bool):
         return str(value).lower()
     if hasattr(value, "item") and callable(value.item):
@@ -321,19 +300,18 @@ LOSSES: dict[str, str] = {
 
 
 def _vs_linear(r: Mapping[Any, Any], metric: str, digits: int = 2) -> tuple[str, str]:
-    """The 95 % CI of a summary row's paired gain over linear on ``metric``, and its
-    p-value against linear, or why there is none ("too few patients to test")."""
+    """A summary row's 95 % CI of the gain over linear on ``metric``, and its p-value (or
+    why there is none)."""
     ci = fmt_ci(r.get(f"{metric}_gain_ci_low"), r.get(f"{metric}_gain_ci_high"), digits)
     p, test = r.get(f"p_{metric}_vs_linear"), r.get("test_vs_linear")
     return ci, test if missing(p) and isinstance(test, str) and test else fmt_p(p)
 
 
 def results_table(res: Results) -> pd.DataFrame:
-    """Every method at one k. Description over slices: PSNR and both SSIMs with their
-    std. Inference over patients (:mod:`slicelib.stats`): the 95 % CI of each mean,
-    the paired gain over linear with its 95 % CI, and sign-flip p-values against
-    linear; "too few patients to test" where there are none. (No p against the best
-    method: a winner picked from the same data is no hypothesis set before the run.)"""
+    """Every method at one k: PSNR and both SSIMs over slices with their std; over patients
+    the 95 % CI of each mean, the paired gain over linear with its CI, and sign-flip p
+    against linear. (No p against the best method: a winner picked from the same data is no
+    hypothesis set before the run.)"""
     rows = []
     for r in res.summary.to_dict("records"):
         (psnr_ci, psnr_p), (ssim_ci, ssim_p) = _vs_linear(r, "psnr"), _vs_linear(r, "ssim", 3)
@@ -359,25 +337,20 @@ def results_table(res: Results) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("method")
 
 
-def _digits(value: float) -> int:
-    """Decimals that show two significant digits of ``value`` (at least one)."""
-    return max(1, 1 - math.floor(math.log10(abs(value)))) if finite(value) and value else 1
-
-
 def inference_table(res: Results, reference: str = "unet") -> pd.DataFrame:
     """Inference time per slice of every method (after warm-up), on the device it ran."""
     ref = res.summary.set_index("method")["ms_per_slice"].get(reference)
     rows = []
     for r in res.summary.to_dict("records"):
         ratio = r["ms_per_slice"] / ref if ref else math.nan
+        # decimals that show two significant digits (at least one)
+        digits = max(1, 1 - math.floor(math.log10(abs(ratio)))) if finite(ratio) and ratio else 1
         rows.append(
             {
                 "method": method_label(r["method"]),
                 "device": r.get("device", "-"),
                 "ms per slice": wall_clock(r["ms_per_slice"], 2, " ms"),
-                f"x {method_label(reference)}": (
-                    wall_clock(ratio, _digits(ratio), "×") if ref else "-"
-                ),
+                f"x {method_label(reference)}": wall_clock(ratio, digits, "×") if ref else "-",
             }
         )
     return pd.DataFrame(rows).set_index("method")
@@ -396,10 +369,8 @@ _COMPONENTS: tuple[tuple[str, str, str], ...] = (
 
 def architecture_table(preset_model: ModelConfig, trained_convs: int) -> pd.DataFrame:
     """Parameter counts from the code at the paper's settings beside the supplement's,
-    both CNN block variants, and the counts at the preset's settings when they differ.
-
-    ``trained_convs``: convolutions per residual block of the CNN this run trained.
-    """
+    both CNN block variants (``trained_convs``: those of the CNN this run trained), and the
+    counts at the preset's settings."""
     from slicelib.models import parameter_counts
 
     paper = parameter_counts(PAPER.model, variants=True)
@@ -422,15 +393,6 @@ def architecture_table(preset_model: ModelConfig, trained_convs: int) -> pd.Data
             return f"about {stated / 1e6:.1f} M", "yes" if ok else "no"
         return f"{stated:,}", "yes" if count == stated else "no"
 
-    def row(name: str, count: int, stated: tuple[str, str], preset: int | None) -> dict:
-        return {
-            "component": name,
-            "parameters (paper settings)": f"{count:,}",
-            "supplement": stated[0],
-            "matches": stated[1],
-            "this preset": "-" if preset is None else f"{preset:,}",
-        }
-
     rows = []
     for n, kind, stated in (
         (1, "one conv", supplement("cnn", "generator")),
@@ -438,10 +400,12 @@ def architecture_table(preset_model: ModelConfig, trained_convs: int) -> pd.Data
     ):
         here = trained_convs == n
         name = f"CNN, 8 blocks of {kind} ({'trained here' if here else 'not trained here'})"
-        rows.append(row(name, cnn[n], stated, cnn[n] if here else None))
+        rows.append((name, fmt_int(cnn[n]), *stated, fmt_int(cnn[n] if here else None)))
     for name, model, part in _COMPONENTS:
-        rows.append(row(name, paper[model][part], supplement(model, part), ours[model][part]))
-    return pd.DataFrame(rows).set_index("component")
+        count, preset = fmt_int(paper[model][part]), fmt_int(ours[model][part])
+        rows.append((name, count, *supplement(model, part), preset))
+    columns = ["component", "parameters (paper settings)", "supplement", "matches", "this preset"]
+    return pd.DataFrame(rows, columns=columns).set_index("component")
 
 
 # A check of the code against the paper's text: matches or differs, never a finding.
@@ -449,9 +413,8 @@ MATCHES, DIFFERS = "matches", "differs"
 
 
 def code_checks_table(architecture: pd.DataFrame) -> pd.DataFrame:
-    """The checks of the code against the paper's text, apart from the claims: each
-    component of :func:`architecture_table` whose count the supplement states, its
-    stated count, the code's at the paper's settings, and whether they match."""
+    """The checks of the code against the paper's text, apart from the claims: each row of
+    :func:`architecture_table` whose count the supplement states, and whether it matches."""
     stated = architecture[architecture["matches"].isin(["yes", "no"])]
     return pd.DataFrame(
         {
@@ -469,20 +432,20 @@ def unet_parts_table() -> pd.DataFrame:
     parts = parameter_counts(PAPER.model, variants=True)["unet_parts"]
     stated = {"encoder": 259_584, "bottleneck": 885_248, "decoder": 717_376, "final": 65}
     rows = [
-        {
-            "part": name,
-            "this code": f"{count:,}",
-            "supplement 2.2": fmt_int(stated.get(name)),
-            "matches": "yes" if stated.get(name) == count else "no",
-        }
+        (
+            name,
+            f"{count:,}",
+            fmt_int(stated.get(name)),
+            "yes" if stated.get(name) == count else "no",
+        )
         for name, count in parts.items()
     ]
-    return pd.DataFrame(rows).set_index("part")
+    columns = ["part", "this code", "supplement 2.2", "matches"]
+    return pd.DataFrame(rows, columns=columns).set_index("part")
 
 
 def training_table(study: Study) -> pd.DataFrame:
-    """Every run of the study: its settings and how training went, beside the
-    supplement's epochs, batch size, minutes per epoch and best epoch."""
+    """Every run of the study: its settings and how training went, beside the supplement's."""
     rows = []
     for model, k in study.runs():
         cfg = study.train_config(model, k)
@@ -502,9 +465,9 @@ def training_table(study: Study) -> pd.DataFrame:
                 "best epoch": best_epoch(history, cfg),
                 "s per epoch": wall_clock(history["seconds"].mean(), 1, " s"),
                 "samples/s": wall_clock(history["samples_per_s"].mean(), 1, " /s"),
-                "supplement: epochs, batch": (
-                    f"{paper.epochs}, {paper.batch_size}" if paper else "-"
-                ),
+                "supplement: epochs, batch": f"{paper.epochs}, {paper.batch_size}"
+                if paper
+                else "-",
                 "supplement: min per epoch": fmt(paper.minutes_per_epoch if paper else None, 0),
                 "supplement: best epoch": paper.best_epoch if paper and k == 1 else "-",
             }
@@ -512,26 +475,26 @@ def training_table(study: Study) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["model", "k"])
 
 
-def best_epoch(history: pd.DataFrame, cfg: TrainConfig) -> int:
-    """The epoch the run kept as best (:func:`selection_rule`)."""
+def _selection(cfg: TrainConfig) -> tuple[str, Callable[[pd.DataFrame], int]]:
+    """How a run chooses its best epoch (:mod:`slicelib.objectives`): in words, and the
+    position in its history of the epoch it keeps."""
     from slicelib.objectives import keeps_last, selects_on_loss
 
-    epochs = history["epoch"].to_numpy()
     if keeps_last(cfg):
-        return int(epochs[-1])
+        return "the last: the learning rate decays over the run", lambda h: len(h) - 1
     if selects_on_loss(cfg):
-        return int(epochs[int(np.argmin(history["val_loss"].to_numpy()))])
-    return int(epochs[int(np.argmax(history["val_ssim"].to_numpy()))])
+        return "lowest validation loss", lambda h: int(np.argmin(h["val_loss"].to_numpy()))
+    return "highest validation SSIM", lambda h: int(np.argmax(h["val_ssim"].to_numpy()))
+
+
+def best_epoch(history: pd.DataFrame, cfg: TrainConfig) -> int:
+    """The epoch the run kept as best (:func:`selection_rule`)."""
+    return int(history["epoch"].to_numpy()[_selection(cfg)[1](history)])
 
 
 def selection_rule(cfg: TrainConfig) -> str:
-    """How the run chose its best epoch, in words (:func:`~slicelib.objectives.keeps_last`,
-    :func:`~slicelib.objectives.selects_on_loss`)."""
-    from slicelib.objectives import keeps_last, selects_on_loss
-
-    if keeps_last(cfg):
-        return "the last: the learning rate decays over the run"
-    return "lowest validation loss" if selects_on_loss(cfg) else "highest validation SSIM"
+    """How the run chose its best epoch, in words."""
+    return _selection(cfg)[0]
 
 
 def run_table(study: Study, model: str, k: int) -> pd.DataFrame:
@@ -570,11 +533,11 @@ def history_table(history: pd.DataFrame) -> pd.DataFrame:
         "seconds": "seconds",
         "samples_per_s": "samples/s",
     }
-    out = history.set_index("epoch")[list(columns)].rename(columns=columns)
-    out = out.round({"train loss": 4, "val loss": 4, "val PSNR (dB)": 2, "val SSIM (Gaussian)": 4})
+    out = history.set_index("epoch")[list(columns)]
+    out = out.round({"train_loss": 4, "val_loss": 4, "val_psnr": 2, "val_ssim": 4})
     out["seconds"] = [wall_clock(v, 1, " s") for v in out["seconds"]]
-    out["samples/s"] = [wall_clock(v, 1, " /s") for v in out["samples/s"]]
-    return out
+    out["samples_per_s"] = [wall_clock(v, 1, " /s") for v in out["samples_per_s"]]
+    return out.rename(columns=columns)
 
 
 def _yes_no(value: Any) -> str:
@@ -598,9 +561,8 @@ SCAN_COLUMNS: dict[str, tuple[str | None, Callable[[Any], str] | None]] = {
 
 
 def scan_table(frame: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:
-    """The scan, one row per series: what it is, whether it was included, and why not.
-    With ``limit``, the selected series come first and the table stops after ``limit``
-    rows (the full table is the study's ``scan.csv``)."""
+    """The scan, one row per series: what it is, whether it was included, and why not; with
+    ``limit``, the selected series first, and at most ``limit`` rows."""
     out = frame[[c for c in SCAN_COLUMNS if c in frame.columns]].copy()
     out["reason"] = out["reason"].fillna("")
     if limit is not None and len(out) > limit:
@@ -625,8 +587,8 @@ def exclusion_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def cohort_table(cache: Cache, ks: tuple[int, ...] = (1, 2)) -> pd.DataFrame:
-    """Supplement 1.3 for this cohort: patients, volumes, slices and triplets per split
-    (per k, and on the common slices), beside the original's numbers."""
+    """Supplement 1.3 for this cohort: patients, volumes, slices and triplets (per k, and on
+    the common slices) per split, beside the original's numbers."""
     from slicelib.data.triplets import evaluable_indices
 
     splits = ("train", "val", "test")
@@ -653,21 +615,19 @@ def cohort_table(cache: Cache, ks: tuple[int, ...] = (1, 2)) -> pd.DataFrame:
 
 
 def result_numbers(results: list[Results]) -> dict[str, Any]:
-    """Numbers of the results for the prose: ``k<k>_<method>_{psnr,ssim,ssim_gauss,
-    gain_pct,gain_db,gain_ci,p_linear,inference,ms}``, ``k<k>_{slices,patients}``,
-    ``k<k>_best`` (its label), ``k<k>_p_floor_note``, ``p_floor`` / ``p_floor_note`` of
-    the first k and ``min_test_patients``."""
+    """Numbers of the results for the prose: ``k<k>_<method>_{psnr,ssim,ssim_gauss,gain_db,
+    gain_pct,gain_ci,p_linear,inference,ms}``, ``k<k>_{slices,patients,best,p_floor_note}``,
+    ``p_floor`` / ``p_floor_note`` of the first k and ``min_test_patients``."""
     values: dict[str, Any] = {}
     for res in results:
         k = res.k
         for r in res.summary.to_dict("records"):
             key = f"k{k}_{r['method']}"
             p = r.get("p_psnr_vs_linear")
-            values[f"{key}_psnr"] = r["psnr_mean"]
-            values[f"{key}_ssim"] = r["ssim_mean"]
-            values[f"{key}_ssim_gauss"] = r["ssim_gauss_mean"]
-            values[f"{key}_gain_db"] = r.get("psnr_gain_db")
-            values[f"{key}_gain_pct"] = r.get("psnr_gain_pct")
+            for metric in ("psnr", "ssim", "ssim_gauss"):
+                values[f"{key}_{metric}"] = r[f"{metric}_mean"]
+            for gain in ("gain_db", "gain_pct"):
+                values[f"{key}_{gain}"] = r.get(f"psnr_{gain}")
             values[f"{key}_gain_ci"], values[f"{key}_p_linear"] = _vs_linear(r, "psnr")
             values[f"{key}_inference"] = (
                 str(r.get("test_vs_linear") or "no test")
@@ -704,8 +664,8 @@ def parameter_numbers() -> dict[str, Any]:
 
 
 def training_numbers(study: Study) -> dict[str, Any]:
-    """Training figures for the prose: per run ``train_<model>_k<k>_{epochs,best,
-    s_per_epoch,samples_per_s}``, and the total training time in minutes."""
+    """Training figures for the prose: ``train_<model>_k<k>_{epochs,best,s_per_epoch,
+    samples_per_s}``, ``train_{total_minutes,runs,lr,budget_sentence}``."""
     values: dict[str, Any] = {}
     total = 0.0
     for model, k in study.runs():
@@ -730,8 +690,8 @@ def lr_text(lr: float) -> str:
 
 
 def budget_sentence(study: Study) -> str:
-    """The optimisation budget of the study's runs, in words: one sentence when
-    every network has the same (epochs x steps x batch), else one clause per model."""
+    """The runs' optimisation budget in words: one sentence when every network has the same
+    (epochs x steps x batch), else one clause per model."""
     budgets: dict[str, tuple[int, int | None, int]] = {}
     for model, k in study.runs():
         cfg = study.train_config(model, k)

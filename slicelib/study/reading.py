@@ -1,10 +1,6 @@
-"""What the book's reader reads first: the findings of a run in a few sentences, each
-written from the run's numbers, and the parts of a chapter that depend on which
-notebooks a run executed.
-
-The notebooks glue these sentences (``headline_synthetic`` in ``results.ipynb``,
-``real_headline`` and ``real_headroom_answer`` in ``real_anatomy.ipynb``); the front
-page and the chapters read them with ``{glue:text}``.
+"""What the book's reader reads first: a run's findings in a few sentences written from its
+numbers (glued by ``results.ipynb`` and ``real_anatomy.ipynb``), the parts of a chapter that
+depend on which notebooks ran, and the book's numbered tables.
 """
 
 from __future__ import annotations
@@ -17,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from slicelib.methods import ANCESTRAL, DETERMINISTIC_MODELS, method_label
-from slicelib.study.present import finite, plural, wall_clock, word_list
+from slicelib.stats import MIN_TEST_PATIENTS
+from slicelib.study.present import finite, plural, relative_gain_sentence, wall_clock, word_list
 
 if TYPE_CHECKING:
     from slicelib.results import Results
@@ -36,34 +33,28 @@ def conditional_markdown(text: str, ran: Collection[str]) -> str:
     return _IF_RAN.sub(lambda m: m["then"] if m["name"] in ran else (m["else"] or ""), text)
 
 
-def _db(value: Any, low: Any = math.nan, high: Any = math.nan) -> str:
-    """A change in dB with its interval when there is one: "+0.07 dB [+0.02, +0.12]"."""
-    text = f"{float(value):+.2f} dB"
-    if finite(low) and finite(high):
-        text += f" [{float(low):+.2f}, {float(high):+.2f}]"
+def _db(values: Mapping[str, Any], key: str, low: str, high: str) -> str:
+    """``values[key]`` as a change in dB, with the interval ``values[low]``,
+    ``values[high]`` when there is one: "+0.07 dB [+0.02, +0.12]"."""
+    text = f"{float(values[key]):+.2f} dB"
+    low_value, high_value = values.get(low, math.nan), values.get(high, math.nan)
+    if finite(low_value) and finite(high_value):
+        text += f" [{float(low_value):+.2f}, {float(high_value):+.2f}]"
     return text
-
-
-def _gain(row: Mapping[str, Any]) -> str:
-    """A summary row's PSNR gain over linear interpolation, with its interval."""
-    return _db(row["psnr_gain_db"], row["psnr_gain_ci_low"], row["psnr_gain_ci_high"])
 
 
 def _tested_words(n_patients: int, unit: str = "patient") -> str:
     """Why an interval is missing, or what the brackets are."""
-    from slicelib.stats import MIN_TEST_PATIENTS
-
     if n_patients < MIN_TEST_PATIENTS:
         return f"{plural(n_patients, 'test ' + unit)}, too few for an interval"
     return f"95 % intervals over {plural(n_patients, 'test ' + unit)}"
 
 
 def synthetic_headline(k1: Results, k_gains: Mapping[str, float], cohort: str) -> str:
-    """Three sentences on what a run found on its ``cohort`` ("the synthetic cohort"):
-    the networks against linear interpolation at k=1, k=1 against k=2 (``k_gains``: the
-    mean over patients of each method's SSIM at k=1 over k=2, in %, on the common
-    slices, ``networks`` for the deterministic models' mean and ``linear``), and the DDPM.
-    """
+    """Three sentences on what a run found on its ``cohort`` ("the synthetic cohort"): the
+    networks against linear interpolation at k=1, k=1 against k=2 (``k_gains``: the mean
+    over patients of the SSIM gain of k=1 over k=2 in %, on the common slices, of
+    ``networks``, the deterministic models, and ``linear``), and the DDPM."""
     rows = {m: k1.row(m) for m in k1.methods}
     linear = rows["linear"]
     nets = [m for m in (*DETERMINISTIC_MODELS, "mcnet") if m in rows]
@@ -72,52 +63,47 @@ def synthetic_headline(k1: Results, k_gains: Mapping[str, float], cohort: str) -
     if nets:
         best = max(nets, key=lambda m: float(rows[m]["psnr_gain_db"]))
         others = sorted(float(rows[m]["psnr_gain_db"]) for m in nets if m != best)
-        rest = (
-            f", and the other {plural(len(others), 'network')} by {others[0]:+.2f}"
-            + (f" to {others[-1]:+.2f} dB" if len(others) > 1 else " dB")
-            if others
-            else ""
-        )
+        gain = _db(rows[best], "psnr_gain_db", "psnr_gain_ci_low", "psnr_gain_ci_high")
+        rest = ""
+        if others:
+            rest = f", and the other {plural(len(others), 'network')} by {others[0]:+.2f}"
+            rest += f" to {others[-1]:+.2f} dB" if len(others) > 1 else " dB"
         parts.append(
             f"On {cohort} at k=1, linear interpolation reaches "
             f"{float(linear['psnr_mean']):.2f} dB PSNR; the best network, the "
-            f"{method_label(best)}, changes it by {_gain(rows[best])}{rest} "
+            f"{method_label(best)}, changes it by {gain}{rest} "
             f"({_tested_words(n)})."
         )
     networks, lin = k_gains.get("networks", math.nan), k_gains.get("linear", math.nan)
     if finite(networks) and finite(lin):
         wider = networks - lin
+        gap = f"widen the data's own gap by {wider:.1f} points"
+        if wider <= 0:
+            gap = f"do not widen the data's own gap ({wider:+.1f} points)"
         parts.append(
-            f"On the same slices the deterministic networks score {abs(networks):.1f} % "
-            f"{'more' if networks >= 0 else 'less'} SSIM at k=1 than at k=2, and linear "
-            f"interpolation {abs(lin):.1f} % {'more' if lin >= 0 else 'less'}: the networks "
-            + (
-                f"widen the data's own gap by {wider:.1f} points."
-                if wider > 0
-                else f"do not widen the data's own gap ({wider:+.1f} points)."
-            )
+            "On the same slices the deterministic networks score "
+            f"{relative_gain_sentence(networks, 'k=1', 'k=2', 'SSIM')}, and linear "
+            f"interpolation {abs(lin):.1f} % {'more' if lin >= 0 else 'less'}: the networks {gap}."
         )
     if ANCESTRAL in rows:
-        ddpm = rows[ANCESTRAL]
-        unet = rows.get("unet")
+        ddpm, unet = rows[ANCESTRAL], rows.get("unet")
+        speed = ""
+        if unet is not None:
+            speed = (
+                f", at {wall_clock(ddpm['ms_per_slice'], 0, ' ms')} per slice against the "
+                f"U-Net's {wall_clock(unet['ms_per_slice'], 1, ' ms')}"
+            )
         parts.append(
             f"The DDPM with ancestral sampling reaches {float(ddpm['psnr_mean']):.2f} dB, "
             f"{float(ddpm['psnr_gain_db']):+.2f} dB against linear interpolation on the "
-            f"{int(ddpm['n_slices']):,} slices it was scored on"
-            + (
-                f", at {wall_clock(ddpm['ms_per_slice'], 0, ' ms')} per slice against the "
-                f"U-Net's {wall_clock(unet['ms_per_slice'], 1, ' ms')}"
-                if unet is not None
-                else ""
-            )
-            + "."
+            f"{int(ddpm['n_slices']):,} slices it was scored on{speed}."
         )
     return " ".join(parts)
 
 
 def real_headline(k1: Results, k2: Results, over_flow: Mapping[str, Any]) -> str:
-    """Two sentences on the real arm: each method's PSNR gain over linear interpolation
-    at k=1 and k=2, and the motion-compensated CNN against optical flow (``over_flow``:
+    """Two sentences on the real arm: each method's PSNR gain over linear interpolation at
+    k=1 and k=2, and the motion-compensated CNN against optical flow (``over_flow``:
     :func:`slicelib.study.analysis.over_flow`'s numbers)."""
     shown = [m for m in ("flow", *DETERMINISTIC_MODELS, "mcnet") if m in k1.methods]
     if not shown:
@@ -133,13 +119,12 @@ def real_headline(k1: Results, k2: Results, over_flow: Mapping[str, Any]) -> str
         f"interpolation at k=1 / k=2 are: {word_list([both(m) for m in shown])}."
     )
     if "real_k1_mcnet_over_flow" in over_flow:
-        pieces = []
-        for k in (1, 2):
-            key = f"real_k{k}_mcnet_over_flow"
-            if key not in over_flow:
-                continue
-            low, high = (over_flow.get(f"{key}_{end}", math.nan) for end in ("lo", "hi"))
-            pieces.append(f"{_db(over_flow[key], low, high)} at k={k}")
+        keys = {k: f"real_k{k}_mcnet_over_flow" for k in (1, 2)}
+        pieces = [
+            f"{_db(over_flow, key, f'{key}_lo', f'{key}_hi')} at k={k}"
+            for k, key in keys.items()
+            if key in over_flow
+        ]
         text += (
             f" The motion-compensated CNN, which learns a correction to optical flow, adds "
             f"{word_list(pieces)} to optical flow itself ({_tested_words(n, 'subject')})."
@@ -148,10 +133,10 @@ def real_headline(k1: Results, k2: Results, over_flow: Mapping[str, Any]) -> str
 
 
 def headroom_answer(gains: Mapping[str, float], headroom: Mapping[str, float], k: int) -> str:
-    """The real chapter's answer to "nothing to learn, or not learned yet?" at ``k``:
-    the best of the original's networks (``gains``: method -> PSNR gain over linear, dB)
-    against the least-squares filter and the oracle bounds (``headroom``: the
-    ``real_headroom_*`` numbers), and the motion-compensated CNN beside it."""
+    """The real chapter's answer to "nothing to learn, or not learned yet?" at ``k``: the
+    best of the original's networks (``gains``: method -> PSNR gain over linear, dB) against
+    the least-squares filter and the oracle bounds (``headroom``: the ``real_headroom_*``
+    numbers), and the motion-compensated CNN beside it."""
     ls = headroom.get(f"real_headroom_ls_filter_k{k}", math.nan)
     tile = headroom.get(f"real_headroom_oracle_tile_k{k}", math.nan)
     pixel = headroom.get(f"real_headroom_oracle_pixel_k{k}", math.nan)
@@ -210,9 +195,9 @@ def table_markdown(frame: pd.DataFrame, caption: str, name: str | None = None) -
 
 
 def table(frame: pd.DataFrame, caption: str, name: str | None = None) -> None:
-    """Show ``frame`` as the book's numbered, captioned table: a Markdown output the book
-    renders as MyST (``_config.yml`` prefers it), beside the frame's own html and text,
-    which Jupyter shows and ``make verify`` compares."""
+    """Show ``frame`` as the book's numbered, captioned table: Markdown, which the book
+    renders as MyST (``_config.yml`` prefers it), beside the html and text that Jupyter
+    shows and ``make verify`` compares."""
     from IPython.display import display
 
     bundle = {
