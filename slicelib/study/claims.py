@@ -160,8 +160,8 @@ class Evidence:
         return stats.compare(res.rows, method, other, metric, min_patients=self.min_patients,
                              seed=self.seed)  # fmt: skip
 
-    def infer(self, values: np.ndarray) -> stats.Inference:
-        return stats.infer_mean(values, min_patients=self.min_patients, seed=self.seed)
+    def infer(self, values: pd.Series | np.ndarray) -> stats.Inference:
+        return stats.infer_mean(np.asarray(values), min_patients=self.min_patients, seed=self.seed)
 
     def gains(
         self,
@@ -324,13 +324,9 @@ def _k_gain(ev: Evidence) -> Verdict:
     claimed = original.K1_OVER_K2_SSIM_GAIN_PCT
     # On the original's collection the size counts too: half to twice the claimed gain.
     size = (claimed / BAND.value, claimed * BAND.value) if ev.absolute_testable else above
-    excess = (ratios["networks"] - ratios["linear"]).to_numpy()
-    outcome, text = judge(
-        [
-            Estimate.of("networks", ev.infer(ratios["networks"].to_numpy()), size, K_POINTS),
-            Estimate.of("networks minus linear", ev.infer(excess), above, K_POINTS),
-        ]
-    )
+    gain = Estimate.of("networks", ev.infer(ratios["networks"]), size, K_POINTS)
+    excess = ev.infer(ratios["networks"] - ratios["linear"])
+    outcome, text = judge([gain, Estimate.of("networks minus linear", excess, above, K_POINTS)])
     text += (
         f" (SSIM at k=1 over k=2, in %, on the common slices, mean of {len(models)} models; "
         f"linear alone {ratios['linear'].mean():+.1f} %)"
@@ -455,7 +451,7 @@ def _absolute(method: str, k: int) -> Callable[[Evidence], Verdict]:
             ("ssim", ABS_SSIM, claimed.ssim),
         ):
             # Per-patient means against the original's per-slice mean.
-            off = ev.infer(per_patient[metric].mean().to_numpy() - value)
+            off = ev.infer(per_patient[metric].mean() - value)
             label = f"{metric.upper()} minus the original's"
             estimates.append(Estimate.of(label, off, (-margin.value, margin.value), margin))
         outcome, judged = judge(estimates)
