@@ -1,21 +1,20 @@
-"""The original's claims against this run: each claim, its smallest effect of interest
-(margin) with the reason for it, the rule that decides it, and the verdict.
+"""The original's claims against this run: each claim, its margin (smallest effect of
+interest) and why, the rule that decides it, and the verdict.
 
-A claim rests on estimates (paired per-patient differences, a ratio, a time), each with
-its 95 % Student-t interval over patients and the range the claim needs: beyond the
-margin in the claimed direction for a gain, inside it for no gain, within it of the
-original's number for an absolute one. An estimate holds when its interval lies inside
-that range and fails when it lies wholly outside, after Holm across the estimates of a
-verdict (:func:`slicelib.stats.decide`). A claim about every estimate is reproduced when
-all hold, not reproduced when one fails, inconclusive otherwise.
+A claim rests on estimates (paired per-patient differences, a ratio, a time), each with its
+95 % Student-t interval over patients and the range the claim needs: beyond the margin in
+the claimed direction for a gain, inside it for no gain, within it of the original's number
+for an absolute one. An estimate holds when its interval lies inside that range and fails
+when it lies wholly outside, after Holm across a verdict's estimates
+(:func:`slicelib.stats.decide`). A claim about every estimate is reproduced when all hold,
+not reproduced when one fails, inconclusive otherwise.
 
-Gates come first: networks whose validation curve still moved by more than the margin
-over the last epoch (or trained one epoch) make a claim not testable at this budget;
-models not trained here make it not testable here, unless a trained one already fails
-it; too few paired test patients leave it untested. A comparison of models trained or
-started differently than the original's is an illustration, as is every verdict on the
-synthetic cohort. Checks of the code are apart
-(:func:`slicelib.study.present.code_checks_table`).
+Gates come first: networks whose validation curve still moved by more than the margin over
+the last epoch (or trained one epoch) make a claim not testable at this budget; models not
+trained here make it not testable here, unless a trained one already fails it; too few
+paired test patients leave it untested. A comparison of models trained or started
+differently than the original's is an illustration, as is every verdict on the synthetic
+cohort. Checks of the code are apart (:func:`slicelib.study.present.code_checks_table`).
 """
 
 from __future__ import annotations
@@ -24,27 +23,17 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 
-from slicelib import original
+from slicelib import original, stats
 from slicelib.config import PAPER, EvalConfig, ModelConfig, ModelName
 from slicelib.errors import SlicelibError
 from slicelib.methods import ANCESTRAL, CLASSICAL, DETERMINISTIC_MODELS, is_ddim, method_label
-from slicelib.stats import (
-    KEY,
-    MIN_TEST_PATIENTS,
-    TOO_FEW,
-    Comparison,
-    Estimate,
-    Inference,
-    Margin,
-    compare,
-    decide,
-    infer_mean,
-)
+from slicelib.stats import Estimate, Margin
 from slicelib.study.present import fmt, wall_clock
 
 if TYPE_CHECKING:
@@ -58,7 +47,7 @@ COHORT_KINDS: tuple[CohortKind, ...] = ("synthetic", "real", "tcia")
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive"
-TOO_FEW_PATIENTS = TOO_FEW
+TOO_FEW_PATIENTS = stats.TOO_FEW
 NOT_AT_BUDGET = "not testable at this budget"
 NOT_TESTABLE = "not testable here"
 OUTCOMES = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, TOO_FEW_PATIENTS, NOT_AT_BUDGET, NOT_TESTABLE)
@@ -106,7 +95,7 @@ def judge(estimates: Sequence[Estimate], every: bool = True) -> tuple[str, str]:
     """The outcome and text of a claim about ``every`` estimate (else about any one)."""
     if not all(e.tested for e in estimates):
         return TOO_FEW_PATIENTS, "; ".join(e.text() for e in estimates)
-    holds, fails, text = decide(estimates)
+    holds, fails, text = stats.decide(estimates)
     if every:
         return (NOT_REPRODUCED if any(fails) else REPRODUCED if all(holds) else INCONCLUSIVE), text
     return (REPRODUCED if any(holds) else NOT_REPRODUCED if all(fails) else INCONCLUSIVE), text
@@ -131,7 +120,7 @@ class Evidence:
     ddpm_k: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     timesteps: int = PAPER.diffusion.timesteps
-    min_patients: int = MIN_TEST_PATIENTS
+    min_patients: int = stats.MIN_TEST_PATIENTS
     seed: int = EvalConfig.seed
 
     def __post_init__(self) -> None:
@@ -167,12 +156,12 @@ class Evidence:
         return cls(k1, k2, common1, common2, cohort, preset.name, histories, ddpm_k, preset.model,
                    preset.diffusion.timesteps, seed=preset.eval.seed)  # fmt: skip
 
-    def compare(self, res: Results, method: str, other: str, metric: str) -> Comparison:
-        return compare(res.rows, method, other, metric, min_patients=self.min_patients,
-                       seed=self.seed)  # fmt: skip
+    def compare(self, res: Results, method: str, other: str, metric: str) -> stats.Comparison:
+        return stats.compare(res.rows, method, other, metric, min_patients=self.min_patients,
+                             seed=self.seed)  # fmt: skip
 
-    def infer(self, values: np.ndarray) -> Inference:
-        return infer_mean(values, min_patients=self.min_patients, seed=self.seed)
+    def infer(self, values: pd.Series | np.ndarray) -> stats.Inference:
+        return stats.infer_mean(np.asarray(values), min_patients=self.min_patients, seed=self.seed)
 
     def gains(
         self,
@@ -183,38 +172,21 @@ class Evidence:
         needed: tuple[float, float],
         margin: Margin,
         reverse: bool = False,
-    ) -> list[Estimate]:
-        """``method`` minus each of ``others`` (``reverse``: each of ``others`` minus
-        ``method``) on ``metric``, paired per patient, needing the range ``needed``."""
-        out = []
+        every: bool = True,
+    ) -> tuple[str, str]:
+        """:func:`judge` on ``method`` minus each of ``others`` (``reverse``: each of
+        ``others`` minus ``method``) on ``metric``, paired per patient, needing ``needed``."""
+        estimates = []
         for other in others:
-            a, b = (other, method) if reverse else (method, other)
-            c = self.compare(res, a, b, metric)
-            out.append(Estimate.of(method_label(other), c, needed, margin))
-        return out
+            pair = (other, method) if reverse else (method, other)
+            c = self.compare(res, *pair, metric)
+            estimates.append(Estimate.of(method_label(other), c, needed, margin))
+        return judge(estimates, every)
 
     @property
     def absolute_testable(self) -> bool:
         """The original's absolute numbers: only the paper preset on the original's collection."""
         return self.cohort == "tcia" and self.preset == PAPER.name
-
-    def unconverged(self, runs: Iterable[tuple[str, int]], margin: Margin) -> list[str]:
-        """The runs among ``runs`` whose validation curve (read on ``margin``'s metric)
-        still moved by more than the margin over the last epoch, or that trained one."""
-        column = CURVE[margin]
-        moving = []
-        for model, k in runs:
-            history = self.histories.get((model, k))
-            if history is None:
-                continue
-            run = f"{method_label(model)} at k={k}"
-            if len(history) < 2:
-                moving.append(f"{run} (one epoch)")
-                continue
-            change = float(history[column].iloc[-1] - history[column].iloc[-2])
-            if abs(change) > margin.value:
-                moving.append(f"{run} ({margin.fmt(change)})")
-        return moving
 
     def verdict(
         self,
@@ -225,11 +197,22 @@ class Evidence:
         caveat: str = "",
     ) -> Verdict:
         """The verdict from ``judged`` (outcome, text) after the gates: the networks in
-        ``runs`` had not converged, the models in ``missing`` were not trained."""
+        ``runs`` converged on ``margin``'s curve, none of ``missing`` (not trained)."""
         outcome, text = judged
-        moving = self.unconverged(runs, margin)
+        column = CURVE[margin]
+        moving = []
+        for model, k in runs:
+            history = self.histories.get((model, k))
+            if history is None:
+                continue
+            run = f"{method_label(model)} at k={k}"
+            change = float(history[column].diff().iloc[-1])  # NaN after one epoch
+            if len(history) < 2:
+                moving.append(f"{run} (one epoch)")
+            elif abs(change) > margin.value:
+                moving.append(f"{run} ({margin.fmt(change)})")
         if moving:
-            metric = CURVE[margin].removeprefix("val_").upper()
+            metric = column.removeprefix("val_").upper()
             text += (
                 f"; training had not converged (validation {metric} changed by more than "
                 f"{margin.value:g}{margin.unit} over the last epoch, or one epoch only): "
@@ -295,7 +278,7 @@ def _unet_best(ev: Evidence) -> Verdict:
     models, missing = _trained(ev.k1)
     # The DDPM and its samplers are judged by their own claims (on their slice subset).
     others = [m for m in (*CLASSICAL, *models) if m != "unet" and _has(ev.k1, m)]
-    outcome, text = judge(ev.gains(ev.k1, "unet", others, "psnr", ABOVE, PSNR))
+    outcome, text = ev.gains(ev.k1, "unet", others, "psnr", ABOVE, PSNR)
     return ev.verdict((outcome, "U-Net minus " + text), PSNR, [(m, 1) for m in models], missing)
 
 
@@ -316,20 +299,16 @@ def _deep_beat_linear(ev: Evidence) -> Verdict:
     models, missing = _trained(ev.k1)
     if not models or not _has(ev.k1, "linear"):
         return Verdict("no deterministic model or linear in this run", NOT_TESTABLE)
-    estimates = ev.gains(ev.k1, "linear", models, "psnr", ABOVE, PSNR, reverse=True)
-    return ev.verdict(judge(estimates), PSNR, [(m, 1) for m in models], missing)
-
-
-def _k_ratio(ev: Evidence, method: str) -> pd.Series:
-    return k_ratio(ev.common1, ev.common2, method)
+    judged = ev.gains(ev.k1, "linear", models, "psnr", ABOVE, PSNR, reverse=True)
+    return ev.verdict(judged, PSNR, [(m, 1) for m in models], missing)
 
 
 def k_ratio(common1: Results, common2: Results, method: str) -> pd.Series:
     """Per patient: 100 * (SSIM at k=1 / SSIM at k=2 - 1) of ``method``, on the common
     slices both k scored (the book's one measure of the k=1 SSIM gain)."""
-    a = common1.rows.loc[common1.rows["method"] == method, [*KEY, "ssim"]]
-    b = common2.rows.loc[common2.rows["method"] == method, [*KEY, "ssim"]]
-    both = a.merge(b, on=list(KEY), suffixes=("_1", "_2"))
+    a = common1.rows.loc[common1.rows["method"] == method, [*stats.KEY, "ssim"]]
+    b = common2.rows.loc[common2.rows["method"] == method, [*stats.KEY, "ssim"]]
+    both = a.merge(b, on=list(stats.KEY), suffixes=("_1", "_2"))
     means = both.groupby("patient_id", sort=True)[["ssim_1", "ssim_2"]].mean()
     return 100.0 * (means["ssim_1"] / means["ssim_2"] - 1.0)
 
@@ -338,19 +317,16 @@ def _k_gain(ev: Evidence) -> Verdict:
     models, missing = _trained(ev.common1, ev.common2)
     if not models or not (_has(ev.common1, "linear") and _has(ev.common2, "linear")):
         return Verdict("no deterministic model or linear at both k", NOT_TESTABLE)
-    networks = pd.concat([_k_ratio(ev, m) for m in models], axis=1).dropna().mean(axis=1)
-    ratios = pd.concat({"networks": networks, "linear": _k_ratio(ev, "linear")}, axis=1).dropna()
+    ratio = partial(k_ratio, ev.common1, ev.common2)
+    networks = pd.concat([ratio(m) for m in models], axis=1).dropna().mean(axis=1)
+    ratios = pd.concat({"networks": networks, "linear": ratio("linear")}, axis=1).dropna()
     above = (K_POINTS.value, math.inf)
     claimed = original.K1_OVER_K2_SSIM_GAIN_PCT
     # On the original's collection the size counts too: half to twice the claimed gain.
     size = (claimed / BAND.value, claimed * BAND.value) if ev.absolute_testable else above
-    excess = (ratios["networks"] - ratios["linear"]).to_numpy()
-    outcome, text = judge(
-        [
-            Estimate.of("networks", ev.infer(ratios["networks"].to_numpy()), size, K_POINTS),
-            Estimate.of("networks minus linear", ev.infer(excess), above, K_POINTS),
-        ]
-    )
+    gain = Estimate.of("networks", ev.infer(ratios["networks"]), size, K_POINTS)
+    excess = ev.infer(ratios["networks"] - ratios["linear"])
+    outcome, text = judge([gain, Estimate.of("networks minus linear", excess, above, K_POINTS)])
     text += (
         f" (SSIM at k=1 over k=2, in %, on the common slices, mean of {len(models)} models; "
         f"linear alone {ratios['linear'].mean():+.1f} %)"
@@ -364,8 +340,8 @@ def _k2_saturation(ev: Evidence) -> Verdict:
     if not models or not (_has(ev.k1, "linear") and _has(ev.k2, "linear")):
         return Verdict("no deterministic model or linear at both k", NOT_TESTABLE)
     m = SSIM.value
-    flat, flat_text = judge(ev.gains(ev.k2, "linear", models, "ssim", (-m, m), SSIM, True))
-    gain, gain_text = judge(ev.gains(ev.k1, "linear", models, "ssim", (m, math.inf), SSIM, True))
+    flat, flat_text = ev.gains(ev.k2, "linear", models, "ssim", (-m, m), SSIM, True)
+    gain, gain_text = ev.gains(ev.k1, "linear", models, "ssim", (m, math.inf), SSIM, True)
     text = f"SSIM gain over linear, k=2: {flat_text}; k=1: {gain_text}"
     if TOO_FEW_PATIENTS in (flat, gain):
         outcome = TOO_FEW_PATIENTS
@@ -407,8 +383,7 @@ def _ddpm_below(ev: Evidence) -> Verdict:
     models, missing = _trained(ev.k1)
     if not _has(ev.k1, ANCESTRAL) or not models:
         return Verdict("no DDPM or deterministic model in this run", NOT_TESTABLE)
-    estimates = ev.gains(ev.k1, ANCESTRAL, models, "psnr", (-math.inf, -FAR.value), FAR)
-    outcome, text = judge(estimates)
+    outcome, text = ev.gains(ev.k1, ANCESTRAL, models, "psnr", (-math.inf, -FAR.value), FAR)
     slices = ev.compare(ev.k1, ANCESTRAL, models[0], "psnr").n_slices
     text = f"DDPM minus {text} (on the DDPM's {slices} slices)"
     runs = [(m, 1) for m in (*models, "ddpm")]
@@ -452,8 +427,7 @@ def _ddim_better(ev: Evidence) -> Verdict:
     ddim = [m for m in ev.k1.methods if is_ddim(m)]
     if not ddim or not _has(ev.k1, ANCESTRAL):
         return Verdict("no DDPM in this run", NOT_TESTABLE)
-    estimates = ev.gains(ev.k1, ANCESTRAL, ddim, "psnr", ABOVE, PSNR, reverse=True)
-    outcome, text = judge(estimates, every=False)
+    outcome, text = ev.gains(ev.k1, ANCESTRAL, ddim, "psnr", ABOVE, PSNR, True, every=False)
     return ev.verdict((outcome, f"{text} (against ancestral)"), PSNR, [("ddpm", 1)])
 
 
@@ -477,7 +451,7 @@ def _absolute(method: str, k: int) -> Callable[[Evidence], Verdict]:
             ("ssim", ABS_SSIM, claimed.ssim),
         ):
             # Per-patient means against the original's per-slice mean.
-            off = ev.infer(per_patient[metric].mean().to_numpy() - value)
+            off = ev.infer(per_patient[metric].mean() - value)
             label = f"{metric.upper()} minus the original's"
             estimates.append(Estimate.of(label, off, (-margin.value, margin.value), margin))
         outcome, judged = judge(estimates)
@@ -567,8 +541,7 @@ def verdict_text(outcome: str, cohort: CohortKind, caveat: str = "", timed: bool
     """The verdict as the table shows it: the outcome, :data:`TIMED` beside a verdict that
     wall-clock times decided, and why it is an illustration (the synthetic cohort, a
     comparison the original did not make)."""
-    reasons = ["synthetic cohort"] if cohort == "synthetic" else []
-    reasons += [caveat] if caveat else []
+    reasons = [r for r in ("synthetic cohort" if cohort == "synthetic" else "", caveat) if r]
     notes = [TIMED] if timed else []
     notes += [f"illustration ({'; '.join(reasons)})"] if reasons else []
     return NOTE_SEPARATOR.join([outcome, *notes])
