@@ -264,9 +264,8 @@ PARTIAL_DIR = ".partial"
 
 
 class NotebookRunner:
-    """Executes :class:`NotebookJob` s into ``study.notebooks_dir``, skipping those whose
-    inputs are unchanged since their last successful run; each executed notebook appears
-    whole or not at all (:data:`PARTIAL_DIR`)."""
+    """Executes :class:`NotebookJob` s into ``study.notebooks_dir`` (whole or not at all,
+    :data:`PARTIAL_DIR`), skipping those unchanged since their last successful run."""
 
     def __init__(self, study: Study, arms: Mapping[str, Study] | None = None) -> None:
         self.study = study
@@ -334,8 +333,6 @@ class NotebookRunner:
         reads_log = self.dir / f".{job.name}.reads.jsonl"
         reads_log.unlink(missing_ok=True)
         self._update_state(job.name, None)
-        # The kernel logs into a file that is forwarded to this runner's log as it grows:
-        # progress reaches the terminal (a SLURM job's output), not the book.
         kernel_log = self.dir / f".{job.name}.log"
         env = {READS_ENV: str(reads_log), KERNEL_LOG_ENV: str(kernel_log)}
         previous = {name: os.environ.get(name) for name in env}
