@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 
 # Parameters ---------------------------------------------------------------------------
 
-RUNNER_PARAMETERS: tuple[str, ...] = ("preset", "out_dir", "data_root")  # set by the runner
-TRAIN_PARAMETERS: tuple[str, ...] = ("model", "k")  # set per copy of the train notebook
+RUNNER_PARAMETERS = ("preset", "out_dir", "data_root")  # set by the runner
+TRAIN_PARAMETERS = ("model", "k")  # set per copy of the train notebook
 
 # papermill reads ``Optional[str]`` but not ``str | None`` (its pattern stops at ``|``).
 _TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
@@ -66,8 +66,8 @@ class NotebookParameter:
 
 
 def notebook_parameters(source: Path) -> dict[str, NotebookParameter]:
-    """The parameters of the notebook at ``source``, in their order; a one-line
-    :class:`SlicelibError` without a ``parameters`` cell or with a default not a literal."""
+    """The parameters of the notebook at ``source`` as papermill reads them, in their order;
+    a one-line :class:`SlicelibError` without a ``parameters`` cell or a literal default."""
     return dict(_read_parameters(Path(source).resolve(), Path(source).stat().st_mtime_ns))
 
 
@@ -184,12 +184,6 @@ def source_hash(source: Path) -> str:
     return digest(_cells(source))
 
 
-def notebook_code_hash(source: Path) -> str:
-    """Hash of the package source that a notebook's code cells import (transitively)."""
-    code = [text for kind, text, _ in _cells(source) if kind == "code"]
-    return code_hash(*sorted(notebook_modules(code)))
-
-
 def plan_jobs(
     study: Study,
     notebooks_src: Path,
@@ -270,9 +264,8 @@ PARTIAL_DIR = ".partial"
 
 
 class NotebookRunner:
-    """Executes :class:`NotebookJob` s into ``study.notebooks_dir``, skipping those whose
-    inputs are unchanged since their last successful run; each executed notebook appears
-    whole or not at all (:data:`PARTIAL_DIR`)."""
+    """Executes :class:`NotebookJob` s into ``study.notebooks_dir`` (whole or not at all,
+    :data:`PARTIAL_DIR`), skipping those unchanged since their last successful run."""
 
     def __init__(self, study: Study, arms: Mapping[str, Study] | None = None) -> None:
         self.study = study
@@ -280,9 +273,10 @@ class NotebookRunner:
         self.dir = study.notebooks_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.dir / STATE_FILE
-        self.state: dict[str, Any] = self._read_state()
 
-    def _read_state(self) -> dict[str, Any]:
+    @property
+    def state(self) -> dict[str, Any]:
+        """The state file's entries by notebook name ({} when it is missing or unreadable)."""
         try:
             return json.loads(self.state_path.read_text())
         except (OSError, ValueError):
@@ -297,7 +291,9 @@ class NotebookRunner:
         shutil.rmtree(self.dir / PARTIAL_DIR, ignore_errors=True)
 
     def fingerprint(self, job: NotebookJob) -> str:
-        source, code = source_hash(job.source), notebook_code_hash(job.source)
+        """Hash of the job's cells, parameters and the package source its code imports."""
+        cells = [text for kind, text, _ in _cells(job.source) if kind == "code"]
+        code, source = code_hash(*sorted(notebook_modules(cells))), source_hash(job.source)
         return digest({"source": source, "parameters": job.parameters, "code": code})
 
     def up_to_date(self, job: NotebookJob) -> bool:
@@ -317,13 +313,12 @@ class NotebookRunner:
         """Set (or with None, drop) one notebook's entry in the state file, merging with
         what concurrent runners of the same study wrote meanwhile."""
         with hold_file_lock(self.dir / ".state.lock", "notebook state", wait=True):
-            current = self._read_state()
+            current = self.state
             if entry is None:
                 current.pop(name, None)
             else:
                 current[name] = entry
             write_json(self.state_path, current, sort_keys=True)
-            self.state = current
 
     def execute(self, job: NotebookJob) -> float:
         """Run ``job`` with papermill; returns the seconds it took. A one-line
@@ -338,8 +333,6 @@ class NotebookRunner:
         reads_log = self.dir / f".{job.name}.reads.jsonl"
         reads_log.unlink(missing_ok=True)
         self._update_state(job.name, None)
-        # The kernel logs into a file that is forwarded to this runner's log as it grows:
-        # progress reaches the terminal (a SLURM job's output), not the book.
         kernel_log = self.dir / f".{job.name}.log"
         env = {READS_ENV: str(reads_log), KERNEL_LOG_ENV: str(kernel_log)}
         previous = {name: os.environ.get(name) for name in env}
@@ -366,10 +359,8 @@ class NotebookRunner:
             os.replace(partial, output)  # complete up to the failed cell, for inspection
             where = f"notebook {job.name!r}"
             if exc.ename.endswith("SlicelibError"):
-                message = (
-                    exc.evalue if exc.evalue.startswith("notebook ") else f"{where}: {exc.evalue}"
-                )
-                raise SlicelibError(message) from None
+                named = exc.evalue.startswith("notebook ")
+                raise SlicelibError(exc.evalue if named else f"{where}: {exc.evalue}") from None
             raise StudyError(
                 f"{where} failed in cell {exc.cell_index}: {exc.ename}: {exc.evalue} (see {output})"
             ) from None
@@ -457,13 +448,10 @@ def forward_kernel_log(path: Path, name: str, poll_s: float = 0.5) -> Iterator[N
 
 
 def notebook_study(notebook: str, **parameters: Any) -> Study:
-    """The workspace a notebook works in, from its ``parameters`` cell's values; in a
-    kernel, slicelib's log goes to the cell's output first (:func:`kernel_logging`).
-
-    A one-line :class:`SlicelibError` names the notebook and the parameter of a wrong type
-    or value (``preset``, ``model``, ``k``, ``samples``). The real-anatomy notebook defaults
-    to the checkout's IXI data in ``$SLICELIB_HOME/<preset>-real``.
-    """
+    """The workspace a notebook works in, from its ``parameters`` cell's values, after
+    :func:`kernel_logging`; a one-line :class:`SlicelibError` names the notebook and the
+    parameter of a wrong type or value. The real-anatomy notebook defaults to the checkout's
+    IXI data in ``$SLICELIB_HOME/<preset>-real``."""
     kernel_logging()
     values = check_parameters(notebook, parameters)
     where = f"notebook {notebook!r}: parameter"

@@ -15,7 +15,6 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from slicelib.errors import SlicelibError
 from slicelib.study.notebooks import KERNEL_LOG_ENV, KERNEL_LOG_OFF, STATE_FILE, STUDY_NOTEBOOKS
@@ -75,24 +74,19 @@ def retarget(executed: Path, target: Path, out_dir: Path, study_dir: Path | None
     parameters["out_dir"] = str(out_dir)
     outputs = [c.get("outputs") for c in nb.cells]
     nb = parameterize_notebook(nb, parameters, report_mode=False)
-    # parameterize_notebook rewrites only the injected cell; keep every stored output.
+    # parameterize_notebook rewrites only the injected cell; keep every stored output, less
+    # the log lines in its streams and a stream that held nothing else.
     for cell, stored in zip(nb.cells, outputs):
         if stored is not None and cell.metadata.get("tags") != ["injected-parameters"]:
-            cell.outputs = without_log_lines(stored)
+            for output in stored:
+                if output.get("output_type") == "stream":
+                    output["text"] = LOG_LINE.sub("", str(output.get("text", "")))
+            cell.outputs = [
+                output
+                for output in stored
+                if output.get("output_type") != "stream" or output["text"]
+            ]
     nbformat.write(nb, target)
-
-
-def without_log_lines(outputs: list[Any]) -> list[Any]:
-    """A cell's stored outputs without the :data:`LOG_LINE` s in its streams, and without
-    a stream that held nothing else."""
-    kept = []
-    for output in outputs:
-        if output.get("output_type") == "stream":
-            if not (text := LOG_LINE.sub("", str(output.get("text", "")))):
-                continue
-            output["text"] = text
-        kept.append(output)
-    return kept
 
 
 def cell_timeout(preset: str, notebooks_dir: Path) -> int:
@@ -150,8 +144,7 @@ def verify_study(
         ) from None
     notebooks = ordered_notebooks(study_dir / "notebooks", only)
     root = find_source_root(source_root)
-    fresh = Path(study_dir.with_name(study_dir.name + "-verify") if fresh is None else fresh)
-    fresh = fresh.resolve()
+    fresh = Path(fresh or study_dir.with_name(study_dir.name + "-verify")).resolve()
     if fresh.exists():
         if not (fresh / MARKER).is_file():
             raise SlicelibError(f"{fresh}: exists and was not made by a verify run; choose another")
