@@ -104,13 +104,6 @@ _DIFFERENCE = re.compile(r"^(?P<key>[^:]+): (?P<ours>.*) \((?P<ref>[^:]+): (?P<t
 _VALUE_WORDS = {"None": "all (no limit)", "True": "yes", "False": "no"}
 
 
-def _setting_name(key: str) -> str:
-    head, _, tail = key.rpartition(".")
-    if head.startswith("epochs") and key not in SETTING_NAMES:
-        return f"epochs, {method_label(tail)}"
-    return SETTING_NAMES.get(key, key.replace(".", " ").replace("_", " ").strip())
-
-
 def reductions_markdown(lines: Iterable[str]) -> str:
     """``preset_differences`` lines (``"crop: 40 (paper: None)"``) as a Markdown table
     in words: setting, this preset's value, the paper's."""
@@ -132,7 +125,12 @@ def reductions_markdown(lines: Iterable[str]) -> str:
             ours, theirs = (
                 _VALUE_WORDS.get(v, v.strip("()").replace("'", "")) for v in (ours, theirs)
             )
-        rows.append(f"| {_setting_name(key)} | {ours} | {theirs} |")
+        head, _, tail = key.rpartition(".")
+        if head.startswith("epochs") and key not in SETTING_NAMES:
+            name = f"epochs, {method_label(tail)}"
+        else:
+            name = SETTING_NAMES.get(key, key.replace(".", " ").replace("_", " ").strip())
+        rows.append(f"| {name} | {ours} | {theirs} |")
     return "\n".join(rows)
 
 
@@ -328,8 +326,7 @@ def first_sentence(markdown: str, limit: int = 200) -> str:
     return words if len(words) <= limit else words[: limit - 1].rstrip() + "…"
 
 
-def _glued(output: Mapping[str, Any]) -> dict[str, Any]:
-    """The myst-nb glue record of a cell output ({} when it glues nothing)."""
+def _glued(output: Mapping[str, Any]) -> dict[str, Any]:  # myst-nb's glue record of an output
     return (output.get("metadata") or {}).get("scrapbook") or {}
 
 
