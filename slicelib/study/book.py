@@ -32,9 +32,6 @@ from slicelib.study.steps import digest
 
 BOOK_DIR = "book"
 FIGURES_DIR = "figures"  # under book/: the glued figures of the executed notebooks
-EDITION_MARKER = "<!-- study:edition -->"
-ENVIRONMENT_MARKER = "<!-- study:environment -->"
-COMMANDS_MARKER = "<!-- study:commands -->"
 # The skeleton build tolerates glue keys it cannot find; the staged build must not.
 # The skeleton also lacks the figures that the staged copy extracts from the notebooks.
 SKELETON_ONLY_WARNINGS: tuple[str, ...] = ("mystnb.glue_ref", "image.not_readable")
@@ -45,18 +42,17 @@ def staged_toc(toc: dict[str, Any], jobs: list[NotebookJob]) -> dict[str, Any]:
     copy in ``jobs`` (with its title), less the entries of notebooks not in ``jobs`` and
     the chapters and parts left empty."""
     names, nested = {job.name for job in jobs}, ("parts", "chapters", "sections")
-    train = [
-        {"file": f"notebooks/{j.name}", "title": j.title or j.name}
-        for j in jobs
-        if j.name.startswith("train_")
-    ]
 
     def rewrite(items: list[Any]) -> list[Any]:
         out: list[Any] = []
         for item in items:
             file = item.get("file", "")
             if file == "notebooks/train":
-                out += [dict(entry) for entry in train]
+                out += [
+                    {"file": f"notebooks/{j.name}", "title": j.title or j.name}
+                    for j in jobs
+                    if j.name.startswith("train_")
+                ]
             elif not file.startswith("notebooks/") or file.removeprefix("notebooks/") in names:
                 staged = {k: rewrite(v) if k in nested else v for k, v in item.items()}
                 staged = {k: v for k, v in staged.items() if v or k not in nested}
@@ -71,13 +67,10 @@ def staged_toc(toc: dict[str, Any], jobs: list[NotebookJob]) -> dict[str, Any]:
 
 def staged_config(config: dict[str, Any]) -> dict[str, Any]:
     """The committed ``_config.yml`` without the skeleton-only warning suppressions."""
-    sphinx = dict(config.get("sphinx", {}))
-    sphinx["config"] = dict(sphinx.get("config", {}))
-    suppressed = sphinx["config"].get("suppress_warnings", [])
-    sphinx["config"]["suppress_warnings"] = [
-        w for w in suppressed if w not in SKELETON_ONLY_WARNINGS
-    ]
-    return {**config, "sphinx": sphinx}
+    sphinx = config.get("sphinx", {})
+    options = sphinx.get("config", {})
+    kept = [w for w in options.get("suppress_warnings", []) if w not in SKELETON_ONLY_WARNINGS]
+    return {**config, "sphinx": {**sphinx, "config": {**options, "suppress_warnings": kept}}}
 
 
 # Readable names of the settings a preset changes (``preset_differences`` keys);
@@ -111,15 +104,6 @@ _DIFFERENCE = re.compile(r"^(?P<key>[^:]+): (?P<ours>.*) \((?P<ref>[^:]+): (?P<t
 _VALUE_WORDS = {"None": "all (no limit)", "True": "yes", "False": "no"}
 
 
-def _setting_name(key: str) -> str:
-    head, _, tail = key.rpartition(".")
-    if key in SETTING_NAMES:
-        return SETTING_NAMES[key]
-    if head.startswith("epochs"):
-        return f"epochs, {method_label(tail)}"
-    return f"{head.replace('.', ' ')} {tail}".replace("_", " ").strip()
-
-
 def reductions_markdown(lines: Iterable[str]) -> str:
     """``preset_differences`` lines (``"crop: 40 (paper: None)"``) as a Markdown table
     in words: setting, this preset's value, the paper's."""
@@ -141,7 +125,12 @@ def reductions_markdown(lines: Iterable[str]) -> str:
             ours, theirs = (
                 _VALUE_WORDS.get(v, v.strip("()").replace("'", "")) for v in (ours, theirs)
             )
-        rows.append(f"| {_setting_name(key)} | {ours} | {theirs} |")
+        head, _, tail = key.rpartition(".")
+        if head.startswith("epochs") and key not in SETTING_NAMES:
+            name = f"epochs, {method_label(tail)}"
+        else:
+            name = SETTING_NAMES.get(key, key.replace(".", " ").replace("_", " ").strip())
+        rows.append(f"| {name} | {ours} | {theirs} |")
     return "\n".join(rows)
 
 
@@ -337,8 +326,7 @@ def first_sentence(markdown: str, limit: int = 200) -> str:
     return words if len(words) <= limit else words[: limit - 1].rstrip() + "…"
 
 
-def _glued(output: Mapping[str, Any]) -> dict[str, Any]:
-    """The myst-nb glue record of a cell output ({} when it glues nothing)."""
+def _glued(output: Mapping[str, Any]) -> dict[str, Any]:  # myst-nb's glue record of an output
     return (output.get("metadata") or {}).get("scrapbook") or {}
 
 
@@ -371,11 +359,9 @@ def stage_book(
     jobs: list[NotebookJob],
     record: Mapping[str, Any],
 ) -> Path:
-    """Write the book source of this run into ``stage``; returns ``stage``.
-
-    ``executed`` maps each job's name to its executed notebook. Files no longer part of
-    the book are removed from ``stage``; unchanged ones keep their modification time.
-    """
+    """Write the book source of this run into ``stage`` (``executed``: each job's executed
+    notebook by name); returns ``stage``. Files no longer part of the book are removed from
+    it; unchanged ones keep their modification time."""
     toc = yaml.safe_load((source_root / "_toc.yml").read_text())
     config = yaml.safe_load((source_root / "_config.yml").read_text())
     ran = [job for job in jobs if job.name in executed]
@@ -384,13 +370,13 @@ def stage_book(
         stage / "_config.yml": yaml.safe_dump(staged_config(config), sort_keys=False),
     }
     environment = environment_rows(dict(record.get("environment", {})))
-    fills = {  # the edition; the environment as a table; the exact command of this run
-        EDITION_MARKER: edition_markdown(record, notebook_seconds(executed.values())),
-        ENVIRONMENT_MARKER: "\n".join(
+    fills = {  # the markers of the book's pages and what replaces them
+        "<!-- study:edition -->": edition_markdown(record, notebook_seconds(executed.values())),
+        "<!-- study:environment -->": "\n".join(
             ["| item | value |", "|---|---|"]
             + [f"| {item} | {str(value).replace('|', '/')} |" for item, value in environment]
         ),
-        COMMANDS_MARKER: "```bash\n" + str(record.get("command", "slicelib study")) + "\n```",
+        "<!-- study:commands -->": f"```bash\n{record.get('command', 'slicelib study')}\n```",
     }
     for src in sorted(p for p in (source_root / BOOK_DIR).rglob("*") if p.is_file()):
         dst = stage / BOOK_DIR / src.relative_to(source_root / BOOK_DIR)
@@ -416,7 +402,7 @@ def stage_book(
             continue
         if path.is_file() and path not in files:
             path.unlink()
-        elif path.is_dir() and path != stage / "_build" and not any(path.iterdir()):
+        elif path.is_dir() and not any(path.iterdir()):
             path.rmdir()
     return stage
 
@@ -433,9 +419,8 @@ def tree_hash(root: Path) -> str:
 
 
 def build_book(stage: Path) -> Path:
-    """Build the staged book offline in strict mode
-    (``jupyter-book build <stage> -W -n --keep-going --all``); returns its html folder, or
-    raises :class:`StudyError` with the first warnings when the build fails."""
+    """Build the staged book offline in strict mode; returns its html folder, or raises
+    :class:`StudyError` with the first warnings when the build fails."""
     main = "from jupyter_book.cli.main import main; main()"
     command = [sys.executable, "-c", main, "build", str(stage), "-W", "-n", "--keep-going", "--all"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from slicelib.methods import CLASSICAL, DETERMINISTIC_MODELS, family_of, method_label
@@ -52,10 +55,6 @@ SUMMARY_DIGITS = 4
 def _drawn_numbers(artist: Any) -> np.ndarray | None:
     """The numbers an artist draws: a line's points, an image's pixels, a scatter's
     points, a line collection's segments (error bars, ``hlines``); None for others."""
-    from matplotlib.collections import LineCollection, PathCollection
-    from matplotlib.image import AxesImage
-    from matplotlib.lines import Line2D
-
     if isinstance(artist, Line2D):
         return np.asarray(artist.get_xydata(), dtype=float)
     if isinstance(artist, AxesImage):
@@ -80,9 +79,8 @@ def _described(kind: str, arrays: list[np.ndarray]) -> str:
 
 def figure_summary(fig: Figure) -> str:
     """A figure as text: its size, then per axes its title and, per kind of artist, how
-    many numbers it draws with their mean and standard deviation. The notebooks keep it as
-    the figure's ``text/plain`` output, which ``make verify`` (nbval) compares (the PNG,
-    which it does not compare, may differ in its pixels)."""
+    many numbers it draws with their mean and standard deviation: the figure's ``text/plain``
+    output, which ``make verify`` (nbval) compares where the PNG's pixels may differ."""
     width, height = (float(v) * fig.dpi for v in fig.get_size_inches())
     lines = [f"<{type(fig).__name__} size {width:g}x{height:g} with {len(fig.axes)} Axes>"]
     if fig.get_suptitle():

@@ -18,7 +18,6 @@ import ast
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -44,9 +43,6 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-# The import graph --------------------------------------------------------------------
-
-
 def imported_modules(tree: ast.AST, known: Iterable[str]) -> set[str]:
     """The ``known`` modules that ``tree`` imports anywhere, with their parent packages
     (importing a module runs their ``__init__``)."""
@@ -66,31 +62,25 @@ def imported_modules(tree: ast.AST, known: Iterable[str]) -> set[str]:
 def _module(
     path: Path, size: int, mtime_ns: int, known: frozenset[str]
 ) -> tuple[str, frozenset[str]]:
-    """(code hash, the ``known`` modules it imports) of one file, read again when its
-    size or modification time changes. The hash is of the syntax tree: an edited comment
-    or a reformatted line changes no step, an edited docstring or statement does."""
+    """(code hash, the ``known`` modules it imports) of one file, cached by its size and
+    modification time. The hash is of the syntax tree: an edited comment or a reformatted
+    line changes no step, an edited docstring or statement does."""
     data = path.read_bytes()
     try:
         tree = ast.parse(data, filename=str(path))
-    except SyntaxError:
-        # A file that does not parse makes any step that runs it fail anyway;
-        # depending on the whole package keeps its hash honest meanwhile.
+    except SyntaxError:  # the step fails anyway; meanwhile it depends on the whole package
         return hashlib.sha256(data).hexdigest(), known
     code = ast.dump(tree).encode()
     return hashlib.sha256(code).hexdigest(), frozenset(imported_modules(tree, known))
 
 
 def package_graph(root: Path | None = None) -> dict[str, tuple[str, frozenset[str]]]:
-    """``{module: (code hash, the modules it imports)}`` of the package at ``root`` (default
-    :data:`PACKAGE_ROOT`); a file is read again when its size or modification time changes."""
+    """``{module: (code hash, the modules it imports)}`` of the package at ``root``."""
     root = (root or PACKAGE_ROOT).resolve()
     paths = {}
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in sorted(f for f in files if f.endswith(".py")):
-            path = Path(folder, name)
-            parts = [PACKAGE, *path.relative_to(root).with_suffix("").parts]  # slicelib.data.scan
-            paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    for path in sorted(root.rglob("*.py")):
+        parts = [PACKAGE, *path.relative_to(root).with_suffix("").parts]  # slicelib.data.scan
+        paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     known = frozenset(paths)
     graph = {}
     for module, path in paths.items():
@@ -140,16 +130,11 @@ def notebook_modules(sources: Iterable[str]) -> set[str]:
 
 
 def step_hash(code: Iterable[str], inputs: Mapping[str, Any]) -> str:
-    """The identity of a step's output: its ``inputs`` (settings, and the hashes of the
-    steps it reads) and the source of the ``code`` modules that make it."""
+    """The identity of a step's output: its ``inputs`` and the source of its ``code``."""
     return digest({"inputs": dict(inputs), "code": code_hash(*sorted(code))})
 
 
-# Stamps ------------------------------------------------------------------------------
-
-
 def stamp_path(output: Path) -> Path:
-    """Where the stamp of ``output`` lives: ``<output>.step.json`` beside it."""
     return output.with_name(output.name + ".step.json")
 
 
@@ -186,9 +171,6 @@ def is_current(output: Path, hash_: str) -> bool:
     """True when ``output`` exists and its stamp says it finished from inputs ``hash_``."""
     stamp = read_stamp(output)
     return output.exists() and stamp is not None and stamp.complete and stamp.hash == hash_
-
-
-# Steps -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -230,8 +212,7 @@ def ensure(step: Step, lock_dir: Path) -> Path:
             return step.output
         stamp = read_stamp(step.output)
         keep = step.resumable(stamp) if callable(step.resumable) else step.resumable
-        if step.output.exists() and not keep:
-            # Made from other inputs: continuing would mix two experiments.
+        if step.output.exists() and not keep:  # continuing would mix two experiments
             if step.output.is_dir():
                 shutil.rmtree(step.output)
             else:
