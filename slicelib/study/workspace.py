@@ -126,8 +126,7 @@ class Study:
         self.user_data_root = None if data_root is None else Path(data_root).expanduser().resolve()
         if self.user_data_root is not None and not self.user_data_root.is_dir():
             raise SlicelibError(f"data root {self.user_data_root} is not a folder")
-        self.device = device
-        self.progress = progress
+        self.device, self.progress = device, progress
         self._fingerprint: dict[str, Any] | None = None
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.synthetic = self.user_data_root is None
@@ -324,18 +323,18 @@ class Study:
         slices where k=1 and k=2 are both evaluable, summarised again (``k<k>_common.csv``)."""
         full, cfg = self.results_dir / f"k{k}.csv", self.eval_config(common=False)
         if not common:
-            runs = [self._model_step(m, k) for m in self.models_at(k)]
+            runs = {run_name(m, k): self._model_step(m, k) for m in self.models_at(k)}
             inputs = {
                 "cache": self.cache_step().hash,
                 "eval": _eval_inputs(cfg),
                 "k": k,
-                "runs": {step.output.name: step.hash for step in runs},
+                "runs": {name: step.hash for name, step in runs.items()},
             }
 
             def make() -> None:
                 from slicelib.evaluate import evaluate
 
-                dirs = [self._made(step) for step in runs]
+                dirs = [self._made(step) for step in runs.values()]
                 evaluate(self.cache(), k, cfg, dirs, progress=self.progress).save(full)
 
             what = f"evaluating every method at k={k}"
