@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import shutil
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,7 +127,6 @@ class Study:
         if self.user_data_root is not None and not self.user_data_root.is_dir():
             raise SlicelibError(f"data root {self.user_data_root} is not a folder")
         self.device, self.progress = device, progress
-        self._fingerprint: dict[str, Any] | None = None
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.synthetic = self.user_data_root is None
         self.data_root = self.user_data_root or self.out_dir / "data"
@@ -210,17 +209,16 @@ class Study:
 
     # Steps --------------------------------------------------------------------------
 
+    @cached_property
     def _data_inputs(self) -> dict[str, Any]:
         """The synthetic cohort's settings, or the content of the user's collection: not its
         path or timestamps (:data:`~slicelib.data.fingerprint.CONTENT_RULE`)."""
         if self.synthetic:
             return {"synthetic": to_dict(self.preset.cohort)}
-        if self._fingerprint is None:
-            from slicelib.data.fingerprint import content_fingerprint
+        from slicelib.data.fingerprint import content_fingerprint
 
-            assert self.user_data_root is not None
-            self._fingerprint = content_fingerprint(self.user_data_root, self.data_memo)
-        return self._fingerprint
+        assert self.user_data_root is not None
+        return content_fingerprint(self.user_data_root, self.data_memo)
 
     def cohort_step(self) -> Step:
         """The data root; the synthetic cohort is generated (a user's is only read)."""
@@ -229,7 +227,7 @@ class Study:
         make = partial(write_demo_cohort, self.data_root, self.preset.cohort)
         code = ("slicelib.data.synthetic",) if self.synthetic else ()
         what = f"generating the synthetic cohort in {self.data_root}"
-        return Step("cohort", self.data_root, code, self._data_inputs(), make, what=what)
+        return Step("cohort", self.data_root, code, self._data_inputs, make, what=what)
 
     def scan_step(self) -> Step:
         summary_path = self.scan_csv.with_suffix(".json")
