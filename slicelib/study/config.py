@@ -1,10 +1,8 @@
-"""The study's own settings: what it runs beside the preset's data, models and training
-(:mod:`slicelib.config`): the uncertainty runs, the DDPM schedule ablation, the budget
-curve, the learned filter and the real-anatomy arm, one :class:`StudyConfig` per preset."""
+"""What a study runs beside its preset's data, models and training (:mod:`slicelib.config`),
+one :class:`StudyConfig` per preset, and where its checkout and real-anatomy data are."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,14 +50,12 @@ DDPM_SCHEDULE_ABLATION: dict[str, dict[str, Any]] = {
 class StudyConfig:
     """What a study runs beside its preset's training and evaluation.
 
-    ``uncertainty``: the ensemble and MC-dropout runs; ``ddpm_ablation``: DDPM variants
-    trained with the same network and budget (name -> the
-    :class:`~slicelib.config.DiffusionConfig` fields that differ); ``real_arm``: the
-    preset of the real-anatomy arm run beside it on the checkout's IXI data (None: none);
-    ``budgets``: the budget curve, each model trained at ``budget_k`` for each of its epoch
-    counts with the preset's recipe (log-spaced training samples when the counts double);
-    ``filter_check``: train the learned 9 x 9 filter at every k, scored beside the
-    least-squares one (does the training loop reach what a linear predictor can?).
+    ``ddpm_ablation``: DDPM variants of the same network and budget (name -> the
+    :class:`~slicelib.config.DiffusionConfig` fields that differ); ``real_arm``: the preset
+    of the real-anatomy arm run on the checkout's IXI data beside it; ``budgets``: the budget
+    curve, each model trained at ``budget_k`` for each epoch count with the preset's recipe;
+    ``filter_check``: train the 9 x 9 filter at every k, scored beside the least-squares one
+    (does the training loop reach what a linear predictor can?).
     """
 
     uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
@@ -97,9 +93,8 @@ STUDY_CONFIGS: dict[str, StudyConfig] = {
 
 
 def find_source_root(start: Path | None = None) -> Path:
-    """The checkout holding ``_config.yml``, ``_toc.yml``, ``book/``, ``notebooks/`` (and
-    ``data/``): ``start`` when given, else the one the package was imported from, else the
-    current directory."""
+    """The checkout (``_config.yml``, ``_toc.yml``, ``notebooks/``): ``start`` when given,
+    else the one the package was imported from, else the current directory."""
     candidates = [start] if start is not None else [Path(__file__).resolve().parents[2], Path.cwd()]
     for root in candidates:
         book = all((root / name).is_file() for name in ("_config.yml", "_toc.yml"))
@@ -123,8 +118,7 @@ def study_config(preset: str) -> StudyConfig:
 
 
 def study_differences(preset: str) -> list[str]:
-    """Every setting of ``preset`` and of its study in which it differs from the paper's
-    (the real arm is another study), one line each, e.g. ``"crop: 40 (paper: None)"``."""
-    theirs = dataclasses.replace(study_config(PAPER.name), real_arm=None)
-    ours = dataclasses.replace(study_config(preset), real_arm=None)
-    return [*preset_differences(get_preset(preset)), *differences(ours, theirs, PAPER.name)]
+    """Every setting of ``preset`` and its study that differs from the paper's (the real arm
+    is another study), one line each, e.g. ``"crop: 40 (paper: None)"``."""
+    study = differences(study_config(preset), study_config(PAPER.name), PAPER.name, ("real_arm",))
+    return [*preset_differences(get_preset(preset)), *study]

@@ -12,9 +12,8 @@ Layout under ``out_dir``::
     environment.json             the software and hardware of the run
     .data-identity.json          a user's collection: each file's sampled digest (a memo)
 
-Each step (:meth:`Study.steps`) is made by :func:`~.steps.ensure` when missing, unfinished
-or made from other inputs, and reused otherwise: each notebook runs on its own (it makes
-what it needs) and under the runner reuses what exists.
+:func:`~.steps.ensure` makes each step (:meth:`Study.steps`) when missing, unfinished or made
+from other inputs: each notebook makes what it needs, and under the runner reuses what exists.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import json
 import logging
 import os
 import shutil
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,16 +55,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HOME_ENV = "SLICELIB_HOME"  # where default workspaces live
-# Where a notebook run by the runner logs the steps it read (the runner runs it again
-# when one of them changes).
-READS_ENV = "SLICELIB_STUDY_READS"
 DEFAULT_HOME = Path("~/.cache/slicelib")
+# Where a notebook run by the runner logs the steps it read (it runs again when one changes).
+READS_ENV = "SLICELIB_STUDY_READS"
 ORIGINAL = "original"  # the study's DDPM, against which the ablation compares its variants
 # Headroom references: name -> oracle block (None: the least-squares filter).
 HEADROOM: dict[str, int | None] = {"ls_filter": None, "oracle_tile": 8, "oracle_pixel": 1}
 # Training pixels per slice in the filter's normal equations: 512 of each of the ~3,400
 # training slices fix its 163 unknowns and take a quarter of the default's time.
 HEADROOM_PIXELS_PER_SLICE = 512
+EVALUATE = ("slicelib.evaluate",)  # the code of the steps that score
 
 
 def slicelib_home() -> Path:
@@ -102,17 +101,13 @@ class ScanRecord:
 
 
 class Study:
-    """One preset, one data source, one output folder, and the steps that fill it.
+    """One preset (a :class:`~slicelib.config.Preset` or its name), one data source, one
+    output folder (``None``: ``$SLICELIB_HOME/<preset>``), and the steps that fill it.
 
-    Args:
-        preset: a :class:`~slicelib.config.Preset` or its name (demo, paper, real, smoke).
-        out_dir: the output folder; ``None`` gives ``$SLICELIB_HOME/<preset>``.
-        data_root: a DICOM (or NIfTI) collection; ``None`` generates the synthetic
-            cohort of the preset into ``out_dir/data``.
-        device: where training and evaluation run ("auto", "cpu", "cuda").
-        progress: show progress bars.
-        config: what the study runs beside training and evaluation (default: the
-            preset's :func:`~slicelib.study.config.study_config`).
+    ``data_root``: a DICOM (or NIfTI) collection; ``None`` generates the preset's synthetic
+    cohort into ``out_dir/data``. ``device``: where training and evaluation run ("auto",
+    "cpu", "cuda"). ``config``: what the study runs beside training and evaluation
+    (default: the preset's :func:`~slicelib.study.config.study_config`).
     """
 
     def __init__(
@@ -131,34 +126,28 @@ class Study:
         self.user_data_root = None if data_root is None else Path(data_root).expanduser().resolve()
         if self.user_data_root is not None and not self.user_data_root.is_dir():
             raise SlicelibError(f"data root {self.user_data_root} is not a folder")
-        self.device = device
-        self.progress = progress
-        self._fingerprint: dict[str, Any] | None = None
+        self.device, self.progress = device, progress
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        # The collection the study reads: the user's, or the generated cohort.
         self.synthetic = self.user_data_root is None
         self.data_root = self.user_data_root or self.out_dir / "data"
         self.cache_dir, self.scan_csv = self.out_dir / "cache", self.out_dir / "scan.csv"
         self.runs_dir, self.results_dir = self.out_dir / "runs", self.out_dir / "results"
         self.notebooks_dir, self.lock_dir = self.out_dir / "notebooks", self.out_dir / ".locks"
         self.environment_json = self.out_dir / "environment.json"
-        self.data_memo = self.out_dir / ".data-identity.json"  # the data's per-file digests
+        self.data_memo = self.out_dir / ".data-identity.json"
 
     def run_dir(self, model: str, k: int) -> Path:
         return self.runs_dir / run_name(model, k)
 
     def models_at(self, k: int) -> tuple[ModelName, ...]:
-        """The models the preset trains at ``k``: ``preset.models``, the DDPM only at
-        ``preset.ddpm_ks``."""
-        preset = self.preset
-        return tuple(m for m in preset.models if m != "ddpm" or k in preset.ddpm_ks)
+        """``preset.models`` at ``k``: the DDPM only at ``preset.ddpm_ks``."""
+        return tuple(m for m in self.preset.models if m != "ddpm" or k in self.preset.ddpm_ks)
 
     def runs(self) -> list[tuple[ModelName, int]]:
         """Every (model, k) the preset trains, in the order the book shows them."""
         return [(m, k) for k in self.preset.ks for m in self.models_at(k)]
 
     def train_config(self, model: ModelName, k: int) -> TrainConfig:
-        """The preset's training configuration for ``model`` at ``k`` on this device."""
         return self.preset.train_config(model, k, device=self.device)
 
     # Configurations of the extra runs, by run name -----------------------------------
@@ -170,9 +159,8 @@ class Study:
         base = self.train_config("unet", cfg.k)
         runs = {}
         for seed in range(cfg.seed, cfg.seed + cfg.members):
-            member = dataclasses.replace(base, seed=seed)
-            name = run_name("unet", cfg.k) if member == base else f"unet_k{cfg.k}_seed{seed}"
-            runs[name] = member
+            name = run_name("unet", cfg.k) if seed == base.seed else f"unet_k{cfg.k}_seed{seed}"
+            runs[name] = dataclasses.replace(base, seed=seed)
         model_cfg = dataclasses.replace(base.model_cfg, dropout=cfg.dropout)
         dropout = dataclasses.replace(base, seed=cfg.seed, model_cfg=model_cfg)
         return {**runs, f"unet_k{cfg.k}_dropout": dropout}
@@ -183,8 +171,7 @@ class Study:
         return self.preset.ddpm_ks[0]
 
     def ablation_configs(self) -> dict[str, TrainConfig]:
-        """The DDPM ablation's variants by name: the study's DDPM with only its diffusion
-        changed (empty: no ablation in this study)."""
+        """The study's DDPM with each ablation variant's diffusion, by variant (may be empty)."""
         base = self.train_config("ddpm", self.ablation_k)
         diffusion = self.config.ablation_diffusion
         return {
@@ -193,8 +180,7 @@ class Study:
         }
 
     def budget_configs(self) -> dict[str, TrainConfig]:
-        """The budget curve's runs (``unet_k1_e4``): each budget model for each of its epoch
-        counts with the preset's recipe (the preset's own run where the count is its own)."""
+        """The budget curve's runs, ``unet_k1_e4`` (the preset's own where the epochs are)."""
         k, runs = self.config.budget_k, {}
         for model, counts in self.config.budgets.items():
             base = self.train_config(model, k)  # type: ignore[arg-type]
@@ -210,35 +196,29 @@ class Study:
         return {run_name("filter", k): self.train_config("filter", k) for k in self.preset.ks}  # type: ignore[arg-type]
 
     def refine_config(self) -> RefineConfig:
-        """The preset's refinement settings with its DDPM architecture and schedule
-        (diffusing in [-1, 1]) on the study's device."""
+        """The preset's refinement with its DDPM network and schedule, diffusing in [-1, 1]."""
         preset = self.preset
+        diffusion = dataclasses.replace(preset.diffusion, rescale=True)
         train = dataclasses.replace(
-            preset.refine.train,
-            model_cfg=preset.model,
-            diffusion=dataclasses.replace(preset.diffusion, rescale=True),
-            device=self.device,
+            preset.refine.train, model_cfg=preset.model, diffusion=diffusion, device=self.device
         )
         return dataclasses.replace(preset.refine, train=train)
 
     def eval_config(self, **changes: Any) -> EvalConfig:
-        """The preset's evaluation settings on the study's device."""
         return dataclasses.replace(self.preset.eval, device=self.device, **changes)
 
     # Steps --------------------------------------------------------------------------
 
+    @cached_property
     def _data_inputs(self) -> dict[str, Any]:
-        """The data's identity: the synthetic cohort's settings, or the content of the
-        user's collection (:data:`~slicelib.data.fingerprint.CONTENT_RULE`: not its path,
-        not its timestamps, so that moving or touching it keeps every trained run)."""
+        """The synthetic cohort's settings, or the content of the user's collection: not its
+        path or timestamps (:data:`~slicelib.data.fingerprint.CONTENT_RULE`)."""
         if self.synthetic:
             return {"synthetic": to_dict(self.preset.cohort)}
-        if self._fingerprint is None:
-            from slicelib.data.fingerprint import content_fingerprint
+        from slicelib.data.fingerprint import content_fingerprint
 
-            assert self.user_data_root is not None
-            self._fingerprint = content_fingerprint(self.user_data_root, self.data_memo)
-        return self._fingerprint
+        assert self.user_data_root is not None
+        return content_fingerprint(self.user_data_root, self.data_memo)
 
     def cohort_step(self) -> Step:
         """The data root; the synthetic cohort is generated (a user's is only read)."""
@@ -247,7 +227,7 @@ class Study:
         make = partial(write_demo_cohort, self.data_root, self.preset.cohort)
         code = ("slicelib.data.synthetic",) if self.synthetic else ()
         what = f"generating the synthetic cohort in {self.data_root}"
-        return Step("cohort", self.data_root, code, self._data_inputs(), make, what=what)
+        return Step("cohort", self.data_root, code, self._data_inputs, make, what=what)
 
     def scan_step(self) -> Step:
         summary_path = self.scan_csv.with_suffix(".json")
@@ -290,10 +270,9 @@ class Study:
         )
 
     def run_step(self, name: str, cfg: RunConfig) -> Step:
-        """``runs/<name>`` trained on the study's cache with ``cfg`` (a refinement ``cfg``
-        refines the study's U-Net at its k). A run with the same identity (all but its
-        epochs) and no more epochs, or one that ``slicelib train`` made with these
-        settings, is resumed; any other is trained again."""
+        """``runs/<name>`` trained with ``cfg`` (a refinement refines the study's U-Net). A run
+        of the same identity (all but its epochs) and no more epochs, or one that ``slicelib
+        train`` made with these settings, is resumed; any other is trained again."""
         from slicelib.train import train
 
         run_dir = self.runs_dir / name
@@ -326,15 +305,20 @@ class Study:
         return Step(f"run/{name}", run_dir, code, inputs, make, resumable, what=f"training {name}")
 
     def _model_step(self, model: ModelName, k: int) -> Step:
-        """The run of ``model`` at ``k`` with the preset's settings."""
         return self.run_step(run_name(model, k), self.train_config(model, k))
 
-    def results_step(self, k: int, common: bool = False) -> Step:
-        """Every method on the test split at ``k`` (``results/k<k>.csv``); ``common``:
-        restricted to the slices where k=1 and k=2 are both evaluable, summarised again
-        (``results/k<k>_common.csv``)."""
+    def _scored(
+        self, cache: Cache | Path, k: int, cfg: EvalConfig, runs: list[Step], **kwargs: Any
+    ) -> pd.DataFrame:
+        """The per-slice rows of ``runs``, of any ``interpolators`` and of linear at ``k``."""
         from slicelib.evaluate import evaluate
 
+        dirs = [self._made(run) for run in runs]
+        return evaluate(cache, k, cfg, dirs, methods=[], progress=False, **kwargs).rows
+
+    def results_step(self, k: int, common: bool = False) -> Step:
+        """Every method on the test split at ``k`` (``results/k<k>.csv``); ``common``: on the
+        slices where k=1 and k=2 are both evaluable, summarised again (``k<k>_common.csv``)."""
         full, cfg = self.results_dir / f"k{k}.csv", self.eval_config(common=False)
         if not common:
             runs = {run_name(m, k): self._model_step(m, k) for m in self.models_at(k)}
@@ -346,13 +330,13 @@ class Study:
             }
 
             def make() -> None:
-                dirs = [self.run(m, k) for m in self.models_at(k)]
+                from slicelib.evaluate import evaluate
+
+                dirs = [self._made(step) for step in runs.values()]
                 evaluate(self.cache(), k, cfg, dirs, progress=self.progress).save(full)
 
             what = f"evaluating every method at k={k}"
-            return Step(
-                f"results/k{k}", full, ("slicelib.evaluate",), inputs, make, True, what=what
-            )
+            return Step(f"results/k{k}", full, EVALUATE, inputs, make, True, what=what)
         csv = self.results_dir / f"k{k}_common.csv"
 
         def make_common() -> None:
@@ -369,28 +353,24 @@ class Study:
             rows = rows[[(str(p), int(i)) in both for p, i in keys]]
             if rows.empty:
                 raise SlicelibError(f"no test slice is evaluable at both k=1 and k=2 ({full})")
-            summary = summarize(rows, reference="linear", seed=cfg.seed)
             paths, info = output_paths(csv), output_paths(full)["info"]
             _write_rows(paths["rows"], rows)
-            _write_rows(paths["summary"], summary)
+            _write_rows(paths["summary"], summarize(rows, reference="linear", seed=cfg.seed))
             atomic_write(paths["info"], lambda tmp: shutil.copyfile(info, tmp))
 
         inputs = {"results": self.results_step(k).hash}
-        return Step(f"results/k{k}_common", csv, ("slicelib.evaluate",), inputs, make_common, True)
+        return Step(f"results/k{k}_common", csv, EVALUATE, inputs, make_common, True)
 
     def refine_results_step(self) -> Step:
         """The refiner's per-slice rows on the slices the study's DDPM was scored on."""
-        from slicelib.evaluate import evaluate
-
         cfg = self.refine_config()
         csv = self.results_dir / f"refine_k{cfg.k}.csv"
         run = self.run_step(f"refine_k{cfg.k}", cfg)
 
         def make() -> None:
             self.results(cfg.k)  # the DDPM's slices: the refiner's are the same ones
-            res = evaluate(self.cache_dir, cfg.k, self.eval_config(), [self._made(run)],
-                           methods=[], progress=False)  # fmt: skip
-            _write_rows(csv, res.rows[[family_of(str(m)) == "refine" for m in res.rows["method"]]])
+            rows = self._scored(self.cache_dir, cfg.k, self.eval_config(), [run])
+            _write_rows(csv, rows[[family_of(str(m)) == "refine" for m in rows["method"]]])
 
         inputs = {"results": self.results_step(cfg.k).hash, "run": run.hash}
         code = ("slicelib.evaluate", "slicelib.refine")
@@ -404,8 +384,6 @@ class Study:
     def ablation_results_step(self) -> Step:
         """The DDPM's samplers for the study's DDPM (variant ``original``) and each ablation
         variant, scored on the same slices (``results/ddpm_ablation_k<k>.csv``)."""
-        from slicelib.evaluate import evaluate
-
         k = self.ablation_k
         csv = self.results_dir / f"ddpm_ablation_k{k}.csv"
         # DDIM at its largest step count only: the ablation asks about the schedule
@@ -414,9 +392,7 @@ class Study:
 
         def make() -> None:
             frames = [
-                evaluate(
-                    self.cache(), k, cfg, [self._made(run)], methods=[], progress=False
-                ).rows.assign(variant=variant)
+                self._scored(self.cache(), k, cfg, [run]).assign(variant=variant)
                 for variant, run in runs.items()
             ]
             # the DDPM's samplers every variant was scored with (without linear)
@@ -433,16 +409,11 @@ class Study:
             "runs": {v: run.hash for v, run in runs.items()},
         }
         what = f"scoring the DDPM ablation at k={k}"
-        return Step(
-            f"results/{csv.stem}", csv, ("slicelib.evaluate",), inputs, make, True, what=what
-        )
+        return Step(f"results/{csv.stem}", csv, EVALUATE, inputs, make, True, what=what)
 
     def budget_step(self) -> Step:
-        """The budget curve's runs scored on the test split beside linear interpolation
-        (``results/budget.csv``: the evaluation's rows with ``run``, ``model``, ``samples``
-        and the run's training ``seconds``)."""
-        from slicelib.evaluate import evaluate
-
+        """The budget curve's runs and linear interpolation (``results/budget.csv``: the
+        evaluation's rows with ``run``, ``model``, ``samples`` and training ``seconds``)."""
         csv, k, cfg = self.results_dir / "budget.csv", self.config.budget_k, self.eval_config()
         configs = self.budget_configs()
         runs = {name: self.run_step(name, c) for name, c in configs.items()}
@@ -451,10 +422,9 @@ class Study:
             frames = []
             for name, step in runs.items():
                 train = configs[name]
-                scored = evaluate(self.cache(), k, cfg, [self._made(step)], methods=[],
-                                  progress=False).rows  # fmt: skip
+                scored = self._scored(self.cache(), k, cfg, [step])
                 samples = train.epochs * (train.steps_per_epoch or 0) * train.batch_size
-                seconds = float(pd.read_csv(self._made(step) / "history.csv")["seconds"].sum())
+                seconds = float(pd.read_csv(step.output / "history.csv")["seconds"].sum())
                 frames.append(scored.assign(run=name, model=train.model, samples=samples,
                                             seconds=seconds))  # fmt: skip
             rows = pd.concat(frames, ignore_index=True)
@@ -466,15 +436,12 @@ class Study:
             "runs": {name: step.hash for name, step in runs.items()},
         }
         what = "scoring the budget curve"
-        return Step("results/budget", csv, ("slicelib.evaluate",), inputs, make, True, what=what)
+        return Step("results/budget", csv, EVALUATE, inputs, make, True, what=what)
 
     def headroom_step(self, ks: tuple[int, ...] = (1, 2)) -> Step:
-        """Per slice the evaluation scores: the best linear filter of the two neighbours
-        (fitted on the training split), two oracle blends (bounds) and, when the study
-        checks it, the 9 x 9 filter trained by the training loop, beside linear
-        interpolation (``results/headroom.csv``, rows of every k)."""
-        from slicelib.evaluate import evaluate
-
+        """Per slice and k the scores of the best linear filter of the two neighbours (fitted
+        on the training split), two oracle blends (bounds), the trained 9 x 9 filter when the
+        study checks it and linear interpolation (``results/headroom.csv``)."""
         csv, cfg = self.results_dir / "headroom.csv", self.eval_config()
         filters = {name: self.run_step(name, c) for name, c in self.filter_configs().items()}
 
@@ -491,11 +458,8 @@ class Study:
                 )  # fmt: skip
                 del inputs, target
                 bounds = {n: filt if b is None else OracleBlend(b) for n, b in HEADROOM.items()}
-                learned = filters.get(run_name("filter", k))
-                runs = [] if learned is None else [self._made(learned)]
-                res = evaluate(self.cache(), k, cfg, runs, methods=[], interpolators=bounds,
-                               progress=False)  # fmt: skip
-                frames.append(res.rows)
+                learned = [step for name, step in filters.items() if name == run_name("filter", k)]
+                frames.append(self._scored(self.cache(), k, cfg, learned, interpolators=bounds))
             _write_rows(csv, pd.concat(frames, ignore_index=True))
 
         inputs = {
@@ -541,8 +505,7 @@ class Study:
         return step.hash
 
     def _made(self, step: Step) -> Path:
-        """Make ``step`` when needed and log that the running notebook read it (the
-        runner runs a notebook again when a step it read changes)."""
+        """Make ``step`` when needed and log that the running notebook read it."""
         ensure(step, self.lock_dir)
         path = os.environ.get(READS_ENV)
         if path:
@@ -551,7 +514,6 @@ class Study:
         return step.output
 
     def _rows(self, step: Step) -> pd.DataFrame:
-        """The per-slice rows that ``step`` writes, made when needed."""
         return pd.read_csv(self._made(step), dtype={"patient_id": str})
 
     # What the notebooks read ------------------------------------------------------------
@@ -587,10 +549,8 @@ class Study:
         return pd.read_csv(self.run(model, k) / "history.csv")
 
     def results(self, k: int, common: bool = False) -> Results:
-        """Every method evaluated on the test split at ``k``: the classical methods of the
-        preset and every run it trains at ``k`` (trained first when needed). ``common``:
-        only the slices where k=1 and k=2 are both evaluable (2 <= i <= S-3), summarised
-        on them, for every k=1 against k=2 comparison."""
+        """The preset's classical methods and runs (trained when needed) on the test split at
+        ``k``; ``common``: on the slices where k=1 and k=2 are both evaluable (2 <= i <= S-3)."""
         csv = self._made(self.results_step(k, common))
         return Results.load(csv, k=k, common=common, std_from=self.results_dir / f"k{k}.csv")
 
@@ -637,19 +597,16 @@ class Study:
         methods: list[str] | None = None,
         models: list[ModelName] | None = None,
     ) -> SlicePredictions:
-        """Predictions of the classical ``methods`` (default: the preset's) and of the
-        runs of ``models`` (default: every model at ``k``) for chosen test slices
-        ``(patient_id, slice_index)``, for figures."""
+        """Predictions of the classical ``methods`` (default: the preset's) and the runs of
+        ``models`` (default: all at ``k``) for test slices ``(patient_id, slice_index)``."""
         from slicelib.evaluate import predict_slices
 
         runs = [self.run(m, k) for m in (self.models_at(k) if models is None else models)]
         return predict_slices(self.cache(), k, slices, self.eval_config(), runs, methods=methods)
 
     def _adoptable(self, run_dir: Path, cfg: TrainConfig) -> bool:
-        """True when ``run_dir`` holds a run that ``slicelib train`` (say a multi-GPU job)
-        made from this cache with these settings, compared as run identities
-        (:func:`~slicelib.config.run_defining`: a run on several processes is this setting
-        when its effective batch is this one), and no more epochs."""
+        """True when ``slicelib train`` (say a multi-GPU job) made ``run_dir`` from this cache
+        with this run identity (:func:`~slicelib.config.run_defining`) and no more epochs."""
         try:
             saved = json.loads((run_dir / "config.json").read_text())
         except (OSError, ValueError):
