@@ -59,6 +59,21 @@ def test_code_hash_is_by_content(package: Path) -> None:
     assert steps.code_hash("slicelib.train") != real
 
 
+def test_a_snapshot_reads_the_package_once_per_module_set(
+    package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = []
+    graph = steps.package_graph
+    monkeypatch.setattr(steps, "package_graph", lambda root=None: reads.append(1) or graph(root))
+    before = steps.code_hash("slicelib.train")
+    with steps.package_snapshot():
+        hashes = {steps.code_hash("slicelib.train") for _ in range(5)}
+        steps.code_hash("slicelib.evaluate")
+    assert hashes == {before} and len(reads) == 1 + 2  # once before, once per module set
+    edit(package / "models" / "edsr.py")
+    assert steps.code_hash("slicelib.train") != before  # outside a snapshot: read again
+
+
 def dependents(every: dict[str, Step], changed: set[str]) -> set[str]:
     """``changed`` and every step whose inputs hold the hash of one of them, transitively
     (read from the inputs, independently of how the workspace builds them)."""

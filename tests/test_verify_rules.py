@@ -50,6 +50,11 @@ def glued_text(value: object) -> str:
             "300 ms against 3.5 ms for the U-Net (86×), cpu",
             "1234 ms against 44.6 ms for the U-Net (28×), cpu",
         ),
+        # which side of the threshold the ratio falls, with the load of the machine
+        (
+            "58 ms against 13.9 ms for the U-Net, cpu: ratio 4×, below 30×",
+            "812 ms against 21.0 ms for the U-Net, cpu: ratio 39×, above 30×",
+        ),
         (
             f"not reproduced — {TIMED}</span>",
             f"reproduced — {TIMED}</span>",
@@ -130,7 +135,7 @@ def test_the_speed_claim_writes_units_and_a_timed_verdict() -> None:
     assert verdict.outcome == REPRODUCED and verdict.timed
     assert verdict.this_run == "301 ms against 3.5 ms for the U-Net, cpu: ratio 86×, above 30×"
     assert sanitize(verdict.this_run) == (
-        "DURATION against DURATION for the U-Net, cpu: ratio RATIO, above RATIO"
+        "DURATION against DURATION for the U-Net, cpu: ratio RATIO, SIDE RATIO"
     )
 
 

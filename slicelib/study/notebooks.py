@@ -28,7 +28,7 @@ from slicelib.io import write_json
 from slicelib.locking import hold_file_lock
 from slicelib.methods import method_label
 from slicelib.study.config import REAL_WORKSPACE, find_source_root, real_data_root
-from slicelib.study.steps import code_hash, digest, notebook_modules
+from slicelib.study.steps import code_hash, digest, notebook_modules, package_snapshot
 from slicelib.study.workspace import READS_ENV, Study, run_name, slicelib_home
 
 logger = logging.getLogger(__name__)
@@ -305,7 +305,10 @@ class NotebookRunner:
         if entry.get("fingerprint") != self.fingerprint(job) or study is None:
             return False
         try:
-            return all(study.step_hash(s) == h for s, h in entry.get("reads", {}).items())
+            with package_snapshot():
+                steps = study.steps()
+                reads = entry.get("reads", {}).items()
+                return all(s in steps and steps[s].hash == h for s, h in reads)
         except (SlicelibError, ValueError):
             return False
 

@@ -20,7 +20,9 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -92,7 +94,12 @@ def package_graph(root: Path | None = None) -> dict[str, tuple[str, frozenset[st
 
 def closure(modules: Iterable[str], root: Path | None = None) -> set[str]:
     """``modules`` and every package module they import, transitively."""
-    graph = package_graph(root)
+    return _closure(modules, package_graph(root), root)
+
+
+def _closure(
+    modules: Iterable[str], graph: Mapping[str, tuple[str, frozenset[str]]], root: Path | None
+) -> set[str]:
     seen: set[str] = set()
     todo = list(modules)
     while todo:
@@ -105,11 +112,33 @@ def closure(modules: Iterable[str], root: Path | None = None) -> set[str]:
     return seen
 
 
+# Code hashes by (modules, root) while a :func:`package_snapshot` is open.
+_SNAPSHOT: ContextVar[dict[tuple[Any, ...], str] | None] = ContextVar("snapshot", default=None)
+
+
+@contextmanager
+def package_snapshot() -> Iterator[None]:
+    """Within the block each set of modules is hashed once, the package read once for it:
+    for code that hashes every step of a study at one moment (a check of what is current),
+    during which no file of the package changes."""
+    token = _SNAPSHOT.set({})
+    try:
+        yield
+    finally:
+        _SNAPSHOT.reset(token)
+
+
 def code_hash(*modules: str, root: Path | None = None) -> str:
     """A short hash of the source of ``modules`` and of everything they import."""
+    memo, key = _SNAPSHOT.get(), (modules, root)
+    if memo is not None and key in memo:
+        return memo[key]
     graph = package_graph(root)
-    files = sorted((m, graph[m][0]) for m in closure(modules, root))
-    return hashlib.sha256(repr(files).encode()).hexdigest()[:16]
+    files = sorted((m, graph[m][0]) for m in _closure(modules, graph, root))
+    value = hashlib.sha256(repr(files).encode()).hexdigest()[:16]
+    if memo is not None:
+        memo[key] = value
+    return value
 
 
 def notebook_modules(sources: Iterable[str]) -> set[str]:

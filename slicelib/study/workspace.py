@@ -46,7 +46,7 @@ from slicelib.io import atomic_write, write_json
 from slicelib.methods import family_of
 from slicelib.results import Results, output_paths
 from slicelib.study.config import StudyConfig, study_config
-from slicelib.study.steps import Stamp, Step, digest, ensure, step_hash
+from slicelib.study.steps import Stamp, Step, digest, ensure, package_snapshot, step_hash
 
 if TYPE_CHECKING:
     from slicelib.data.cache import Cache
@@ -499,10 +499,11 @@ class Study:
 
     def step_hash(self, name: str) -> str:
         """The current hash of the step ``name`` (as :meth:`steps` names it)."""
-        step = self.steps().get(name)
-        if step is None:
-            raise SlicelibError(f"unknown study step {name!r}")
-        return step.hash
+        with package_snapshot():
+            step = self.steps().get(name)
+            if step is None:
+                raise SlicelibError(f"unknown study step {name!r}")
+            return step.hash
 
     def _made(self, step: Step) -> Path:
         """Make ``step`` when needed and log that the running notebook read it."""
