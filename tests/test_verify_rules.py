@@ -279,3 +279,14 @@ def test_every_glued_timing_of_a_notebook_is_marked_wall_clock() -> None:
                     plain_numbers.append(f"{path.name}: {match[1]}")
     assert found >= 6  # the rule reads the notebooks' glue calls
     assert not plain_numbers, plain_numbers
+
+
+def test_the_budget_curve_table_writes_training_time_as_wall_clock() -> None:
+    from slicelib.study.analysis import curve_table
+
+    point = {"model": "unet", "samples": 640, "run": "b640", "gain": 0.03, "lo": 0.02, "hi": 0.04}
+    point["subjects"] = 21
+    short, long = (curve_table(pd.DataFrame([{**point, "seconds": s}])) for s in (2.6, 72.8))
+    assert sanitize(short.to_string()) == sanitize(long.to_string())
+    other = curve_table(pd.DataFrame([{**point, "gain": 0.05, "seconds": 2.6}]))
+    assert sanitize(short.to_string()) != sanitize(other.to_string())

@@ -719,7 +719,7 @@ def curve_table(curve: pd.DataFrame) -> pd.DataFrame:
     rows = [
         {"network": method_label(str(r["model"])), "training samples": f"{int(r['samples']):,}",
          "gain over linear (dB)": fmt_signed(r["gain"]), "95 % CI": fmt_ci(r["lo"], r["hi"]),
-         "subjects": int(r["subjects"]), "training (s)": round(float(r["seconds"]), 1)}
+         "subjects": int(r["subjects"]), "training": wall_clock(r["seconds"], 1, " s")}
         for r in curve.to_dict("records")
     ]  # fmt: skip
     return pd.DataFrame(rows).set_index(["network", "training samples"])
